@@ -1,0 +1,359 @@
+"""ArchConfig and SearchSpace: plain data with YAML round-trip and field-naming validation.
+
+An ArchConfig is one concrete architecture; a SearchSpace is what a supernet can express.
+Both are validated on load, and every error names the offending field, e.g.
+``stages[3].width: 450 is not a multiple of 16``. Family-specific rules (which block kinds
+exist, structural constraints) are checked by the family module through the registry.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from supernets import io
+
+IDENTITY = "identity"
+
+
+class ConfigError(ValueError):
+    """A config or search space is invalid; the message names the field."""
+
+
+def _fail(where: str, msg: str) -> None:
+    raise ConfigError(f"{where}: {msg}" if where else msg)
+
+
+def _require(mapping: Mapping, key: str, where: str) -> Any:
+    if not isinstance(mapping, Mapping):
+        _fail(where, f"expected a mapping, got {type(mapping).__name__}")
+    if key not in mapping:
+        _fail(f"{where}.{key}" if where else key, "is required")
+    return mapping[key]
+
+
+def _int(value: Any, where: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(where, f"{value!r} is not an integer")
+    if minimum is not None and value < minimum:
+        _fail(where, f"{value} must be >= {minimum}")
+    return value
+
+
+def _unknown_keys(mapping: Mapping, allowed: Iterable[str], where: str) -> None:
+    extra = sorted(set(mapping) - set(allowed))
+    if extra:
+        _fail(where, f"unknown field(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(allowed))})")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of a stage: a kind name plus per-block knobs (e.g. ``hf_branches``)."""
+
+    kind: str
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "BlockSpec":
+        if isinstance(raw, str):
+            return cls(raw)
+        if isinstance(raw, Mapping):
+            kind = _require(raw, "kind", where)
+            if not isinstance(kind, str):
+                _fail(f"{where}.kind", f"{kind!r} is not a block kind name")
+            return cls(kind, {k: v for k, v in raw.items() if k != "kind"})
+        _fail(where, f"expected a block kind name or a mapping with 'kind', got {raw!r}")
+
+    def to_yaml(self) -> Any:
+        return self.kind if not self.knobs else {"kind": self.kind, **self.knobs}
+
+    def __str__(self) -> str:
+        if not self.knobs:
+            return self.kind
+        return self.kind + "(" + ",".join(f"{k}={v}" for k, v in sorted(self.knobs.items())) + ")"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    width: int
+    blocks: tuple[BlockSpec, ...]
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A concrete architecture of one family (identity choices are simply absent)."""
+
+    family: str
+    resolution: int
+    num_classes: int
+    stem_width: int
+    stages: tuple[StageConfig, ...]
+    head: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)  # provenance only; never affects the model
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def from_dict(cls, raw: Any, width_step: int = 16) -> "ArchConfig":
+        if not isinstance(raw, Mapping):
+            _fail("", f"an ArchConfig must be a mapping, got {type(raw).__name__}")
+        _unknown_keys(raw, ["family", "name", "resolution", "num_classes", "stem", "stages", "head", "meta"], "config")
+        family = _require(raw, "family", "")
+        if not isinstance(family, str):
+            _fail("family", f"{family!r} is not a family name")
+        resolution = _int(_require(raw, "resolution", ""), "resolution", 32)
+        if resolution % 32:
+            _fail("resolution", f"{resolution} is not a multiple of 32 (the network downsamples by 32)")
+        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1)
+        stages_raw = _require(raw, "stages", "")
+        if not isinstance(stages_raw, list) or not stages_raw:
+            _fail("stages", "must be a non-empty list")
+        stages = []
+        for i, s in enumerate(stages_raw):
+            where = f"stages[{i}]"
+            if not isinstance(s, Mapping):
+                _fail(where, "expected a mapping with 'width' and 'blocks'")
+            _unknown_keys(s, ["width", "blocks"], where)
+            width = _int(_require(s, "width", where), f"{where}.width", 1)
+            if width % width_step:
+                _fail(f"{where}.width", f"{width} is not a multiple of {width_step}")
+            blocks_raw = s.get("blocks", [])
+            if not isinstance(blocks_raw, list):
+                _fail(f"{where}.blocks", "must be a list")
+            blocks = tuple(BlockSpec.parse(b, f"{where}.blocks[{k}]") for k, b in enumerate(blocks_raw))
+            stages.append(StageConfig(width, blocks))
+        stem = raw.get("stem", {}) or {}
+        if not isinstance(stem, Mapping):
+            _fail("stem", "expected a mapping such as {width: 48}")
+        stem_width = _int(stem.get("width", stages[0].width), "stem.width", 1)
+        head = raw.get("head", {}) or {}
+        if not isinstance(head, Mapping):
+            _fail("head", "expected a mapping such as {distillation: true}")
+        meta = raw.get("meta", {}) or {}
+        name = raw.get("name")
+        cfg = cls(family, resolution, num_classes, stem_width, tuple(stages), dict(head),
+                  str(name) if name is not None else None, dict(meta))
+        from supernets.registry import get_family  # late: the registry imports family modules
+
+        get_family(family).validate(cfg)
+        return cfg
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"family": self.family}
+        if self.name:
+            out["name"] = self.name
+        out.update(resolution=self.resolution, num_classes=self.num_classes, stem={"width": self.stem_width})
+        if self.head:
+            out["head"] = dict(self.head)
+        out["stages"] = [{"width": s.width, "blocks": [b.to_yaml() for b in s.blocks]} for s in self.stages]
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ArchConfig":
+        return cls.from_dict(_load_yaml(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        io.write_yaml(path, self.to_dict())
+
+    def replace(self, **changes: Any) -> "ArchConfig":
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        data.update(changes)
+        return ArchConfig(**data)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(len(s.blocks) for s in self.stages)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(s.width for s in self.stages)
+
+    def summary(self) -> str:
+        parts = []
+        for s in self.stages:
+            kinds = [str(b) for b in s.blocks]
+            parts.append(f"{s.width}:[{' '.join(kinds)}]")
+        return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    max_width: int
+    min_width: int
+    slots: int
+    choices: tuple[str, ...]
+    min_blocks: int = 1
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What one family's supernet can express: per stage widths, MetaPath slots and choices."""
+
+    family: str
+    resolution: int
+    num_classes: int
+    width_step: int
+    stages: tuple[StageSpace, ...]
+    head: Mapping[str, Any] = field(default_factory=dict)
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "SearchSpace":
+        if not isinstance(raw, Mapping):
+            _fail("", f"a SearchSpace must be a mapping, got {type(raw).__name__}")
+        _unknown_keys(raw, ["family", "resolution", "num_classes", "width_step", "stages", "head", "knobs"], "space")
+        family = _require(raw, "family", "")
+        resolution = _int(_require(raw, "resolution", ""), "resolution", 32)
+        if resolution % 32:
+            _fail("resolution", f"{resolution} is not a multiple of 32")
+        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1)
+        step = _int(raw.get("width_step", 16), "width_step", 1)
+        stages_raw = _require(raw, "stages", "")
+        if not isinstance(stages_raw, list) or not stages_raw:
+            _fail("stages", "must be a non-empty list")
+        stages = []
+        for i, s in enumerate(stages_raw):
+            where = f"stages[{i}]"
+            if not isinstance(s, Mapping):
+                _fail(where, "expected a mapping")
+            _unknown_keys(s, ["max_width", "min_width", "slots", "choices", "min_blocks"], where)
+            max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step)
+            min_w = _int(s.get("min_width", step), f"{where}.min_width", step)
+            for name, w in (("max_width", max_w), ("min_width", min_w)):
+                if w % step:
+                    _fail(f"{where}.{name}", f"{w} is not a multiple of {step}")
+            if min_w > max_w:
+                _fail(f"{where}.min_width", f"{min_w} exceeds max_width {max_w}")
+            slots = _int(_require(s, "slots", where), f"{where}.slots", 1)
+            choices = _require(s, "choices", where)
+            if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+                _fail(f"{where}.choices", "must be a non-empty list of block kind names")
+            min_blocks = _int(s.get("min_blocks", 1 if IDENTITY in choices else slots), f"{where}.min_blocks", 0)
+            if min_blocks > slots:
+                _fail(f"{where}.min_blocks", f"{min_blocks} exceeds slots {slots}")
+            stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks))
+        space = cls(family, resolution, num_classes, step, tuple(stages),
+                    dict(raw.get("head", {}) or {}), dict(raw.get("knobs", {}) or {}))
+        from supernets.registry import get_family
+
+        get_family(family).validate_space(space)
+        return space
+
+    def to_dict(self) -> dict:
+        return {
+            "family": self.family,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "width_step": self.width_step,
+            "head": dict(self.head),
+            "knobs": dict(self.knobs),
+            "stages": [
+                {"max_width": s.max_width, "min_width": s.min_width, "slots": s.slots,
+                 "choices": list(s.choices), "min_blocks": s.min_blocks}
+                for s in self.stages
+            ],
+        }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SearchSpace":
+        return cls.from_dict(_load_yaml(path))
+
+    def replace(self, **changes: Any) -> "SearchSpace":
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        data.update(changes)
+        return SearchSpace(**data)
+
+    def with_stage(self, index: int, **changes: Any) -> "SearchSpace":
+        stages = list(self.stages)
+        data = {f: getattr(stages[index], f) for f in StageSpace.__dataclass_fields__}
+        data.update(changes)
+        stages[index] = StageSpace(**data)
+        return self.replace(stages=tuple(stages))
+
+    def widths(self, stage: int) -> list[int]:
+        s = self.stages[stage]
+        return list(range(s.min_width, s.max_width + 1, self.width_step))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A point of a SearchSpace in slot coordinates: per stage a width and a kind per slot.
+
+    An ArchConfig drops identity slots; a Choice keeps them, so it knows which supernet slot
+    each kept block inherits its weights from.
+    """
+
+    widths: tuple[int, ...]
+    kinds: tuple[tuple[str, ...], ...]
+
+    def to_config(self, space: SearchSpace, num_classes: int | None = None, **extra: Any) -> ArchConfig:
+        from supernets.registry import get_family
+
+        stages = tuple(
+            StageConfig(w, tuple(BlockSpec(k) for k in kinds if k != IDENTITY))
+            for w, kinds in zip(self.widths, self.kinds)
+        )
+        fam = get_family(space.family)
+        cfg = ArchConfig(space.family, space.resolution, num_classes or space.num_classes,
+                         fam.stem_width(self.widths), stages, dict(space.head), **extra)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: ArchConfig, space: SearchSpace) -> "Choice":
+        """Map a config onto slots: the blocks of a stage fill its first slots in order."""
+        if config.family != space.family:
+            _fail("family", f"config is {config.family!r} but the space is {space.family!r}")
+        if len(config.stages) != len(space.stages):
+            _fail("stages", f"config has {len(config.stages)} stages, the space has {len(space.stages)}")
+        kinds = []
+        for i, (st, sp) in enumerate(zip(config.stages, space.stages)):
+            where = f"stages[{i}]"
+            if not sp.min_width <= st.width <= sp.max_width:
+                _fail(f"{where}.width", f"{st.width} is outside the space's range {sp.min_width}..{sp.max_width}")
+            if len(st.blocks) > sp.slots:
+                _fail(f"{where}.blocks", f"{len(st.blocks)} blocks but the space has {sp.slots} slots")
+            for k, b in enumerate(st.blocks):
+                if b.kind not in sp.choices:
+                    _fail(f"{where}.blocks[{k}]", f"{b.kind!r} is not a choice of this stage ({', '.join(sp.choices)})")
+            kinds.append(tuple(b.kind for b in st.blocks) + (IDENTITY,) * (sp.slots - len(st.blocks)))
+        return cls(config.widths, tuple(kinds))
+
+    def replace_kind(self, stage: int, slot: int, kind: str) -> "Choice":
+        kinds = [list(k) for k in self.kinds]
+        kinds[stage][slot] = kind
+        return Choice(self.widths, tuple(tuple(k) for k in kinds))
+
+    def replace_width(self, stage: int, width: int) -> "Choice":
+        widths = list(self.widths)
+        widths[stage] = width
+        return Choice(tuple(widths), self.kinds)
+
+    def to_dict(self) -> dict:
+        return {"widths": list(self.widths), "kinds": [list(k) for k in self.kinds]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "Choice":
+        return cls(tuple(raw["widths"]), tuple(tuple(k) for k in raw["kinds"]))
+
+
+def _load_yaml(path: str | os.PathLike) -> Any:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+
+
+def deepcopy_config(cfg: ArchConfig) -> ArchConfig:
+    return copy.deepcopy(cfg)

@@ -1,0 +1,385 @@
+"""EfficientFormer (v1): dimension-consistent ViT with Meta4D (pool mixer) and Meta3D (MHSA) blocks.
+
+Paper: "EfficientFormer: Vision Transformers at MobileNet Speed" (arXiv 2206.01191), §4.
+Spec: shared/specs/families.md §2. Module names follow timm's ``efficientformer.py`` so that
+``convert_timm_state_dict`` is a renaming, and the counts equal timm's to the parameter.
+
+Kinds: ``mb4d`` (Meta4D, (B, C, H, W)) and ``mb3d`` (Meta3D, (B, N, C)). A stage runs its 4D
+blocks first and reshapes once into tokens for its 3D tail. The attention bias table is sized
+for the actual token grid (7x7 at 224, 2x2 at 64), not fixed at 7x7 as in timm.
+
+Deploy form: every Conv-BN pair is folded (``ConvNorm.reparameterize``); nothing else changes.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models import register_model
+
+from search_spaces import variant_path
+from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.layers import ConvNorm, LayerScale, Reshape, run_blocks, to_map, to_tokens
+from supernets.registry import Family, OpNode, register_family
+
+BLOCK_KINDS = ("mb4d", "mb3d")
+MLP_RATIO = 4
+
+
+class Attention(nn.Module):
+    """MHSA with a learned relative-position bias per (|dy|, |dx|) offset of the token grid.
+
+    qkv is one Linear whose output is laid out per head as [q(key_dim), k(key_dim), v(attn_ratio*key_dim)].
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4):
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = attn_ratio * key_dim
+        self.qkv = nn.Linear(dim, num_heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Linear(num_heads * self.val_dim, dim)
+        pos = torch.stack(torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")).flatten(1)
+        rel = (pos[..., :, None] - pos[..., None, :]).abs()
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, grid[0] * grid[1]))
+        self.register_buffer("attention_bias_idxs", rel[0] * grid[1] + rel[1], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, -1)
+        return self.proj(x)
+
+
+class Pooling(nn.Module):
+    """PoolFormer token mixer: avgpool(x) - x (the residual adds x back)."""
+
+    def __init__(self, pool_size: int = 3):
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) - x
+
+
+class ConvMlp(nn.Module):
+    """1x1 Conv-BN-GELU-1x1 Conv-BN, no pre-norm (the BN of the previous block plays that role)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = ConvNorm(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = ConvNorm(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Meta4D(nn.Module):
+    """MB4D: x + LS1*(pool(x) - x); x + LS2*ConvMlp(x)."""
+
+    token_input = False
+
+    def __init__(self, dim: int, mlp_ratio: int = MLP_RATIO, ls_init: float = 1e-5):
+        super().__init__()
+        self.token_mixer = Pooling()
+        self.ls1 = LayerScale(dim, ls_init, channel_dim=1)
+        self.mlp = ConvMlp(dim, dim * mlp_ratio)
+        self.ls2 = LayerScale(dim, ls_init, channel_dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.token_mixer(x))
+        return x + self.ls2(self.mlp(x))
+
+
+class Meta3D(nn.Module):
+    """MB3D: pre-LN transformer block on tokens, attention with relative-position bias."""
+
+    token_input = True
+
+    def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: int = MLP_RATIO, ls_init: float = 1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mixer = Attention(dim, grid)
+        self.ls1 = LayerScale(dim, ls_init)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.ls2 = LayerScale(dim, ls_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.token_mixer(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class Stem(nn.Sequential):
+    """Two stride-2 3x3 Conv-BN-ReLU: 3 -> C/2 -> C, overall stride 4."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.conv1 = ConvNorm(in_chs, out_chs // 2, 3, stride=2)
+        self.act1 = nn.ReLU()
+        self.conv2 = ConvNorm(out_chs // 2, out_chs, 3, stride=2)
+        self.act2 = nn.ReLU()
+
+
+class Stage(nn.Module):
+    """Optional stride-2 Conv-BN embedding, then the blocks. A non-final stage always returns a
+    (B, C, H, W) map so the next embedding can convolve it; the final one may return tokens."""
+
+    def __init__(self, in_chs: int, dim: int, blocks: list[nn.Module], downsample: bool, last: bool):
+        super().__init__()
+        self.downsample = ConvNorm(in_chs, dim, 3, stride=2) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(blocks)
+        self.last = last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        grid = (x.shape[2], x.shape[3])
+        x = run_blocks(self.blocks, x, grid)
+        if x.ndim == 3 and not self.last:
+            x = to_map(x, grid)
+        return x
+
+
+class Head(nn.Module):
+    """LayerNorm on tokens, mean over tokens, classifier (+ distillation classifier, averaged at eval)."""
+
+    def __init__(self, dim: int, num_classes: int, distillation: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.head_dist = nn.Linear(dim, num_classes) if distillation else None
+        self.distilled_training = False
+
+    def forward(self, x: torch.Tensor):
+        if x.ndim == 4:
+            x = to_tokens(x)
+        x = self.norm(x).mean(1)
+        out = self.head(x)
+        if self.head_dist is None:
+            return out
+        dist = self.head_dist(x)
+        if self.training and self.distilled_training:
+            return out, dist
+        return (out + dist) / 2
+
+
+class EfficientFormer(nn.Module):
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
+        super().__init__()
+        img_size = img_size or config.resolution
+        make_block = make_block or _make_block
+        self.config = config
+        self.num_classes = config.num_classes
+        self.stem = Stem(3, config.stem_width)
+        in_chs, stages = config.stem_width, []
+        for j, st in enumerate(config.stages):
+            side = img_size // (4 * 2 ** j)
+            blocks = [make_block(spec, st.width, (side, side)) for spec in st.blocks]
+            stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, last=j == len(config.stages) - 1))
+            in_chs = st.width
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
+        self.apply(_init_weights)
+
+    @property
+    def num_features(self) -> int:
+        return self.head.norm.normalized_shape[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor):
+        return self.head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if "attention_biases" in n}
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
+    mlp_ratio = int(spec.knobs.get("mlp_ratio", MLP_RATIO))
+    if spec.kind == "mb4d":
+        return Meta4D(dim, mlp_ratio)
+    if spec.kind == "mb3d":
+        return Meta3D(dim, grid, mlp_ratio)
+    raise ConfigError(f"unknown efficientformer block kind {spec.kind!r} (known: {', '.join(BLOCK_KINDS)})")
+
+
+# ---------------------------------------------------------------------------- op graph
+def op_nodes(config: ArchConfig) -> list[OpNode]:
+    """The network as the sequence of ops a latency table prices, in forward order."""
+    res, nodes = config.resolution, []
+    c_in = config.stem_width
+    nodes.append(OpNode("stem", f"stem:3>{c_in}:{res}x{res}", "stem", (1, 3, res, res),
+                        lambda c=c_in: Stem(3, c)))
+    form = "map"
+    for j, st in enumerate(config.stages):
+        side = res // (4 * 2 ** j)
+        hw = f"{side}x{side}"
+        c = st.width
+        if j > 0:
+            prev = side * 2
+            nodes.append(OpNode(f"stages.{j}.downsample", f"embed:{c_in}>{c}:{prev}x{prev}", "embed",
+                                (1, c_in, prev, prev), lambda a=c_in, b=c: ConvNorm(a, b, 3, stride=2)))
+        for i, spec in enumerate(st.blocks):
+            tokens = spec.kind == "mb3d"
+            if tokens and form == "map":
+                nodes.append(OpNode(f"stages.{j}.to_tokens", f"reshape:tokens:c{c}:{hw}", "reshape",
+                                    (1, c, side, side), lambda g=(side, side): Reshape("tokens", g)))
+                form = "tokens"
+            elif not tokens and form == "tokens":
+                nodes.append(OpNode(f"stages.{j}.to_map", f"reshape:map:c{c}:{hw}", "reshape",
+                                    (1, side * side, c), lambda g=(side, side): Reshape("map", g)))
+                form = "map"
+            knobs = "".join(f":{k}{v}" for k, v in sorted(spec.knobs.items()))
+            in_shape = (1, side * side, c) if tokens else (1, c, side, side)
+            nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"{spec.kind}:c{c}:{hw}{knobs}", spec.kind, in_shape,
+                                lambda s=spec, d=c, g=(side, side): _make_block(s, d, g)))
+        if form == "tokens" and j < len(config.stages) - 1:
+            nodes.append(OpNode(f"stages.{j}.to_map", f"reshape:map:c{c}:{hw}", "reshape",
+                                (1, side * side, c), lambda g=(side, side): Reshape("map", g)))
+            form = "map"
+        c_in = c
+    side = res // 32
+    dist = int(bool(config.head.get("distillation", False)))
+    in_shape = (1, side * side, c_in) if form == "tokens" else (1, c_in, side, side)
+    nodes.append(OpNode("head", f"head:c{c_in}:{side}x{side}:{form}:k{config.num_classes}:d{dist}", "head", in_shape,
+                        lambda c=c_in, k=config.num_classes, d=bool(dist): Head(c, k, d)))
+    return nodes
+
+
+# ---------------------------------------------------------------------------- validation
+def validate(config: ArchConfig) -> None:
+    if config.stem_width != config.stages[0].width:
+        raise ConfigError(f"stem.width: {config.stem_width} must equal stages[0].width ({config.stages[0].width}): "
+                          "EfficientFormer's first stage has no embedding")
+    for j, st in enumerate(config.stages):
+        seen_tokens = False
+        for i, b in enumerate(st.blocks):
+            where = f"stages[{j}].blocks[{i}]"
+            if b.kind not in BLOCK_KINDS:
+                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (efficientformer has {', '.join(BLOCK_KINDS)})")
+            extra = set(b.knobs) - {"mlp_ratio"}
+            if extra:
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mb4d/mb3d take mlp_ratio)")
+            if b.kind == "mb3d":
+                seen_tokens = True
+            elif seen_tokens:
+                raise ConfigError(f"{where}: mb4d after mb3d; the 3D blocks of a stage must come after all its "
+                                  "4D blocks (one reshape per stage)")
+
+
+def validate_space(space: SearchSpace) -> None:
+    for j, st in enumerate(space.stages):
+        for c in st.choices:
+            if c not in BLOCK_KINDS + ("identity",):
+                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (efficientformer has "
+                                  f"{', '.join(BLOCK_KINDS)}, identity)")
+
+
+def stem_width(widths: Sequence[int]) -> int:
+    return widths[0]
+
+
+# ---------------------------------------------------------------------------- timm interop
+def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm ``efficientformer_*`` state dict to this module's names.
+
+    timm keeps a parameter-free ``Flat`` module inside the last stage's block list, so block
+    indices are renumbered over the blocks that hold parameters; timm's sibling conv/BN pairs
+    (``fc1``/``norm1``) become our ``ConvNorm`` (``fc1.conv``/``fc1.norm``).
+    """
+    block = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+    ids: dict[str, set[int]] = {}
+    for k in state_dict:
+        if m := block.match(k):
+            ids.setdefault(m[1], set()).add(int(m[2]))
+    renumber = {(s, b): i for s, bs in ids.items() for i, b in enumerate(sorted(bs))}
+    conv_mlp_blocks = {k[: -len("mlp.norm1.weight")] for k in state_dict if k.endswith(".mlp.norm1.weight")}
+    renames = [
+        (r"^stem\.conv([12])\.", r"stem.conv\1.conv."),
+        (r"^stem\.norm([12])\.", r"stem.conv\1.norm."),
+        (r"\.mlp\.norm([12])\.", r".mlp.fc\1.norm."),
+        (r"^norm\.", "head.norm."),
+        (r"^head\.(weight|bias)$", r"head.head.\1"),
+        (r"^head_dist\.", "head.head_dist."),
+    ]
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith("attention_bias_idxs"):  # a derived index buffer; ours is rebuilt per grid
+            continue
+        k = key
+        if m := block.match(key):
+            if m[0] in conv_mlp_blocks:
+                k = re.sub(r"\.mlp\.fc([12])\.(weight|bias)$", r".mlp.fc\1.conv.\2", k)
+            k = f"stages.{m[1]}.blocks.{renumber[m[1], int(m[2])]}." + k[m.end():]
+        for pat, rep in renames:
+            k = re.sub(pat, rep, k)
+        out[k] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- variants
+def _variant(name: str, pretrained: bool = False, **kwargs) -> EfficientFormer:
+    if pretrained:
+        raise ValueError("nas ships no pretrained weights (no network at run time)")
+    cfg = ArchConfig.load(variant_path("efficientformer", name))
+    if "num_classes" in kwargs:
+        cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
+    return EfficientFormer(cfg, img_size=kwargs.pop("img_size", None))
+
+
+@register_model
+def nas_efficientformer_l1(pretrained: bool = False, **kwargs) -> EfficientFormer:
+    return _variant("l1", pretrained, **kwargs)
+
+
+@register_model
+def nas_efficientformer_l3(pretrained: bool = False, **kwargs) -> EfficientFormer:
+    return _variant("l3", pretrained, **kwargs)
+
+
+@register_model
+def nas_efficientformer_l7(pretrained: bool = False, **kwargs) -> EfficientFormer:
+    return _variant("l7", pretrained, **kwargs)
+
+
+FAMILY = register_family(Family(
+    name="efficientformer",
+    block_kinds=BLOCK_KINDS,
+    build=EfficientFormer,
+    make_block=_make_block,
+    op_nodes=op_nodes,
+    validate=validate,
+    validate_space=validate_space,
+    stem_width=stem_width,
+    token_kinds=("mb3d",),
+    variants=("l1", "l3", "l7"),
+))

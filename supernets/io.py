@@ -1,0 +1,51 @@
+"""Atomic file writes shared by every package.
+
+`supernets` is the root of the dependency chain (`nas` -> `supernets`, `lut` -> `supernets`),
+so the one implementation of "write to a temp file, then rename" lives here. A crash or a
+Ctrl-C in the middle of a write never leaves a half-written artefact behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call `write(tmp_path)` and move the result onto `path` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_yaml(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return yaml.safe_load(f)

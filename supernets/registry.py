@@ -1,0 +1,73 @@
+"""The small interface every family module exposes, and the registry of families.
+
+`lut` and the generic `Supernet` know a family only through this interface:
+
+* ``build(config, img_size, make_block)`` – the concrete model; ``make_block`` lets the supernet
+  put a MetaPath in every slot while the rest of the network (stem, downsamples, head) is the
+  very same code as the published variants.
+* ``make_block(spec, dim, grid)`` – one block of a stage.
+* ``op_nodes(config)`` – the network as an ordered list of ops (LUT key, input shape, factory).
+* ``validate(config)`` / ``validate_space(space)`` – family rules, errors naming the field.
+* ``stem_width(widths)`` – how the stem width follows the stage widths.
+
+Every family model has ``model.stages[j].blocks`` (a ModuleList of the stage's blocks); the
+supernet relies on that name to map a subnet's blocks to the slots they inherit from.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch.nn as nn
+
+from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """One op of a network for latency lookup: measured standalone, in deploy form."""
+
+    name: str                      # e.g. "stages.2.blocks.3"
+    key: str                       # LUT signature: kind + channels + spatial size + knobs
+    kind: str
+    in_shape: tuple[int, ...]      # batch-1 input shape of the standalone module
+    make: Callable[[], nn.Module] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    block_kinds: tuple[str, ...]
+    build: Callable[..., nn.Module]
+    make_block: Callable[[BlockSpec, int, tuple[int, int]], nn.Module]
+    op_nodes: Callable[[ArchConfig], list[OpNode]]
+    validate: Callable[[ArchConfig], None]
+    validate_space: Callable[[SearchSpace], None]
+    stem_width: Callable[[Sequence[int]], int]
+    token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
+    variants: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_FAMILY_MODULES = {
+    "efficientformer": "supernets.efficientformer",
+}
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_names() -> list[str]:
+    return sorted(_FAMILY_MODULES)
+
+
+def get_family(name: str) -> Family:
+    if name not in _FAMILY_MODULES:
+        raise ConfigError(f"family: unknown family {name!r} (known: {', '.join(family_names())})")
+    if name not in _FAMILIES:
+        importlib.import_module(_FAMILY_MODULES[name])
+    return _FAMILIES[name]
