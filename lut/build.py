@@ -85,3 +85,26 @@ def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: 
 def space_ops(space: SearchSpace, num_classes: int) -> dict[str, dict]:
     return ops_for(covering_configs(space, num_classes))
 
+
+
+class Predictor:
+    """``predict(config)`` against a table; keys it lacks are measured on demand (and the table
+    saved) when the device is measurable here, else a ``MissingKeysError`` names them."""
+
+    def __init__(self, table: LatencyTable, measurable: bool, *, threads: int = 1, rounds: int = 5,
+                 progress: bool = True):
+        self.table, self.measurable = table, measurable
+        self.threads, self.rounds, self.progress = threads, rounds, progress
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, config: ArchConfig) -> float:
+        key = repr(config.to_dict())
+        if key not in self._cache:
+            if self.measurable:
+                missing = self.table.missing(config)
+                if missing:
+                    ops = {k: op for k, op in ops_for([config]).items() if k in missing}
+                    fill(self.table, ops, threads=self.threads, rounds=self.rounds, progress=self.progress,
+                         desc="measuring new ops")
+            self._cache[key] = self.table.predict(config)
+        return self._cache[key]

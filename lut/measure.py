@@ -40,7 +40,7 @@ def threads(n: int) -> Iterator[None]:
 def environment(num_threads: int) -> dict:
     return {
         "backend": "torch-eager",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "threads": num_threads,
         "machine": platform.machine(),
         "processor": platform.processor() or _cpu_model(),

@@ -1,0 +1,294 @@
+"""The ``nas`` command line.
+
+Every error a user can cause prints one line (``nas: error: ...``) saying what is wrong and how
+to fix it, exits 2, and leaves no partial file behind (all writes are atomic).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from nas.errors import UserError
+
+DEFAULT_RUNS = "runs"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _tables_dir(args) -> Path:
+    return Path(args.tables) if args.tables else Path(args.runs) / "tables"
+
+
+def _families(name: str) -> list[str]:
+    from supernets.registry import family_names, get_family
+
+    if name == "all":
+        return family_names()
+    get_family(name)
+    return [name]
+
+
+def _open_table(device_name: str, resolution: int, tables_dir: Path, create: bool):
+    from lut import build
+    from lut.devices import find_table, get_device, table_path
+    from lut.table import LatencyTable
+
+    device = get_device(device_name)
+    found = find_table(device_name, resolution, tables_dir)
+    if found is None:
+        if not (create and device.measurable):
+            raise UserError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
+                            f"shipped tables); build one with `nas lut build --device {device_name}`")
+        table = build.new_table(device_name, resolution, device.threads)
+        table.path = table_path(device_name, resolution, tables_dir)
+        return device, table
+    table = LatencyTable.load(found, device=device_name, resolution=resolution)
+    if device.measurable and found.parent.resolve() != tables_dir.resolve():
+        table.path = table_path(device_name, resolution, tables_dir)  # never write into the package
+    return device, table
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train_supernet(args) -> Path:
+    from nas import checkpoint, runs
+    from nas.train import Recipe, train_supernet
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        ckpt = checkpoint.load(run_dir / runs.SUPERNET)
+        recipe = Recipe.from_dict(ckpt["recipe"])
+        if args.epochs is not None:
+            recipe.epochs = args.epochs
+    else:
+        recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=args.img_size,
+                        epochs=args.epochs if args.epochs is not None else Recipe.epochs,
+                        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
+                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, threads=args.threads)
+        if recipe.epochs < 1:
+            raise UserError(f"--epochs {recipe.epochs} must be >= 1")
+        run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
+    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel) "
+          f"-> {run_dir}", flush=True)
+    path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"supernet: {path}")
+    return path
+
+
+def cmd_lut_build(args) -> Path:
+    from lut import build
+    from supernets.config import SearchSpace
+    import search_spaces
+
+    tables_dir = _tables_dir(args)
+    paths = []
+    by_res: dict[int, dict] = {}
+    for fam in _families(args.family):
+        space = SearchSpace.load(search_spaces.space_path(fam))
+        res = args.resolution or space.resolution
+        by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), args.num_classes))
+    for res, ops in by_res.items():
+        device, table = _open_table(args.device, res, tables_dir, create=True)
+        if not device.measurable:
+            raise UserError(f"device {args.device} cannot be measured on this machine; use its shipped table")
+        table.environment.update(build.new_table(args.device, res, device.threads).environment)
+        todo = [k for k in ops if k not in table]
+        print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
+              f"{table.path}, measuring {len(todo)}", flush=True)
+        t0 = time.time()
+        build.fill(table, ops, threads=device.threads, rounds=args.rounds, progress=not args.no_progress,
+                   desc=f"{args.device}@{res}")
+        table.save()
+        print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
+        paths.append(table.path)
+    return paths[-1]
+
+
+def cmd_slim(args) -> Path:
+    import torch
+
+    from lut.build import Predictor
+    from nas import checkpoint, data as data_mod, runs
+    from nas.evaluate import Evaluator
+    from nas.slim import slim, write_trajectory
+    from nas.train import Recipe
+
+    if args.target_ms <= 0:
+        raise UserError(f"--target-ms {args.target_ms:g} must be > 0")
+    ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
+    ckpt = checkpoint.load(ckpt_path)
+    net = checkpoint.build_supernet(ckpt)
+    if net.space.family != args.family and args.supernet is None:
+        raise UserError(f"{ckpt_path} is a {net.space.family} supernet, not {args.family}")
+    family = net.space.family
+    device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
+    predictor = Predictor(table, device.measurable, threads=device.threads, progress=not args.no_progress)
+
+    recipe = Recipe.from_dict(ckpt["recipe"])
+    torch.set_num_threads(args.threads)
+    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
+    calib = data_mod.fixed_subset(data.train, args.calib_images, args.seed)[0]
+    val_x, val_y = data_mod.fixed_subset(data.val, args.val_images, args.seed + 1)
+    evaluator = Evaluator(calib, val_x, val_y)
+    net.eval()
+    if args.channel_order == "importance":
+        net.reorder_channels()
+
+    print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
+          f"to {args.target_ms:g} ms", flush=True)
+    result = slim(net, predictor, evaluator, args.target_ms)
+    out_dir = Path(args.out) if args.out else ckpt_path.parent / "slim"
+    stem = out_dir / f"{family}@{args.device}-{args.target_ms:g}ms"
+    config = result.config.replace(
+        name=stem.name,
+        meta={"device": args.device, "target_ms": args.target_ms, "predicted_ms": round(result.latency_ms, 4),
+              "inherited_top1": round(result.accuracy, 2), "supernet": str(ckpt_path),
+              "table": str(table.path), "steps": len(result.steps) - 1})
+    yaml_path = out_dir / f"{stem.name}.yaml"
+    config.save(yaml_path)
+    extra = write_trajectory(result, stem, args.target_ms, f"{family} @ {args.device}: slimming to {args.target_ms:g} ms")
+    print(f"config: {yaml_path}  ({result.latency_ms:.3f} ms predicted, {result.accuracy:.2f}% inherited top-1)")
+    print(f"trajectory: {extra[0]}  plot: {extra[1]}")
+    return yaml_path
+
+
+def cmd_show(args) -> None:
+    from nas.report import show
+
+    print(show(args.config, _tables_dir(args), args.device))
+
+
+def cmd_quickstart(args) -> None:
+    """train-supernet -> lut build -> slim, on the embedded defaults."""
+    from nas import checkpoint
+    from lut.build import Predictor
+    from lut.devices import get_device
+
+    t0 = time.time()
+    train_args = _parse(["train-supernet", "--runs", args.runs, "--epochs", str(args.epochs)]
+                        + (["--no-progress"] if args.no_progress else []))
+    ckpt_path = cmd_train_supernet(train_args)
+    lut_args = _parse(["lut", "build", "--device", "cpu", "--family", "efficientformer", "--runs", args.runs]
+                      + (["--no-progress"] if args.no_progress else []))
+    table_path = cmd_lut_build(lut_args)
+    target = args.target_ms
+    if target is None:
+        net = checkpoint.build_supernet(checkpoint.load(ckpt_path))
+        _, table = _open_table("cpu", net.space.resolution, Path(args.runs) / "tables", create=True)
+        start_ms = Predictor(table, get_device("cpu").measurable, progress=False)(
+            net.initial_choice().to_config(net.space, num_classes=net.num_classes))
+        target = round(start_ms * args.target_fraction, 1)
+        print(f"target: {target:g} ms ({args.target_fraction:g} x the full supernet's {start_ms:.1f} ms)")
+    slim_args = _parse(["slim", "--target-ms", str(target), "--device", "cpu", "--supernet", str(ckpt_path),
+                        "--runs", args.runs] + (["--no-progress"] if args.no_progress else []))
+    config = cmd_slim(slim_args)
+    print()
+    print(f"quickstart done in {time.time() - t0:.0f}s")
+    print(f"  supernet       {ckpt_path}")
+    print(f"  latency table  {table_path}")
+    print(f"  slimmed config {config}")
+    print(f"  inspect it     nas show {config}")
+
+
+# ---------------------------------------------------------------------------- parser
+def _build_parser() -> argparse.ArgumentParser:
+    from nas.train import Recipe
+
+    p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
+                                "slimming for efficient vision transformers.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, tables=True):
+        sp.add_argument("--runs", default=DEFAULT_RUNS, help="root of run directories (default: %(default)s)")
+        if tables:
+            sp.add_argument("--tables", default=None, help="latency tables directory (default: RUNS/tables)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
+    t.add_argument("--family", default="efficientformer")
+    t.add_argument("--space", default=None, help="search space YAML (default: the family's shipped space)")
+    t.add_argument("--data", default="digits", help="'digits' (embedded) or an ImageFolder root with train/ val/")
+    t.add_argument("--epochs", type=int, default=None, help=f"default {Recipe.epochs}")
+    t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    t.add_argument("--img-size", type=int, default=Recipe.img_size, help="training resolution")
+    t.add_argument("--lr", type=float, default=Recipe.lr)
+    t.add_argument("--arch-lr", type=float, default=Recipe.arch_lr, help="learning rate of the α logits")
+    t.add_argument("--mixing", choices=["soft", "hard"], default=Recipe.mixing,
+                   help="soft: weighted sum of all paths (paper eq. 8); hard: straight-through single path")
+    t.add_argument("--tau-max", type=float, default=Recipe.tau_max)
+    t.add_argument("--tau-min", type=float, default=Recipe.tau_min)
+    t.add_argument("--seed", type=int, default=Recipe.seed)
+    t.add_argument("--threads", type=int, default=Recipe.threads)
+    t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
+    t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    common(t, tables=False)
+    t.set_defaults(func=cmd_train_supernet)
+
+    lut = sub.add_parser("lut", help="latency lookup tables")
+    lsub = lut.add_subparsers(dest="lut_command", required=True, metavar="LUT_COMMAND")
+    b = lsub.add_parser("build", help="measure every op a family's space can need on a local device")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
+    b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    common(b)
+    b.set_defaults(func=cmd_lut_build)
+
+    s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency")
+    s.add_argument("--target-ms", type=float, required=True)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--family", default="efficientformer")
+    s.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
+    s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
+    s.add_argument("--calib-images", type=int, default=256, help="training images for BN recalibration")
+    s.add_argument("--val-images", type=int, default=1000, help="fixed validation subset size")
+    s.add_argument("--channel-order", choices=["importance", "natural"], default="importance")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
+    common(s)
+    s.set_defaults(func=cmd_slim)
+
+    sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig")
+    sh.add_argument("config")
+    sh.add_argument("--device", default=None, help="only this device's tables")
+    common(sh)
+    sh.set_defaults(func=cmd_show)
+
+    q = sub.add_parser("quickstart", help="train-supernet -> lut build -> slim on the embedded defaults")
+    q.add_argument("--epochs", type=int, default=Recipe.epochs)
+    q.add_argument("--target-ms", type=float, default=None)
+    q.add_argument("--target-fraction", type=float, default=0.6,
+                   help="without --target-ms: this fraction of the full supernet's latency")
+    common(q, tables=False)
+    q.set_defaults(func=cmd_quickstart)
+    return p
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    return _build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from lut.devices import DeviceError
+    from lut.table import MissingKeysError, TableError
+    from supernets.config import ConfigError
+
+    try:
+        args.func(args)
+    except (UserError, ConfigError, TableError, DeviceError, MissingKeysError) as e:
+        print(f"nas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

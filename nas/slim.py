@@ -1,0 +1,214 @@
+"""Latency-driven slimming (EfficientFormer paper §4.2, generalised to any family's space).
+
+State: a ``Choice`` (width and kind per slot), starting from ``Supernet.initial_choice()``.
+Each step proposes the paper's three actions:
+
+1. ``slot->identity``  – the least important kept slot (importance from α, paper §4.2) becomes I;
+2. ``3d->4d``          – the first token block (MB3D) leaves the 3D partition (becomes MB4D);
+3. ``width-16``        – the least important stage (sum of its kept slots' importance) narrows
+                         by one width step.
+
+For each action Δms comes from the latency table and Δaccuracy from the supernet's sub-network
+with inherited weights after BN recalibration. The action with the smallest accuracy drop per ms
+saved is taken; repeat until the predicted latency meets the target.
+
+Choices the paper leaves open (defaults; flags of ``nas slim``):
+* evaluation: ``--calib-images 256`` training images recalibrate BN, a fixed ``--val-images``
+  subset scores; both drawn once from ``--seed``.
+* channel order: ``--channel-order importance`` permutes residual channels by L1 importance
+  before slimming so a narrower stage keeps its most important channels (``natural`` keeps
+  the trained order).
+* ties: equal accuracy drop per ms -> smaller loss increase per ms -> larger saving -> action order.
+* an action that saves no latency is never taken; a stage keeps at least ``min_blocks`` blocks
+  and ``min_width`` channels (search space).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from nas.errors import UserError
+from nas.evaluate import Evaluator, Score
+from supernets import io
+from supernets.config import IDENTITY, ArchConfig, Choice
+from supernets.supernet import Supernet
+
+ACTIONS = ("slot->identity", "3d->4d", "width-16")
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    detail: str
+    choice: Choice
+
+
+@dataclass
+class Step:
+    step: int
+    action: str
+    detail: str
+    latency_ms: float
+    accuracy: float
+    loss: float
+    delta_accuracy: float = 0.0
+    saved_ms: float = 0.0
+    drop_per_ms: float = 0.0
+    candidates: int = 0
+    config: str = ""
+
+
+@dataclass
+class SlimResult:
+    choice: Choice
+    config: ArchConfig
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.steps[-1].latency_ms
+
+    @property
+    def accuracy(self) -> float:
+        return self.steps[-1].accuracy
+
+
+def propose(net: Supernet, choice: Choice) -> list[Action]:
+    space, token_kinds = net.space, set(net.family.token_kinds)
+    importance = net.slot_importance()
+    out: list[Action] = []
+
+    removable = []
+    for j, kinds in enumerate(choice.kinds):
+        kept = [s for s, k in enumerate(kinds) if k != IDENTITY]
+        if IDENTITY in space.stages[j].choices and len(kept) > space.stages[j].min_blocks:
+            removable += [(importance[j][s], j, s) for s in kept]
+    if removable:
+        _, j, s = min(removable)
+        out.append(Action("slot->identity", f"stage {j + 1} slot {s + 1} ({choice.kinds[j][s]}) -> identity",
+                          choice.replace_kind(j, s, IDENTITY)))
+
+    for j, kinds in enumerate(choice.kinds):
+        first = next((s for s, k in enumerate(kinds) if k in token_kinds), None)
+        map_kinds = [k for k in space.stages[j].choices if k != IDENTITY and k not in token_kinds]
+        if first is not None and map_kinds:
+            out.append(Action("3d->4d", f"stage {j + 1} slot {first + 1} {kinds[first]} -> {map_kinds[0]}",
+                              choice.replace_kind(j, first, map_kinds[0])))
+            break
+
+    narrowable = []
+    for j, (w, kinds) in enumerate(zip(choice.widths, choice.kinds)):
+        if w - space.width_step >= space.stages[j].min_width:
+            narrowable.append((sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j))
+    if narrowable:
+        _, j = min(narrowable)
+        w = choice.widths[j]
+        out.append(Action("width-16" if space.width_step == 16 else f"width-{space.width_step}",
+                          f"stage {j + 1} width {w} -> {w - space.width_step}",
+                          choice.replace_width(j, w - space.width_step)))
+    return out
+
+
+def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
+    """Every choice at the floor of the actions' reach: min widths, min blocks per stage, each
+    kept token block either kept or turned into the map kind. The cheapest of them bounds the
+    smallest latency slimming can reach."""
+    space, token_kinds = net.space, set(net.family.token_kinds)
+    per_stage = []
+    for j, kinds in enumerate(start.kinds):
+        sp = space.stages[j]
+        kept = [k for k in kinds if k != IDENTITY]
+        n = sp.min_blocks if IDENTITY in sp.choices else len(kept)
+        map_kinds = [k for k in sp.choices if k != IDENTITY and k not in token_kinds]
+        options = {tuple(kept[:n])}
+        if map_kinds:
+            options.add(tuple(map_kinds[0] for _ in kept[:n]))
+        per_stage.append([opt + (IDENTITY,) * (sp.slots - len(opt)) for opt in options])
+    widths = tuple(s.min_width for s in space.stages)
+    return [Choice(widths, tuple(combo)) for combo in itertools.product(*per_stage)]
+
+
+def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float, *,
+         start: Choice | None = None, evaluate_map: Callable[[Callable, Iterable], Iterable] = map,
+         log: Callable[[str], None] = print, num_classes: int | None = None,
+         max_steps: int = 10_000) -> SlimResult:
+    if target_ms <= 0:
+        raise UserError(f"--target-ms {target_ms:g} must be > 0")
+    space = net.space
+    to_config = lambda c: c.to_config(space, num_classes=num_classes or net.num_classes)  # noqa: E731
+    choice = start or net.initial_choice()
+    floor = min(latency(to_config(c)) for c in smallest_choices(net, choice))
+    if target_ms < floor:
+        raise UserError(f"--target-ms {target_ms:g} is below the smallest reachable latency {floor:.3f} ms "
+                        f"on this table; choose a target >= {floor:.3f}")
+
+    def evaluate(c: Choice) -> Score:
+        return evaluator(net.subnet(c))
+
+    current_ms = latency(to_config(choice))
+    current = evaluate(choice)
+    steps = [Step(0, "start", "initial choice", current_ms, current.accuracy, current.loss,
+                  config=to_config(choice).summary())]
+    log(f"step 0  start  {current_ms:8.3f} ms  acc {current.accuracy:6.2f}%  {steps[0].config}")
+    while current_ms > target_ms:
+        if len(steps) > max_steps:
+            raise UserError(f"slimming did not reach {target_ms:g} ms in {max_steps} steps")
+        actions = [a for a in propose(net, choice)]
+        lat = [latency(to_config(a.choice)) for a in actions]
+        viable = [(a, ms) for a, ms in zip(actions, lat) if ms < current_ms]
+        if not viable:
+            raise UserError(f"no action reduces latency below {current_ms:.3f} ms; the target {target_ms:g} ms "
+                            "is not reachable from this supernet")
+        scores = list(evaluate_map(evaluate, [a.choice for a, _ in viable]))
+        ranked = []
+        for order, ((a, ms), sc) in enumerate(zip(viable, scores)):
+            saved = current_ms - ms
+            drop = current.accuracy - sc.accuracy
+            ranked.append(((drop / saved, (sc.loss - current.loss) / saved, -saved, order), a, ms, sc, drop, saved))
+        key, action, ms, sc, drop, saved = min(ranked, key=lambda r: r[0])
+        choice, current, current_ms = action.choice, sc, ms
+        step = Step(len(steps), action.name, action.detail, ms, sc.accuracy, sc.loss, -drop, saved, key[0],
+                    len(viable), to_config(choice).summary())
+        steps.append(step)
+        log(f"step {step.step:<3d} {action.name:<15s} {ms:8.3f} ms (-{saved:.3f})  acc {sc.accuracy:6.2f}% "
+            f"({-drop:+.2f})  {action.detail}")
+    return SlimResult(choice, to_config(choice), steps)
+
+
+def write_trajectory(result: SlimResult, stem: Path, target_ms: float, title: str) -> list[Path]:
+    """``<stem>.trajectory.csv`` and ``<stem>.trajectory.png`` (latency vs accuracy per step)."""
+    buf = _io.StringIO()
+    fields = list(asdict(result.steps[0]))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for s in result.steps:
+        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()})
+    csv_path = io.write_text(stem.with_name(stem.name + ".trajectory.csv"), buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    xs = [s.latency_ms for s in result.steps]
+    ys = [s.accuracy for s in result.steps]
+    ax.plot(xs, ys, "-o", ms=3, lw=1.2, color="tab:blue", label="slimming step")
+    ax.plot(xs[:1], ys[:1], "s", color="tab:green", label="start")
+    ax.plot(xs[-1:], ys[-1:], "*", ms=12, color="tab:red", label="emitted")
+    ax.axvline(target_ms, ls="--", color="gray", lw=1, label=f"target {target_ms:g} ms")
+    ax.invert_xaxis()
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("top-1 with inherited weights (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png_path = stem.with_name(stem.name + ".trajectory.png")
+    io.atomic_write(png_path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return [csv_path, png_path]

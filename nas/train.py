@@ -1,0 +1,186 @@
+"""Supernet training (single process): joint weights + α with Gumbel-softmax MetaPaths.
+
+Open choices of the paper, as documented defaults (each a flag of ``nas train-supernet``):
+* α is trained jointly with the weights on the same batches (the paper's eq. 8 derivatives),
+  in its own AdamW group (``--arch-lr``, no weight decay).
+* τ decays exponentially from ``--tau-max`` 5.0 to ``--tau-min`` 0.5 over the epochs.
+* ``--mixing soft`` (the paper's weighted sum) or ``hard`` (straight-through, one path per step).
+* The weight recipe follows EfficientFormer's (AdamW, wd 0.025, cosine with warm-up, label
+  smoothing 0.1) with budgets scaled to the data; the embedded digits train at 64 px.
+
+A checkpoint is written atomically at the end of every epoch with the torch RNG state, and the
+data order of an epoch depends only on (seed, epoch), so ``--resume`` after a kill reproduces
+the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm.auto import tqdm
+
+from nas import checkpoint, data as data_mod, runs
+from nas.errors import UserError
+from supernets.config import SearchSpace
+from supernets.supernet import Supernet
+
+
+@dataclass
+class Recipe:
+    family: str = "efficientformer"
+    space: str | None = None          # path of a space YAML; None = the family's shipped space
+    data: str = data_mod.DIGITS
+    img_size: int = 64
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.025
+    warmup_epochs: int = 1
+    arch_lr: float = 5e-3
+    mixing: str = "soft"
+    tau_max: float = 5.0
+    tau_min: float = 0.5
+    label_smoothing: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    workers: int = 4
+
+    def tau(self, epoch: int) -> float:
+        if self.epochs <= 1:
+            return self.tau_min
+        return self.tau_max * (self.tau_min / self.tau_max) ** (epoch / (self.epochs - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Recipe":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def load_space(recipe: Recipe) -> SearchSpace:
+    import search_spaces
+    from supernets.registry import get_family
+
+    get_family(recipe.family)  # unknown family -> ConfigError naming the known ones
+    path = Path(recipe.space) if recipe.space else search_spaces.space_path(recipe.family)
+    space = SearchSpace.load(path)
+    if space.family != recipe.family:
+        raise UserError(f"--space {path} is a {space.family} space, not {recipe.family}")
+    if recipe.img_size % 32:
+        raise UserError(f"--img-size {recipe.img_size} is not a multiple of 32 (the network downsamples by 32)")
+    return space
+
+
+def _param_groups(net: Supernet, recipe: Recipe) -> list[dict]:
+    no_decay_names = set(getattr(net.net, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in net.weight_parameters():
+        bare = name[len("net."):] if name.startswith("net.") else name
+        (no_decay if p.ndim <= 1 or bare in no_decay_names else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": list(net.arch_parameters()), "weight_decay": 0.0, "lr": recipe.arch_lr},
+    ]
+
+
+def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> Path:
+    torch.set_num_threads(recipe.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    ckpt_path = run_dir / runs.SUPERNET
+    space = load_space(recipe)
+    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
+
+    torch.manual_seed(recipe.seed)
+    net = Supernet(space, num_classes=data.num_classes, img_size=recipe.img_size)
+    optimizer = create_optimizer_v2(_param_groups(net, recipe), opt="adamw", lr=recipe.lr, weight_decay=0.0)
+    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * 1e-2,
+                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * 1e-2)
+    start_epoch, history = 0, []
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
+        ckpt = checkpoint.load(ckpt_path)
+        saved = Recipe.from_dict(ckpt["recipe"])
+        if dataclasses.replace(saved, epochs=recipe.epochs, workers=recipe.workers) != recipe:
+            raise UserError(f"--resume: {ckpt_path} was trained with a different recipe; resume with the same flags")
+        net.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start_epoch, history = ckpt["epoch"], list(ckpt["history"])
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}/{recipe.epochs}")
+    else:
+        if ckpt_path.exists():
+            raise UserError(f"{run_dir} already holds a supernet; use --resume to continue it or choose --name")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_info(run_dir, {"family": recipe.family, "complete": start_epoch >= recipe.epochs,
+                              "recipe": recipe.to_dict()})
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    val_x = val_y = None
+    if data.in_memory:
+        val_x, val_y = data.val.tensors
+    for epoch in range(start_epoch, recipe.epochs):
+        tau = recipe.tau(epoch)
+        net.set_mixing(recipe.mixing, tau)
+        scheduler.step(epoch)
+        net.train()
+        loader = data_mod.train_loader(data, recipe.batch_size, recipe.seed, epoch, recipe.workers)
+        seen = correct = 0
+        loss_sum = 0.0
+        t0 = time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
+        for x, y in bar:
+            out = net(x)
+            loss = criterion(out, y)
+            if not math.isfinite(loss.item()):
+                raise UserError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+            correct += int((out.argmax(1) == y).sum())
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", tau=f"{tau:.2f}")
+        bar.close()
+        val_acc = _val_accuracy(net, data, val_x, val_y, recipe.batch_size)
+        history.append({"epoch": epoch + 1, "tau": tau, "train_loss": loss_sum / max(seen, 1),
+                        "train_acc": 100 * correct / max(seen, 1), "val_acc": val_acc,
+                        "seconds": time.time() - t0})
+        checkpoint.save(ckpt_path, {
+            "space": space.to_dict(), "num_classes": data.num_classes, "img_size": recipe.img_size,
+            "recipe": recipe.to_dict(), "epoch": epoch + 1, "history": history,
+            "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "alpha": {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith(".alpha")},
+        })
+        log(f"epoch {epoch + 1}/{recipe.epochs}  loss {loss_sum / max(seen, 1):.3f}  train {100 * correct / max(seen, 1):.1f}%  "
+            f"val {val_acc:.1f}%  tau {tau:.2f}  ({time.time() - t0:.0f}s)")
+    runs.write_info(run_dir, {"family": recipe.family, "complete": True, "recipe": recipe.to_dict()})
+    return ckpt_path
+
+
+@torch.no_grad()
+def _val_accuracy(net: Supernet, data: data_mod.Data, val_x, val_y, batch_size: int) -> float:
+    # Validation never touches the training RNG stream: the Gumbel noise of the next epoch must
+    # not depend on whether validation ran, or a resumed run would diverge.
+    net.eval()
+    correct = total = 0
+    if val_x is not None:
+        batches = zip(val_x.split(batch_size), val_y.split(batch_size))
+    else:
+        batches = torch.utils.data.DataLoader(data.val, batch_size=batch_size)
+    for x, y in batches:
+        correct += int((net(x).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
