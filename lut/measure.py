@@ -76,10 +76,12 @@ def time_ops(items: list[tuple[str, torch.nn.Module, torch.Tensor]], *, num_thre
     inside a network every op follows others that evicted them. Measured on EfficientFormer-L1
     (experiments/lut_fidelity): back-to-back op timings summed to 40.5 ms against 50.0 ms for
     the chained model, while cache-cold single calls summed to 49.7 ms. So before each timed
-    call the L2 is overwritten and the op's input re-written (its producer just wrote it).
-    Rounds are interleaved across all items; the estimate is the median of round medians.
+    call the L2 is evicted (by reading, so no dirty lines drain during the timed call) and the
+    op's input re-written (its producer just wrote it). Known limit: a small network whose whole
+    working set fits in L2 runs warmer than this (median +19% over random configs, see
+    experiments/lut_fidelity). Rounds are interleaved; the estimate is the median of round medians.
     """
-    scratch = torch.empty(2 * _l2_bytes() // 4)
+    scratch = torch.ones(2 * _l2_bytes() // 4)
     per_round: dict[str, list[float]] = {name: [] for name, _, _ in items}
     with threads(num_threads), torch.inference_mode():
         for _, module, x in items:  # warm-up: allocator, lazy init, one-time dispatch costs
@@ -89,7 +91,7 @@ def time_ops(items: list[tuple[str, torch.nn.Module, torch.Tensor]], *, num_thre
             samples: dict[str, list[float]] = {name: [] for name, _, _ in items}
             for _ in range(calls):
                 for name, module, x in items:
-                    scratch.fill_(1.0)
+                    scratch.sum()  # read, not write: dirty lines would drain during the timed call
                     x.mul_(1.0)
                     t0 = time.perf_counter_ns()
                     module(x)

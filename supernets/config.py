@@ -7,7 +7,6 @@ exist, structural constraints) are checked by the family module through the regi
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -354,6 +353,3 @@ def _load_yaml(path: str | os.PathLike) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
 
-
-def deepcopy_config(cfg: ArchConfig) -> ArchConfig:
-    return copy.deepcopy(cfg)

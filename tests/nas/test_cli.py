@@ -1,0 +1,96 @@
+"""Every error a user can cause: one line on stderr, exit 2, no partial file."""
+import shutil
+
+import pytest
+
+from nas.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _assert_one_line(code, err, *fragments):
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("nas: error: ")
+    for f in fragments:
+        assert f in err
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_malformed_yaml(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("family: efficientformer\nstages: [\n")
+    _assert_one_line(*_run(capsys, "show", str(bad)), "malformed YAML")
+
+
+def test_invalid_config_names_field(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("family: efficientformer\nresolution: 224\nstages:\n  - {width: 45, blocks: [mb4d]}\n")
+    _assert_one_line(*_run(capsys, "show", str(bad)), "stages[0].width: 45 is not a multiple of 16")
+
+
+def test_unknown_family(capsys, tmp_path):
+    _assert_one_line(*_run(capsys, "train-supernet", "--family", "resnet", "--runs", str(tmp_path)),
+                     "unknown family 'resnet'")
+    assert _files(tmp_path) == []
+
+
+def test_bad_data_path(capsys, tmp_path):
+    _assert_one_line(*_run(capsys, "train-supernet", "--data", str(tmp_path / "nope"), "--runs", str(tmp_path / "r")),
+                     "no such directory")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_and_corrupt_checkpoint(capsys, tmp_path):
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "5", "--supernet", str(tmp_path / "none.pt"),
+                           "--runs", str(tmp_path)), "not found")
+    corrupt = tmp_path / "supernet.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "5", "--supernet", str(corrupt), "--runs", str(tmp_path)),
+                     "corrupt")
+
+
+def test_no_trained_supernet(capsys, tmp_path):
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "5", "--runs", str(tmp_path)),
+                     "no trained efficientformer supernet", "nas train-supernet")
+
+
+def test_target_must_be_positive(capsys, tiny_run, tmp_path):
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "0", "--supernet", str(tiny_run), "--runs", str(tmp_path)),
+                     "must be > 0")
+
+
+def test_device_without_table(capsys, tiny_run, tmp_path):
+    before = _files(tiny_run.parent)
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "1", "--device", "iphone12", "--supernet", str(tiny_run),
+                           "--runs", str(tmp_path)), "no latency table for iphone12@64")
+    assert _files(tiny_run.parent) == before
+
+
+def test_unknown_device(capsys, tiny_run, tmp_path):
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "1", "--device", "pixel9", "--supernet", str(tiny_run),
+                           "--runs", str(tmp_path)), "unknown device 'pixel9'")
+
+
+def test_target_below_smallest_reachable(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.parent, run)
+    code, err = _run(capsys, "slim", "--target-ms", "0.001", "--supernet", str(run / "supernet.pt"),
+                     "--runs", str(tmp_path), "--no-progress")
+    _assert_one_line(code, err, "below the smallest reachable latency")
+    assert not (run / "slim").exists()
+
+
+def test_help_on_every_command(capsys):
+    for argv in (["--help"], ["train-supernet", "--help"], ["lut", "build", "--help"], ["slim", "--help"],
+                 ["show", "--help"], ["quickstart", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        assert "usage: nas" in capsys.readouterr().out

@@ -1,0 +1,64 @@
+import csv
+
+import pytest
+import torch
+
+from lut import build
+from lut.table import LatencyTable
+from nas import checkpoint
+from nas.cli import main
+from nas.slim import propose, smallest_choices
+from supernets.config import IDENTITY, ArchConfig
+from supernets.registry import get_family
+
+
+def test_actions_follow_importance(tiny_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
+    with torch.no_grad():
+        for stage in net.metapaths():
+            for mp in stage:
+                mp.alpha.zero_()
+        net.metapaths()[2][1].alpha.copy_(torch.tensor([0.0, 0.0, 3.0]))  # stage 3 slot 2 wants identity
+    choice = net.initial_choice()
+    actions = {a.name: a for a in propose(net, choice)}
+    assert set(actions) == {"slot->identity", "width-16"} | ({"3d->4d"} if any(
+        k == "mb3d" for row in choice.kinds for k in row) else set())
+    assert actions["slot->identity"].choice.kinds[2][1] == IDENTITY
+    # least important stage: stage 2 has one slot (lowest summed importance)
+    assert actions["width-16"].choice.widths[1] == choice.widths[1] - 16
+
+
+def test_smallest_choices_respect_min_blocks_and_widths(tiny_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
+    for c in smallest_choices(net, net.initial_choice()):
+        assert c.widths == tuple(s.min_width for s in net.space.stages)
+        assert all(sum(k != IDENTITY for k in row) == s.min_blocks for row, s in zip(c.kinds, net.space.stages))
+
+
+def test_slim_end_to_end(tiny_run, tmp_path, capsys):
+    tables = tmp_path / "tables"
+    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
+    table = build.new_table("cpu", net.space.resolution, 1)
+    table.path = tables / "cpu@64.yaml"
+    start_ms = build.Predictor(table, True, rounds=3, progress=False)(
+        net.initial_choice().to_config(net.space, num_classes=net.num_classes))
+    target = round(0.7 * start_ms, 3)
+    out = tmp_path / "out"
+    assert main(["slim", "--target-ms", str(target), "--supernet", str(tiny_run), "--tables", str(tables),
+                 "--out", str(out), "--val-images", "200", "--calib-images", "64", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "step 1" in printed
+    stem = f"efficientformer@cpu-{target:g}ms"
+    cfg = ArchConfig.load(out / f"{stem}.yaml")
+    assert cfg.meta["predicted_ms"] <= target
+    assert LatencyTable.load(tables / "cpu@64.yaml").predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)
+    rows = list(csv.DictReader(open(out / f"{stem}.trajectory.csv")))
+    lat = [float(r["latency_ms"]) for r in rows]
+    assert lat == sorted(lat, reverse=True) and lat[-1] <= target < lat[-2]
+    assert (out / f"{stem}.trajectory.png").read_bytes()[:4] == b"\x89PNG"
+    model = get_family(cfg.family).build(cfg).eval()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    # nas show reports it
+    assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
+    shown = capsys.readouterr().out
+    assert "deploy form" in shown and "ms predicted" in shown

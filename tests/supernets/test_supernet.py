@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from supernets.config import IDENTITY, Choice
+from supernets.metapath import MetaPath
+from supernets.supernet import Supernet
+
+
+def _trained_like(net: Supernet, seed=0):
+    """Random non-trivial weights/statistics/α so equivalences are not vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 if name.endswith(".alpha") else 0.2))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return net.eval()
+
+
+def test_slots_are_metapaths_with_the_paper_choices(tiny_space):
+    net = Supernet(tiny_space)
+    paths = net.metapaths()
+    assert [len(s) for s in paths] == [2, 1, 2, 2]
+    assert paths[0][0].choices == ("mb4d", "identity") and paths[3][1].choices == ("mb4d", "mb3d", "identity")
+    assert len(list(net.arch_parameters())) == 7
+
+
+def test_subnet_with_inherited_weights_equals_the_supernet_path(tiny_space):
+    """With hard mixing in eval mode the supernet runs the argmax path of every slot; the concrete
+    subnet of that choice must compute exactly the same function."""
+    net = _trained_like(Supernet(tiny_space, img_size=64))
+    kinds = (("mb4d", IDENTITY), (IDENTITY,), ("mb4d", "mb3d"), ("mb3d", "mb3d"))
+    with torch.no_grad():
+        for stage, row in zip(net.metapaths(), kinds):
+            for mp, kind in zip(stage, row):
+                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
+    net.set_mixing("hard", 1.0)
+    choice = Choice(tuple(s.max_width for s in tiny_space.stages), kinds)
+    sub = net.subnet(choice).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(sub(x), net(x), atol=1e-5)
+
+
+def test_narrow_subnet_takes_prefix_channels(tiny_space):
+    net = _trained_like(Supernet(tiny_space, img_size=64))
+    choice = net.initial_choice().replace_width(3, 32)
+    sub = net.subnet(choice)
+    w_super = net.net.stages[3].downsample.conv.weight
+    w_sub = sub.stages[3].downsample.conv.weight
+    assert w_sub.shape[0] == 32 and torch.equal(w_sub, w_super[:32, : w_sub.shape[1]])
+
+
+def test_channel_reorder_preserves_the_function_and_sorts_importance(tiny_space):
+    net = _trained_like(Supernet(tiny_space, img_size=64))
+    net.set_mixing("soft", 1.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+        perms = net.reorder_channels()
+        after = net(x)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in perms)
+    # after reordering, the identity permutation is what a second reorder finds
+    again = net.reorder_channels()
+    assert all(torch.equal(p, torch.arange(len(p))) for p in again)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_gumbel_mixing_trains_alpha(tiny_space, mode):
+    torch.manual_seed(0)
+    net = Supernet(tiny_space, img_size=64).train()
+    net.set_mixing(mode, 2.0)
+    net(torch.randn(4, 3, 64, 64)).logsumexp(1).sum().backward()
+    grads = [p.grad for p in net.arch_parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_hard_mixing_runs_one_path():
+    calls = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x * 2
+
+    mp = MetaPath({"a": Probe("a"), "b": Probe("b")}, ("a", "b", IDENTITY)).train()
+    mp.mode = "hard"
+    for _ in range(20):
+        mp(torch.ones(1, 1, 2, 2))
+    assert len(calls) <= 20
+    calls.clear()
+    mp.mode = "soft"
+    mp(torch.ones(1, 1, 2, 2))
+    assert sorted(calls) == ["a", "b"]
+
+
+def test_importance_follows_the_paper(tiny_space):
+    net = Supernet(tiny_space)
+    with torch.no_grad():
+        net.metapaths()[2][0].alpha.copy_(torch.log(torch.tensor([0.5, 0.3, 0.2])))
+    imp = net.slot_importance()
+    assert imp[2][0] == pytest.approx((0.5 + 0.3) / 0.2)
+    assert imp[0][0] == pytest.approx(1.0)  # zero logits: p4D = pI
