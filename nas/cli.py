@@ -120,8 +120,6 @@ def cmd_slim(args) -> Path:
     ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
     ckpt = checkpoint.load(ckpt_path)
     net = checkpoint.build_supernet(ckpt)
-    if net.space.family != args.family and args.supernet is None:
-        raise UserError(f"{ckpt_path} is a {net.space.family} supernet, not {args.family}")
     family = net.space.family
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
     predictor = Predictor(table, device.measurable, threads=device.threads, progress=not args.no_progress)

@@ -157,7 +157,7 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     while current_ms > target_ms:
         if len(steps) > max_steps:
             raise UserError(f"slimming did not reach {target_ms:g} ms in {max_steps} steps")
-        actions = [a for a in propose(net, choice)]
+        actions = propose(net, choice)
         lat = [latency(to_config(a.choice)) for a in actions]
         viable = [(a, ms) for a, ms in zip(actions, lat) if ms < current_ms]
         if not viable:

@@ -7,6 +7,7 @@ exist, structural constraints) are checked by the family module through the regi
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -75,6 +76,17 @@ class BlockSpec:
         return self.kind + "(" + ",".join(f"{k}={v}" for k, v in sorted(self.knobs.items())) + ")"
 
 
+class _Record:
+    """Shared by ArchConfig and SearchSpace: load from YAML through ``from_dict``; copy with changes."""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        return cls.from_dict(_load_yaml(path))
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
 class StageConfig:
     width: int
@@ -82,7 +94,7 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
-class ArchConfig:
+class ArchConfig(_Record):
     """A concrete architecture of one family (identity choices are simply absent)."""
 
     family: str
@@ -152,17 +164,8 @@ class ArchConfig:
             out["meta"] = dict(self.meta)
         return out
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ArchConfig":
-        return cls.from_dict(_load_yaml(path))
-
     def save(self, path: str | os.PathLike) -> None:
         io.write_yaml(path, self.to_dict())
-
-    def replace(self, **changes: Any) -> "ArchConfig":
-        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        data.update(changes)
-        return ArchConfig(**data)
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -190,7 +193,7 @@ class StageSpace:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(_Record):
     """What one family's supernet can express: per stage widths, MetaPath slots and choices."""
 
     family: str
@@ -258,20 +261,9 @@ class SearchSpace:
             ],
         }
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "SearchSpace":
-        return cls.from_dict(_load_yaml(path))
-
-    def replace(self, **changes: Any) -> "SearchSpace":
-        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        data.update(changes)
-        return SearchSpace(**data)
-
     def with_stage(self, index: int, **changes: Any) -> "SearchSpace":
         stages = list(self.stages)
-        data = {f: getattr(stages[index], f) for f in StageSpace.__dataclass_fields__}
-        data.update(changes)
-        stages[index] = StageSpace(**data)
+        stages[index] = dataclasses.replace(stages[index], **changes)
         return self.replace(stages=tuple(stages))
 
     def widths(self, stage: int) -> list[int]:
