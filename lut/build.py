@@ -1,16 +1,25 @@
 """Filling latency tables: which ops a space can need, measuring them, timing whole models."""
 from __future__ import annotations
 
+import datetime as _dt
 import itertools
+import math
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+import yaml
 from tqdm.auto import tqdm
 
 from lut import graph, measure
-from lut.table import LatencyTable
+from lut.table import CacheModel, LatencyTable
+from supernets import io
 from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
-from supernets.layers import reparameterize
-from supernets.registry import get_family
+from supernets.layers import count_params, reparameterize
+from supernets.registry import get_family, random_choice
 
 
 def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iterable[ArchConfig]:
@@ -42,28 +51,78 @@ def ops_for(configs: Iterable[ArchConfig]) -> dict[str, dict]:
     return out
 
 
-def fill(table: LatencyTable, ops: dict[str, dict], *, threads: int = 1, rounds: int = 5,
-         calls: int = 15, chunk: int = 24, save: bool = True, desc: str = "measuring",
-         progress: bool = True) -> list[str]:
-    """Measure every op of `ops` the table lacks and store it. The table is saved after each
-    chunk, so a killed build resumes where it stopped. Returns the keys measured."""
-    todo = [k for k in ops if k not in table]
-    if not todo:
-        return []
-    bar = tqdm(total=len(todo) * rounds, desc=desc, unit="timing", disable=not progress, leave=False)
+def fill(table: LatencyTable, ops: dict[str, dict], *, calibration: dict[str, ArchConfig] | None = None,
+         threads: int = 1, rounds: int = 5, calls: int = 7, save: bool = True, desc: str = "measuring",
+         progress: bool = True) -> Calibration | None:
+    """Measure every op of `ops` the table lacks (cold and hot, see ``measure.time_rounds``) and,
+    given `calibration` networks, fit the table's cache blend on them (``calibrate``).
+
+    Rounds are round-major over *all* items (every op, then every calibration network, per round),
+    so each estimate spans the whole build and a slow phase of the machine cannot bias one group
+    of ops or the fit. After every round the raw timings go to a sidecar file next to the table,
+    so a killed build resumes at the round it stopped in."""
+    todo = {k: ops[k] for k in ops if k not in table}
+    cal_ops = ops_for(calibration.values()) if calibration else {}
+    measure_ops = {**todo, **cal_ops}   # calibration ops are re-timed: the fit needs them in its rounds
+    if not measure_ops:
+        return None
+    order = list(measure_ops)
+    # Shuffled (fixed seed) so that within a round a slow spell hits ops of every stage, which
+    # averages out in a network's sum, instead of every op of one stage.
+    random.Random(0).shuffle(order)
+    items = _op_items({k: measure_ops[k] for k in order})
+    models = _model_items(calibration or {})
+    sidecar = table.path.with_name(table.path.name + ".partial") if save and table.path else None
+    record = _load_partial(sidecar, [k for k, _, _ in items] + [n for n, _, _ in models], rounds)
+    bar = tqdm(total=(len(items) + len(models)) * rounds, desc=desc, unit="op", disable=not progress, leave=False)
     try:
-        for start in range(0, len(todo), chunk):
-            keys = todo[start:start + chunk]
-            items = measure.prepare((k, graph.deploy_module(ops[k]), ops[k]["in_shape"]) for k in keys)
-            timings = measure.time_ops(items, num_threads=threads, rounds=rounds, calls=calls,
-                                       progress=bar.update)
-            for k, t in timings.items():
-                table.add(k, t.ms, source="measured", mean_ms=t.mean_ms, std_ms=t.std_ms, count=t.count, rounds=t.rounds)
-            if save and table.path is not None:
-                table.save()
+        timed = measure.time_rounds(items, models, num_threads=threads, rounds=rounds, calls=calls, record=record,
+                                    on_round=(lambda rec: _save_partial(sidecar, rec, rounds)) if sidecar else None,
+                                    progress=bar.update)
     finally:
         bar.close()
-    return todo
+    params = {k: count_params(module) for k, module, _ in items}
+    _store(table, timed, todo, params)
+    result = _calibrate(table, calibration, timed, params) if calibration else None
+    if save and table.path is not None:
+        table.save()
+    if sidecar:
+        sidecar.unlink(missing_ok=True)
+    return result
+
+
+def _load_partial(path: Path | None, names: list[str], rounds: int) -> dict | None:
+    """The record of an interrupted build of the same items, else None."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        raw = io.read_yaml(path)
+        if sorted(raw["names"]) == sorted(names) and raw["rounds"] == rounds:
+            return raw["record"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        pass
+    return None   # a different build or a damaged file: start over
+
+
+def _save_partial(path: Path, record: dict, rounds: int) -> None:
+    names = [*record["cold"], *record["models"]]
+    io.write_yaml(path, {"names": names, "rounds": rounds, "record": record})
+
+
+def _op_items(ops: dict[str, dict]) -> list[measure.Item]:
+    return measure.prepare((k, graph.deploy_module(op), op["in_shape"]) for k, op in ops.items())
+
+
+def _model_items(configs: dict[str, ArchConfig]) -> list[measure.Item]:
+    return measure.prepare((name, reparameterize(get_family(cfg.family).build(cfg)), (1, 3, cfg.resolution, cfg.resolution))
+                           for name, cfg in configs.items())
+
+
+def _store(table: LatencyTable, timed: measure.RoundTimings, keys: Iterable[str], params: dict[str, int]) -> None:
+    for k in keys:
+        cold, hot = timed.cold[k], timed.hot[k]
+        table.add(k, cold_ms=cold.ms, hot_ms=hot.ms, params=params[k], source="measured", cold_std_ms=cold.std_ms,
+                  hot_std_ms=hot.std_ms, count=cold.count + hot.count, rounds=cold.rounds)
 
 
 def new_table(device: str, resolution: int, threads: int) -> LatencyTable:
@@ -74,12 +133,78 @@ def new_table(device: str, resolution: int, threads: int) -> LatencyTable:
 def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: int = 5,
                    min_run_time: float = 0.2, progress: Callable[[int], None] | None = None) -> dict[str, measure.Timing]:
     """End-to-end latency of whole deploy-form models, same harness as the table's ops."""
-    items = []
-    for name, cfg in configs.items():
-        model = reparameterize(get_family(cfg.family).build(cfg))
-        items.append((name, model, (1, 3, cfg.resolution, cfg.resolution)))
-    return measure.time_models(measure.prepare(items), num_threads=threads, rounds=rounds,
-                               min_run_time=min_run_time, progress=progress)
+    return measure.time_rounds([], _model_items(configs), num_threads=threads, rounds=rounds,
+                               model_min_run_time=min_run_time, progress=progress).models
+
+
+def calibration_configs(spaces: list[SearchSpace], num_classes: int | None, samples: int,
+                        seed: int) -> dict[str, ArchConfig]:
+    """`samples` random configs drawn round-robin from `spaces`."""
+    rng = random.Random(seed)
+    return {f"cal{i:02d}": random_choice(spaces[i % len(spaces)], rng).to_config(spaces[i % len(spaces)], num_classes)
+            for i in range(samples)}
+
+
+def fit_cache_model(hot: list[float], gap: list[float], measured: list[float],
+                    weight_bytes: list[float]) -> CacheModel:
+    """Least squares on relative error: minimise sum(((hot + blend(W) * gap) / measured - 1) ** 2)
+    over base and slope of blend(W) = base + slope * ln(W / 1 MiB). With fewer than 4 networks or
+    a weight range under 1.5x the slope is not identifiable and only the base is fitted."""
+    y, h, g = (np.asarray(v, dtype=float) for v in (measured, hot, gap))
+    x = np.log(np.asarray(weight_bytes, dtype=float) / 2**20)
+    span = (float(x.min()), float(x.max()))
+    design = [g / y] + ([g * x / y] if len(y) >= 4 and span[1] - span[0] > math.log(1.5) else [])
+    coef, *_ = np.linalg.lstsq(np.stack(design, axis=1), 1 - h / y, rcond=None)
+    return CacheModel(float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, span)
+
+
+@dataclass
+class Calibration:
+    cache_model: CacheModel
+    predicted_ms: dict[str, float]   # with the fitted blend, from the calibration rounds' op timings
+    measured_ms: dict[str, float]
+
+    @property
+    def errors_pct(self) -> list[float]:
+        return [100 * (self.predicted_ms[n] / self.measured_ms[n] - 1) for n in self.measured_ms]
+
+
+def calibrate(table: LatencyTable, spaces: list[SearchSpace], num_classes: int | None = None, *, samples: int = 12,
+              seed: int = 0, threads: int = 1, rounds: int = 5, progress: bool = True, save: bool = True,
+              ops: dict[str, dict] | None = None) -> Calibration:
+    """Fit the table's cache blend on `samples` random networks of `spaces`, measuring `ops` (and
+    the networks' own ops) that the table lacks in the same rounds.
+
+    The networks are timed end to end in the same rounds as their ops (cold and hot), and the
+    blend b minimises the squared relative error of sum(hot + b * (cold - hot)) against them."""
+    spaces = [s.replace(resolution=table.resolution) for s in spaces]
+    configs = calibration_configs(spaces, num_classes, samples, seed)
+    result = fill(table, ops or {}, calibration=configs, threads=threads, rounds=rounds, save=save,
+                  desc=f"{table.device}@{table.resolution}", progress=progress)
+    table.environment["calibration"].update({"spaces": [s.to_dict() for s in spaces], "num_classes": num_classes,
+                                             "samples": samples, "seed": seed})
+    if save and table.path is not None:
+        table.save()
+    return result
+
+
+def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measure.RoundTimings,
+               params: dict[str, int]) -> Calibration:
+    _store(table, timed, [k for k in ops_for(configs.values()) if k not in table], params)
+    hot = {n: sum(timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
+    gap = {n: sum(timed.cold[k].ms - timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
+    measured = {n: timed.models[n].ms for n in configs}
+    weights = {n: table.weight_bytes(c) for n, c in configs.items()}
+    model = fit_cache_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights)))
+    table.set_cache_model(model)
+    model = table.cache_model   # as stored (rounded), so predictions match the table's
+    result = Calibration(model, {n: hot[n] + model.blend(weights[n]) * gap[n] for n in configs}, measured)
+    table.environment["calibration"] = {
+        "rounds": min(t.rounds for t in timed.models.values()), "date": _dt.date.today().isoformat(),
+        "median_abs_error_pct": round(statistics.median(abs(e) for e in result.errors_pct), 3),
+        "measured_ms": {n: round(v, 4) for n, v in measured.items()},
+    }
+    return result
 
 
 def space_ops(space: SearchSpace, num_classes: int) -> dict[str, dict]:

@@ -3,7 +3,10 @@
 Protocol (shared/ENVIRONMENT.md, "Timing on this CPU"): fixed thread count (1 by default),
 deploy-form modules in eval/inference mode, batch 1; candidates are timed in *interleaved
 rounds* (every item once per round, ``blocked_autorange`` each time) so a slow phase of the
-shared machine hits all items alike; the estimate is the median of the round medians.
+shared machine hits all items alike. Within a round an item's value is the median of its
+calls (robust to single spikes); across rounds the estimate is the *fastest* round, because
+contention on a shared machine only ever slows a round down: the fastest round is the most
+reproducible figure for the unloaded device (median and spread are kept alongside).
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ import torch.utils.benchmark as benchmark
 
 @dataclass
 class Timing:
-    ms: float         # median of round medians: the value a table predicts with
+    ms: float         # fastest round's median: the value a table predicts with
+    median_ms: float  # median of round medians
     mean_ms: float    # mean of round medians
     std_ms: float     # std of round medians
-    count: int        # total timed calls over all rounds
+    count: int        # timed calls over all rounds (ops) or rounds (models, each a blocked_autorange)
     rounds: int
 
 
@@ -68,66 +72,101 @@ def _l2_bytes() -> int:
         return 2 << 20
 
 
-def time_ops(items: list[tuple[str, torch.nn.Module, torch.Tensor]], *, num_threads: int = 1,
-             rounds: int = 5, calls: int = 15, progress: Callable[[int], None] | None = None) -> dict[str, Timing]:
-    """Time ops as they run inside a network: one call at a time, cache-cold.
+Item = tuple[str, torch.nn.Module, torch.Tensor]
 
-    ``benchmark.Timer`` repeats a statement back to back, which keeps an op's weights in L2;
-    inside a network every op follows others that evicted them. Measured on EfficientFormer-L1
-    (experiments/lut_fidelity): back-to-back op timings summed to 40.5 ms against 50.0 ms for
-    the chained model, while cache-cold single calls summed to 49.7 ms. So before each timed
-    call the L2 is evicted (by reading, so no dirty lines drain during the timed call) and the
-    op's input re-written (its producer just wrote it). Known limit: a small network whose whole
-    working set fits in L2 runs warmer than this (median +19% over random configs, see
-    experiments/lut_fidelity). Rounds are interleaved; the estimate is the median of round medians.
+
+@dataclass
+class RoundTimings:
+    """What ``time_rounds`` measured: per op its cache-cold and cache-hot time, per model its time."""
+    cold: dict[str, Timing]
+    hot: dict[str, Timing]
+    models: dict[str, Timing]
+
+
+def time_rounds(ops: list[Item], models: list[Item] = (), *, num_threads: int = 1, rounds: int = 5,
+                calls: int = 7, model_min_run_time: float = 0.2, record: dict | None = None,
+                on_round: Callable[[dict], None] | None = None,
+                progress: Callable[[int], None] | None = None) -> RoundTimings:
+    """Time ops (cold and hot) and whole models in interleaved rounds.
+
+    An op inside a network runs neither fully cache-cold nor fully hot: its weights were last
+    touched one forward pass ago and its input was just written by its producer. So each op is
+    timed in both bounding states and the table blends them (``LatencyTable.cache_blend``,
+    calibrated against whole networks timed in the same rounds):
+
+    * cold: one call at a time, after evicting L2 by *reading* a scratch buffer twice its size
+      (writing would leave dirty lines draining during the timed call) and re-writing the op's
+      input (its producer just wrote it);
+    * hot: `calls` calls back to back after one untimed call, weights resident in L2.
+
+    Models are timed back to back with ``torch.utils.benchmark``'s ``blocked_autorange`` (how a
+    deployed network runs). Every item is timed once per round, so a slow phase of the shared
+    machine hits all items alike (see the module docstring for the estimator). Measured on
+    EfficientFormer configs (experiments/lut_fidelity): the cold sum overpredicts networks by
+    ~10%, the hot sum underpredicts by ~15%.
+
+    `record` holds the per-round values ({"cold"|"hot"|"models": {name: [ms per round]}}); pass
+    the record of an interrupted run to continue it, and `on_round(record)` to persist it after
+    every round.
     """
+    record = record or {"cold": {}, "hot": {}, "models": {}}
+    cold = {name: list(record["cold"].get(name, ())) for name, _, _ in ops}
+    hot = {name: list(record["hot"].get(name, ())) for name, _, _ in ops}
+    whole = {name: list(record["models"].get(name, ())) for name, _, _ in models}
+    record = {"cold": cold, "hot": hot, "models": whole}
+    done = min((len(v) for v in (*cold.values(), *whole.values())), default=rounds)
+    if progress and done:
+        progress(done * (len(ops) + len(models)))
     scratch = torch.ones(2 * _l2_bytes() // 4)
-    per_round: dict[str, list[float]] = {name: [] for name, _, _ in items}
     with threads(num_threads), torch.inference_mode():
-        for _, module, x in items:  # warm-up: allocator, lazy init, one-time dispatch costs
-            for _ in range(3):
-                module(x)
-        for _ in range(rounds):
-            samples: dict[str, list[float]] = {name: [] for name, _, _ in items}
-            for _ in range(calls):
-                for name, module, x in items:
-                    scratch.sum()  # read, not write: dirty lines would drain during the timed call
-                    x.mul_(1.0)
-                    t0 = time.perf_counter_ns()
+        if done < rounds:
+            for _, module, x in [*ops, *models]:  # warm-up: allocator, lazy init, one-time dispatch costs
+                for _ in range(3):
                     module(x)
-                    samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+        for r in range(done, rounds):
+            samples: dict[str, list[float]] = {name: [] for name in cold}
+            for _ in range(calls):
+                for name, module, x in ops:
+                    scratch.sum()
+                    x.mul_(1.0)
+                    samples[name] += _call_times(module, x, 1)
             for name, values in samples.items():
-                per_round[name].append(statistics.median(values))
+                cold[name][r:] = [statistics.median(values)]
+            for name, module, x in ops:
+                module(x)  # brings its weights into cache
+                hot[name][r:] = [statistics.median(_call_times(module, x, calls))]
                 if progress:
                     progress(1)
-    return _summarise(per_round, {name: rounds * calls for name in per_round}, rounds)
-
-
-def time_models(items: list[tuple[str, torch.nn.Module, torch.Tensor]], *, num_threads: int = 1,
-                rounds: int = 5, min_run_time: float = 0.2,
-                progress: Callable[[int], None] | None = None) -> dict[str, Timing]:
-    """Time whole networks with ``torch.utils.benchmark`` in interleaved rounds."""
-    per_round: dict[str, list[float]] = {name: [] for name, _, _ in items}
-    counts = {name: 0 for name, _, _ in items}
-    with threads(num_threads), torch.inference_mode():
-        for _, module, x in items:
-            for _ in range(2):
-                module(x)
-        for _ in range(rounds):
-            for name, module, x in items:
-                m = benchmark.Timer(stmt="module(x)", globals={"module": module, "x": x},
-                                    num_threads=num_threads).blocked_autorange(min_run_time=min_run_time)
-                per_round[name].append(m.median * 1e3)
-                counts[name] += len(m.times) * m.number_per_run
+            for name, module, x in models:
+                whole[name][r:] = [_autorange(module, x, num_threads, model_min_run_time)]
                 if progress:
                     progress(1)
-    return _summarise(per_round, counts, rounds)
+            if on_round:
+                on_round(record)
+    return RoundTimings(_summarise(cold, calls), _summarise(hot, calls), _summarise(whole, None))
 
 
-def _summarise(per_round: dict[str, list[float]], counts: dict[str, int], rounds: int) -> dict[str, Timing]:
+def _call_times(module, x, calls: int) -> list[float]:
+    """Milliseconds of `calls` back-to-back calls, each timed alone."""
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        module(x)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+def _autorange(module, x, num_threads: int, min_run_time: float) -> float:
+    m = benchmark.Timer(stmt="module(x)", globals={"module": module, "x": x},
+                        num_threads=num_threads).blocked_autorange(min_run_time=min_run_time)
+    return m.median * 1e3
+
+
+def _summarise(per_round: dict[str, list[float]], calls_per_round: int | None) -> dict[str, Timing]:
     return {
-        name: Timing(ms=statistics.median(v), mean_ms=statistics.fmean(v),
-                     std_ms=statistics.pstdev(v) if len(v) > 1 else 0.0, count=counts[name], rounds=rounds)
+        name: Timing(ms=min(v), median_ms=statistics.median(v), mean_ms=statistics.fmean(v),
+                     std_ms=statistics.pstdev(v) if len(v) > 1 else 0.0,
+                     count=len(v) * calls_per_round if calls_per_round else len(v), rounds=len(v))
         for name, v in per_round.items()
     }
 

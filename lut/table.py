@@ -2,10 +2,19 @@
 
 One human-readable YAML file per table. ``predict(config)`` sums the op graph; a missing key is
 an error that lists the keys and the command that fills them: a table never extrapolates.
+
+Entries come in two forms. Estimated or imported entries have one ``ms``. Measured CPU entries
+keep both bounding timings of an op, ``cold_ms`` and ``hot_ms`` (``lut.measure.time_rounds``),
+and its deploy-form ``params``; inside a network the op costs ``hot + blend * (cold - hot)``,
+where the blend, the share of its cold-cache penalty an op pays there, follows the network's
+total weight bytes (``CacheModel``): a small network keeps more of its weights in cache from one
+forward pass to the next. The cache model is fitted by ``lut.build.calibrate`` on whole networks
+and stored in the table's environment.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +26,34 @@ from lut import graph
 from supernets import io
 from supernets.config import ArchConfig
 
-SCHEMA = 1
+SCHEMA = 2
+BYTES_PER_PARAM = 4   # float32 deploy weights
+
+
+@dataclass(frozen=True)
+class CacheModel:
+    """blend(W) = base + slope * ln(W / 1 MiB), W the network's weight bytes; ln(W) is clamped to
+    the range the model was fitted on (no extrapolation) and the blend to [0, 1]. The default,
+    used until a table is calibrated, is the constant blend fitted on this machine's
+    EfficientFormer configs (experiments/lut_fidelity)."""
+
+    base: float = 0.6
+    slope: float = 0.0
+    log_mib_range: tuple[float, float] = (-math.inf, math.inf)
+
+    def blend(self, weight_bytes: float) -> float:
+        lo, hi = self.log_mib_range
+        x = min(hi, max(lo, math.log(max(weight_bytes, 1.0) / 2**20)))
+        return min(1.0, max(0.0, self.base + self.slope * x))
+
+    def to_dict(self) -> dict:
+        return {"base": round(self.base, 6), "slope": round(self.slope, 6),
+                "log_mib_range": [round(v, 4) for v in self.log_mib_range]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> CacheModel:
+        lo, hi = raw.get("log_mib_range", (-math.inf, math.inf))
+        return cls(float(raw["base"]), float(raw.get("slope", 0.0)), (float(lo), float(hi)))
 
 
 class TableError(ValueError):
@@ -79,8 +115,16 @@ class LatencyTable:
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
-    def ms(self, key: str) -> float:
-        return float(self.entries[key]["ms"])
+    def ms(self, key: str, blend: float | None = None) -> float:
+        """An op's latency; a measured (cold/hot) entry needs the blend of the network it is in."""
+        entry = self.entries[key]
+        if "cold_ms" in entry:
+            blend = self.cache_model.base if blend is None else blend
+            return float(entry["hot_ms"]) + blend * (float(entry["cold_ms"]) - float(entry["hot_ms"]))
+        return float(entry["ms"])
+
+    def weight_bytes(self, config: ArchConfig) -> float:
+        return BYTES_PER_PARAM * sum(float(self.entries[k].get("params", 0)) for k in graph.keys(config))
 
     def missing(self, config: ArchConfig) -> list[str]:
         self._check_resolution(config)
@@ -90,10 +134,11 @@ class LatencyTable:
         missing = self.missing(config)
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
-        return [(op["name"], op["key"], self.ms(op["key"])) for op in graph.ops(config)]
+        blend = self.cache_model.blend(self.weight_bytes(config))
+        return [(op["name"], op["key"], self.ms(op["key"], blend)) for op in graph.ops(config)]
 
     def predict(self, config: ArchConfig) -> float:
-        return sum(ms for _, _, ms in self.breakdown(config)) + float(self.environment.get("model_overhead_ms", 0.0))
+        return sum(ms for _, _, ms in self.breakdown(config))
 
     def fill_hint(self, family: str) -> str:
         return f"fill it with `nas lut build --device {self.device} --family {family} --resolution {self.resolution}`"
@@ -103,9 +148,30 @@ class LatencyTable:
             raise TableError(f"config resolution {config.resolution} does not match table "
                              f"{self.device}@{self.resolution}")
 
+    # ------------------------------------------------------------------ cache model
+    @property
+    def cache_model(self) -> CacheModel:
+        raw = self.environment.get("cache_model")
+        return CacheModel.from_dict(raw) if raw else CacheModel()
+
+    def set_cache_model(self, model: CacheModel) -> None:
+        self.environment["cache_model"] = model.to_dict()
+
     # ------------------------------------------------------------------ updates
-    def add(self, key: str, ms: float, *, source: str = "measured", **stats: Any) -> None:
-        entry = {"ms": round(float(ms), 6), "source": source}
-        entry.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()})
+    def add(self, key: str, ms: float | None = None, *, source: str = "measured", cold_ms: float | None = None,
+            hot_ms: float | None = None, **stats: Any) -> None:
+        """Add an entry from a direct latency ``ms`` (estimated or imported) or from measured
+        ``cold_ms`` and ``hot_ms`` (priced in a network by the table's cache model; pass the op's
+        ``params`` with them)."""
+        if (cold_ms is None) != (hot_ms is None) or (ms is None) == (cold_ms is None):
+            raise ValueError("give either ms, or both cold_ms and hot_ms")
+        entry: dict[str, Any] = {}
+        if cold_ms is not None:
+            entry.update(cold_ms=cold_ms, hot_ms=hot_ms)
+        else:
+            entry["ms"] = ms
+        entry["source"] = source
+        entry.update(stats)
+        entry = {k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in entry.items()}
         entry["date"] = _dt.date.today().isoformat()
         self.entries[key] = entry

@@ -85,10 +85,12 @@ def cmd_lut_build(args) -> Path:
     tables_dir = _tables_dir(args)
     paths = []
     by_res: dict[int, dict] = {}
+    spaces_at: dict[int, list] = {}
     for fam in _families(args.family):
         space = SearchSpace.load(search_spaces.space_path(fam))
         res = args.resolution or space.resolution
         by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), args.num_classes))
+        spaces_at.setdefault(res, []).append(space)
     for res, ops in by_res.items():
         device, table = _open_table(args.device, res, tables_dir, create=True)
         if not device.measurable:
@@ -98,12 +100,47 @@ def cmd_lut_build(args) -> Path:
         print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
               f"{table.path}, measuring {len(todo)}", flush=True)
         t0 = time.time()
-        build.fill(table, ops, threads=device.threads, rounds=args.rounds, progress=not args.no_progress,
-                   desc=f"{args.device}@{res}")
+        if todo or "calibration" not in table.environment or args.recalibrate:
+            cal = build.calibrate(table, spaces_at[res], args.num_classes, ops=ops, samples=args.calibration_samples,
+                                  threads=device.threads, rounds=args.rounds, progress=not args.no_progress)
+            errs = sorted(abs(e) for e in cal.errors_pct)
+            m = cal.cache_model
+            print(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
+                  f"{m.slope:+.3f}*ln(weights/MiB), "
+                  f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%", flush=True)
         table.save()
         print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
         paths.append(table.path)
     return paths[-1]
+
+
+def cmd_lut_validate(args) -> list[Path]:
+    from lut import validate
+    from lut.build import Predictor
+    from supernets.config import SearchSpace
+    import search_spaces
+
+    if args.samples < 2:
+        raise UserError(f"--samples {args.samples}: need at least 2 configs to report an error distribution")
+    written = []
+    for fam in _families(args.family):
+        space = SearchSpace.load(search_spaces.space_path(fam))
+        space = space.replace(resolution=args.resolution or space.resolution)
+        device, table = _open_table(args.device, space.resolution, _tables_dir(args), create=False)
+        if not device.measurable:
+            raise UserError(f"device {args.device} cannot be measured on this machine, so its table cannot be "
+                            "validated here")
+        predictor = Predictor(table, True, threads=device.threads, progress=not args.no_progress)
+        print(f"validating {table.path} on {args.samples} random {fam} configs", flush=True)
+        result = validate.validate(table, space, args.num_classes, samples=args.samples, seed=args.seed,
+                                   threads=device.threads, rounds=args.rounds, predictor=predictor,
+                                   progress=not args.no_progress)
+        out = Path(args.out) if args.out else Path(args.runs) / "validate" / f"{args.device}@{space.resolution}-{fam}"
+        title = f"{fam} @ {args.device}{space.resolution}, {device.threads} thread(s)"
+        written += validate.write(result, out, title)
+        print(f"{fam}: {result.summary()}")
+        print(f"  wrote {out / 'validation.csv'} and {out / 'scatter.png'}")
+    return written
 
 
 def cmd_slim(args) -> Path:
@@ -156,6 +193,27 @@ def cmd_show(args) -> None:
     from nas.report import show
 
     print(show(args.config, _tables_dir(args), args.device))
+
+
+def cmd_export(args) -> list:
+    from nas import export
+    from supernets.config import ArchConfig
+
+    cfg = ArchConfig.load(args.config)
+    if args.resolution:
+        if args.resolution <= 0 or args.resolution % 32:
+            raise UserError(f"--resolution {args.resolution}: must be a positive multiple of 32")
+        cfg = cfg.replace(resolution=args.resolution)
+    formats = list(export.FORMATS) if args.format == "all" else [args.format]
+    stem = Path(args.out) if args.out else Path(args.config).with_suffix("")
+    if args.out is None and args.resolution:
+        stem = stem.with_name(f"{stem.name}@{args.resolution}")
+    done = export.export(cfg, formats, stem, weights=args.weights)
+    for e in done:
+        check = (f"onnxruntime max relative diff {e.max_rel_diff:.1e}" if e.max_rel_diff is not None
+                 else "converted and saved (Core ML runs on macOS only)")
+        print(f"{e.format}: {e.path}  ({check})")
+    return done
 
 
 def cmd_quickstart(args) -> None:
@@ -231,9 +289,24 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--family", default="efficientformer", help="a family or 'all'")
     b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
     b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
-    b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    b.add_argument("--calibration-samples", type=int, default=12,
+                   help="random networks timed end to end to fit the table's cache blend")
+    b.add_argument("--recalibrate", action="store_true", help="refit the cache blend even if nothing new was measured")
     common(b)
     b.set_defaults(func=cmd_lut_build)
+
+    v = lsub.add_parser("validate", help="predicted vs measured latency of random configs of a family's space")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    v.add_argument("--samples", type=int, default=30)
+    v.add_argument("--seed", type=int, default=1, help="sampling seed (calibration uses 0)")
+    v.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    v.add_argument("--num-classes", type=int, default=10)
+    v.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    v.add_argument("--out", default=None, help="output directory (default: RUNS/validate/DEVICE@RES-FAMILY)")
+    common(v)
+    v.set_defaults(func=cmd_lut_validate)
 
     s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency")
     s.add_argument("--target-ms", type=float, required=True)
@@ -254,6 +327,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--device", default=None, help="only this device's tables")
     common(sh)
     sh.set_defaults(func=cmd_show)
+
+    e = sub.add_parser("export", help="reparameterize an ArchConfig and export it to ONNX / Core ML, verified")
+    e.add_argument("config", help="ArchConfig YAML (e.g. one `nas slim` wrote, or a published variant)")
+    e.add_argument("--format", choices=["onnx", "coreml", "all"], default="all")
+    e.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
+    e.add_argument("--weights", default=None, help="state dict of the config's model (default: random init)")
+    e.add_argument("--out", default=None, help="output path without suffix (default: next to the config)")
+    e.set_defaults(func=cmd_export)
 
     q = sub.add_parser("quickstart", help="train-supernet -> lut build -> slim on the embedded defaults")
     q.add_argument("--epochs", type=int, default=Recipe.epochs)

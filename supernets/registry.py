@@ -16,12 +16,13 @@ supernet relies on that name to map a subnet's blocks to the slots they inherit 
 from __future__ import annotations
 
 import importlib
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
-from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,19 @@ def get_family(name: str) -> Family:
     if name not in _FAMILIES:
         importlib.import_module(_FAMILY_MODULES[name])
     return _FAMILIES[name]
+
+
+def random_choice(space: SearchSpace, rng: random.Random) -> Choice:
+    """A uniformly drawn point of the space: per stage a width, a depth, and block kinds with the
+    family's token blocks after its map blocks (the one reshape per stage every family allows)."""
+    token_kinds = set(get_family(space.family).token_kinds)
+    widths, kinds = [], []
+    for j, stage in enumerate(space.stages):
+        widths.append(rng.choice(space.widths(j)))
+        depth = rng.randint(stage.min_blocks, stage.slots)
+        maps = [k for k in stage.choices if k != IDENTITY and k not in token_kinds]
+        tokens = [k for k in stage.choices if k in token_kinds]
+        n_tokens = rng.randint(0 if maps else depth, depth) if tokens else 0
+        row = [rng.choice(maps) for _ in range(depth - n_tokens)] + [rng.choice(tokens) for _ in range(n_tokens)]
+        kinds.append(tuple(row) + (IDENTITY,) * (stage.slots - depth))
+    return Choice(tuple(widths), tuple(kinds))

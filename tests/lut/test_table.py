@@ -1,7 +1,9 @@
+import math
+
 import pytest
 
-from lut import build, graph
-from lut.table import LatencyTable, MissingKeysError, TableError
+from lut import graph
+from lut.table import SCHEMA, CacheModel, LatencyTable, MissingKeysError, TableError
 from supernets.config import Choice
 
 
@@ -40,40 +42,27 @@ def test_table_for_another_resolution_or_schema_is_an_error(tiny_space, tmp_path
     path = table.save(tmp_path / "cpu@64.yaml")
     with pytest.raises(TableError, match="resolution 64"):
         LatencyTable.load(path, resolution=224)
-    path.write_text(path.read_text().replace("schema: 1", "schema: 0"))
+    path.write_text(path.read_text().replace(f"schema: {SCHEMA}", f"schema: {SCHEMA - 1}"))
     with pytest.raises(TableError, match="schema"):
         LatencyTable.load(path)
 
 
-def test_covering_configs_cover_every_reachable_key(tiny_space):
-    ops = build.space_ops(tiny_space, 10)
-    import itertools
-    import random
-
-    rng = random.Random(0)
-    for _ in range(30):
-        widths = tuple(rng.choice(tiny_space.widths(j)) for j in range(4))
-        kinds = []
-        for s in tiny_space.stages:
-            n = rng.randint(s.min_blocks, s.slots)
-            tok = rng.randint(0, n) if "mb3d" in s.choices else 0
-            kinds.append(("mb4d",) * (n - tok) + ("mb3d",) * tok + ("identity",) * (s.slots - n))
-        cfg = Choice(widths, tuple(kinds)).to_config(tiny_space, 10)
-        assert set(graph.keys(cfg)) <= set(ops)
-    assert list(itertools.islice(ops, 1))
-
-
-def test_fill_measures_and_predictor_caches(tiny_space, tmp_path):
-    cfg = _cfg(tiny_space)
-    table = build.new_table("cpu", 64, 1)
-    table.path = tmp_path / "cpu@64.yaml"
-    predictor = build.Predictor(table, measurable=True, rounds=2, progress=False)
-    ms = predictor(cfg)
-    assert ms > 0 and not table.missing(cfg)
-    on_disk = LatencyTable.load(table.path)
-    assert on_disk.entries.keys() == table.entries.keys()
-    assert all(e["source"] == "measured" and e["count"] > 0 for e in on_disk.entries.values())
-    assert on_disk.environment["threads"] == 1 and on_disk.environment["torch"]
-    not_measurable = build.Predictor(LatencyTable("iphone12", 64), measurable=False)
-    with pytest.raises(MissingKeysError):
-        not_measurable(cfg)
+def test_cache_model_prices_measured_entries_by_network_weight_and_survives_a_round_trip(tmp_path):
+    table = LatencyTable("cpu", 64)
+    table.add("a", cold_ms=2.0, hot_ms=1.0, params=2**18)       # 1 MiB of float32 weights
+    table.add("b", 0.5, source="estimated")
+    table.set_cache_model(CacheModel(base=0.5, slope=0.1, log_mib_range=(0.0, 2.0)))
+    assert table.ms("b", blend=0.9) == 0.5                        # a direct entry ignores the blend
+    assert table.ms("a", blend=0.25) == pytest.approx(1.25)
+    model = table.cache_model
+    assert model.blend(2**20) == pytest.approx(0.5)
+    assert model.blend(2**20 * math.e) == pytest.approx(0.6)
+    assert model.blend(2**30) == pytest.approx(0.7)               # ln W clamped to the fitted range
+    assert CacheModel(base=0.9, slope=1.0).blend(2**30) == 1.0    # the blend to [0, 1]
+    table.save(tmp_path / "cpu@64.yaml")
+    loaded = LatencyTable.load(tmp_path / "cpu@64.yaml")
+    assert loaded.cache_model == model and loaded.ms("a", 0.25) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="either ms"):
+        table.add("c", 1.0, cold_ms=2.0, hot_ms=1.0)
+    with pytest.raises(ValueError, match="either ms"):
+        table.add("c", cold_ms=2.0)

@@ -1,0 +1,117 @@
+"""Does a latency table predict whole networks? Random configs of a space, predicted vs measured.
+
+``validate`` times the sampled networks end to end (interleaved rounds, the table's threads) and
+compares them with ``table.predict``. It also re-times the table's calibration networks in the
+same rounds: their speed now against their speed when the table was built is the machine's
+*drift*, reported next to the errors because a shared machine can run a whole phase 20-30% slow
+(shared/ENVIRONMENT.md) and no table can predict that.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lut import build
+from lut.table import LatencyTable
+from supernets import io
+from supernets.config import ArchConfig, SearchSpace
+from supernets.registry import random_choice
+
+
+@dataclass
+class Validation:
+    rows: list[dict]   # config, predicted_ms, measured_ms, error_pct[, drift_corrected_error_pct], summary
+    drift: float | None  # median over the calibration networks of (time now / time at build); None: uncalibrated
+
+    def stats(self, drift_corrected: bool = False) -> dict[str, float]:
+        signed = [r["drift_corrected_error_pct" if drift_corrected else "error_pct"] for r in self.rows]
+        errs = sorted(abs(e) for e in signed)
+        return {"median_abs_error_pct": statistics.median(errs),
+                "p95_abs_error_pct": errs[min(len(errs) - 1, round(0.95 * (len(errs) - 1)))],
+                "within_10_pct": sum(e <= 10 for e in errs) / len(errs),
+                "median_signed_error_pct": statistics.median(signed)}
+
+    def summary(self) -> str:
+        def line(st: dict[str, float]) -> str:
+            return (f"median |err| {st['median_abs_error_pct']:.2f}%  p95 |err| {st['p95_abs_error_pct']:.2f}%  "
+                    f"within ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%")
+        text = f"samples {len(self.rows)}  {line(self.stats())}"
+        if self.drift:
+            text += (f"\n  the table's calibration networks now take {self.drift:.3f}x their build-time latency; "
+                     f"at build-time speed: {line(self.stats(drift_corrected=True))}")
+        return text
+
+
+def validate(table: LatencyTable, space: SearchSpace, num_classes: int | None = None, *, samples: int = 30,
+             seed: int = 1, threads: int = 1, rounds: int = 5, predictor=None, progress: bool = True) -> Validation:
+    """Predict and measure `samples` random configs of `space` (seed 1 by default, so they differ
+    from the calibration configs, seed 0)."""
+    rng = random.Random(seed)
+    configs = {f"v{i:02d}": random_choice(space, rng).to_config(space, num_classes) for i in range(samples)}
+    return compare(table, configs, threads=threads, rounds=rounds, predictor=predictor, progress=progress)
+
+
+def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int = 1, rounds: int = 5,
+            predictor=None, progress: bool = True) -> Validation:
+    """Predicted vs measured latency of named configs. The table's calibration networks are timed
+    in the same rounds; `measured / drift` is the latency at the machine speed of the build.
+    `predictor` (default ``table.predict``) may measure missing ops on demand."""
+    predict = predictor or table.predict
+    predicted = {n: predict(c) for n, c in configs.items()}
+    cal = table.environment.get("calibration") or {}
+    cal_spaces = [SearchSpace.from_dict(s) for s in cal.get("spaces", ())]
+    cal_configs = (build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"], cal["seed"])
+                   if cal_spaces else {})
+    items = {**configs, **cal_configs}
+    bar = tqdm(total=len(items) * rounds, desc="timing networks", unit="net", disable=not progress, leave=False)
+    try:
+        measured = build.measure_models(items, threads=threads, rounds=rounds, progress=bar.update)
+    finally:
+        bar.close()
+    drift = (statistics.median(measured[n].ms / cal["measured_ms"][n] for n in cal_configs)
+             if cal_configs else None)
+    rows = []
+    for n, c in configs.items():
+        m = measured[n].ms
+        row = {"config": n, "predicted_ms": round(predicted[n], 4), "measured_ms": round(m, 4),
+               "error_pct": round(100 * (predicted[n] / m - 1), 3)}
+        if drift:
+            row["drift_corrected_error_pct"] = round(100 * (predicted[n] * drift / m - 1), 3)
+        rows.append({**row, "summary": c.summary()})
+    return Validation(rows, drift)
+
+
+def write(result: Validation, out_dir: str | Path, title: str) -> list[Path]:
+    """``validation.csv`` and ``scatter.png`` (predicted vs measured with the ±10% band)."""
+    out = Path(out_dir)
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(result.rows[0]))
+    w.writeheader()
+    w.writerows(result.rows)
+    io.write_text(out / "validation.csv", buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.6), dpi=110)
+    xs, ys = [r["measured_ms"] for r in result.rows], [r["predicted_ms"] for r in result.rows]
+    lo, hi = min(xs + ys) * 0.9, max(xs + ys) * 1.1
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="±10%")
+    ax.scatter(xs, ys, s=14)
+    ax.set_xlabel("measured end-to-end (ms)")
+    ax.set_ylabel("predicted from table (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = io.atomic_write(out / "scatter.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return [out / "validation.csv", png]

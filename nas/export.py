@@ -1,0 +1,128 @@
+"""Deploy export of an ArchConfig: reparameterize, export to ONNX and/or Core ML, verify.
+
+* ONNX: ``torch.onnx.export(dynamo=True)``, then verified with onnxruntime (CPU EP) against
+  the torch deploy model on a fixed random input: max |diff| / max |torch| must be <= 1e-4.
+* Core ML: ``torch.export`` -> ``run_decompositions({})`` -> ``coremltools.convert`` (ML program,
+  iOS 16 target), saved as ``.mlpackage``. Running it needs macOS; there its outputs are compared
+  too. On Linux the conversion and save are the check.
+
+Every artefact is written to a temporary sibling and renamed into place, so a failed export
+leaves nothing behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas.errors import UserError
+from supernets import io
+from supernets.config import ArchConfig
+from supernets.layers import reparameterize
+from supernets.registry import get_family
+
+FORMATS = ("onnx", "coreml")
+RTOL = 1e-4
+
+
+@dataclass
+class Exported:
+    format: str
+    path: Path
+    max_rel_diff: float | None   # None: not run here (Core ML off macOS)
+
+
+def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -> torch.nn.Module:
+    model = get_family(config.family).build(config)
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise UserError(f"--weights {weights}: cannot load a state dict ({type(e).__name__}); pass a file "
+                            "written by torch.save(model.state_dict())") from None
+        state = state.get("model", state) if isinstance(state, dict) else state
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:   # shape mismatches (another width, or a resolution-sized table)
+            raise UserError(f"--weights {weights}: does not match the config ("
+                            f"{str(e).splitlines()[-1].strip()[:160]})") from None
+        if missing or unexpected:
+            raise UserError(f"--weights {weights}: does not match the config ({len(missing)} missing, "
+                            f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})")
+    return reparameterize(model.eval()).eval()
+
+
+def export(config: ArchConfig, formats: list[str], out_stem: Path, *, weights=None) -> list[Exported]:
+    model = deploy_model(config, weights)
+    x = torch.randn(1, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+    done = []
+    for fmt in formats:
+        if fmt == "onnx":
+            done.append(_onnx(model, x, ref, out_stem.with_suffix(".onnx")))
+        elif fmt == "coreml":
+            done.append(_coreml(model, x, ref, out_stem.with_suffix(".mlpackage")))
+        else:
+            raise UserError(f"--format {fmt!r}: unknown (use {', '.join(FORMATS)})")
+    return done
+
+
+def _rel_diff(out: np.ndarray, ref: torch.Tensor) -> float:
+    ref_np = ref.detach().numpy()
+    return float(np.abs(out - ref_np).max() / max(np.abs(ref_np).max(), 1e-12))
+
+
+def _onnx(model, x, ref, path: Path) -> Exported:
+    import onnxruntime as ort
+
+    with io.atomic_path(path) as tmp:
+        try:
+            # One self-contained file (weights inline): external data would be named after the temp file.
+            torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"],
+                              dynamo=True, external_data=False, verbose=False)
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; the user needs one line
+            raise UserError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                            "the config's deploy model does not trace") from None
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        diff = _rel_diff(out, ref)
+        if diff > RTOL:
+            raise UserError(f"ONNX export of {path.name} differs from torch by {diff:.2e} (relative, > {RTOL}); "
+                            "not written")
+    return Exported("onnx", path, diff)
+
+
+def _coreml(model, x, ref, path: Path) -> Exported:
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    try:
+        program = torch.export.export(model, (x,)).run_decompositions({})
+        mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+                             inputs=[ct.TensorType(name="image", shape=tuple(x.shape))])
+    except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
+        raise UserError(f"Core ML export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        "the config's deploy model does not trace") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = tmp_dir / path.name
+        mlmodel.save(str(staged))
+        diff = None
+        if platform.system() == "Darwin":
+            out = mlmodel.predict({"image": x.numpy()})
+            diff = _rel_diff(np.asarray(next(iter(out.values()))), ref)
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return Exported("coreml", path, diff)

@@ -1,0 +1,109 @@
+import math
+import random
+
+import pytest
+
+from lut import build, graph
+from lut.table import CacheModel, LatencyTable, MissingKeysError
+from supernets.config import Choice
+from supernets.registry import random_choice
+
+
+def _cfg(space, widths=None):
+    widths = widths or tuple(s.max_width for s in space.stages)
+    return Choice(widths, (("mb4d", "mb4d"), ("mb4d",), ("mb4d", "mb3d"), ("mb3d", "identity"))).to_config(space)
+
+
+def test_covering_configs_cover_every_reachable_key(tiny_space):
+    ops = build.space_ops(tiny_space, 10)
+    rng = random.Random(0)
+    for _ in range(50):
+        cfg = random_choice(tiny_space, rng).to_config(tiny_space, 10)
+        assert set(graph.keys(cfg)) <= set(ops)
+
+
+def test_fill_measures_and_predictor_caches(tiny_space, tmp_path):
+    cfg = _cfg(tiny_space)
+    table = build.new_table("cpu", 64, 1)
+    table.path = tmp_path / "cpu@64.yaml"
+    predictor = build.Predictor(table, measurable=True, rounds=2, progress=False)
+    ms = predictor(cfg)
+    assert ms > 0 and not table.missing(cfg)
+    on_disk = LatencyTable.load(table.path)
+    assert on_disk.entries.keys() == table.entries.keys()
+    assert all(e["source"] == "measured" and e["count"] > 0 for e in on_disk.entries.values())
+    assert on_disk.environment["threads"] == 1 and on_disk.environment["torch"]
+    not_measurable = build.Predictor(LatencyTable("iphone12", 64), measurable=False)
+    with pytest.raises(MissingKeysError):
+        not_measurable(cfg)
+
+
+def test_fit_cache_model_recovers_the_blend_of_synthetic_networks():
+    rng = random.Random(0)
+    weights = [2**20 * rng.uniform(2, 40) for _ in range(8)]
+    hot = [rng.uniform(5, 50) for _ in range(8)]
+    gap = [h * rng.uniform(0.1, 0.4) for h in hot]
+    truth = CacheModel(base=0.3, slope=0.12)
+    measured = [h + truth.blend(w) * g for h, g, w in zip(hot, gap, weights)]
+    fitted = build.fit_cache_model(hot, gap, measured, weights)
+    assert fitted.base == pytest.approx(0.3) and fitted.slope == pytest.approx(0.12)
+    assert fitted.log_mib_range == pytest.approx((min(math.log(w / 2**20) for w in weights),
+                                                 max(math.log(w / 2**20) for w in weights)))
+    # three networks cannot identify a slope: a constant blend is fitted
+    const = build.fit_cache_model(hot[:3], gap[:3], [h + 0.4 * g for h, g in zip(hot, gap)][:3], weights[:3])
+    assert const.slope == 0.0 and const.base == pytest.approx(0.4)
+
+
+def test_calibrate_fits_the_cache_model_on_real_networks_and_stores_its_configs(tiny_space):
+    table = build.new_table("cpu", 64, 1)
+    cal = build.calibrate(table, [tiny_space], 10, samples=4, rounds=2, progress=False)
+    assert table.cache_model == cal.cache_model
+    stored = table.environment["calibration"]
+    assert set(stored["measured_ms"]) == set(cal.measured_ms) == {"cal00", "cal01", "cal02", "cal03"}
+    # the calibration measured the ops it needed (with their weights): those networks are priced
+    again = build.calibration_configs([type(tiny_space).from_dict(s) for s in stored["spaces"]], 10, 4, 0)
+    for c in again.values():
+        assert not table.missing(c) and table.weight_bytes(c) > 0
+        assert table.predict(c) == pytest.approx(cal.predicted_ms[next(n for n, x in again.items() if x == c)])
+    # a loose bound (2 rounds of tiny networks on a shared machine): catches a lost or doubled op
+    assert max(abs(e) for e in cal.errors_pct) < 35
+
+
+def test_an_interrupted_build_resumes_from_its_last_round(tiny_space, tmp_path, monkeypatch):
+    ops = build.space_ops(tiny_space, 10)
+    table = build.new_table("cpu", 64, 1)
+    table.path = tmp_path / "cpu@64.yaml"
+    sidecar = tmp_path / "cpu@64.yaml.partial"
+    real_time_rounds = build.measure.time_rounds
+    rounds_run = []
+
+    def counting(*args, stop_at=None, **kwargs):
+        persist = kwargs["on_round"]
+
+        def on_round(record):
+            persist(record)
+            rounds_run.append(1)
+            if len(rounds_run) == stop_at:
+                raise KeyboardInterrupt   # as if killed right after round `stop_at` was saved
+        return real_time_rounds(*args, **{**kwargs, "on_round": on_round})
+
+    monkeypatch.setattr(build.measure, "time_rounds", lambda *a, **k: counting(*a, stop_at=2, **k))
+    with pytest.raises(KeyboardInterrupt):
+        build.fill(table, ops, rounds=3, progress=False)
+    assert sidecar.is_file() and not table.path.exists()
+    rounds_run.clear()
+    monkeypatch.setattr(build.measure, "time_rounds", counting)
+    build.fill(table, ops, rounds=3, progress=False)
+    assert len(rounds_run) == 1, "the resumed build re-ran rounds it had saved"
+    assert not sidecar.exists() and set(table.entries) == set(ops)
+    assert all(e["rounds"] == 3 for e in table.entries.values())
+
+
+def test_random_choice_respects_the_space(tiny_space):
+    rng = random.Random(0)
+    for _ in range(50):
+        choice = random_choice(tiny_space, rng)
+        cfg = choice.to_config(tiny_space, 10)   # validates: widths on the grid, 3D after 4D
+        for j, stage in enumerate(tiny_space.stages):
+            assert stage.min_width <= cfg.widths[j] <= stage.max_width
+            assert len(cfg.stages[j].blocks) >= stage.min_blocks

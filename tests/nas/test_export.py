@@ -1,0 +1,64 @@
+"""nas export: deploy form to ONNX (verified with onnxruntime) and Core ML (converted, saved)."""
+import pytest
+import torch
+
+import search_spaces
+from nas.cli import main
+from supernets.config import ArchConfig, Choice
+
+
+@pytest.fixture
+def small_config(tiny_space, tmp_path):
+    cfg = Choice((32, 32, 48, 64), (("mb4d", "mb4d"), ("mb4d",), ("mb4d", "mb3d"), ("mb3d", "identity"))) \
+        .to_config(tiny_space, 10)
+    cfg.save(tmp_path / "small.yaml")
+    return tmp_path / "small.yaml"
+
+
+def test_export_onnx_and_coreml_of_a_config_with_attention(small_config, capsys):
+    assert main(["export", str(small_config)]) == 0
+    out = capsys.readouterr().out
+    onnx_path, ml_path = small_config.with_suffix(".onnx"), small_config.with_suffix(".mlpackage")
+    assert onnx_path.is_file() and (ml_path / "Manifest.json").is_file()
+    diff = float(out.split("max relative diff ")[1].split(")")[0])
+    assert diff <= 1e-4
+    assert not [p for p in small_config.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_export_with_weights_and_resolution(small_config, tmp_path, capsys):
+    from supernets.registry import get_family
+
+    cfg = ArchConfig.load(small_config)
+    state = get_family(cfg.family).build(cfg).state_dict()
+    torch.save(state, tmp_path / "w.pt")
+    assert main(["export", str(small_config), "--format", "onnx", "--weights", str(tmp_path / "w.pt")]) == 0
+    assert main(["export", str(small_config), "--format", "onnx", "--resolution", "96"]) == 0
+    assert (tmp_path / "small.onnx").is_file() and (tmp_path / "small@96.onnx").is_file()
+    # the attention-bias table is sized for the grid: 64 px weights do not fit a 96 px model
+    assert main(["export", str(small_config), "--format", "onnx", "--weights", str(tmp_path / "w.pt"),
+                 "--resolution", "96"]) == 2
+    assert "does not match the config" in capsys.readouterr().err
+
+
+def test_export_errors_leave_nothing_behind(small_config, tmp_path, capsys, monkeypatch):
+    assert main(["export", str(small_config), "--resolution", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
+    assert main(["export", str(small_config), "--weights", str(tmp_path / "bad.pt")]) == 2
+    assert "does not match the config" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    assert main(["export", str(small_config), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not trace" in err
+    assert sorted(p.name for p in small_config.parent.iterdir()) == ["bad.pt", "small.yaml", "tiny_space.yaml"]
+
+
+@pytest.mark.slow
+def test_published_variant_l1_exports(tmp_path, capsys):
+    out = tmp_path / "l1"
+    assert main(["export", str(search_spaces.variant_path("efficientformer", "l1")), "--out", str(out)]) == 0
+    assert out.with_suffix(".onnx").is_file() and out.with_suffix(".mlpackage").is_dir()
