@@ -25,8 +25,10 @@ def _tables_dir(args) -> Path:
 def _families(name: str) -> list[str]:
     from supernets.registry import family_names, get_family
 
-    if name == "all":
-        return family_names()
+    if name == "all":  # every family with a searchable space (a family may ship variants first)
+        import search_spaces
+
+        return [f for f in family_names() if search_spaces.space_path(f).is_file()]
     get_family(name)
     return [name]
 

@@ -105,13 +105,18 @@ class ArchConfig(_Record):
     head: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)  # provenance only; never affects the model
+    # Widths must be multiples of this. 16 everywhere except published variants with off-grid
+    # widths (FastViT-MA36: 76/152/304/608), which declare `width_step: 4`.
+    width_step: int = 16
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def from_dict(cls, raw: Any, width_step: int = 16) -> "ArchConfig":
+    def from_dict(cls, raw: Any) -> "ArchConfig":
         if not isinstance(raw, Mapping):
             _fail("", f"an ArchConfig must be a mapping, got {type(raw).__name__}")
-        _unknown_keys(raw, ["family", "name", "resolution", "num_classes", "stem", "stages", "head", "meta"], "config")
+        _unknown_keys(raw, ["family", "name", "resolution", "num_classes", "width_step", "stem", "stages", "head",
+                            "meta"], "config")
+        width_step = _int(raw.get("width_step", 16), "width_step", 1)
         family = _require(raw, "family", "")
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
@@ -146,7 +151,7 @@ class ArchConfig(_Record):
         meta = raw.get("meta", {}) or {}
         name = raw.get("name")
         cfg = cls(family, resolution, num_classes, stem_width, tuple(stages), dict(head),
-                  str(name) if name is not None else None, dict(meta))
+                  str(name) if name is not None else None, dict(meta), width_step)
         from supernets.registry import get_family  # late: the registry imports family modules
 
         get_family(family).validate(cfg)
@@ -156,7 +161,10 @@ class ArchConfig(_Record):
         out: dict[str, Any] = {"family": self.family}
         if self.name:
             out["name"] = self.name
-        out.update(resolution=self.resolution, num_classes=self.num_classes, stem={"width": self.stem_width})
+        out.update(resolution=self.resolution, num_classes=self.num_classes)
+        if self.width_step != 16:
+            out["width_step"] = self.width_step
+        out["stem"] = {"width": self.stem_width}
         if self.head:
             out["head"] = dict(self.head)
         out["stages"] = [{"width": s.width, "blocks": [b.to_yaml() for b in s.blocks]} for s in self.stages]

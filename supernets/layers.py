@@ -1,26 +1,85 @@
-"""Mechanics shared by all families: conv-BN folding, model-level reparameterization,
-layer scale, and the 4D <-> token reshapes of hybrid stages."""
+"""Mechanics shared by all families: conv-BN folding, structural reparameterization of
+parallel branches into one conv, model-level reparameterization, layer scale, and the
+4D <-> token reshapes of hybrid stages."""
 from __future__ import annotations
 
 import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class ConvNorm(nn.Sequential):
-    """Conv2d followed by BatchNorm2d; ``reparameterize()`` folds the BN into the conv."""
+    """Conv2d followed by BatchNorm2d; ``reparameterize()`` folds the BN into the conv.
+
+    ``fold=False`` keeps the pair in deploy form too (FastViT's ConvFFN: its reference
+    reparameterization leaves that BN, and the published deploy parameter counts include it)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
-                 padding: int | None = None, groups: int = 1, bias: bool = True):
+                 padding: int | None = None, groups: int = 1, bias: bool = True, fold: bool = True):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(out_chs)
+        self.fold = fold
 
-    def reparameterize(self) -> nn.Conv2d:
-        return fuse_conv_bn_eval(self.conv.eval(), self.norm.eval())
+    def reparameterize(self) -> nn.Module:
+        return fuse_conv_bn_eval(self.conv.eval(), self.norm.eval()) if self.fold else self
+
+
+# ---------------------------------------------------------------------------- branch folding
+def branch_kernel(branch: nn.Module | None, channels: int, in_per_group: int, kernel_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of one parallel branch as a `kernel_size` conv of the block's shape.
+
+    A branch is a ``ConvNorm`` (BN folded), a plain ``nn.Conv2d``, a ``BatchNorm2d`` applied to
+    the input (the identity branch of MobileOne/RepVGG blocks) or ``None`` (the bare identity).
+    Smaller kernels are zero-padded to the centre, which is exact for odd kernels with
+    "same" padding and equal stride."""
+    if isinstance(branch, ConvNorm):
+        conv = fuse_conv_bn_eval(copy.deepcopy(branch.conv).eval(), copy.deepcopy(branch.norm).eval())
+        weight, bias = conv.weight, conv.bias
+    elif isinstance(branch, nn.Conv2d):
+        weight = branch.weight
+        bias = branch.bias if branch.bias is not None else torch.zeros(branch.out_channels)
+    else:
+        weight = identity_kernel(channels, in_per_group, 1)
+        bias = torch.zeros(channels)
+        if isinstance(branch, nn.BatchNorm2d):
+            std = (branch.running_var + branch.eps).sqrt()
+            weight = weight * (branch.weight / std).view(-1, 1, 1, 1)
+            bias = branch.bias - branch.running_mean * branch.weight / std
+        elif branch is not None:
+            raise TypeError(f"cannot fold a {type(branch).__name__} branch")
+    pad = (kernel_size - weight.shape[-1]) // 2
+    return F.pad(weight, [pad] * 4), bias
+
+
+def identity_kernel(channels: int, in_per_group: int, kernel_size: int) -> torch.Tensor:
+    weight = torch.zeros(channels, in_per_group, kernel_size, kernel_size)
+    idx = torch.arange(channels)
+    weight[idx, idx % in_per_group, kernel_size // 2, kernel_size // 2] = 1.0
+    return weight
+
+
+def conv_with(weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int) -> nn.Conv2d:
+    """A conv holding `weight`/`bias` with "same" padding."""
+    out_chs, in_per_group, k, _ = weight.shape
+    conv = nn.Conv2d(in_per_group * groups, out_chs, k, stride, k // 2, groups=groups, bias=True)
+    conv.weight.data.copy_(weight)
+    conv.bias.data.copy_(bias)
+    return conv
+
+
+def fold_branches(branches: list[nn.Module | None], stride: int, groups: int) -> nn.Conv2d:
+    """One conv equal to the sum of parallel branches (eval mode)."""
+    convs = [b for b in branches if isinstance(b, (ConvNorm, nn.Conv2d))]
+    ref = convs[0].conv if isinstance(convs[0], ConvNorm) else convs[0]
+    k = max((b.conv if isinstance(b, ConvNorm) else b).kernel_size[0] for b in convs)
+    parts = [branch_kernel(b, ref.out_channels, ref.in_channels // groups, k) for b in branches]
+    return conv_with(sum(w for w, _ in parts), sum(b for _, b in parts), stride, groups)
 
 
 class LayerScale(nn.Module):

@@ -53,6 +53,7 @@ class Family:
 
 _FAMILY_MODULES = {
     "efficientformer": "supernets.efficientformer",
+    "fastvit": "supernets.fastvit",
 }
 _FAMILIES: dict[str, Family] = {}
 

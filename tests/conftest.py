@@ -18,6 +18,22 @@ stages:
 """
 
 
+def randomise(model):
+    """Random weights, BN statistics and layer scales (eval mode): equivalence tests on a fresh
+    model would compare near-identity blocks (layer scale 1e-5) and prove little."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
 @pytest.fixture
 def tiny_space_path(tmp_path):
     p = tmp_path / "tiny_space.yaml"

@@ -58,7 +58,9 @@ def test_export_errors_leave_nothing_behind(small_config, tmp_path, capsys, monk
 
 
 @pytest.mark.slow
-def test_published_variant_l1_exports(tmp_path, capsys):
-    out = tmp_path / "l1"
-    assert main(["export", str(search_spaces.variant_path("efficientformer", "l1")), "--out", str(out)]) == 0
+@pytest.mark.parametrize("family, variant", [("efficientformer", "l1"), ("fastvit", "sa12")])
+def test_a_published_variant_of_each_family_exports(family, variant, tmp_path, capsys):
+    out = tmp_path / variant
+    assert main(["export", str(search_spaces.variant_path(family, variant)), "--out", str(out)]) == 0
     assert out.with_suffix(".onnx").is_file() and out.with_suffix(".mlpackage").is_dir()
+    assert float(capsys.readouterr().out.split("max relative diff ")[1].split(")")[0]) <= 1e-4

@@ -4,6 +4,7 @@ import torch
 
 from supernets import efficientformer as ef
 from supernets.layers import count_params, reparameterize
+from tests.conftest import randomise
 
 # specs/families.md §2.8 (train, with distillation head) and §1 (BN folded, both heads)
 PARITY = {"l1": (12_289_928, 12.258), "l3": (31_406_000, 31.348), "l7": (82_229_328, 82.140)}
@@ -18,21 +19,9 @@ def test_parameter_parity_with_timm(variant):
     assert round(count_params(reparameterize(ours)) / 1e6, 3) == deploy_m
 
 
-def _randomise(model):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize("variant", ["l1", "l3"])
 def test_outputs_equal_timm_with_mapped_weights(variant):
-    reference = _randomise(timm.create_model(f"efficientformer_{variant}"))
+    reference = randomise(timm.create_model(f"efficientformer_{variant}"))
     ours = timm.create_model(f"nas_efficientformer_{variant}").eval()
     ours.load_state_dict(ef.convert_timm_state_dict(reference.state_dict()), strict=True)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))

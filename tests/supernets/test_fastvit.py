@@ -1,0 +1,97 @@
+import pytest
+import timm
+import torch
+
+import search_spaces
+from supernets import fastvit as fv
+from supernets.config import ArchConfig, ConfigError
+from supernets.layers import count_params, reparameterize
+from tests.conftest import randomise
+
+# specs/families.md §3.9: train -> deploy (reparameterized) parameters, official repo = timm
+PARITY = {
+    "t8": (4_026_232, 3_996_040), "t12": (7_553_704, 7_508_840), "s12": (9_473_576, 9_428_712),
+    "sa12": (11_580_968, 11_545_320), "sa24": (21_554_216, 21_501_288), "sa36": (31_527_464, 31_457_256),
+    "ma36": (44_068_004, 43_984_632),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PARITY))
+def test_parameter_parity_train_and_deploy(variant):
+    ours = timm.create_model(f"nas_fastvit_{variant}")
+    train, deploy = PARITY[variant]
+    assert count_params(ours) == train == count_params(timm.create_model(f"fastvit_{variant}"))
+    assert count_params(reparameterize(ours)) == deploy
+
+
+@pytest.mark.parametrize("variant", ["t8", "sa12"])
+def test_outputs_equal_timm_with_mapped_weights_before_and_after_reparameterization(variant):
+    reference = randomise(timm.create_model(f"fastvit_{variant}"))
+    ours = timm.create_model(f"nas_fastvit_{variant}").eval()
+    ours.load_state_dict(fv.convert_timm_state_dict(reference.state_dict()), strict=True)
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got, deployed = reference(x), ours(x), reparameterize(ours)(x)
+        reference.apply(lambda m: m.reparameterize() if hasattr(m, "reparameterize") else None)
+        timm_deployed = reference(x)
+    scale = max(1.0, want.abs().max().item())
+    assert (got - want).abs().max() <= 1e-5 * scale
+    assert (deployed - want).abs().max() <= 1e-5 * scale
+    assert (deployed - timm_deployed).abs().max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("variant", sorted(PARITY))
+def test_deploy_form_equals_train_form_and_is_reparameterized(variant):
+    model = randomise(timm.create_model(f"nas_fastvit_{variant}"))
+    deployed = reparameterize(model)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = model(x), deployed(x)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    kinds = {type(m) for m in deployed.modules()}
+    assert not kinds & {fv.MobileOneBlock, fv.ReparamLargeKernelConv, fv.RepMixer, fv.RepCPE}
+    # RepMixer collapses to one depthwise 3x3 conv per block
+    assert isinstance(deployed.stages[0].blocks[0].token_mixer, torch.nn.Conv2d)
+
+
+@pytest.mark.parametrize("variant", ["t8", "sa12"])
+def test_deploy_form_traces_with_torch_export(variant):
+    deployed = reparameterize(timm.create_model(f"nas_fastvit_{variant}").eval())
+    x = torch.randn(1, 3, 256, 256)
+    program = torch.export.export(deployed, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), deployed(x), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["t12", "s12", "sa24", "sa36", "ma36"])
+def test_every_other_variant_traces_with_torch_export(variant):
+    test_deploy_form_traces_with_torch_export(variant)
+
+
+def _cfg(variant: str, stage: int, **change):
+    raw = ArchConfig.load(search_spaces.variant_path("fastvit", variant)).to_dict()
+    raw["stages"][stage].update(change)
+    return raw
+
+
+@pytest.mark.parametrize("variant, stage, change, message", [
+    ("ma36", 0, {"blocks": ["attention"]}, "76 is not a multiple of the head dim 32"),
+    ("sa12", 3, {"width": 400, "blocks": ["repmixer"]}, "must be a multiple of stages[2].width"),
+    ("sa12", 3, {"width": 520}, "not a multiple of 16"),
+    ("sa12", 3, {"blocks": [{"kind": "attention", "heads": 4}]}, "unknown knob(s) heads"),
+    ("sa12", 3, {"blocks": ["mb4d"]}, "unknown block kind 'mb4d'"),
+])
+def test_bad_family_knobs_name_the_field(variant, stage, change, message):
+    with pytest.raises(ConfigError, match=rf"stages\[{stage}\]") as e:
+        ArchConfig.from_dict(_cfg(variant, stage, **change))
+    assert message in str(e.value)
+
+
+def test_repcpe_opens_only_stages_with_attention():
+    t8 = timm.create_model("nas_fastvit_t8")
+    sa12 = timm.create_model("nas_fastvit_sa12")
+    assert all(isinstance(s.pos_emb, torch.nn.Identity) for s in t8.stages)
+    assert isinstance(sa12.stages[3].pos_emb, fv.RepCPE)
+    kinds = [n.kind for n in fv.op_nodes(sa12.config)]
+    assert kinds[:1] == ["stem"] and kinds[-1] == "head" and kinds.count("cpe") == 1
