@@ -18,8 +18,8 @@ def test_quickstart_config_latency_matches_prediction(tmp_path, capsys):
     table = LatencyTable.load(runs / "tables" / "cpu@224.yaml")
     result = validate.compare(table, {"emitted": cfg}, rounds=7, progress=False)
     row = result.rows[0]
-    # The machine is shared: whole phases run 5-20% slower (shared/ENVIRONMENT.md). The table's own
-    # calibration networks, timed in the same rounds, measure that drift; the assertion is at the
-    # machine speed of the build. Both figures are in the message.
+    # Raw, as a user would check it. On a failure the message carries the machine's drift since the
+    # build (the table's calibration networks re-timed in the same rounds) to tell a noisy host from
+    # a wrong table; correcting by it is no better on this host (networks drift unevenly: README).
     assert result.drift is not None
-    assert abs(row["drift_corrected_error_pct"]) <= 10, (row, result.drift)
+    assert abs(row["error_pct"]) <= 10, (row, result.drift)
