@@ -60,6 +60,7 @@ def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -
 
 
 def export(config: ArchConfig, formats: list[str], out_stem: Path, *, weights=None) -> list[Exported]:
+    """Write `out_stem` + ".onnx" / ".mlpackage" (a stem such as "x@cpu-1.5ms" keeps its dots)."""
     model = deploy_model(config, weights)
     x = torch.randn(1, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -67,9 +68,9 @@ def export(config: ArchConfig, formats: list[str], out_stem: Path, *, weights=No
     done = []
     for fmt in formats:
         if fmt == "onnx":
-            done.append(_onnx(model, x, ref, out_stem.with_suffix(".onnx")))
+            done.append(_onnx(model, x, ref, out_stem.with_name(out_stem.name + ".onnx")))
         elif fmt == "coreml":
-            done.append(_coreml(model, x, ref, out_stem.with_suffix(".mlpackage")))
+            done.append(_coreml(model, x, ref, out_stem.with_name(out_stem.name + ".mlpackage")))
         else:
             raise UserError(f"--format {fmt!r}: unknown (use {', '.join(FORMATS)})")
     return done

@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
@@ -100,14 +101,26 @@ class ReparamLargeKernelConv(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Stride-2 downsampling between stages: grouped large-kernel conv (each input channel makes
-    out/in outputs), then a 1x1 MobileOneBlock with GELU."""
+    """Stride-2 downsampling between stages: a large-kernel conv where output channel o reads
+    input channel (o // 2) mod in_chs, then a 1x1 MobileOneBlock with GELU.
+
+    Published variants double the width (out = 2 * in): that is exactly timm's grouped conv
+    (groups = in). For elastic widths the same rule reads a prefix of the input channels
+    (out < 2 * in) or wraps around them (out > 2 * in), so any pair of widths is valid and a
+    narrower embedding is the leading slice of a wider one (supernet weight inheritance)."""
 
     def __init__(self, in_chs: int, out_chs: int):
         super().__init__()
-        self.proj = nn.Sequential(ReparamLargeKernelConv(in_chs, out_chs), MobileOneBlock(out_chs, out_chs, 1))
+        if out_chs % 2:
+            raise ConfigError(f"fastvit patch embedding needs an even output width, got {out_chs}")
+        self.in_chs, self.reads = in_chs, out_chs // 2
+        self.proj = nn.Sequential(ReparamLargeKernelConv(self.reads, out_chs), MobileOneBlock(out_chs, out_chs, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reads > self.in_chs:
+            x = x.repeat(1, -(-self.reads // self.in_chs), 1, 1)
+        if self.reads != x.shape[1]:
+            x = x[:, :self.reads]
         return self.proj(x)
 
 
@@ -148,19 +161,25 @@ class ConvMlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Plain MHSA over the flattened map: head dim 32, qkv without bias, no position bias."""
+    """Plain MHSA over the flattened map: head dim 32, no qkv bias, no position bias.
+
+    q, k and v are separate Linears (timm's fused ``qkv`` is split by ``convert_timm_state_dict``)
+    so that a narrower attention, with fewer heads, is the leading slice of a wider one."""
 
     def __init__(self, dim: int, head_dim: int = HEAD_DIM):
         super().__init__()
         self.num_heads, self.head_dim = dim // head_dim, head_dim
         self.scale = head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         tokens = x.flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(tokens).reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(tokens, torch.cat((self.q.weight, self.k.weight, self.v.weight)))  # one matmul
+        q, k, v = qkv.reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(B, H * W, C)
         return self.proj(out).transpose(1, 2).reshape(B, C, H, W)
@@ -287,8 +306,9 @@ def _with_ls(spec: BlockSpec, ls_init: float) -> BlockSpec:
 
 
 def _has_cpe(config: ArchConfig, j: int) -> bool:
-    """The published rule: a RepCPE opens every stage that holds attention blocks."""
-    return any(b.kind == "attention" for b in config.stages[j].blocks)
+    """The published rule: a RepCPE opens every stage that holds attention blocks (in a supernet,
+    every stage whose slots can choose attention, so that subnets inherit it)."""
+    return any(b.kind == "attention" or "attention" in b.knobs.get("choices", ()) for b in config.stages[j].blocks)
 
 
 def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
@@ -331,10 +351,9 @@ def validate(config: ArchConfig) -> None:
         raise ConfigError(f"stem.width: {config.stem_width} must equal stages[0].width ({config.stages[0].width}): "
                           "FastViT's first stage has no patch embedding")
     for j, st in enumerate(config.stages):
-        if j > 0 and st.width % config.stages[j - 1].width:
-            raise ConfigError(f"stages[{j}].width: {st.width} must be a multiple of stages[{j - 1}].width "
-                              f"({config.stages[j - 1].width}): the patch embedding convolves each input channel "
-                              "separately (groups = input width)")
+        if j > 0 and st.width % 2:
+            raise ConfigError(f"stages[{j}].width: {st.width} must be even (the patch embedding makes two "
+                              "output channels per input channel)")
         for i, b in enumerate(st.blocks):
             where = f"stages[{j}].blocks[{i}]"
             if b.kind not in BLOCK_KINDS:
@@ -375,6 +394,10 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
             k = re.sub(pat, rep, k)
         if re.search(r"(layer_scale(_[12])?)\.gamma$", k):
             value = value.flatten()
+        if k.endswith("token_mixer.qkv.weight"):
+            for name, part in zip("qkv", value.chunk(3)):
+                out[k.replace("qkv.weight", f"{name}.weight")] = part
+            continue
         out[k] = value
     return out
 
@@ -414,4 +437,8 @@ FAMILY = register_family(Family(
     validate_space=validate_space,
     stem_width=stem_width,
     variants=VARIANTS,
+    # The patch embedding ties output channel o to input channel o // 2, which couples the channel
+    # orders of adjacent stages: an importance permutation per stage would not preserve the
+    # function, so subnets take natural (leading) channels.
+    extra={"channel_reorder": False},
 ))

@@ -31,7 +31,8 @@ class Supernet(nn.Module):
         self.num_classes = num_classes or space.num_classes
         self.img_size = img_size or space.resolution
         stages = tuple(
-            StageConfig(s.max_width, tuple(BlockSpec("metapath", {"stage": j}) for _ in range(s.slots)))
+            StageConfig(s.max_width, tuple(BlockSpec("metapath", {"stage": j, "choices": s.choices})
+                                           for _ in range(s.slots)))
             for j, s in enumerate(space.stages)
         )
         widths = [s.max_width for s in space.stages]
@@ -152,6 +153,8 @@ class Supernet(nn.Module):
         """Permute each stage's residual channels by decreasing L1 importance (the normalised
         sum of |w| over every tensor that reads or writes the channel), so prefix slicing keeps
         the most important ones. The network function is unchanged. Returns the permutations."""
+        if not self.family.extra.get("channel_reorder", True):   # the family couples stages' orders
+            return [torch.arange(s.max_width) for s in self.space.stages]
         state = self.net.state_dict()
         param_names = {n for n, _ in self.net.named_parameters()}
         perms = []

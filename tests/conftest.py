@@ -18,6 +18,19 @@ stages:
 """
 
 
+TINY_FASTVIT_SPACE = """\
+family: fastvit
+resolution: 64
+num_classes: 10
+width_step: 32
+stages:
+  - {max_width: 64, min_width: 32, slots: 2, choices: [repmixer, identity]}
+  - {max_width: 64, min_width: 32, slots: 1, choices: [repmixer, identity]}
+  - {max_width: 128, min_width: 32, slots: 2, choices: [repmixer, identity]}
+  - {max_width: 128, min_width: 64, slots: 2, choices: [repmixer, attention, identity]}
+"""
+
+
 def randomise(model):
     """Random weights, BN statistics and layer scales (eval mode): equivalence tests on a fresh
     model would compare near-identity blocks (layer scale 1e-5) and prove little."""

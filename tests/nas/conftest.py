@@ -3,15 +3,25 @@ import pytest
 from nas.train import Recipe, train_supernet
 
 
+def _train_tiny(tmp_path_factory, space_text: str, name: str, family: str):
+    root = tmp_path_factory.mktemp("runs")
+    space = root / f"{name}_space.yaml"
+    space.write_text(space_text)
+    recipe = Recipe(family=family, space=str(space), img_size=32, epochs=1, batch_size=128)
+    return train_supernet(recipe, root / name, progress=False, log=lambda s: None)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A tiny EfficientFormer supernet trained for one epoch on the embedded digits."""
     from tests.conftest import TINY_SPACE
 
-    root = tmp_path_factory.mktemp("runs")
-    space = root / "tiny_space.yaml"
-    space.write_text(TINY_SPACE)
-    run_dir = root / "tiny"
-    ckpt = train_supernet(Recipe(space=str(space), img_size=32, epochs=1, batch_size=128), run_dir,
-                          progress=False, log=lambda s: None)
-    return ckpt
+    return _train_tiny(tmp_path_factory, TINY_SPACE, "tiny", "efficientformer")
+
+
+@pytest.fixture(scope="session")
+def tiny_fastvit_run(tmp_path_factory):
+    """A tiny FastViT supernet (attention possible in stage 4) trained for one epoch."""
+    from tests.conftest import TINY_FASTVIT_SPACE
+
+    return _train_tiny(tmp_path_factory, TINY_FASTVIT_SPACE, "tiny_fastvit", "fastvit")

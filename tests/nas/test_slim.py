@@ -35,7 +35,11 @@ def test_smallest_choices_respect_min_blocks_and_widths(tiny_run):
         assert all(sum(k != IDENTITY for k in row) == s.min_blocks for row, s in zip(c.kinds, net.space.stages))
 
 
-def test_slim_end_to_end(tiny_run, tmp_path, capsys):
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run"])
+def test_slim_end_to_end(run, request, tmp_path, capsys):
+    """Every family: slim to 70% of the start, a valid trajectory, and an emitted config that
+    builds, runs and exports (ONNX, checked against torch)."""
+    tiny_run = request.getfixturevalue(run)
     tables = tmp_path / "tables"
     net = checkpoint.build_supernet(checkpoint.load(tiny_run))
     table = build.new_table("cpu", net.space.resolution, 1)
@@ -48,7 +52,7 @@ def test_slim_end_to_end(tiny_run, tmp_path, capsys):
                  "--out", str(out), "--val-images", "200", "--calib-images", "64", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "step 1" in printed
-    stem = f"efficientformer@cpu-{target:g}ms"
+    stem = f"{net.space.family}@cpu-{target:g}ms"
     cfg = ArchConfig.load(out / f"{stem}.yaml")
     assert cfg.meta["predicted_ms"] <= target
     assert LatencyTable.load(tables / "cpu@64.yaml").predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)
@@ -58,6 +62,8 @@ def test_slim_end_to_end(tiny_run, tmp_path, capsys):
     assert (out / f"{stem}.trajectory.png").read_bytes()[:4] == b"\x89PNG"
     model = get_family(cfg.family).build(cfg).eval()
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert main(["export", str(out / f"{stem}.yaml"), "--format", "onnx"]) == 0
+    assert (out / f"{stem}.onnx").is_file()
     # nas show reports it
     assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
     shown = capsys.readouterr().out

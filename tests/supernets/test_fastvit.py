@@ -4,9 +4,9 @@ import torch
 
 import search_spaces
 from supernets import fastvit as fv
-from supernets.config import ArchConfig, ConfigError
+from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import count_params, reparameterize
-from tests.conftest import randomise
+from tests.conftest import TINY_FASTVIT_SPACE, randomise
 
 # specs/families.md §3.9: train -> deploy (reparameterized) parameters, official repo = timm
 PARITY = {
@@ -77,7 +77,6 @@ def _cfg(variant: str, stage: int, **change):
 
 @pytest.mark.parametrize("variant, stage, change, message", [
     ("ma36", 0, {"blocks": ["attention"]}, "76 is not a multiple of the head dim 32"),
-    ("sa12", 3, {"width": 400, "blocks": ["repmixer"]}, "must be a multiple of stages[2].width"),
     ("sa12", 3, {"width": 520}, "not a multiple of 16"),
     ("sa12", 3, {"blocks": [{"kind": "attention", "heads": 4}]}, "unknown knob(s) heads"),
     ("sa12", 3, {"blocks": ["mb4d"]}, "unknown block kind 'mb4d'"),
@@ -95,3 +94,55 @@ def test_repcpe_opens_only_stages_with_attention():
     assert isinstance(sa12.stages[3].pos_emb, fv.RepCPE)
     kinds = [n.kind for n in fv.op_nodes(sa12.config)]
     assert kinds[:1] == ["stem"] and kinds[-1] == "head" and kinds.count("cpe") == 1
+
+
+
+
+@pytest.fixture
+def fastvit_supernet(tmp_path):
+    from supernets.config import SearchSpace
+    from supernets.supernet import Supernet
+
+    (tmp_path / "space.yaml").write_text(TINY_FASTVIT_SPACE)
+    return randomise(Supernet(SearchSpace.load(tmp_path / "space.yaml"), img_size=64))
+
+
+def test_patch_embedding_reads_input_channel_half_the_output_index_wrapping_around():
+    narrow, wide = randomise(fv.PatchEmbed(32, 128)), fv.PatchEmbed(64, 128).eval()
+    wide.load_state_dict(narrow.state_dict())   # same shapes: both read 64 channels
+    x = torch.randn(2, 32, 16, 16)
+    with torch.no_grad():   # out = 4 x in: channel o reads (o // 2) mod 32, i.e. the input repeated
+        assert torch.allclose(narrow(x), wide(torch.cat([x, x], 1)), atol=1e-6)
+        # out < 2 x in: the leading out/2 input channels are read, the rest are not
+        short = fv.PatchEmbed(96, 64).eval()
+        y = torch.cat([x, torch.randn(2, 64, 16, 16)], 1)
+        assert torch.equal(short(y), short(torch.cat([x, torch.zeros(2, 64, 16, 16)], 1)))
+
+
+def test_fastvit_supernet_path_equals_inherited_subnet_with_attention_and_cpe(fastvit_supernet):
+    net = fastvit_supernet
+    kinds = (("repmixer", IDENTITY), ("repmixer",), (IDENTITY, "repmixer"), ("repmixer", "attention"))
+    with torch.no_grad():
+        for stage, row in zip(net.metapaths(), kinds):
+            for mp, kind in zip(stage, row):
+                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
+    net.set_mixing("hard", 1.0)
+    sub = net.subnet(Choice((64, 64, 128, 128), kinds)).eval()
+    assert isinstance(sub.stages[3].pos_emb, fv.RepCPE)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(sub(x), net.eval()(x), atol=1e-5)
+
+
+def test_narrow_fastvit_subnets_inherit_prefixes_and_reparameterize(fastvit_supernet):
+    net = fastvit_supernet
+    kinds = (("repmixer", "repmixer"), ("repmixer",), ("repmixer", IDENTITY), ("attention", IDENTITY))
+    sub = net.subnet(Choice((32, 64, 32, 128), kinds)).eval()   # 64 -> 32 reads a prefix, 32 -> 128 wraps
+    w_super = net.net.stages[3].blocks[0].paths["attention"].token_mixer.q.weight
+    w_sub = sub.stages[3].blocks[0].token_mixer.q.weight
+    assert torch.equal(w_sub, w_super[:128, :128])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = sub(x), reparameterize(sub)(x)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    assert [p.tolist() for p in net.reorder_channels()] == [list(range(s.max_width)) for s in net.space.stages]
