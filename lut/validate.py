@@ -24,18 +24,22 @@ from supernets.config import ArchConfig, SearchSpace
 from supernets.registry import random_choice
 
 
+def error_stats(signed: list[float]) -> dict[str, float]:
+    """Median and 95th-percentile |error| (%), share within ±10 %, median signed error (%)."""
+    errs = sorted(abs(e) for e in signed)
+    return {"median_abs_error_pct": statistics.median(errs),
+            "p95_abs_error_pct": errs[min(len(errs) - 1, round(0.95 * (len(errs) - 1)))],
+            "within_10_pct": sum(e <= 10 for e in errs) / len(errs),
+            "median_signed_error_pct": statistics.median(signed)}
+
+
 @dataclass
 class Validation:
     rows: list[dict]   # config, predicted_ms, measured_ms, error_pct[, drift_corrected_error_pct], summary
     drift: float | None  # median over the calibration networks of (time now / time at build); None: uncalibrated
 
     def stats(self, drift_corrected: bool = False) -> dict[str, float]:
-        signed = [r["drift_corrected_error_pct" if drift_corrected else "error_pct"] for r in self.rows]
-        errs = sorted(abs(e) for e in signed)
-        return {"median_abs_error_pct": statistics.median(errs),
-                "p95_abs_error_pct": errs[min(len(errs) - 1, round(0.95 * (len(errs) - 1)))],
-                "within_10_pct": sum(e <= 10 for e in errs) / len(errs),
-                "median_signed_error_pct": statistics.median(signed)}
+        return error_stats([r["drift_corrected_error_pct" if drift_corrected else "error_pct"] for r in self.rows])
 
     def summary(self) -> str:
         def line(st: dict[str, float]) -> str:

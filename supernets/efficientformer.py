@@ -18,9 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
-from timm.models import register_model
 
-from search_spaces import variant_path
 from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import ConvNorm, LayerScale, Reshape, run_blocks, to_map, to_tokens
 from supernets.registry import Family, OpNode, register_family
@@ -344,31 +342,6 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
             k = re.sub(pat, rep, k)
         out[k] = value
     return out
-
-
-# ---------------------------------------------------------------------------- variants
-def _variant(name: str, pretrained: bool = False, **kwargs) -> EfficientFormer:
-    if pretrained:
-        raise ValueError("nas ships no pretrained weights (no network at run time)")
-    cfg = ArchConfig.load(variant_path("efficientformer", name))
-    if "num_classes" in kwargs:
-        cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
-    return EfficientFormer(cfg, img_size=kwargs.pop("img_size", None))
-
-
-@register_model
-def nas_efficientformer_l1(pretrained: bool = False, **kwargs) -> EfficientFormer:
-    return _variant("l1", pretrained, **kwargs)
-
-
-@register_model
-def nas_efficientformer_l3(pretrained: bool = False, **kwargs) -> EfficientFormer:
-    return _variant("l3", pretrained, **kwargs)
-
-
-@register_model
-def nas_efficientformer_l7(pretrained: bool = False, **kwargs) -> EfficientFormer:
-    return _variant("l7", pretrained, **kwargs)
 
 
 FAMILY = register_family(Family(

@@ -23,10 +23,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models import register_model
 from torch import nn
 
-from search_spaces import variant_path
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import (
     ConvNorm,
@@ -139,8 +137,8 @@ class RepMixer(nn.Module):
 
     def reparameterize(self) -> nn.Conv2d:
         k, gamma = self.kernel_size, self.layer_scale.gamma.view(-1, 1, 1, 1)
-        w_mix = sum(branch_kernel(b, self.dim, 1, k)[0] for b in self.mixer.branches())
-        b_mix = sum(branch_kernel(b, self.dim, 1, k)[1] for b in self.mixer.branches())
+        mix = [branch_kernel(b, self.dim, 1, k) for b in self.mixer.branches()]
+        w_mix, b_mix = sum(w for w, _ in mix), sum(b for _, b in mix)
         w_norm, b_norm = branch_kernel(self.norm, self.dim, 1, k)
         weight = identity_kernel(self.dim, 1, k) + gamma * (w_mix - w_norm)
         return conv_with(weight, gamma.flatten() * (b_mix - b_norm), 1, self.dim)
@@ -402,29 +400,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-# ---------------------------------------------------------------------------- variants
+# ---------------------------------------------------------------------------- family
 VARIANTS = ("t8", "t12", "s12", "sa12", "sa24", "sa36", "ma36")
-
-
-def _variant(name: str, pretrained: bool = False, **kwargs) -> FastViT:
-    if pretrained:
-        raise ValueError("nas ships no pretrained weights (no network at run time)")
-    cfg = ArchConfig.load(variant_path("fastvit", name))
-    if "num_classes" in kwargs:
-        cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
-    return FastViT(cfg, img_size=kwargs.pop("img_size", None))
-
-
-def _register(name: str):
-    def factory(pretrained: bool = False, **kwargs) -> FastViT:
-        return _variant(name, pretrained, **kwargs)
-
-    factory.__name__ = f"nas_fastvit_{name}"
-    return register_model(factory)
-
-
-for _name in VARIANTS:
-    _register(_name)
 
 
 FAMILY = register_family(Family(

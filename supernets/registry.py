@@ -59,8 +59,30 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(family: Family) -> Family:
+    """Register a family, and each of its published variants with timm as
+    ``nas_<family>_<variant>`` (built from ``search_spaces/<family>/variants/<variant>.yaml``)."""
     _FAMILIES[family.name] = family
+    for variant in family.variants:
+        _register_timm_variant(family, variant)
     return family
+
+
+def _register_timm_variant(family: Family, variant: str) -> None:
+    from timm.models import register_model
+
+    import search_spaces
+
+    def factory(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError("nas ships no pretrained weights (no network at run time)")
+        cfg = ArchConfig.load(search_spaces.variant_path(family.name, variant))
+        if "num_classes" in kwargs:
+            cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
+        return family.build(cfg, img_size=kwargs.pop("img_size", None))
+
+    factory.__name__ = f"nas_{family.name}_{variant}"
+    factory.__module__ = family.build.__module__
+    register_model(factory)
 
 
 def family_names() -> list[str]:

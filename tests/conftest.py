@@ -47,6 +47,16 @@ def randomise(model):
     return model.eval()
 
 
+def timm_pair(family_module, variant: str, timm_prefix: str):
+    """timm's model with random weights/statistics, and ours with those weights mapped on."""
+    import timm
+
+    reference = randomise(timm.create_model(f"{timm_prefix}_{variant}"))
+    ours = timm.create_model(f"nas_{family_module.FAMILY.name}_{variant}").eval()
+    ours.load_state_dict(family_module.convert_timm_state_dict(reference.state_dict()), strict=True)
+    return reference, ours
+
+
 @pytest.fixture
 def tiny_space_path(tmp_path):
     p = tmp_path / "tiny_space.yaml"

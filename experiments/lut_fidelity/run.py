@@ -20,19 +20,15 @@ import time
 from pathlib import Path
 
 from lut.table import LatencyTable
+from lut.validate import error_stats
 from nas.cli import main as nas
 
 HERE = Path(__file__).resolve().parent
 
 
-def _stats(signed: list[float]) -> dict[str, float]:
-    errs = sorted(abs(e) for e in signed)
-    return {"median": statistics.median(errs), "p95": errs[min(len(errs) - 1, round(0.95 * (len(errs) - 1)))],
-            "within": 100 * sum(e <= 10 for e in errs) / len(errs), "signed": statistics.median(signed)}
-
-
 def _cells(st: dict[str, float]) -> str:
-    return f"{st['median']:.2f} | {st['p95']:.2f} | {st['within']:.0f} | {st['signed']:+.2f}"
+    return (f"{st['median_abs_error_pct']:.2f} | {st['p95_abs_error_pct']:.2f} | {100 * st['within_10_pct']:.0f} | "
+            f"{st['median_signed_error_pct']:+.2f}")
 
 
 def one_repeat(args, seed: int, out: Path) -> dict:
@@ -50,8 +46,8 @@ def one_repeat(args, seed: int, out: Path) -> dict:
     with open(out / "validation.csv") as f:
         rows = list(csv.DictReader(f))
     return {"seed": seed, "build_s": built - t0, "validate_s": time.time() - built, "table": table, "rows": rows,
-            "raw": _stats([float(r["error_pct"]) for r in rows]),
-            "corrected": _stats([float(r["drift_corrected_error_pct"]) for r in rows])}
+            "raw": error_stats([float(r["error_pct"]) for r in rows]),
+            "corrected": error_stats([float(r["drift_corrected_error_pct"]) for r in rows])}
 
 
 def run(argv=None) -> int:
@@ -94,10 +90,10 @@ def run(argv=None) -> int:
         lines.append(f"| {i + 1} (seed {r['seed']}) | {r['build_s']:.0f} | {r['validate_s']:.0f} | "
                      f"{m.base:.3f} {m.slope:+.3f}·ln(W/MiB) | {cal['median_abs_error_pct']:.2f} | {drift:.3f} | "
                      f"{_cells(r['raw'])} | {_cells(r['corrected'])} |")
-    pooled_raw = _stats([float(x["error_pct"]) for r in reps for x in r["rows"]])
+    pooled_raw = error_stats([float(x["error_pct"]) for r in reps for x in r["rows"]])
     lines += ["", f"**Pooled over {sum(len(r['rows']) for r in reps)} configs (raw): median |err| "
-              f"{pooled_raw['median']:.2f} %, p95 {pooled_raw['p95']:.2f} %, within ±10 %: "
-              f"{pooled_raw['within']:.0f} %.**", "",
+              f"{pooled_raw['median_abs_error_pct']:.2f} %, p95 {pooled_raw['p95_abs_error_pct']:.2f} %, within ±10 %: "
+              f"{100 * pooled_raw['within_10_pct']:.0f} %.**", "",
               f"Last repeat (seed {reps[-1]['seed']}): `validation.csv`, scatter plot below.", "",
               "![scatter](scatter.png)", "",
               "| config | predicted ms | measured ms | error % | at build speed % | blocks |",

@@ -2,9 +2,11 @@ import pytest
 import timm
 import torch
 
+import search_spaces
+
 from supernets import efficientformer as ef
 from supernets.layers import count_params, reparameterize
-from tests.conftest import randomise
+from tests.conftest import timm_pair
 
 # specs/families.md §2.8 (train, with distillation head) and §1 (BN folded, both heads)
 PARITY = {"l1": (12_289_928, 12.258), "l3": (31_406_000, 31.348), "l7": (82_229_328, 82.140)}
@@ -21,9 +23,7 @@ def test_parameter_parity_with_timm(variant):
 
 @pytest.mark.parametrize("variant", ["l1", "l3"])
 def test_outputs_equal_timm_with_mapped_weights(variant):
-    reference = randomise(timm.create_model(f"efficientformer_{variant}"))
-    ours = timm.create_model(f"nas_efficientformer_{variant}").eval()
-    ours.load_state_dict(ef.convert_timm_state_dict(reference.state_dict()), strict=True)
+    reference, ours = timm_pair(ef, variant, "efficientformer")
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got, deployed = reference(x), ours(x), reparameterize(ours)(x)
@@ -37,7 +37,7 @@ def test_deploy_form_folds_every_batchnorm():
 
 
 def test_attention_bias_table_follows_resolution():
-    cfg = ef.ArchConfig.load(ef.variant_path("efficientformer", "l1"))
+    cfg = ef.ArchConfig.load(search_spaces.variant_path("efficientformer", "l1"))
     model = ef.EfficientFormer(cfg, img_size=64)
     attn = model.stages[3].blocks[3].token_mixer
     assert attn.attention_biases.shape == (8, 4)  # 2x2 token grid at 64 px

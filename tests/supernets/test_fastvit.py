@@ -6,7 +6,7 @@ import search_spaces
 from supernets import fastvit as fv
 from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import count_params, reparameterize
-from tests.conftest import TINY_FASTVIT_SPACE, randomise
+from tests.conftest import TINY_FASTVIT_SPACE, randomise, timm_pair
 
 # specs/families.md §3.9: train -> deploy (reparameterized) parameters, official repo = timm
 PARITY = {
@@ -26,9 +26,7 @@ def test_parameter_parity_train_and_deploy(variant):
 
 @pytest.mark.parametrize("variant", ["t8", "sa12"])
 def test_outputs_equal_timm_with_mapped_weights_before_and_after_reparameterization(variant):
-    reference = randomise(timm.create_model(f"fastvit_{variant}"))
-    ours = timm.create_model(f"nas_fastvit_{variant}").eval()
-    ours.load_state_dict(fv.convert_timm_state_dict(reference.state_dict()), strict=True)
+    reference, ours = timm_pair(fv, variant, "fastvit")
     x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got, deployed = reference(x), ours(x), reparameterize(ours)(x)
