@@ -25,21 +25,25 @@ from supernets.registry import get_family, random_choice
 def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iterable[ArchConfig]:
     """Configs whose op keys together cover every key any config of the space can produce.
 
-    A key depends only on local facts (kind, width, grid, neighbour widths), so it suffices to
-    vary one stage's (width, kind) at a time and every pair of adjacent stage widths.
+    A key depends only on local facts (kind, width, stage knobs, grid, neighbour widths), so it
+    suffices to vary one stage's (width, knob values, kind) at a time and every pair of adjacent
+    stage widths.
     """
     kinds = [[k for k in s.choices if k != IDENTITY] for s in space.stages]
-    base_widths = tuple(s.max_width for s in space.stages)
-    base_kinds = tuple((ks[0],) * s.slots for ks, s in zip(kinds, space.stages))
+    base = Choice(tuple(s.max_width for s in space.stages),
+                  tuple((ks[0],) * s.slots for ks, s in zip(kinds, space.stages)))
     for j, s in enumerate(space.stages):
-        for w, kind in itertools.product(space.widths(j), kinds[j]):
-            choice = Choice(base_widths, base_kinds).replace_width(j, w)
+        knob_values = [dict(zip(s.knobs, combo)) for combo in itertools.product(*s.knobs.values())]
+        for w, knobs, kind in itertools.product(space.widths(j), knob_values, kinds[j]):
+            choice = base.replace_width(j, w)
+            for name, value in knobs.items():
+                choice = choice.replace_knob(space, j, name, value)
             row = list(choice.kinds)
             row[j] = (kind,) * s.slots
-            yield Choice(choice.widths, tuple(row)).to_config(space, num_classes)
+            yield Choice(choice.widths, tuple(row), choice.knobs).to_config(space, num_classes)
     for j in range(1, len(space.stages)):
         for a, b in itertools.product(space.widths(j - 1), space.widths(j)):
-            yield Choice(base_widths, base_kinds).replace_width(j - 1, a).replace_width(j, b).to_config(space, num_classes)
+            yield base.replace_width(j - 1, a).replace_width(j, b).to_config(space, num_classes)
 
 
 def ops_for(configs: Iterable[ArchConfig]) -> dict[str, dict]:

@@ -6,7 +6,10 @@ Each step proposes the paper's three actions:
 1. ``slot->identity``  – the least important kept slot (importance from α, paper §4.2) becomes I;
 2. ``3d->4d``          – the first token block (MB3D) leaves the 3D partition (becomes MB4D);
 3. ``width-16``        – the least important stage (sum of its kept slots' importance) narrows
-                         by one width step.
+                         by one width step;
+4. ``<knob>-down``     – family actions: every elastic stage knob of the space (MobileViT's
+                         transformer width ``dim``, FMViT's high-frequency branches and FM
+                         width) steps to its next smaller value, one action per stage and knob.
 
 For each action Δms comes from the latency table and Δaccuracy from the supernet's sub-network
 with inherited weights after BN recalibration. The action with the smallest accuracy drop per ms
@@ -37,7 +40,7 @@ from supernets import io
 from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.supernet import Supernet
 
-ACTIONS = ("slot->identity", "3d->4d", "width-16")
+ACTIONS = ("slot->identity", "3d->4d", "width-16", "<knob>-down")
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,21 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
         out.append(Action("width-16" if space.width_step == 16 else f"width-{space.width_step}",
                           f"stage {j + 1} width {w} -> {w - space.width_step}",
                           choice.replace_width(j, w - space.width_step)))
+
+    # No α ranks knob values, so every knob step is proposed and the accuracy drop per ms decides.
+    for j, stage in enumerate(space.stages):
+        current = choice.stage_knobs(space, j)
+        for name, values in stage.knobs.items():
+            i = values.index(current[name])
+            if i > 0:
+                out.append(Action(f"{name}-down", f"stage {j + 1} {name} {current[name]} -> {values[i - 1]}",
+                                  choice.replace_knob(space, j, name, values[i - 1])))
     return out
 
 
 def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
-    """Every choice at the floor of the actions' reach: min widths, min blocks per stage, each
-    kept token block either kept or turned into the map kind. The cheapest of them bounds the
+    """Every choice at the floor of the actions' reach: min widths and knob values, min blocks per
+    stage, each kept token block either kept or turned into the map kind. The cheapest of them bounds the
     smallest latency slimming can reach."""
     space, token_kinds = net.space, set(net.family.token_kinds)
     per_stage = []
@@ -129,7 +141,8 @@ def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
             options.add(tuple(map_kinds[0] for _ in kept[:n]))
         per_stage.append([opt + (IDENTITY,) * (sp.slots - len(opt)) for opt in options])
     widths = tuple(s.min_width for s in space.stages)
-    return [Choice(widths, tuple(combo)) for combo in itertools.product(*per_stage)]
+    knobs = tuple(tuple(sorted(space.min_knobs(j).items())) for j in range(len(space.stages)))
+    return [Choice(widths, tuple(combo), knobs) for combo in itertools.product(*per_stage)]
 
 
 def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float, *,

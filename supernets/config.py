@@ -91,6 +91,9 @@ class _Record:
 class StageConfig:
     width: int
     blocks: tuple[BlockSpec, ...]
+    # Stage-level family knobs, written next to `width` in YAML (MobileViT's transformer width
+    # `dim`, FMViT's FMB splits); which names exist is the family's `stage_knobs`.
+    knobs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class ArchConfig(_Record):
     # Widths must be multiples of this. 16 everywhere except published variants with off-grid
     # widths (FastViT-MA36: 76/152/304/608), which declare `width_step: 4`.
     width_step: int = 16
+    knobs: Mapping[str, Any] = field(default_factory=dict)   # family-wide knobs (MobileViT flavour)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -115,11 +119,14 @@ class ArchConfig(_Record):
         if not isinstance(raw, Mapping):
             _fail("", f"an ArchConfig must be a mapping, got {type(raw).__name__}")
         _unknown_keys(raw, ["family", "name", "resolution", "num_classes", "width_step", "stem", "stages", "head",
-                            "meta"], "config")
+                            "knobs", "meta"], "config")
         width_step = _int(raw.get("width_step", 16), "width_step", 1)
         family = _require(raw, "family", "")
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
+        from supernets.registry import get_family  # late: the registry imports family modules
+
+        fam = get_family(family)
         resolution = _int(_require(raw, "resolution", ""), "resolution", 32)
         if resolution % 32:
             _fail("resolution", f"{resolution} is not a multiple of 32 (the network downsamples by 32)")
@@ -132,7 +139,7 @@ class ArchConfig(_Record):
             where = f"stages[{i}]"
             if not isinstance(s, Mapping):
                 _fail(where, "expected a mapping with 'width' and 'blocks'")
-            _unknown_keys(s, ["width", "blocks"], where)
+            _unknown_keys(s, ["width", "blocks", *fam.stage_knobs], where)
             width = _int(_require(s, "width", where), f"{where}.width", 1)
             if width % width_step:
                 _fail(f"{where}.width", f"{width} is not a multiple of {width_step}")
@@ -140,7 +147,7 @@ class ArchConfig(_Record):
             if not isinstance(blocks_raw, list):
                 _fail(f"{where}.blocks", "must be a list")
             blocks = tuple(BlockSpec.parse(b, f"{where}.blocks[{k}]") for k, b in enumerate(blocks_raw))
-            stages.append(StageConfig(width, blocks))
+            stages.append(StageConfig(width, blocks, {k: v for k, v in s.items() if k in fam.stage_knobs}))
         stem = raw.get("stem", {}) or {}
         if not isinstance(stem, Mapping):
             _fail("stem", "expected a mapping such as {width: 48}")
@@ -148,13 +155,14 @@ class ArchConfig(_Record):
         head = raw.get("head", {}) or {}
         if not isinstance(head, Mapping):
             _fail("head", "expected a mapping such as {distillation: true}")
+        knobs = raw.get("knobs", {}) or {}
+        if not isinstance(knobs, Mapping):
+            _fail("knobs", "expected a mapping such as {flavour: v1}")
         meta = raw.get("meta", {}) or {}
         name = raw.get("name")
         cfg = cls(family, resolution, num_classes, stem_width, tuple(stages), dict(head),
-                  str(name) if name is not None else None, dict(meta), width_step)
-        from supernets.registry import get_family  # late: the registry imports family modules
-
-        get_family(family).validate(cfg)
+                  str(name) if name is not None else None, dict(meta), width_step, dict(knobs))
+        fam.validate(cfg)
         return cfg
 
     def to_dict(self) -> dict:
@@ -167,7 +175,10 @@ class ArchConfig(_Record):
         out["stem"] = {"width": self.stem_width}
         if self.head:
             out["head"] = dict(self.head)
-        out["stages"] = [{"width": s.width, "blocks": [b.to_yaml() for b in s.blocks]} for s in self.stages]
+        if self.knobs:
+            out["knobs"] = dict(self.knobs)
+        out["stages"] = [{"width": s.width, **s.knobs, "blocks": [b.to_yaml() for b in s.blocks]}
+                         for s in self.stages]
         if self.meta:
             out["meta"] = dict(self.meta)
         return out
@@ -187,7 +198,8 @@ class ArchConfig(_Record):
         parts = []
         for s in self.stages:
             kinds = [str(b) for b in s.blocks]
-            parts.append(f"{s.width}:[{' '.join(kinds)}]")
+            knobs = "".join(f",{k}={v}" for k, v in s.knobs.items())
+            parts.append(f"{s.width}{knobs}:[{' '.join(kinds)}]")
         return " | ".join(parts)
 
 
@@ -198,6 +210,8 @@ class StageSpace:
     slots: int
     choices: tuple[str, ...]
     min_blocks: int = 1
+    # Elastic stage knobs: name -> allowed values, ascending (the supernet holds the largest).
+    knobs: Mapping[str, tuple] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,11 @@ class SearchSpace(_Record):
             _fail("resolution", f"{resolution} is not a multiple of 32")
         num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1)
         step = _int(raw.get("width_step", 16), "width_step", 1)
+        if not isinstance(family, str):
+            _fail("family", f"{family!r} is not a family name")
+        from supernets.registry import get_family
+
+        fam = get_family(family)
         stages_raw = _require(raw, "stages", "")
         if not isinstance(stages_raw, list) or not stages_raw:
             _fail("stages", "must be a non-empty list")
@@ -231,7 +250,7 @@ class SearchSpace(_Record):
             where = f"stages[{i}]"
             if not isinstance(s, Mapping):
                 _fail(where, "expected a mapping")
-            _unknown_keys(s, ["max_width", "min_width", "slots", "choices", "min_blocks"], where)
+            _unknown_keys(s, ["max_width", "min_width", "slots", "choices", "min_blocks", *fam.stage_knobs], where)
             max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step)
             min_w = _int(s.get("min_width", step), f"{where}.min_width", step)
             for name, w in (("max_width", max_w), ("min_width", min_w)):
@@ -246,12 +265,17 @@ class SearchSpace(_Record):
             min_blocks = _int(s.get("min_blocks", 1 if IDENTITY in choices else slots), f"{where}.min_blocks", 0)
             if min_blocks > slots:
                 _fail(f"{where}.min_blocks", f"{min_blocks} exceeds slots {slots}")
-            stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks))
+            knobs = {}
+            for name in fam.stage_knobs:
+                if name in s:
+                    values = s[name] if isinstance(s[name], list) else [s[name]]
+                    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                        _fail(f"{where}.{name}", f"expected a number or a non-empty list of numbers, got {s[name]!r}")
+                    knobs[name] = tuple(sorted(set(values)))
+            stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks, knobs))
         space = cls(family, resolution, num_classes, step, tuple(stages),
                     dict(raw.get("head", {}) or {}), dict(raw.get("knobs", {}) or {}))
-        from supernets.registry import get_family
-
-        get_family(family).validate_space(space)
+        fam.validate_space(space)
         return space
 
     def to_dict(self) -> dict:
@@ -264,7 +288,7 @@ class SearchSpace(_Record):
             "knobs": dict(self.knobs),
             "stages": [
                 {"max_width": s.max_width, "min_width": s.min_width, "slots": s.slots,
-                 "choices": list(s.choices), "min_blocks": s.min_blocks}
+                 "choices": list(s.choices), "min_blocks": s.min_blocks, **{k: list(v) for k, v in s.knobs.items()}}
                 for s in self.stages
             ],
         }
@@ -278,6 +302,12 @@ class SearchSpace(_Record):
         s = self.stages[stage]
         return list(range(s.min_width, s.max_width + 1, self.width_step))
 
+    def max_knobs(self, stage: int) -> dict[str, Any]:
+        return {k: v[-1] for k, v in self.stages[stage].knobs.items()}
+
+    def min_knobs(self, stage: int) -> dict[str, Any]:
+        return {k: v[0] for k, v in self.stages[stage].knobs.items()}
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -289,18 +319,25 @@ class Choice:
 
     widths: tuple[int, ...]
     kinds: tuple[tuple[str, ...], ...]
+    # Per stage, the values of its elastic knobs as sorted (name, value) pairs (hashable). A stage
+    # (or the whole tuple) left empty takes the space's largest values: the supernet's own.
+    knobs: tuple[tuple[tuple[str, Any], ...], ...] = ()
+
+    def stage_knobs(self, space: SearchSpace, stage: int) -> dict[str, Any]:
+        own = dict(self.knobs[stage]) if stage < len(self.knobs) else {}
+        return {**space.max_knobs(stage), **own}
 
     def to_config(self, space: SearchSpace, num_classes: int | None = None, **extra: Any) -> ArchConfig:
         from supernets.registry import get_family
 
         stages = tuple(
-            StageConfig(w, tuple(BlockSpec(k) for k in kinds if k != IDENTITY))
-            for w, kinds in zip(self.widths, self.kinds)
+            StageConfig(w, tuple(BlockSpec(k) for k in kinds if k != IDENTITY), self.stage_knobs(space, j))
+            for j, (w, kinds) in enumerate(zip(self.widths, self.kinds))
         )
         fam = get_family(space.family)
-        cfg = ArchConfig(space.family, space.resolution, num_classes or space.num_classes,
-                         fam.stem_width(self.widths), stages, dict(space.head), **extra)
-        return cfg
+        extra = {"width_step": space.width_step, "knobs": dict(space.knobs), **extra}
+        return ArchConfig(space.family, space.resolution, num_classes or space.num_classes,
+                          fam.stem_width(self.widths), stages, dict(space.head), **extra)
 
     @classmethod
     def from_config(cls, config: ArchConfig, space: SearchSpace) -> "Choice":
@@ -309,7 +346,7 @@ class Choice:
             _fail("family", f"config is {config.family!r} but the space is {space.family!r}")
         if len(config.stages) != len(space.stages):
             _fail("stages", f"config has {len(config.stages)} stages, the space has {len(space.stages)}")
-        kinds = []
+        kinds, knobs = [], []
         for i, (st, sp) in enumerate(zip(config.stages, space.stages)):
             where = f"stages[{i}]"
             if not sp.min_width <= st.width <= sp.max_width:
@@ -319,25 +356,39 @@ class Choice:
             for k, b in enumerate(st.blocks):
                 if b.kind not in sp.choices:
                     _fail(f"{where}.blocks[{k}]", f"{b.kind!r} is not a choice of this stage ({', '.join(sp.choices)})")
+            for name, allowed in sp.knobs.items():
+                value = st.knobs.get(name, allowed[-1])
+                if value not in allowed:
+                    _fail(f"{where}.{name}", f"{value} is not one of the space's values {list(allowed)}")
             kinds.append(tuple(b.kind for b in st.blocks) + (IDENTITY,) * (sp.slots - len(st.blocks)))
-        return cls(config.widths, tuple(kinds))
+            knobs.append(tuple(sorted((k, st.knobs.get(k, v[-1])) for k, v in sp.knobs.items())))
+        return cls(config.widths, tuple(kinds), tuple(knobs))
 
     def replace_kind(self, stage: int, slot: int, kind: str) -> "Choice":
         kinds = [list(k) for k in self.kinds]
         kinds[stage][slot] = kind
-        return Choice(self.widths, tuple(tuple(k) for k in kinds))
+        return Choice(self.widths, tuple(tuple(k) for k in kinds), self.knobs)
 
     def replace_width(self, stage: int, width: int) -> "Choice":
         widths = list(self.widths)
         widths[stage] = width
-        return Choice(tuple(widths), self.kinds)
+        return Choice(tuple(widths), self.kinds, self.knobs)
+
+    def replace_knob(self, space: SearchSpace, stage: int, name: str, value: Any) -> "Choice":
+        knobs = [tuple(sorted(self.stage_knobs(space, j).items())) for j in range(len(self.widths))]
+        knobs[stage] = tuple(sorted({**dict(knobs[stage]), name: value}.items()))
+        return Choice(self.widths, self.kinds, tuple(knobs))
 
     def to_dict(self) -> dict:
-        return {"widths": list(self.widths), "kinds": [list(k) for k in self.kinds]}
+        out = {"widths": list(self.widths), "kinds": [list(k) for k in self.kinds]}
+        if any(self.knobs):
+            out["knobs"] = [dict(k) for k in self.knobs]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> "Choice":
-        return cls(tuple(raw["widths"]), tuple(tuple(k) for k in raw["kinds"]))
+        knobs = tuple(tuple(sorted(k.items())) for k in raw.get("knobs", ()))
+        return cls(tuple(raw["widths"]), tuple(tuple(k) for k in raw["kinds"]), knobs)
 
 
 def _load_yaml(path: str | os.PathLike) -> Any:

@@ -21,7 +21,6 @@ import re
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -29,10 +28,13 @@ from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, Searc
 from supernets.layers import (
     ConvNorm,
     LayerScale,
+    MultiHeadAttention,
     branch_kernel,
     conv_with,
     fold_branches,
     identity_kernel,
+    to_map,
+    to_tokens,
 )
 from supernets.registry import Family, OpNode, register_family
 
@@ -158,29 +160,16 @@ class ConvMlp(nn.Module):
         return self.fc2(self.act(self.fc1(self.conv(x))))
 
 
-class Attention(nn.Module):
-    """Plain MHSA over the flattened map: head dim 32, no qkv bias, no position bias.
-
-    q, k and v are separate Linears (timm's fused ``qkv`` is split by ``convert_timm_state_dict``)
-    so that a narrower attention, with fewer heads, is the leading slice of a wider one."""
+class Attention(MultiHeadAttention):
+    """Plain MHSA over the flattened map: head dim 32, no qkv bias, no position bias. q, k and v
+    are split (``convert_timm_state_dict`` splits timm's fused ``qkv``) so that a narrower
+    attention, with fewer heads, is the leading slice of a wider one."""
 
     def __init__(self, dim: int, head_dim: int = HEAD_DIM):
-        super().__init__()
-        self.num_heads, self.head_dim = dim // head_dim, head_dim
-        self.scale = head_dim ** -0.5
-        self.q = nn.Linear(dim, dim, bias=False)
-        self.k = nn.Linear(dim, dim, bias=False)
-        self.v = nn.Linear(dim, dim, bias=False)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, dim // head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        qkv = F.linear(tokens, torch.cat((self.q.weight, self.k.weight, self.v.weight)))  # one matmul
-        q, k, v = qkv.reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(B, H * W, C)
-        return self.proj(out).transpose(1, 2).reshape(B, C, H, W)
+        return to_map(super().forward(to_tokens(x)), (x.shape[2], x.shape[3]))
 
 
 class RepMixerBlock(nn.Module):

@@ -12,21 +12,97 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class ConvNorm(nn.Sequential):
-    """Conv2d followed by BatchNorm2d; ``reparameterize()`` folds the BN into the conv.
+    """Conv2d followed by BatchNorm2d (and an optional activation); ``reparameterize()`` folds the
+    BN into the conv.
 
     ``fold=False`` keeps the pair in deploy form too (FastViT's ConvFFN: its reference
     reparameterization leaves that BN, and the published deploy parameter counts include it)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
-                 padding: int | None = None, groups: int = 1, bias: bool = True, fold: bool = True):
+                 padding: int | None = None, groups: int = 1, bias: bool = True, fold: bool = True,
+                 act: type[nn.Module] | None = None):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(out_chs)
+        if act is not None:
+            self.act = act()
         self.fold = fold
 
     def reparameterize(self) -> nn.Module:
-        return fuse_conv_bn_eval(self.conv.eval(), self.norm.eval()) if self.fold else self
+        if not self.fold:
+            return self
+        conv = fuse_conv_bn_eval(self.conv.eval(), self.norm.eval())
+        return nn.Sequential(conv, self.act) if hasattr(self, "act") else conv
+
+
+class SplitConvNorm(nn.Module):
+    """A conv over the channel concatenation of several inputs, stored as one conv per input
+    (summed), then BN and an optional activation.
+
+    Same function and parameter count as one conv over ``torch.cat(inputs)``; the split exists
+    so that each input's channels are a prefix of the supernet's (slicing one concatenated
+    axis would hand one input's channels to the other). The deploy form is the single conv."""
+
+    def __init__(self, in_chs: tuple[int, ...], out_chs: int, kernel_size: int = 1,
+                 act: type[nn.Module] | None = None):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, out_chs, kernel_size, 1, kernel_size // 2, bias=False) for c in in_chs)
+        self.norm = nn.BatchNorm2d(out_chs)
+        self.act = act() if act is not None else nn.Identity()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(sum(conv(x) for conv, x in zip(self.convs, inputs))))
+
+    def reparameterize(self) -> nn.Module:
+        k = self.convs[0].kernel_size[0]
+        joint = nn.Conv2d(sum(c.in_channels for c in self.convs), self.norm.num_features, k, 1, k // 2, bias=False)
+        joint.weight.data.copy_(torch.cat([c.weight for c in self.convs], 1))
+        return CatConv(fuse_conv_bn_eval(joint.eval(), self.norm.eval()), self.act)
+
+
+class CatConv(nn.Module):
+    """Deploy form of ``SplitConvNorm``: concatenate, one conv, activation."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module):
+        super().__init__()
+        self.conv, self.act = conv, act
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(torch.cat(inputs, 1)))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention on tokens (B, N, C) with separate q/k/v Linears.
+
+    q, k and v are separate (one matmul at run time over their concatenated weights) so that a
+    narrower attention is the leading slice of a wider one. ``interleaved_heads`` decides what a
+    narrower slice means: ``False`` (head-major, channel c in head c // head_dim) keeps the head
+    dim and drops whole heads (FastViT: head dim 32, elastic width = elastic head count);
+    ``True`` (channel c in head c % heads) keeps the head count and shortens every head alike
+    (MobileViT: 4 heads, elastic transformer width)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, interleaved_heads: bool = False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.interleaved = num_heads, dim // num_heads, interleaved_heads
+        self.scale = self.head_dim ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, N, C = tokens.shape
+        bias = (torch.cat((self.q.bias, self.k.bias, self.v.bias)) if self.q.bias is not None else None)
+        qkv = F.linear(tokens, torch.cat((self.q.weight, self.k.weight, self.v.weight)), bias)
+        if self.interleaved:
+            q, k, v = qkv.reshape(B, N, 3, self.head_dim, self.num_heads).permute(2, 0, 4, 1, 3)
+        else:
+            q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = attn @ v                                     # (B, heads, N, head_dim)
+        out = out.permute(0, 2, 3, 1) if self.interleaved else out.transpose(1, 2)
+        return self.proj(out.reshape(B, N, C))
 
 
 # ---------------------------------------------------------------------------- branch folding

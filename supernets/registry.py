@@ -47,6 +47,7 @@ class Family:
     validate_space: Callable[[SearchSpace], None]
     stem_width: Callable[[Sequence[int]], int]
     token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
+    stage_knobs: tuple[str, ...] = ()   # stage-level knob names (elastic in a space: slimming steps them down)
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +55,7 @@ class Family:
 _FAMILY_MODULES = {
     "efficientformer": "supernets.efficientformer",
     "fastvit": "supernets.fastvit",
+    "mobilevitv3": "supernets.mobilevitv3",
 }
 _FAMILIES: dict[str, Family] = {}
 
@@ -98,8 +100,9 @@ def get_family(name: str) -> Family:
 
 
 def random_choice(space: SearchSpace, rng: random.Random) -> Choice:
-    """A uniformly drawn point of the space: per stage a width, a depth, and block kinds with the
-    family's token blocks after its map blocks (the one reshape per stage every family allows)."""
+    """A uniformly drawn point of the space: per stage a width, a depth, block kinds with the
+    family's token blocks after its map blocks (the one reshape per stage every family allows)
+    and a value of each elastic stage knob."""
     token_kinds = set(get_family(space.family).token_kinds)
     widths, kinds = [], []
     for j, stage in enumerate(space.stages):
@@ -110,4 +113,5 @@ def random_choice(space: SearchSpace, rng: random.Random) -> Choice:
         n_tokens = rng.randint(0 if maps else depth, depth) if tokens else 0
         row = [rng.choice(maps) for _ in range(depth - n_tokens)] + [rng.choice(tokens) for _ in range(n_tokens)]
         kinds.append(tuple(row) + (IDENTITY,) * (stage.slots - depth))
-    return Choice(tuple(widths), tuple(kinds))
+    knobs = tuple(tuple(sorted((k, rng.choice(v)) for k, v in stage.knobs.items())) for stage in space.stages)
+    return Choice(tuple(widths), tuple(kinds), knobs)

@@ -32,17 +32,20 @@ class Supernet(nn.Module):
         self.img_size = img_size or space.resolution
         stages = tuple(
             StageConfig(s.max_width, tuple(BlockSpec("metapath", {"stage": j, "choices": s.choices})
-                                           for _ in range(s.slots)))
+                                           for _ in range(s.slots)), space.max_knobs(j))
             for j, s in enumerate(space.stages)
         )
         widths = [s.max_width for s in space.stages]
         skeleton = ArchConfig(space.family, space.resolution, self.num_classes,
-                              self.family.stem_width(widths), stages, dict(space.head))
+                              self.family.stem_width(widths), stages, dict(space.head),
+                              width_step=space.width_step, knobs=dict(space.knobs))
         self.net = self.family.build(skeleton, img_size=self.img_size, make_block=self._make_metapath)
 
     def _make_metapath(self, spec: BlockSpec, dim: int, grid: tuple[int, int]) -> MetaPath:
         choices = self.space.stages[spec.knobs["stage"]].choices
-        candidates = {k: self.family.make_block(BlockSpec(k), dim, grid) for k in choices if k != IDENTITY}
+        # knobs the family added to the slot's spec (layer scale, attention heads...) reach every candidate
+        knobs = {k: v for k, v in spec.knobs.items() if k not in ("stage", "choices")}
+        candidates = {k: self.family.make_block(BlockSpec(k, knobs), dim, grid) for k in choices if k != IDENTITY}
         return MetaPath(candidates, choices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

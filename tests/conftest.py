@@ -31,6 +31,21 @@ stages:
 """
 
 
+TINY_MOBILEVIT_SPACE = """\
+family: mobilevitv3
+resolution: 64
+num_classes: 10
+width_step: 16
+knobs: {flavour: v1, mv2_expansion: 2}
+stages:
+  - {max_width: 16, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0}
+  - {max_width: 32, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0}
+  - {max_width: 32, min_width: 16, slots: 2, choices: [transformer, identity], dim: [16, 32]}
+  - {max_width: 48, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48]}
+  - {max_width: 64, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48]}
+"""
+
+
 def randomise(model):
     """Random weights, BN statistics and layer scales (eval mode): equivalence tests on a fresh
     model would compare near-identity blocks (layer scale 1e-5) and prove little."""

@@ -25,3 +25,11 @@ def tiny_fastvit_run(tmp_path_factory):
     from tests.conftest import TINY_FASTVIT_SPACE
 
     return _train_tiny(tmp_path_factory, TINY_FASTVIT_SPACE, "tiny_fastvit", "fastvit")
+
+
+@pytest.fixture(scope="session")
+def tiny_mobilevit_run(tmp_path_factory):
+    """A tiny MobileViTv3 supernet (elastic transformer depth and width) trained for one epoch."""
+    from tests.conftest import TINY_MOBILEVIT_SPACE
+
+    return _train_tiny(tmp_path_factory, TINY_MOBILEVIT_SPACE, "tiny_mobilevit", "mobilevitv3")

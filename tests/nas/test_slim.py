@@ -35,7 +35,22 @@ def test_smallest_choices_respect_min_blocks_and_widths(tiny_run):
         assert all(sum(k != IDENTITY for k in row) == s.min_blocks for row, s in zip(c.kinds, net.space.stages))
 
 
-@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run"])
+def test_family_knob_actions_step_every_elastic_knob_down_one_value(tiny_mobilevit_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_mobilevit_run))
+    choice = net.initial_choice()
+    downs = [a for a in propose(net, choice) if a.name == "dim-down"]
+    assert [a.detail for a in downs] == [f"stage {j} dim {net.space.stages[j - 1].knobs['dim'][-1]} -> "
+                                         f"{net.space.stages[j - 1].knobs['dim'][-2]}" for j in (3, 4, 5)]
+    stepped = downs[1].choice.to_config(net.space)
+    assert stepped.stages[3].knobs["dim"] == 32 and stepped.stages[4].knobs["dim"] == 48
+    # at the smallest value a knob is no longer proposed; the floor of slimming takes every minimum
+    floor = downs[0].choice.replace_knob(net.space, 2, "dim", 16)
+    assert "stage 3 dim" not in " ".join(a.detail for a in propose(net, floor))
+    for c in smallest_choices(net, choice):
+        assert [c.stage_knobs(net.space, j).get("dim") for j in range(5)] == [None, None, 16, 32, 32]
+
+
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run"])
 def test_slim_end_to_end(run, request, tmp_path, capsys):
     """Every family: slim to 70% of the start, a valid trajectory, and an emitted config that
     builds, runs and exports (ONNX, checked against torch)."""

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 import search_spaces
-from supernets.config import ArchConfig, Choice, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
 
 
 def _l1():
@@ -62,3 +62,28 @@ def test_choice_config_mapping(tiny_space):
     with pytest.raises(ConfigError, match=r"stages\[3\].width: 96 is outside"):
         Choice.from_config(cfg.replace(stages=cfg.stages[:3] + (cfg.stages[3].__class__(96, cfg.stages[3].blocks),)),
                            tiny_space)
+
+
+def test_stage_knobs_round_trip_through_yaml_choice_and_space(tmp_path):
+    from tests.conftest import TINY_MOBILEVIT_SPACE
+
+    (tmp_path / "space.yaml").write_text(TINY_MOBILEVIT_SPACE)
+    space = SearchSpace.load(tmp_path / "space.yaml")
+    assert space.stages[3].knobs == {"dim": (32, 48)} and space.max_knobs(3) == {"dim": 48}
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    choice = Choice((16, 32, 32, 48, 64), (("mv2",), (IDENTITY,), ("transformer",) * 2, ("transformer", IDENTITY),
+                                           ("transformer",) * 2)).replace_knob(space, 3, "dim", 32)
+    cfg = choice.to_config(space)
+    assert [s.knobs for s in cfg.stages] == [{}, {}, {"dim": 32}, {"dim": 32}, {"dim": 48}]
+    cfg.save(tmp_path / "c.yaml")
+    again = ArchConfig.load(tmp_path / "c.yaml")
+    assert again == cfg and again.knobs == {"flavour": "v1", "mv2_expansion": 2}
+    assert Choice.from_config(again, space) == Choice.from_dict(choice.to_dict()).replace_knob(space, 2, "dim", 32)
+    bad = again.to_dict()
+    bad["stages"][3]["dim"] = 40
+    with pytest.raises(ConfigError, match=r"stages\[3\]\.dim: 40 is not one of the space's values \[32, 48\]"):
+        Choice.from_config(ArchConfig.from_dict(bad), space)
+    raw = space.to_dict()
+    raw["stages"][2]["dim"] = ["wide"]
+    with pytest.raises(ConfigError, match=r"stages\[2\]\.dim: expected a number or a non-empty list"):
+        SearchSpace.from_dict(raw)

@@ -1,0 +1,463 @@
+"""MobileViTv3 (Wadekar & Chaurasia, 2022; specs/families.md §4): MobileNetV2 stages, then
+MobileViT blocks whose transformers run over 2x2-patch-unfolded maps.
+
+Two flavours (family knob ``flavour``):
+
+* ``v1`` (XXS/XS/S, on MobileViTv1): transformer layers are pre-norm MHSA + SiLU MLP on tokens
+  (LayerNorm, 4 heads); the head has a 1x1 expansion conv to min(4 C5, 960).
+* ``v2`` (0.5/0.75/1.0, on MobileViTv2): layers are separable linear self-attention + 1x1-conv
+  FFN on the (B, d, P, N) patch layout with GroupNorm(1) pre-norms; the head is pool + Linear.
+
+The v3 changes (knob ``v3``, default true; false gives MobileViTv1/v2, which reproduces timm's
+``mobilevit_*`` / ``mobilevitv2_*`` and so checks the shared blocks) are: a depthwise local
+3x3 conv (v1), fusion of the *local* features with the global ones by a 1x1 conv (v1:
+[local, global] -> C with SiLU; v2: [global, local] -> C, no activation, replacing the
+projection), and a residual from the block input.
+
+Layout in this code base: stage j = cvnets' layer j+1. Its first MV2 block (stride 2, or 1 in
+layer1) is the stage's ``downsample``. An MV2 stage's ``blocks`` are its further MV2 blocks; a
+MobileViT stage (one with a transformer width ``dim``) has exactly one MobileViT block, whose
+transformer layers are the stage's ``blocks``, so transformer depth L is the number of blocks
+and each layer is a supernet slot {transformer, identity}. There is nothing to reparameterize
+except BN folding (train and deploy parameter counts are equal, as published).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import make_divisible, trunc_normal_
+from torch import nn
+
+from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.layers import ConvNorm, MultiHeadAttention, SplitConvNorm
+from supernets.registry import Family, OpNode, register_family
+
+BLOCK_KINDS = ("mv2", "transformer")
+FLAVOURS = ("v1", "v2")
+HEADS = 4            # v1 configs: number_heads 4
+PATCH = 2            # 2x2 patches: P = 4 pixel positions, N = H W / 4 patches
+MAX_LAYERS = 12      # a sanity bound on transformer depth L (published: 2-4)
+STAGE_KNOBS = ("dim", "heads")
+
+
+def ffn_width(dim: int, flavour: str) -> int:
+    """FFN hidden width: 2d (v1 configs); v2's rule floor(2d / 16) * 16."""
+    return 2 * dim if flavour == "v1" else (2 * dim) // 16 * 16
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 Conv-BN-SiLU (skipped when expansion is 1), DW 3x3 Conv-BN-SiLU with
+    the stride, 1x1 Conv-BN; residual when stride 1 and in == out. hidden = make_divisible(in*e, 8)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: float = 4.0):
+        super().__init__()
+        hidden = make_divisible(round(in_chs * expansion), 8)
+        self.conv1_1x1 = (ConvNorm(in_chs, hidden, 1, bias=False, act=nn.SiLU)
+                          if expansion != 1 else nn.Identity())
+        self.conv2_kxk = ConvNorm(hidden if expansion != 1 else in_chs, hidden, 3, stride, groups=hidden,
+                                  bias=False, act=nn.SiLU)
+        self.conv3_1x1 = ConvNorm(hidden, out_chs, 1, bias=False)
+        self.residual = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3_1x1(self.conv2_kxk(self.conv1_1x1(x)))
+        return x + y if self.residual else y
+
+
+# ---------------------------------------------------------------------------- patches
+def unfold(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, P, N): P = 4 pixel positions of a 2x2 patch, N patches. An odd side
+    is first resized (bilinear) to the next even one, as in the reference."""
+    B, C, H, W = x.shape
+    h, w = -(-H // PATCH) * PATCH, -(-W // PATCH) * PATCH
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    x = x.reshape(B, C, h // PATCH, PATCH, w // PATCH, PATCH).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(B, C, PATCH * PATCH, (h // PATCH) * (w // PATCH))
+
+
+def fold(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of ``unfold``: (B, C, P, N) -> (B, C, H, W) at the original `size`."""
+    B, C, _, N = x.shape
+    h, w = -(-size[0] // PATCH) * PATCH, -(-size[1] // PATCH) * PATCH
+    x = x.reshape(B, C, PATCH, PATCH, h // PATCH, w // PATCH).permute(0, 1, 4, 2, 5, 3).reshape(B, C, h, w)
+    if (h, w) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def patches_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, d, P, N) -> (B * P, N, d): v1 attends over the N patches per pixel position."""
+    B, d, P, N = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B * P, N, d)
+
+
+def tokens_to_patches(x: torch.Tensor, batch: int) -> torch.Tensor:
+    BP, N, d = x.shape
+    return x.reshape(batch, BP // batch, N, d).permute(0, 3, 1, 2)
+
+
+# ---------------------------------------------------------------------------- transformer layers
+class TransformerLayer(nn.Module):
+    """v1: LN -> MHSA (qkv bias, 4 heads) -> residual; LN -> Linear -> SiLU -> Linear -> residual,
+    on tokens (B * P, N, d). Heads are interleaved so a narrower d shortens every head alike."""
+
+    def __init__(self, dim: int, heads: int = HEADS, ffn: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, heads, qkv_bias=True, interleaved_heads=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1 = nn.Linear(dim, ffn or 2 * dim)
+        self.mlp.act = nn.SiLU()
+        self.mlp.fc2 = nn.Linear(ffn or 2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LinearSelfAttention(nn.Module):
+    """v2's separable self-attention on (B, d, P, N): a 1-channel query softmaxed over N weights
+    the keys into one context vector per pixel position; out = out_proj(ReLU(v) * context).
+    q, k and v are separate 1x1 convs (one conv at run time) for prefix weight inheritance."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.q = nn.Conv2d(dim, 1, 1)
+        self.k = nn.Conv2d(dim, dim, 1)
+        self.v = nn.Conv2d(dim, dim, 1)
+        self.out_proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.k.out_channels
+        qkv = F.conv2d(x, torch.cat((self.q.weight, self.k.weight, self.v.weight)),
+                       torch.cat((self.q.bias, self.k.bias, self.v.bias)))
+        q, k, v = qkv.split([1, d, d], dim=1)
+        context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
+        return self.out_proj(F.relu(v) * context)
+
+
+class LinearAttnLayer(nn.Module):
+    """v2: GN(1) -> linear attention -> residual; GN(1) -> 1x1 -> SiLU -> 1x1 -> residual."""
+
+    def __init__(self, dim: int, ffn: int | None = None):
+        super().__init__()
+        ffn = ffn or ffn_width(dim, "v2")
+        self.norm1 = nn.GroupNorm(1, dim)
+        self.attn = LinearSelfAttention(dim)
+        self.norm2 = nn.GroupNorm(1, dim)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1 = nn.Conv2d(dim, ffn, 1)
+        self.mlp.act = nn.SiLU()
+        self.mlp.fc2 = nn.Conv2d(ffn, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+# ---------------------------------------------------------------------------- stages
+class Stage(nn.Module):
+    """``downsample`` (the stage's first MV2 block), then either further MV2 ``blocks`` or one
+    MobileViT block whose transformer layers are the ``blocks``:
+
+    local = conv_1x1(conv_kxk(x)); global = fold(norm(layers(unfold(local))));
+    v1: out = conv_fusion(local, conv_proj(global)) [+ x]; v2: out = conv_proj(global, local) [+ x].
+    """
+
+    def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], *, stride: int, expansion: float,
+                 dim: int | None = None, flavour: str = "v1", v3: bool = True, downsample: bool = True):
+        super().__init__()
+        self.downsample = InvertedResidual(in_chs, width, stride, expansion) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(blocks)
+        self.dim, self.flavour, self.v3 = dim, flavour, v3
+        if dim is None:
+            return
+        depthwise = v3 or flavour == "v2"   # v3 change #4 (v1); MobileViTv2 was depthwise already
+        self.conv_kxk = ConvNorm(width, width, 3, groups=width if depthwise else 1, bias=False, act=nn.SiLU)
+        self.conv_1x1 = nn.Conv2d(width, dim, 1, bias=False)
+        self.norm = nn.LayerNorm(dim) if flavour == "v1" else nn.GroupNorm(1, dim)
+        if flavour == "v1":
+            self.conv_proj = ConvNorm(dim, width, 1, bias=False, act=nn.SiLU)
+            # v3: 1x1 over [local (d), global (C)]; v1: 3x3 over [input (C), global (C)]
+            self.conv_fusion = (SplitConvNorm((dim, width), width, 1, act=nn.SiLU) if v3
+                                else SplitConvNorm((width, width), width, 3, act=nn.SiLU))
+        else:
+            self.conv_proj = SplitConvNorm((dim, dim), width, 1) if v3 else ConvNorm(dim, width, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.dim is None:
+            for blk in self.blocks:
+                x = blk(x)
+            return x
+        local = self.conv_1x1(self.conv_kxk(x))
+        patches = unfold(local)
+        if self.flavour == "v1":
+            t = patches_to_tokens(patches)
+            for blk in self.blocks:
+                t = blk(t)
+            patches = tokens_to_patches(self.norm(t), x.shape[0])
+        else:
+            for blk in self.blocks:
+                patches = blk(patches)
+            patches = self.norm(patches)
+        glob = fold(patches, (x.shape[2], x.shape[3]))
+        if self.flavour == "v1":
+            out = self.conv_fusion(local, self.conv_proj(glob)) if self.v3 else self.conv_fusion(x, self.conv_proj(glob))
+        else:
+            out = self.conv_proj(glob, local) if self.v3 else self.conv_proj(glob)
+        return x + out if self.v3 else out
+
+
+class Head(nn.Module):
+    """v1: 1x1 Conv-BN-SiLU to min(4 C, 960), pool, dropout, Linear; v2: pool, Linear."""
+
+    def __init__(self, dim: int, num_classes: int, flavour: str, drop_rate: float = 0.0):
+        super().__init__()
+        exp = min(4 * dim, 960) if flavour == "v1" else None
+        self.final_conv = ConvNorm(dim, exp, 1, bias=False, act=nn.SiLU) if exp else nn.Identity()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(exp or dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.final_conv(x).mean((2, 3))))
+
+
+class MobileViTv3(nn.Module):
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
+        super().__init__()
+        make_block = make_block or _make_block
+        self.config, self.num_classes = config, config.num_classes
+        flavour, v3, expansion = _family_knobs(config)
+        img_size = img_size or config.resolution
+        self.stem = ConvNorm(3, config.stem_width, 3, 2, bias=False, act=nn.SiLU)
+        in_chs, stages = config.stem_width, []
+        for j, st in enumerate(config.stages):
+            side = img_size // 2 ** (j + 1)
+            dim = st.knobs.get("dim")
+            blocks = [make_block(_with_layer_knobs(spec, st, flavour, expansion), dim or st.width, (side, side))
+                      for spec in st.blocks]
+            stages.append(Stage(in_chs, st.width, blocks, stride=1 if j == 0 else 2, expansion=expansion,
+                                dim=dim, flavour=flavour, v3=v3))
+            in_chs = st.width
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(in_chs, config.num_classes, flavour, float(config.head.get("drop_rate", 0.0)))
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _family_knobs(config: ArchConfig) -> tuple[str, bool, float]:
+    k = config.knobs
+    return k.get("flavour", "v1"), bool(k.get("v3", True)), float(k.get("mv2_expansion", 4))
+
+
+def _with_layer_knobs(spec: BlockSpec, stage, flavour: str, expansion: float) -> BlockSpec:
+    """A block spec carrying what its layer needs from its stage and family (not written in YAML)."""
+    return BlockSpec(spec.kind, {**spec.knobs, "flavour": flavour, "heads": stage.knobs.get("heads", HEADS),
+                                 "expansion": expansion})
+
+
+def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
+    flavour = spec.knobs.get("flavour", "v1")
+    if spec.kind == "mv2":
+        return InvertedResidual(dim, dim, 1, float(spec.knobs.get("expansion", 4)))
+    if spec.kind == "transformer":
+        if flavour == "v1":
+            return TransformerLayer(dim, int(spec.knobs.get("heads", HEADS)), ffn_width(dim, flavour))
+        return LinearAttnLayer(dim, ffn_width(dim, flavour))
+    raise ConfigError(f"unknown mobilevitv3 block kind {spec.kind!r} (known: {', '.join(BLOCK_KINDS)})")
+
+
+# ---------------------------------------------------------------------------- op graph
+def op_nodes(config: ArchConfig) -> list[OpNode]:
+    """stem, per stage its MV2 downsample, then its MV2 blocks or the MobileViT block as a frame
+    (local convs, unfold, final norm, fold, projection/fusion, residual: the block with L = 0)
+    plus one op per transformer layer, then the head."""
+    flavour, v3, e = _family_knobs(config)
+    tag = f"{flavour}{'' if v3 else '-nov3'}"
+    res, c_in = config.resolution, config.stem_width
+    nodes = [OpNode("stem", f"mv-stem:3>{c_in}:{res}x{res}", "stem", (1, 3, res, res),
+                    lambda c=c_in: ConvNorm(3, c, 3, 2, bias=False, act=nn.SiLU))]
+    for j, st in enumerate(config.stages):
+        stride = 1 if j == 0 else 2
+        side = res // 2 ** (j + 1)
+        prev, c = side * stride, st.width
+        nodes.append(OpNode(f"stages.{j}.downsample", f"mv2:{c_in}>{c}:s{stride}:e{e:g}:{prev}x{prev}", "downsample",
+                            (1, c_in, prev, prev), lambda a=c_in, b=c, s=stride: InvertedResidual(a, b, s, e)))
+        dim = st.knobs.get("dim")
+        if dim is None:
+            for i, spec in enumerate(st.blocks):
+                nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"mv2:{c}>{c}:s1:e{e:g}:{side}x{side}", "mv2",
+                                    (1, c, side, side), lambda d=c: InvertedResidual(d, d, 1, e)))
+        else:
+            nodes.append(OpNode(f"stages.{j}.frame", f"mvit-frame:{tag}:c{c}:d{dim}:{side}x{side}", "frame",
+                                (1, c, side, side),
+                                lambda d=c, t=dim: Stage(d, d, [], stride=1, expansion=e, dim=t, flavour=flavour,
+                                                         v3=v3, downsample=False)))
+            n = (-(-side // PATCH)) ** 2
+            shape = (PATCH * PATCH, n, dim) if flavour == "v1" else (1, dim, PATCH * PATCH, n)
+            heads = st.knobs.get("heads", HEADS)
+            for i, spec in enumerate(st.blocks):
+                nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"transformer:{flavour}:d{dim}:h{heads}:n{n}", "transformer",
+                                    shape, lambda s=_with_layer_knobs(spec, st, flavour, e), t=dim: _make_block(s, t, (1, 1))))
+        c_in = c
+    side = res // 32
+    nodes.append(OpNode("head", f"mv-head:{flavour}:c{c_in}:{side}x{side}:k{config.num_classes}", "head",
+                        (1, c_in, side, side), lambda c=c_in, k=config.num_classes: Head(c, k, flavour)))
+    return nodes
+
+
+# ---------------------------------------------------------------------------- validation
+def _validate_knobs(knobs, where: str) -> None:
+    extra = set(knobs) - {"flavour", "v3", "mv2_expansion"}
+    if extra:
+        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mobilevitv3 takes flavour, v3, "
+                          "mv2_expansion)")
+    if knobs.get("flavour", "v1") not in FLAVOURS:
+        raise ConfigError(f"{where}.flavour: {knobs['flavour']!r} is not one of {', '.join(FLAVOURS)}")
+    if not isinstance(knobs.get("v3", True), bool):
+        raise ConfigError(f"{where}.v3: {knobs['v3']!r} is not true or false")
+    e = knobs.get("mv2_expansion", 4)
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or e < 1:
+        raise ConfigError(f"{where}.mv2_expansion: {e!r} must be a number >= 1")
+
+
+def _validate_stage_knobs(j: int, dim, heads, flavour: str) -> None:
+    where = f"stages[{j}]"
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"{where}.dim: {dim!r} is not a positive integer transformer width")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ConfigError(f"{where}.heads: {heads!r} is not a positive integer")
+    if flavour == "v1" and dim % heads:
+        raise ConfigError(f"{where}.dim: {dim} is not a multiple of the head count {heads}")
+
+
+def validate(config: ArchConfig) -> None:
+    _validate_knobs(config.knobs, "knobs")
+    flavour = config.knobs.get("flavour", "v1")
+    if len(config.stages) != 5:
+        raise ConfigError(f"stages: mobilevitv3 has 5 stages (layer1-layer5), got {len(config.stages)}")
+    for j, st in enumerate(config.stages):
+        dim = st.knobs.get("dim")
+        if dim is None and "heads" in st.knobs:
+            raise ConfigError(f"stages[{j}].heads: only a MobileViT stage (one with `dim`) has attention heads")
+        if dim is not None:
+            _validate_stage_knobs(j, dim, st.knobs.get("heads", HEADS), flavour)
+            if len(st.blocks) > MAX_LAYERS:
+                raise ConfigError(f"stages[{j}].blocks: {len(st.blocks)} transformer layers is out of range "
+                                  f"0..{MAX_LAYERS}")
+        want = "transformer" if dim is not None else "mv2"
+        for i, b in enumerate(st.blocks):
+            if b.kind != want:
+                why = ("a MobileViT stage (one with `dim`) holds transformer layers" if dim is not None
+                       else "a stage without `dim` holds MV2 blocks; give it `dim` for a MobileViT block")
+                raise ConfigError(f"stages[{j}].blocks[{i}]: {b.kind!r} is not allowed here: {why}")
+            if b.knobs:
+                raise ConfigError(f"stages[{j}].blocks[{i}]: unknown knob(s) {', '.join(sorted(b.knobs))} "
+                                  "(mobilevitv3 blocks take none; `dim` and `heads` belong to the stage)")
+
+
+def validate_space(space: SearchSpace) -> None:
+    _validate_knobs(space.knobs, "knobs")
+    flavour = space.knobs.get("flavour", "v1")
+    if len(space.stages) != 5:
+        raise ConfigError(f"stages: mobilevitv3 has 5 stages (layer1-layer5), got {len(space.stages)}")
+    for j, st in enumerate(space.stages):
+        dims = st.knobs.get("dim")
+        want = "transformer" if dims else "mv2"
+        for c in st.choices:
+            if c not in (want, IDENTITY):
+                raise ConfigError(f"stages[{j}].choices: {c!r} is not allowed here (this stage takes {want}, identity)")
+        for dim in dims or ():
+            for heads in st.knobs.get("heads", (HEADS,)):
+                _validate_stage_knobs(j, dim, heads, flavour)
+        if dims and st.slots > MAX_LAYERS:
+            raise ConfigError(f"stages[{j}].slots: {st.slots} transformer layers is out of range 1..{MAX_LAYERS}")
+
+
+def stem_width(widths: Sequence[int]) -> int:
+    """MobileViTv2's rule make_divisible(clamp(32 w, 16, 64), 8) written on layer1's width
+    (64 w): it also gives v1's 16 for every published v1 model."""
+    return make_divisible(min(max(widths[0] / 2, 16), 64), 8)
+
+
+# ---------------------------------------------------------------------------- timm interop
+def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], heads: int = HEADS) -> dict[str, torch.Tensor]:
+    """Map a timm ``mobilevit_*`` / ``mobilevitv2_*`` state dict onto this module with ``v3: false``."""
+    out = {}
+    for key, value in state_dict.items():
+        k = re.sub(r"\.bn\.", ".norm.", key)
+        k = re.sub(r"^final_conv\.", "head.final_conv.", k)
+        m = re.match(r"^stages\.(\d+)\.(\d+)\.(.*)$", k)
+        if m:
+            j, i, rest = int(m[1]), int(m[2]), m[3]
+            if i == 0:
+                k = f"stages.{j}.downsample.{rest}"
+            elif rest.startswith(("conv_kxk", "conv_1x1", "norm", "conv_proj", "conv_fusion", "transformer")):
+                k = f"stages.{j}.{re.sub(r'^transformer', 'blocks', rest)}"
+            else:
+                k = f"stages.{j}.blocks.{i - 1}.{rest}"
+        if re.search(r"conv_fusion\.conv\.weight$", k):       # v1 fusion conv over [input, global]
+            for n, part in enumerate(value.chunk(2, dim=1)):
+                out[k.replace("conv.weight", f"convs.{n}.weight")] = part
+            continue
+        if re.search(r"attn\.qkv\.(weight|bias)$", k):         # v1: fused head-major -> q/k/v interleaved
+            dim = value.shape[0] // 3
+            hd = dim // heads
+            order = torch.tensor([(r % heads) * hd + r // heads for r in range(dim)])
+            for n, part in zip("qkv", value.chunk(3)):
+                out[k.replace("qkv.", f"{n}.")] = part[order]
+            continue
+        if re.search(r"attn\.qkv_proj\.(weight|bias)$", k):    # v2: [q (1), k (d), v (d)]
+            dim = (value.shape[0] - 1) // 2
+            for n, part in zip("qkv", value.split([1, dim, dim])):
+                out[k.replace("qkv_proj.", f"{n}.")] = part
+            continue
+        if re.search(r"attn\.proj\.weight$", k):               # v1 proj reads the interleaved heads
+            dim = value.shape[1]
+            hd = dim // heads
+            value = value[:, torch.tensor([(r % heads) * hd + r // heads for r in range(dim)])]
+        out[k] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- family
+VARIANTS = ("xxs", "xs", "s", "xxs_l2", "xs_l2", "s_l2", "050", "075", "100")
+
+
+FAMILY = register_family(Family(
+    name="mobilevitv3",
+    block_kinds=BLOCK_KINDS,
+    build=MobileViTv3,
+    make_block=_make_block,
+    op_nodes=op_nodes,
+    validate=validate,
+    validate_space=validate_space,
+    stem_width=stem_width,
+    stage_knobs=STAGE_KNOBS,
+    variants=VARIANTS,
+    # The fusion conv reads the stage's channels next to the transformer's, and the next stage's
+    # MV2 expands them: an importance permutation would have to follow both, so subnets take
+    # natural (leading) channels, as in FastViT.
+    extra={"channel_reorder": False},
+))
