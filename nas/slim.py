@@ -7,9 +7,10 @@ Each step proposes the paper's three actions:
 2. ``3d->4d``          – the first token block (MB3D) leaves the 3D partition (becomes MB4D);
 3. ``width-16``        – the least important stage (sum of its kept slots' importance) narrows
                          by one width step;
-4. ``<knob>-down``     – family actions: every elastic stage knob of the space (MobileViT's
-                         transformer width ``dim``, FMViT's high-frequency branches and FM
-                         width) steps to its next smaller value, one action per stage and knob.
+4. ``<knob>-down|up`` – family actions: every elastic stage knob of the space (MobileViT's
+                         transformer width ``dim``, iFormer's q/k reduction ``r``, FMViT's
+                         high-frequency branches and FM width) steps to its next cheaper value,
+                         one action per stage and knob.
 
 For each action Δms comes from the latency table and Δaccuracy from the supernet's sub-network
 with inherited weights after BN recalibration. The action with the smallest accuracy drop per ms
@@ -40,7 +41,7 @@ from supernets import io
 from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.supernet import Supernet
 
-ACTIONS = ("slot->identity", "3d->4d", "width-16", "<knob>-down")
+ACTIONS = ("slot->identity", "3d->4d", "width-16", "<knob>-down|up")
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,11 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
     # No α ranks knob values, so every knob step is proposed and the accuracy drop per ms decides.
     for j, stage in enumerate(space.stages):
         current = choice.stage_knobs(space, j)
-        for name, values in stage.knobs.items():
+        for name, values in stage.knobs.items():   # cheapest first
             i = values.index(current[name])
             if i > 0:
-                out.append(Action(f"{name}-down", f"stage {j + 1} {name} {current[name]} -> {values[i - 1]}",
+                way = "down" if net.family.stage_knobs[name] > 0 else "up"
+                out.append(Action(f"{name}-{way}", f"stage {j + 1} {name} {current[name]} -> {values[i - 1]}",
                                   choice.replace_knob(space, j, name, values[i - 1])))
     return out
 
@@ -141,7 +143,7 @@ def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
             options.add(tuple(map_kinds[0] for _ in kept[:n]))
         per_stage.append([opt + (IDENTITY,) * (sp.slots - len(opt)) for opt in options])
     widths = tuple(s.min_width for s in space.stages)
-    knobs = tuple(tuple(sorted(space.min_knobs(j).items())) for j in range(len(space.stages)))
+    knobs = tuple(tuple(sorted(space.cheapest_knobs(j).items())) for j in range(len(space.stages)))
     return [Choice(widths, tuple(combo), knobs) for combo in itertools.product(*per_stage)]
 
 

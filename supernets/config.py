@@ -210,7 +210,7 @@ class StageSpace:
     slots: int
     choices: tuple[str, ...]
     min_blocks: int = 1
-    # Elastic stage knobs: name -> allowed values, ascending (the supernet holds the largest).
+    # Elastic stage knobs: name -> allowed values, cheapest first (the supernet holds the last).
     knobs: Mapping[str, tuple] = field(default_factory=dict)
 
 
@@ -271,7 +271,7 @@ class SearchSpace(_Record):
                     values = s[name] if isinstance(s[name], list) else [s[name]]
                     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                         _fail(f"{where}.{name}", f"expected a number or a non-empty list of numbers, got {s[name]!r}")
-                    knobs[name] = tuple(sorted(set(values)))
+                    knobs[name] = tuple(sorted(set(values), reverse=fam.stage_knobs[name] < 0))
             stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks, knobs))
         space = cls(family, resolution, num_classes, step, tuple(stages),
                     dict(raw.get("head", {}) or {}), dict(raw.get("knobs", {}) or {}))
@@ -302,10 +302,10 @@ class SearchSpace(_Record):
         s = self.stages[stage]
         return list(range(s.min_width, s.max_width + 1, self.width_step))
 
-    def max_knobs(self, stage: int) -> dict[str, Any]:
+    def supernet_knobs(self, stage: int) -> dict[str, Any]:
         return {k: v[-1] for k, v in self.stages[stage].knobs.items()}
 
-    def min_knobs(self, stage: int) -> dict[str, Any]:
+    def cheapest_knobs(self, stage: int) -> dict[str, Any]:
         return {k: v[0] for k, v in self.stages[stage].knobs.items()}
 
 
@@ -320,12 +320,12 @@ class Choice:
     widths: tuple[int, ...]
     kinds: tuple[tuple[str, ...], ...]
     # Per stage, the values of its elastic knobs as sorted (name, value) pairs (hashable). A stage
-    # (or the whole tuple) left empty takes the space's largest values: the supernet's own.
+    # (or the whole tuple) left empty takes the space's costliest values: the supernet's own.
     knobs: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
     def stage_knobs(self, space: SearchSpace, stage: int) -> dict[str, Any]:
         own = dict(self.knobs[stage]) if stage < len(self.knobs) else {}
-        return {**space.max_knobs(stage), **own}
+        return {**space.supernet_knobs(stage), **own}
 
     def to_config(self, space: SearchSpace, num_classes: int | None = None, **extra: Any) -> ArchConfig:
         from supernets.registry import get_family

@@ -29,6 +29,7 @@ from supernets.layers import (
     ConvNorm,
     LayerScale,
     MultiHeadAttention,
+    RepCPE,
     branch_kernel,
     conv_with,
     fold_branches,
@@ -196,20 +197,6 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.layer_scale_1(self.token_mixer(self.norm(x)))
         return x + self.layer_scale_2(self.mlp(x))
-
-
-class RepCPE(nn.Module):
-    """Conditional position encoding x + DWConv7x7(x) -> one DW 7x7 conv."""
-
-    def __init__(self, dim: int, kernel_size: int = 7):
-        super().__init__()
-        self.pos_enc = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pos_enc(x)
-
-    def reparameterize(self) -> nn.Conv2d:
-        return fold_branches([self.pos_enc, None], 1, self.pos_enc.groups)
 
 
 class Stem(nn.Sequential):

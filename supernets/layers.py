@@ -158,6 +158,23 @@ def fold_branches(branches: list[nn.Module | None], stride: int, groups: int) ->
     return conv_with(sum(w for w, _ in parts), sum(b for _, b in parts), stride, groups)
 
 
+class RepCPE(nn.Module):
+    """Conditional position encoding x + DWConv(x) (FastViT: 7x7 with bias) or x + BN(DWConv(x))
+    (iFormer: 3x3 Conv-BN); the deploy form is one depthwise conv with the identity in its kernel."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, norm: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.pos_enc = (ConvNorm(dim, dim, kernel_size, groups=dim, bias=False) if norm
+                        else nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pos_enc(x)
+
+    def reparameterize(self) -> nn.Conv2d:
+        return fold_branches([self.pos_enc, None], 1, self.dim)
+
+
 class LayerScale(nn.Module):
     """Per-channel residual scale; ``channel_dim`` is 1 for (B, C, H, W) and -1 for tokens."""
 

@@ -40,7 +40,7 @@ FLAVOURS = ("v1", "v2")
 HEADS = 4            # v1 configs: number_heads 4
 PATCH = 2            # 2x2 patches: P = 4 pixel positions, N = H W / 4 patches
 MAX_LAYERS = 12      # a sanity bound on transformer depth L (published: 2-4)
-STAGE_KNOBS = ("dim", "heads")
+STAGE_KNOBS = {"dim": +1, "heads": +1}   # transformer width; attention heads (v1)
 
 
 def ffn_width(dim: int, flavour: str) -> int:

@@ -47,7 +47,9 @@ class Family:
     validate_space: Callable[[SearchSpace], None]
     stem_width: Callable[[Sequence[int]], int]
     token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
-    stage_knobs: tuple[str, ...] = ()   # stage-level knob names (elastic in a space: slimming steps them down)
+    # Stage-level knob names -> cost direction: +1 when a larger value costs more (a width), -1 when
+    # a smaller one does (a reduction ratio). Elastic in a space; slimming steps them to cheaper values.
+    stage_knobs: dict[str, int] = field(default_factory=dict)
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -55,6 +57,7 @@ class Family:
 _FAMILY_MODULES = {
     "efficientformer": "supernets.efficientformer",
     "fastvit": "supernets.fastvit",
+    "iformer": "supernets.iformer",
     "mobilevitv3": "supernets.mobilevitv3",
 }
 _FAMILIES: dict[str, Family] = {}

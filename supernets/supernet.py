@@ -32,7 +32,7 @@ class Supernet(nn.Module):
         self.img_size = img_size or space.resolution
         stages = tuple(
             StageConfig(s.max_width, tuple(BlockSpec("metapath", {"stage": j, "choices": s.choices})
-                                           for _ in range(s.slots)), space.max_knobs(j))
+                                           for _ in range(s.slots)), space.supernet_knobs(j))
             for j, s in enumerate(space.stages)
         )
         widths = [s.max_width for s in space.stages]

@@ -46,6 +46,19 @@ stages:
 """
 
 
+TINY_IFORMER_SPACE = """\
+family: iformer
+resolution: 64
+num_classes: 10
+width_step: 16
+stages:
+  - {max_width: 32, min_width: 16, slots: 1, choices: [conv, identity]}
+  - {max_width: 32, min_width: 16, slots: 1, choices: [conv, identity]}
+  - {max_width: 64, min_width: 32, slots: 2, choices: [conv, shma, identity], r: [2, 4]}
+  - {max_width: 64, min_width: 32, slots: 2, choices: [conv, shma, identity], r: [2, 4]}
+"""
+
+
 def randomise(model):
     """Random weights, BN statistics and layer scales (eval mode): equivalence tests on a fresh
     model would compare near-identity blocks (layer scale 1e-5) and prove little."""

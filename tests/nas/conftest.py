@@ -33,3 +33,11 @@ def tiny_mobilevit_run(tmp_path_factory):
     from tests.conftest import TINY_MOBILEVIT_SPACE
 
     return _train_tiny(tmp_path_factory, TINY_MOBILEVIT_SPACE, "tiny_mobilevit", "mobilevitv3")
+
+
+@pytest.fixture(scope="session")
+def tiny_iformer_run(tmp_path_factory):
+    """A tiny iFormer supernet (conv/SHMA slots, elastic q/k reduction) trained for one epoch."""
+    from tests.conftest import TINY_IFORMER_SPACE
+
+    return _train_tiny(tmp_path_factory, TINY_IFORMER_SPACE, "tiny_iformer", "iformer")

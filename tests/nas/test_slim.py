@@ -50,7 +50,15 @@ def test_family_knob_actions_step_every_elastic_knob_down_one_value(tiny_mobilev
         assert [c.stage_knobs(net.space, j).get("dim") for j in range(5)] == [None, None, 16, 32, 32]
 
 
-@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run"])
+def test_a_knob_that_costs_more_when_smaller_steps_up(tiny_iformer_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_iformer_run))
+    assert net.space.stages[2].knobs["r"] == (4, 2)          # cheapest first; the supernet holds R = 2
+    ups = [a for a in propose(net, net.initial_choice()) if a.name == "r-up"]
+    assert [a.detail for a in ups] == ["stage 3 r 2 -> 4", "stage 4 r 2 -> 4"]
+    assert not [a for a in propose(net, ups[0].choice) if a.detail.startswith("stage 3 r")]
+
+
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run"])
 def test_slim_end_to_end(run, request, tmp_path, capsys):
     """Every family: slim to 70% of the start, a valid trajectory, and an emitted config that
     builds, runs and exports (ONNX, checked against torch)."""

@@ -69,7 +69,7 @@ def test_stage_knobs_round_trip_through_yaml_choice_and_space(tmp_path):
 
     (tmp_path / "space.yaml").write_text(TINY_MOBILEVIT_SPACE)
     space = SearchSpace.load(tmp_path / "space.yaml")
-    assert space.stages[3].knobs == {"dim": (32, 48)} and space.max_knobs(3) == {"dim": 48}
+    assert space.stages[3].knobs == {"dim": (32, 48)} and space.supernet_knobs(3) == {"dim": 48}
     assert SearchSpace.from_dict(space.to_dict()) == space
     choice = Choice((16, 32, 32, 48, 64), (("mv2",), (IDENTITY,), ("transformer",) * 2, ("transformer", IDENTITY),
                                            ("transformer",) * 2)).replace_knob(space, 3, "dim", 32)

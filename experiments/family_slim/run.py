@@ -1,0 +1,100 @@
+"""Slimming per family on this CPU: predicted vs measured latency of the emitted config.
+
+For each family the user's pipeline, from scratch, in a scratch runs directory:
+``nas train-supernet --family F`` (embedded digits), ``nas lut build --device cpu --family F``,
+``nas slim --family F --target-ms T`` with T = ``--target-fraction`` of the supernet's initial
+choice, then the emitted config is timed end to end together with the table's calibration
+networks (``lut.validate.compare``; their speed now / at build time is the machine's drift).
+Appends one section per family to result.md (trajectory table, predicted vs measured) and keeps
+the trajectory CSV/PNG here.
+
+    python experiments/family_slim/run.py --family mobilevitv3 --epochs 3 --target-fraction 0.6
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lut import validate
+from lut.table import LatencyTable
+from nas import checkpoint
+from nas.cli import main as nas
+from supernets.config import ArchConfig
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_family(family: str, args) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs, tables = Path(tmp) / "runs", Path(tmp) / "tables"
+        t0 = time.time()
+        if nas(["train-supernet", "--family", family, "--epochs", str(args.epochs), "--runs", str(runs),
+                "--name", family, "--no-progress"]):
+            raise SystemExit(1)
+        trained = time.time()
+        if nas(["lut", "build", "--device", "cpu", "--family", family, "--tables", str(tables),
+                "--rounds", str(args.rounds), "--no-progress"]):
+            raise SystemExit(1)
+        built = time.time()
+        ckpt = runs / family / "supernet.pt"
+        net = checkpoint.build_supernet(checkpoint.load(ckpt))
+        table = LatencyTable.load(next(tables.glob("cpu@*.yaml")))
+        start = net.initial_choice().to_config(net.space, num_classes=net.num_classes)
+        target = round(args.target_fraction * table.predict(start), 2)
+        out = Path(tmp) / "slim"
+        if nas(["slim", "--family", family, "--target-ms", str(target), "--device", "cpu", "--supernet", str(ckpt),
+                "--tables", str(tables), "--out", str(out), "--no-progress"]):
+            raise SystemExit(1)
+        slimmed = time.time()
+        stem = f"{family}@cpu-{target:g}ms"
+        emitted = ArchConfig.load(out / f"{stem}.yaml")
+        table = LatencyTable.load(table.path)
+        check = validate.compare(table, {"emitted": emitted, "start": start}, rounds=args.rounds, progress=False)
+        for suffix in ("trajectory.csv", "trajectory.png"):
+            shutil.copy(out / f"{stem}.{suffix}", HERE / f"{family}.{suffix}")
+        steps = list(csv.DictReader(open(out / f"{stem}.trajectory.csv")))
+    lines = [f"## {family}: slim to {target:g} ms ({args.target_fraction:g} x the start), "
+             f"{datetime.date.today().isoformat()}", "",
+             f"train-supernet {trained - t0:.0f} s ({args.epochs} epochs), lut build {built - trained:.0f} s "
+             f"({len(table.entries)} entries), slim {slimmed - built:.0f} s.", "",
+             "| step | action | detail | predicted ms | inherited top-1 % |", "|---|---|---|---|---|"]
+    for s in steps:
+        lines.append(f"| {s['step']} | {s['action']} | {s['detail']} | {float(s['latency_ms']):.3f} | "
+                     f"{float(s['accuracy']):.2f} |")
+    lines += ["", f"Emitted: `{emitted.summary()}`", "",
+              "| network | predicted ms | measured ms | error % | at build-time speed % |", "|---|---|---|---|---|"]
+    for r in check.rows:
+        lines.append(f"| {r['config']} | {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['error_pct']:+.2f} | "
+                     f"{r.get('drift_corrected_error_pct', float('nan')):+.2f} |")
+    lines += ["", f"Machine drift since the build (calibration networks now / then): {check.drift:.3f}", "", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", action="append", required=True, help="repeatable")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--target-fraction", type=float, default=0.6)
+    args = p.parse_args()
+    result = HERE / "result.md"
+    if not result.exists():
+        result.write_text("# Slimming per family on this CPU (1 thread)\n\n"
+                          "Reproduce: `python experiments/family_slim/run.py --family F --epochs 3 "
+                          "--target-fraction 0.6` (appends a section per family).\n\n")
+    for family in args.family:
+        section = run_family(family, args)
+        print(section)
+        with open(result, "a") as f:
+            f.write(section)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

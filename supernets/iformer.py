@@ -1,0 +1,309 @@
+"""iFormer (Zheng, 2025; specs/families.md §5): ConvNeXt-like BN conv stages, then single-head
+modulation attention (SHMA) in the late stages, all on 4D maps (no reshape between kinds).
+
+Block kinds:
+
+* ``conv``: x + γ·[DW 7x7 Conv-BN, 1x1 Conv-BN C -> ratio·C, GELU, 1x1 Conv-BN -> C];
+* ``shma``: the logical attention block, the code's three units RepCPE (x + BN(DW3x3(x))) ->
+  x + γ·SHMA(x) -> x + γ·FFN2d(x). SHMA: q, k = Conv-BN C -> C/R; v, gate = sigmoid(Conv-BN
+  C -> C) each; one head: O = v·softmax(qᵀk / sqrt(C/R))ᵀ; out = Conv-BN(O ⊙ gate).
+
+The q/k reduction R is a stage knob ``r`` (published: 2 in stage 3, 4 in stage 4, 1 for H), so
+a search space can make it elastic. The reference's fused v/gate conv (C -> 2C) is two convs
+here: same parameters, and a narrower SHMA is then the leading slice of a wider one.
+
+Deploy form: every Conv-BN folds, RepCPE's identity goes into its kernel, the BN_Linear head
+(BatchNorm1d + Linear, optional distillation head) fuses into one Linear; layer scale (H only)
+stays, as in the reference.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.layers import ConvNorm, LayerScale, RepCPE
+from supernets.registry import Family, OpNode, register_family
+
+BLOCK_KINDS = ("conv", "shma")
+CONV_RATIO, FFN_RATIO, REDUCTION = 4, 3, 2
+STAGE_KNOBS = {"r": -1}   # q/k reduction: a larger R is cheaper
+
+
+def _scale(dim: int, ls_init: float) -> nn.Module:
+    return LayerScale(dim, ls_init, channel_dim=1) if ls_init > 0 else nn.Identity()
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, dim: int, ratio: float = CONV_RATIO, ls_init: float = 0.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.dw = ConvNorm(dim, dim, 7, groups=dim, bias=False)
+        self.pw1 = ConvNorm(dim, hidden, 1, bias=False, act=nn.GELU)
+        self.pw2 = ConvNorm(hidden, dim, 1, bias=False)
+        self.layer_scale = _scale(dim, ls_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layer_scale(self.pw2(self.pw1(self.dw(x))))
+
+
+class SHMA(nn.Module):
+    """Single-head modulation attention on (B, C, H, W); see the module docstring."""
+
+    def __init__(self, dim: int, reduction: int = REDUCTION):
+        super().__init__()
+        qk = dim // reduction
+        self.scale = qk ** -0.5
+        self.q = ConvNorm(dim, qk, 1, bias=False)
+        self.k = ConvNorm(dim, qk, 1, bias=False)
+        self.v = ConvNorm(dim, dim, 1, bias=False)
+        self.gate = ConvNorm(dim, dim, 1, bias=False)
+        self.proj = ConvNorm(dim, dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k = self.q(x).flatten(2), self.k(x).flatten(2)                 # (B, C/R, N)
+        v, gate = self.v(x).sigmoid().flatten(2), self.gate(x).sigmoid()  # v is sigmoid-activated too
+        attn = ((q.transpose(1, 2) * self.scale) @ k).softmax(dim=-1)     # (B, N, N) over keys
+        out = (v @ attn.transpose(1, 2)).reshape(B, C, H, W)
+        return self.proj(out * gate)
+
+
+class FFN2d(nn.Module):
+    def __init__(self, dim: int, ratio: float = FFN_RATIO):
+        super().__init__()
+        self.fc1 = ConvNorm(dim, int(dim * ratio), 1, bias=False, act=nn.GELU)
+        self.fc2 = ConvNorm(int(dim * ratio), dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x))
+
+
+class SHMABlock(nn.Module):
+    """The ``shma`` kind: RepCPE -> x + γ·SHMA(x) -> x + γ·FFN2d(x)."""
+
+    def __init__(self, dim: int, ratio: float = FFN_RATIO, reduction: int = REDUCTION, ls_init: float = 0.0):
+        super().__init__()
+        self.cpe = RepCPE(dim, 3, norm=True)
+        self.attn = SHMA(dim, reduction)
+        self.ls1 = _scale(dim, ls_init)
+        self.ffn = FFN2d(dim, ratio)
+        self.ls2 = _scale(dim, ls_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe(x)
+        x = x + self.ls1(self.attn(x))
+        return x + self.ls2(self.ffn(x))
+
+
+class Stem(nn.Sequential):
+    """Stride 4: Conv-BN 5x5/2 3 -> C/2, GELU; FusedIB without residual: Conv-BN 5x5/2
+    C/2 -> 2C, GELU, Conv-BN 1x1 2C -> C."""
+
+    def __init__(self, out_chs: int):
+        super().__init__(ConvNorm(3, out_chs // 2, 5, 2, bias=False, act=nn.GELU),
+                         ConvNorm(out_chs // 2, 2 * out_chs, 5, 2, bias=False, act=nn.GELU),
+                         ConvNorm(2 * out_chs, out_chs, 1, bias=False))
+
+
+class Stage(nn.Module):
+    def __init__(self, in_chs: int, dim: int, blocks: list[nn.Module], downsample: bool):
+        super().__init__()
+        self.downsample = ConvNorm(in_chs, dim, 3, 2, bias=False) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class BNLinear(nn.Sequential):
+    """BatchNorm1d + Linear; ``reparameterize()`` folds the BN into the Linear."""
+
+    def __init__(self, dim: int, out: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim)
+        self.fc = nn.Linear(dim, out)
+
+    def reparameterize(self) -> nn.Linear:
+        scale = self.norm.weight / (self.norm.running_var + self.norm.eps).sqrt()
+        shift = self.norm.bias - self.norm.running_mean * scale
+        fused = nn.Linear(self.fc.in_features, self.fc.out_features)
+        fused.weight.data.copy_(self.fc.weight * scale)
+        fused.bias.data.copy_(self.fc.bias + self.fc.weight @ shift)
+        return fused
+
+
+class Head(nn.Module):
+    """Global average pool, BN_Linear (+ a distillation BN_Linear, averaged); deploy: one Linear."""
+
+    def __init__(self, dim: int, num_classes: int, distillation: bool = False):
+        super().__init__()
+        self.head = BNLinear(dim, num_classes)
+        self.head_dist = BNLinear(dim, num_classes) if distillation else None
+        self.distilled_training = False
+
+    def forward(self, x: torch.Tensor):
+        x = x.mean((2, 3))
+        out = self.head(x)
+        if self.head_dist is None:
+            return out
+        dist = self.head_dist(x)
+        if self.training and self.distilled_training:
+            return out, dist
+        return (out + dist) / 2
+
+    def reparameterize(self) -> nn.Module:
+        fused = self.head.reparameterize()
+        if self.head_dist is not None:
+            other = self.head_dist.reparameterize()
+            fused.weight.data.add_(other.weight).mul_(0.5)
+            fused.bias.data.add_(other.bias).mul_(0.5)
+        return _PooledLinear(fused)
+
+
+class _PooledLinear(nn.Module):
+    def __init__(self, fc: nn.Linear):
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean((2, 3)))
+
+
+class IFormer(nn.Module):
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
+        super().__init__()
+        make_block = make_block or _make_block
+        self.config, self.num_classes = config, config.num_classes
+        self.stem = Stem(config.stem_width)
+        in_chs, stages = config.stem_width, []
+        for j, st in enumerate(config.stages):
+            blocks = [make_block(_with_stage_knobs(spec, st, config), st.width, (0, 0)) for spec in st.blocks]
+            stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0))
+            in_chs = st.width
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _with_stage_knobs(spec: BlockSpec, stage, config: ArchConfig) -> BlockSpec:
+    """What a block needs from its stage and config (reduction R, layer scale), not written per block."""
+    return BlockSpec(spec.kind, {**spec.knobs, "r": stage.knobs.get("r", REDUCTION),
+                                 "ls_init": float(config.head.get("layer_scale_init", 0.0))})
+
+
+def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
+    ls_init = float(spec.knobs.get("ls_init", 0.0))
+    if spec.kind == "conv":
+        return ConvBlock(dim, spec.knobs.get("ratio", CONV_RATIO), ls_init)
+    if spec.kind == "shma":
+        return SHMABlock(dim, spec.knobs.get("ratio", FFN_RATIO), int(spec.knobs.get("r", REDUCTION)), ls_init)
+    raise ConfigError(f"unknown iformer block kind {spec.kind!r} (known: {', '.join(BLOCK_KINDS)})")
+
+
+# ---------------------------------------------------------------------------- op graph
+def op_nodes(config: ArchConfig) -> list[OpNode]:
+    res, c_in = config.resolution, config.stem_width
+    dist = int(bool(config.head.get("distillation", False)))
+    nodes = [OpNode("stem", f"if-stem:3>{c_in}:{res}x{res}", "stem", (1, 3, res, res), lambda c=c_in: Stem(c))]
+    for j, st in enumerate(config.stages):
+        side, c = res // (4 * 2 ** j), st.width
+        if j > 0:
+            prev = side * 2
+            nodes.append(OpNode(f"stages.{j}.downsample", f"if-down:{c_in}>{c}:{prev}x{prev}", "downsample",
+                                (1, c_in, prev, prev), lambda a=c_in, b=c: ConvNorm(a, b, 3, 2, bias=False)))
+        for i, spec in enumerate(st.blocks):
+            full = _with_stage_knobs(spec, st, config)
+            knobs = {k: v for k, v in full.knobs.items() if (k != "r" or spec.kind == "shma") and
+                     (k != "ls_init" or v > 0)}
+            tag = "".join(f":{k}{v:g}" for k, v in sorted(knobs.items()))
+            nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"{spec.kind}:c{c}:{side}x{side}{tag}", spec.kind,
+                                (1, c, side, side), lambda s=full, d=c: _make_block(s, d, (0, 0))))
+        c_in = c
+    side = res // 32
+    nodes.append(OpNode("head", f"if-head:c{c_in}:{side}x{side}:k{config.num_classes}:d{dist}", "head",
+                        (1, c_in, side, side), lambda c=c_in, k=config.num_classes, d=bool(dist): Head(c, k, d)))
+    return nodes
+
+
+# ---------------------------------------------------------------------------- validation
+def _check_r(r, where: str, width: int | None) -> None:
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ConfigError(f"{where}: {r!r} is not a positive integer reduction ratio")
+    if width is not None and width % r:
+        raise ConfigError(f"{where}: {width} channels do not divide by the q/k reduction {r}")
+
+
+def validate(config: ArchConfig) -> None:
+    if config.knobs:
+        raise ConfigError(f"knobs: iformer has no family knobs, got {', '.join(sorted(config.knobs))}")
+    for j, st in enumerate(config.stages):
+        if "r" in st.knobs:
+            _check_r(st.knobs["r"], f"stages[{j}].r", st.width)
+        for i, b in enumerate(st.blocks):
+            where = f"stages[{j}].blocks[{i}]"
+            if b.kind not in BLOCK_KINDS:
+                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (iformer has {', '.join(BLOCK_KINDS)})")
+            extra = set(b.knobs) - {"ratio"}
+            if extra:
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (iformer blocks take ratio; "
+                                  "the q/k reduction `r` belongs to the stage)")
+            ratio = b.knobs.get("ratio", 1)
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
+                raise ConfigError(f"{where}.ratio: {ratio!r} is not a positive number")
+
+
+def validate_space(space: SearchSpace) -> None:
+    for j, st in enumerate(space.stages):
+        for c in st.choices:
+            if c not in (*BLOCK_KINDS, IDENTITY):
+                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (iformer has {', '.join(BLOCK_KINDS)}, "
+                                  "identity)")
+        for r in st.knobs.get("r", ()):
+            _check_r(r, f"stages[{j}].r", None)
+            for w in range(st.min_width, st.max_width + 1, space.width_step):
+                _check_r(r, f"stages[{j}].r", w)
+
+
+def stem_width(widths: Sequence[int]) -> int:
+    return widths[0]
+
+
+# ---------------------------------------------------------------------------- family
+VARIANTS = ("t", "s", "m", "l", "l2", "h")
+
+
+FAMILY = register_family(Family(
+    name="iformer",
+    block_kinds=BLOCK_KINDS,
+    build=IFormer,
+    make_block=_make_block,
+    op_nodes=op_nodes,
+    validate=validate,
+    validate_space=validate_space,
+    stem_width=stem_width,
+    stage_knobs=STAGE_KNOBS,
+    variants=VARIANTS,
+))
