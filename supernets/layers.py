@@ -129,8 +129,27 @@ def branch_kernel(branch: nn.Module | None, channels: int, in_per_group: int, ke
             bias = branch.bias - branch.running_mean * branch.weight / std
         elif branch is not None:
             raise TypeError(f"cannot fold a {type(branch).__name__} branch")
+    if weight.shape[1] < in_per_group:   # a branch with more groups: place it in the block's groups
+        branch_groups = (branch.conv if isinstance(branch, ConvNorm) else branch).groups
+        weight = expand_groups(weight, branch_groups, weight.shape[1] * branch_groups // in_per_group)
     pad = (kernel_size - weight.shape[-1]) // 2
     return F.pad(weight, [pad] * 4), bias
+
+
+def expand_groups(weight: torch.Tensor, branch_groups: int, groups: int) -> torch.Tensor:
+    """The kernel of a conv with `branch_groups` groups written as one with `groups` groups (a
+    divisor): each branch group lies inside one of the coarser groups, zeros elsewhere. This is
+    what lets FMViT's multi-group branches sum into one conv."""
+    if branch_groups % groups:
+        raise ValueError(f"a {branch_groups}-group branch does not nest in a {groups}-group conv")
+    out_chs, in_b = weight.shape[:2]
+    in_per_group, out_b = in_b * branch_groups // groups, out_chs // branch_groups
+    dense = weight.new_zeros(out_chs, in_per_group, *weight.shape[2:])
+    for g_b in range(branch_groups):
+        o = g_b * out_b
+        start = g_b * in_b - (o // (out_chs // groups)) * in_per_group
+        dense[o:o + out_b, start:start + in_b] = weight[o:o + out_b]
+    return dense
 
 
 def identity_kernel(channels: int, in_per_group: int, kernel_size: int) -> torch.Tensor:
@@ -150,12 +169,46 @@ def conv_with(weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int
 
 
 def fold_branches(branches: list[nn.Module | None], stride: int, groups: int) -> nn.Conv2d:
-    """One conv equal to the sum of parallel branches (eval mode)."""
+    """One conv equal to the sum of parallel branches (eval mode). Branches may have smaller
+    (odd) kernels and more groups (a multiple of `groups`) than the result."""
     convs = [b for b in branches if isinstance(b, (ConvNorm, nn.Conv2d))]
     ref = convs[0].conv if isinstance(convs[0], ConvNorm) else convs[0]
     k = max((b.conv if isinstance(b, ConvNorm) else b).kernel_size[0] for b in convs)
     parts = [branch_kernel(b, ref.out_channels, ref.in_channels // groups, k) for b in branches]
     return conv_with(sum(w for w, _ in parts), sum(b for _, b in parts), stride, groups)
+
+
+class MultiGroupConv(nn.Module):
+    """FMViT's convolutional multi-group reparameterization (paper eq. 1): a k x k Conv-BN with G
+    groups plus parallel Conv-BNs with more groups and/or smaller odd kernels, summed; the deploy
+    form is one k x k conv with G groups, exactly equal.
+
+    The paper gives neither the number of branches nor their groups: ``branches`` lists
+    (kernel, group multiple) pairs, a branch being a Conv-BN with that kernel (None: k) and
+    G x multiple groups. A branch whose groups do not divide the channels is left out."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                 branches: tuple[tuple[int | None, int], ...] | None = None):
+        super().__init__()
+        self.stride, self.groups = stride, groups
+        self.main = ConvNorm(in_chs, out_chs, kernel_size, stride, groups=groups, bias=False)
+        extra = []
+        for k, multiple in FMVIT_BRANCHES if branches is None else branches:
+            k, g = kernel_size if k is None else k, groups * multiple
+            if k <= kernel_size and k % 2 and in_chs % g == 0 and out_chs % g == 0 and (k, g) != (kernel_size, groups):
+                extra.append(ConvNorm(in_chs, out_chs, k, stride, groups=g, bias=False))
+        self.extra = nn.ModuleList(extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum((b(x) for b in self.extra), self.main(x))
+
+    def reparameterize(self) -> nn.Conv2d:
+        return fold_branches([self.main, *self.extra], self.stride, self.groups)
+
+
+# Our reading of FMViT's unspecified branches (specs/families.md §6.5): the same kernel with 2x
+# and 4x the groups, and a 1x1 with the same groups (for k > 1).
+FMVIT_BRANCHES = ((None, 2), (None, 4), (1, 1))
 
 
 class RepCPE(nn.Module):

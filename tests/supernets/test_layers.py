@@ -1,0 +1,43 @@
+import random
+
+import pytest
+import torch
+
+from supernets.layers import MultiGroupConv, expand_groups, reparameterize
+from tests.conftest import randomise
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_multi_group_reparameterization_is_exact_for_random_shapes(seed):
+    """Property: for random channel counts, base groups, kernel sizes, strides and branch lists
+    (more groups and/or smaller kernels), the train form equals its single deploy conv."""
+    rng = random.Random(seed)
+    groups = rng.choice([1, 1, 2, 3, 4])
+    in_chs = groups * rng.choice([1, 2, 4, 6, 8])
+    out_chs = groups * rng.choice([1, 2, 4, 8])
+    kernel = rng.choice([1, 3, 5, 7])
+    branches = tuple((rng.choice([None, 1, 3, 5]), rng.choice([1, 2, 4, 8])) for _ in range(rng.randint(1, 4)))
+    block = randomise(MultiGroupConv(in_chs, out_chs, kernel, rng.choice([1, 2]), groups, branches))
+    deployed = reparameterize(block)
+    assert isinstance(deployed, torch.nn.Conv2d) and deployed.groups == groups
+    assert deployed.kernel_size == (kernel, kernel)
+    x = torch.randn(2, in_chs, 9, 10, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want, got = block(x), deployed(x)
+    assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+def test_default_branches_add_more_groups_and_a_1x1():
+    block = MultiGroupConv(16, 32, 3, groups=2)
+    kinds = [(b.conv.kernel_size[0], b.conv.groups) for b in block.extra]
+    assert kinds == [(3, 4), (3, 8), (1, 2)]
+    # 6 channels, 3 groups, 1x1: 6 groups fit, 12 do not, and a 1x1 branch would repeat the main conv
+    assert [b.conv.groups for b in MultiGroupConv(6, 6, 1, groups=3).extra] == [6]
+
+
+def test_expand_groups_places_each_branch_group_inside_its_coarser_group():
+    w = torch.arange(1.0, 9.0).reshape(4, 2, 1, 1)            # 4 groups of 2 in -> 1 out each
+    dense = expand_groups(w, branch_groups=4, groups=2)        # 2 groups of 4 in -> 2 out each
+    assert dense[:, :, 0, 0].tolist() == [[1, 2, 0, 0], [0, 0, 3, 4], [5, 6, 0, 0], [0, 0, 7, 8]]
+    with pytest.raises(ValueError, match="does not nest"):
+        expand_groups(w, branch_groups=4, groups=3)
