@@ -17,10 +17,18 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
 
 from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, LayerScale, Reshape, run_blocks, to_map, to_tokens
+from supernets.layers import (
+    ConvNorm,
+    DistillationHead,
+    FamilyModel,
+    LayerScale,
+    Reshape,
+    run_blocks,
+    to_map,
+    to_tokens,
+)
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("mb4d", "mb3d")
@@ -155,7 +163,7 @@ class Stage(nn.Module):
         return x
 
 
-class Head(nn.Module):
+class Head(DistillationHead):
     """LayerNorm on tokens, mean over tokens, classifier (+ distillation classifier, averaged at eval)."""
 
     def __init__(self, dim: int, num_classes: int, distillation: bool):
@@ -163,22 +171,14 @@ class Head(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.head_dist = nn.Linear(dim, num_classes) if distillation else None
-        self.distilled_training = False
 
     def forward(self, x: torch.Tensor):
         if x.ndim == 4:
             x = to_tokens(x)
-        x = self.norm(x).mean(1)
-        out = self.head(x)
-        if self.head_dist is None:
-            return out
-        dist = self.head_dist(x)
-        if self.training and self.distilled_training:
-            return out, dist
-        return (out + dist) / 2
+        return self.classify(self.norm(x).mean(1))
 
 
-class EfficientFormer(nn.Module):
+class EfficientFormer(FamilyModel):
     def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
         super().__init__()
         img_size = img_size or config.resolution
@@ -194,31 +194,15 @@ class EfficientFormer(nn.Module):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
-        self.apply(_init_weights)
+        self.init_weights()
 
     @property
     def num_features(self) -> int:
         return self.head.norm.normalized_shape[0]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: torch.Tensor):
-        return self.head(self.forward_features(x))
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "attention_biases" in n}
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:

@@ -21,12 +21,12 @@ import re
 from collections.abc import Sequence
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import (
     ConvNorm,
+    FamilyModel,
     LayerScale,
     MultiHeadAttention,
     RepCPE,
@@ -236,7 +236,7 @@ class Head(nn.Module):
         return self.fc(self.final_conv(x).mean((2, 3)))
 
 
-class FastViT(nn.Module):
+class FastViT(FamilyModel):
     def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
         super().__init__()
         make_block = make_block or _make_block
@@ -252,23 +252,8 @@ class FastViT(nn.Module):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes)
-        self.apply(_init_weights)
+        self.init_weights()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def _ls_init(config: ArchConfig) -> float:

@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, LayerScale, RepCPE
+from supernets.layers import ConvNorm, DistillationHead, FamilyModel, LayerScale, RepCPE
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("conv", "shma")
@@ -139,24 +138,16 @@ class BNLinear(nn.Sequential):
         return fused
 
 
-class Head(nn.Module):
+class Head(DistillationHead):
     """Global average pool, BN_Linear (+ a distillation BN_Linear, averaged); deploy: one Linear."""
 
     def __init__(self, dim: int, num_classes: int, distillation: bool = False):
         super().__init__()
         self.head = BNLinear(dim, num_classes)
         self.head_dist = BNLinear(dim, num_classes) if distillation else None
-        self.distilled_training = False
 
     def forward(self, x: torch.Tensor):
-        x = x.mean((2, 3))
-        out = self.head(x)
-        if self.head_dist is None:
-            return out
-        dist = self.head_dist(x)
-        if self.training and self.distilled_training:
-            return out, dist
-        return (out + dist) / 2
+        return self.classify(x.mean((2, 3)))
 
     def reparameterize(self) -> nn.Module:
         fused = self.head.reparameterize()
@@ -176,7 +167,7 @@ class _PooledLinear(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-class IFormer(nn.Module):
+class IFormer(FamilyModel):
     def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
         super().__init__()
         make_block = make_block or _make_block
@@ -189,23 +180,8 @@ class IFormer(nn.Module):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
-        self.apply(_init_weights)
+        self.init_weights()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def _with_stage_knobs(spec: BlockSpec, stage, config: ArchConfig) -> BlockSpec:

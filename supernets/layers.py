@@ -8,6 +8,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
@@ -277,6 +278,48 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grid: tuple[int, int]) ->
             x = to_map(x, grid)
         x = blk(x)
     return x
+
+
+class FamilyModel(nn.Module):
+    """What every family's network shares: stem -> stages -> head, and timm's ViT initialisation
+    of Linears (truncated normal, std 0.02, zero bias). A family sets ``stem``, ``stages`` and
+    ``head`` and then calls ``init_weights()``."""
+
+    def init_weights(self) -> None:
+        self.apply(_init_linear)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor):
+        return self.head(self.forward_features(x))
+
+
+def _init_linear(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class DistillationHead(nn.Module):
+    """A classifier ``head`` with an optional distillation classifier ``head_dist`` (None when
+    absent): both outputs while ``distilled_training``, their mean otherwise (EfficientFormer,
+    iFormer)."""
+
+    distilled_training = False
+
+    def classify(self, features: torch.Tensor):
+        out = self.head(features)
+        if self.head_dist is None:
+            return out
+        dist = self.head_dist(features)
+        if self.training and self.distilled_training:
+            return out, dist
+        return (out + dist) / 2
 
 
 def reparameterize(model: nn.Module) -> nn.Module:

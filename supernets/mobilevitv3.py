@@ -28,11 +28,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import make_divisible, trunc_normal_
+from timm.layers import make_divisible
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, MultiHeadAttention, SplitConvNorm
+from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, SplitConvNorm
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("mv2", "transformer")
@@ -228,7 +228,7 @@ class Head(nn.Module):
         return self.fc(self.drop(self.final_conv(x).mean((2, 3))))
 
 
-class MobileViTv3(nn.Module):
+class MobileViTv3(FamilyModel):
     def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
         super().__init__()
         make_block = make_block or _make_block
@@ -247,23 +247,8 @@ class MobileViTv3(nn.Module):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, flavour, float(config.head.get("drop_rate", 0.0)))
-        self.apply(_init_weights)
+        self.init_weights()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def _family_knobs(config: ArchConfig) -> tuple[str, bool, float]:
@@ -352,11 +337,16 @@ def _validate_stage_knobs(j: int, dim, heads, flavour: str) -> None:
         raise ConfigError(f"{where}.dim: {dim} is not a multiple of the head count {heads}")
 
 
+def _validate_family(knobs, stages) -> str:
+    """Family-wide rules shared by configs and spaces; returns the flavour."""
+    _validate_knobs(knobs, "knobs")
+    if len(stages) != 5:
+        raise ConfigError(f"stages: mobilevitv3 has 5 stages (layer1-layer5), got {len(stages)}")
+    return knobs.get("flavour", "v1")
+
+
 def validate(config: ArchConfig) -> None:
-    _validate_knobs(config.knobs, "knobs")
-    flavour = config.knobs.get("flavour", "v1")
-    if len(config.stages) != 5:
-        raise ConfigError(f"stages: mobilevitv3 has 5 stages (layer1-layer5), got {len(config.stages)}")
+    flavour = _validate_family(config.knobs, config.stages)
     for j, st in enumerate(config.stages):
         dim = st.knobs.get("dim")
         if dim is None and "heads" in st.knobs:
@@ -378,10 +368,7 @@ def validate(config: ArchConfig) -> None:
 
 
 def validate_space(space: SearchSpace) -> None:
-    _validate_knobs(space.knobs, "knobs")
-    flavour = space.knobs.get("flavour", "v1")
-    if len(space.stages) != 5:
-        raise ConfigError(f"stages: mobilevitv3 has 5 stages (layer1-layer5), got {len(space.stages)}")
+    flavour = _validate_family(space.knobs, space.stages)
     for j, st in enumerate(space.stages):
         dims = st.knobs.get("dim")
         want = "transformer" if dims else "mv2"

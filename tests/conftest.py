@@ -75,6 +75,47 @@ def randomise(model):
     return model.eval()
 
 
+def pick_paths(net, kinds) -> None:
+    """Make every MetaPath of `net` prefer the kind `kinds` gives its slot (stage by stage) and run
+    it alone (hard mixing): the supernet then computes that one subnet."""
+    import torch
+
+    with torch.no_grad():
+        for stage, row in zip(net.metapaths(), kinds):
+            for mp, kind in zip(stage, row):
+                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
+    net.set_mixing("hard", 1.0)
+
+
+def train_and_deploy_outputs(timm_name: str, resolution: int):
+    """A published variant with random weights, its deploy form, and the outputs of both
+    (train form first) on one random image."""
+    import timm
+    import torch
+
+    from supernets.layers import reparameterize
+
+    model = randomise(timm.create_model(timm_name))
+    deployed = reparameterize(model)
+    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return deployed, model(x), deployed(x)
+
+
+def assert_deploy_form_exports(timm_name: str, resolution: int) -> None:
+    """The deploy form traces with torch.export and the program computes what the module does."""
+    import timm
+    import torch
+
+    from supernets.layers import reparameterize
+
+    deployed = reparameterize(timm.create_model(timm_name).eval())
+    x = torch.randn(1, 3, resolution, resolution)
+    program = torch.export.export(deployed, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), deployed(x), atol=1e-5)
+
+
 def timm_pair(family_module, variant: str, timm_prefix: str):
     """timm's model with random weights/statistics, and ours with those weights mapped on."""
     import timm

@@ -6,7 +6,14 @@ import search_spaces
 from supernets import fastvit as fv
 from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import count_params, reparameterize
-from tests.conftest import TINY_FASTVIT_SPACE, randomise, timm_pair
+from tests.conftest import (
+    TINY_FASTVIT_SPACE,
+    assert_deploy_form_exports,
+    pick_paths,
+    randomise,
+    timm_pair,
+    train_and_deploy_outputs,
+)
 
 # specs/families.md §3.9: train -> deploy (reparameterized) parameters, official repo = timm
 PARITY = {
@@ -40,11 +47,7 @@ def test_outputs_equal_timm_with_mapped_weights_before_and_after_reparameterizat
 
 @pytest.mark.parametrize("variant", sorted(PARITY))
 def test_deploy_form_equals_train_form_and_is_reparameterized(variant):
-    model = randomise(timm.create_model(f"nas_fastvit_{variant}"))
-    deployed = reparameterize(model)
-    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        want, got = model(x), deployed(x)
+    deployed, want, got = train_and_deploy_outputs(f"nas_fastvit_{variant}", 256)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     kinds = {type(m) for m in deployed.modules()}
     assert not kinds & {fv.MobileOneBlock, fv.ReparamLargeKernelConv, fv.RepMixer, fv.RepCPE}
@@ -54,11 +57,7 @@ def test_deploy_form_equals_train_form_and_is_reparameterized(variant):
 
 @pytest.mark.parametrize("variant", ["t8", "sa12"])
 def test_deploy_form_traces_with_torch_export(variant):
-    deployed = reparameterize(timm.create_model(f"nas_fastvit_{variant}").eval())
-    x = torch.randn(1, 3, 256, 256)
-    program = torch.export.export(deployed, (x,))
-    with torch.no_grad():
-        assert torch.allclose(program.module()(x), deployed(x), atol=1e-5)
+    assert_deploy_form_exports(f"nas_fastvit_{variant}", 256)
 
 
 @pytest.mark.slow
@@ -120,11 +119,7 @@ def test_patch_embedding_reads_input_channel_half_the_output_index_wrapping_arou
 def test_fastvit_supernet_path_equals_inherited_subnet_with_attention_and_cpe(fastvit_supernet):
     net = fastvit_supernet
     kinds = (("repmixer", IDENTITY), ("repmixer",), (IDENTITY, "repmixer"), ("repmixer", "attention"))
-    with torch.no_grad():
-        for stage, row in zip(net.metapaths(), kinds):
-            for mp, kind in zip(stage, row):
-                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
-    net.set_mixing("hard", 1.0)
+    pick_paths(net, kinds)
     sub = net.subnet(Choice((64, 64, 128, 128), kinds)).eval()
     assert isinstance(sub.stages[3].pos_emb, fv.RepCPE)
     x = torch.randn(2, 3, 64, 64)

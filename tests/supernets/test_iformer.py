@@ -7,7 +7,13 @@ from supernets import iformer as ifm
 from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
 from supernets.layers import RepCPE, count_params, reparameterize
 from supernets.supernet import Supernet
-from tests.conftest import TINY_IFORMER_SPACE, randomise
+from tests.conftest import (
+    TINY_IFORMER_SPACE,
+    assert_deploy_form_exports,
+    pick_paths,
+    randomise,
+    train_and_deploy_outputs,
+)
 
 # specs/families.md §5.5: train -> fused (no distillation head; H with its layer scale 1e-6)
 PARITY = {"t": (2_886_456, 2_873_032), "s": (6_563_368, 6_540_152), "m": (8_907_424, 8_879_128),
@@ -23,11 +29,7 @@ def test_parameter_parity_train_and_fused(variant):
 
 
 def _deploy_check(variant: str) -> None:
-    model = randomise(timm.create_model(f"nas_iformer_{variant}"))
-    deployed = reparameterize(model)
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        want, got = model(x), deployed(x)
+    deployed, want, got = train_and_deploy_outputs(f"nas_iformer_{variant}", 224)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, RepCPE)) for m in deployed.modules())
 
@@ -57,11 +59,7 @@ def test_distillation_head_fuses_into_one_linear_averaging_both():
 
 @pytest.mark.parametrize("variant", ["t", "m"])
 def test_deploy_form_traces_with_torch_export(variant):
-    deployed = reparameterize(timm.create_model(f"nas_iformer_{variant}").eval())
-    x = torch.randn(1, 3, 224, 224)
-    program = torch.export.export(deployed, (x,))
-    with torch.no_grad():
-        assert torch.allclose(program.module()(x), deployed(x), atol=1e-5)
+    assert_deploy_form_exports(f"nas_iformer_{variant}", 224)
 
 
 @pytest.mark.slow
@@ -110,11 +108,7 @@ def iformer_supernet(tmp_path):
 def test_iformer_supernet_path_equals_inherited_subnet(iformer_supernet):
     net = iformer_supernet
     kinds = (("conv",), (IDENTITY,), ("shma", "conv"), (IDENTITY, "shma"))
-    with torch.no_grad():
-        for stage, row in zip(net.metapaths(), kinds):
-            for mp, kind in zip(stage, row):
-                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
-    net.set_mixing("hard", 1.0)
+    pick_paths(net, kinds)
     sub = net.subnet(Choice(tuple(s.max_width for s in net.space.stages), kinds)).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -7,7 +7,13 @@ from supernets import mobilevitv3 as mv
 from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
 from supernets.layers import count_params, reparameterize
 from supernets.supernet import Supernet
-from tests.conftest import TINY_MOBILEVIT_SPACE, randomise
+from tests.conftest import (
+    TINY_MOBILEVIT_SPACE,
+    assert_deploy_form_exports,
+    pick_paths,
+    randomise,
+    train_and_deploy_outputs,
+)
 
 # specs/families.md §4.4 (no reparameterization in the reference: its inference count is the
 # train count). The low-latency L2 variants have only the README's rounded counts.
@@ -69,22 +75,14 @@ def test_v3_changes_off_reproduce_timm_mobilevit_with_mapped_weights(variant):
 
 @pytest.mark.parametrize("variant", mv.VARIANTS)
 def test_deploy_form_equals_train_form(variant):
-    model = randomise(timm.create_model(f"nas_mobilevitv3_{variant}"))
-    deployed = reparameterize(model)
-    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        want, got = model(x), deployed(x)
+    deployed, want, got = train_and_deploy_outputs(f"nas_mobilevitv3_{variant}", 256)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
 
 
 @pytest.mark.parametrize("variant", ["xxs", "050"])
 def test_deploy_form_traces_with_torch_export(variant):
-    deployed = reparameterize(timm.create_model(f"nas_mobilevitv3_{variant}").eval())
-    x = torch.randn(1, 3, 256, 256)
-    program = torch.export.export(deployed, (x,))
-    with torch.no_grad():
-        assert torch.allclose(program.module()(x), deployed(x), atol=1e-5)
+    assert_deploy_form_exports(f"nas_mobilevitv3_{variant}", 256)
 
 
 @pytest.mark.slow
@@ -139,11 +137,7 @@ def mobilevit_supernet(request, tmp_path):
 def test_mobilevit_supernet_path_equals_inherited_subnet(mobilevit_supernet):
     net = mobilevit_supernet
     kinds = (("mv2",), (IDENTITY,), ("transformer", IDENTITY), (IDENTITY, "transformer"), ("transformer",) * 2)
-    with torch.no_grad():
-        for stage, row in zip(net.metapaths(), kinds):
-            for mp, kind in zip(stage, row):
-                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
-    net.set_mixing("hard", 1.0)
+    pick_paths(net, kinds)
     sub = net.subnet(Choice(tuple(s.max_width for s in net.space.stages), kinds)).eval()
     assert len(sub.stages[3].blocks) == 1 and len(sub.stages[1].blocks) == 0
     x = torch.randn(2, 3, 64, 64)

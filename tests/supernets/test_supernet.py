@@ -4,6 +4,7 @@ import torch
 from supernets.config import IDENTITY, Choice
 from supernets.metapath import MetaPath
 from supernets.supernet import Supernet
+from tests.conftest import pick_paths
 
 
 def _trained_like(net: Supernet, seed=0):
@@ -32,11 +33,7 @@ def test_subnet_with_inherited_weights_equals_the_supernet_path(tiny_space):
     subnet of that choice must compute exactly the same function."""
     net = _trained_like(Supernet(tiny_space, img_size=64))
     kinds = (("mb4d", IDENTITY), (IDENTITY,), ("mb4d", "mb3d"), ("mb3d", "mb3d"))
-    with torch.no_grad():
-        for stage, row in zip(net.metapaths(), kinds):
-            for mp, kind in zip(stage, row):
-                mp.alpha.copy_(torch.tensor([5.0 if c == kind else 0.0 for c in mp.choices]))
-    net.set_mixing("hard", 1.0)
+    pick_paths(net, kinds)
     choice = Choice(tuple(s.max_width for s in tiny_space.stages), kinds)
     sub = net.subnet(choice).eval()
     x = torch.randn(3, 3, 64, 64)
