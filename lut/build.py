@@ -25,9 +25,10 @@ from supernets.registry import get_family, random_choice
 def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iterable[ArchConfig]:
     """Configs whose op keys together cover every key any config of the space can produce.
 
-    A key depends only on local facts (kind, width, stage knobs, grid, neighbour widths), so it
-    suffices to vary one stage's (width, knob values, kind) at a time and every pair of adjacent
-    stage widths.
+    A key depends only on local facts (kind, width, stage knobs, grid, what the previous stage
+    hands on), so it suffices to vary one stage's (width, knob values, kind) at a time and every
+    pair of adjacent stages' widths with the previous stage's knob values (a knob may set the
+    width a stage hands on: FMViT's ``out_width``).
     """
     kinds = [[k for k in s.choices if k != IDENTITY] for s in space.stages]
     base = Choice(tuple(s.max_width for s in space.stages),
@@ -42,8 +43,12 @@ def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iter
             row[j] = (kind,) * s.slots
             yield Choice(choice.widths, tuple(row), choice.knobs).to_config(space, num_classes)
     for j in range(1, len(space.stages)):
-        for a, b in itertools.product(space.widths(j - 1), space.widths(j)):
-            yield base.replace_width(j - 1, a).replace_width(j, b).to_config(space, num_classes)
+        prev = space.stages[j - 1]
+        for a, b, combo in itertools.product(space.widths(j - 1), space.widths(j), itertools.product(*prev.knobs.values())):
+            choice = base.replace_width(j - 1, a).replace_width(j, b)
+            for name, value in zip(prev.knobs, combo):
+                choice = choice.replace_knob(space, j - 1, name, value)
+            yield choice.to_config(space, num_classes)
 
 
 def ops_for(configs: Iterable[ArchConfig]) -> dict[str, dict]:

@@ -192,9 +192,13 @@ def cmd_slim(args) -> Path:
 
 
 def cmd_show(args) -> None:
-    from nas.report import show
+    from nas.report import show, show_supernet
 
-    print(show(args.config, _tables_dir(args), args.device))
+    target = Path(args.config)
+    if target.is_dir() or target.suffix == ".pt":
+        print(show_supernet(target))
+    else:
+        print(show(args.config, _tables_dir(args), args.device))
 
 
 def cmd_export(args) -> list:
@@ -324,8 +328,9 @@ def _build_parser() -> argparse.ArgumentParser:
     common(s)
     s.set_defaults(func=cmd_slim)
 
-    sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig")
-    sh.add_argument("config")
+    sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig; "
+                        "α of a supernet (run directory or supernet.pt)")
+    sh.add_argument("config", help="ArchConfig YAML, or a supernet run directory / checkpoint")
     sh.add_argument("--device", default=None, help="only this device's tables")
     common(sh)
     sh.set_defaults(func=cmd_show)

@@ -1,5 +1,6 @@
 """``nas show``: what a config is and costs — exact params (train and deploy form), MACs,
-predicted latency on every table that covers it, and its blocks."""
+predicted latency on every table that covers it, and its blocks; for a supernet checkpoint, what
+its training learned: α per slot (with the paper's importance) and per α-searched stage knob."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,4 +56,31 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
         lines.append(f"    stage {j + 1}  width {st.width:<4d} depth {len(st.blocks):<2d} {kinds}")
     if cfg.meta:
         lines.append("  meta     " + ", ".join(f"{k}={v}" for k, v in cfg.meta.items()))
+    return "\n".join(lines)
+
+
+def show_supernet(path: str | Path) -> str:
+    """The architecture distribution a trained supernet holds. For each slot: the probability of
+    every choice and the importance (kept mass / identity mass, paper §4.2). For each α-searched
+    knob (FMViT's ``hf_branches``): the probability of every value and, per high-frequency
+    branch i, the probability that the split keeps it, P(n >= i)."""
+    from nas import checkpoint, runs
+
+    path = Path(path)
+    ckpt = checkpoint.load(path / runs.SUPERNET if path.is_dir() else path)
+    net = checkpoint.build_supernet(ckpt)
+    history = ckpt.get("history") or [{}]
+    lines = [f"{path}  ({net.space.family} supernet, {ckpt['epoch']} epochs, "
+             f"val {history[-1].get('val_acc', float('nan')):.1f}% with mixed paths)"]
+    importance = net.slot_importance()
+    for j, (probs, knobs) in enumerate(zip(net.probabilities(), net.knob_probabilities())):
+        lines.append(f"  stage {j + 1}")
+        for i, p in enumerate(probs):
+            dist = "  ".join(f"{k} {v:.3f}" for k, v in p.items())
+            lines.append(f"    slot {i + 1}  {dist}   importance {importance[j][i]:.3f}")
+        for name, p in knobs.items():
+            lines.append(f"    {name}  " + "  ".join(f"{v}: {q:.3f}" for v, q in p.items()))
+            if name == "hf_branches":
+                keep = [sum(q for v, q in p.items() if v >= i) for i in range(1, max(p) + 1)]
+                lines.append("    branch kept  " + "  ".join(f"f{i}: {k:.3f}" for i, k in enumerate(keep, 1)))
     return "\n".join(lines)

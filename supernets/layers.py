@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from torch.nn.modules.utils import _pair
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
@@ -19,11 +20,12 @@ class ConvNorm(nn.Sequential):
     ``fold=False`` keeps the pair in deploy form too (FastViT's ConvFFN: its reference
     reparameterization leaves that BN, and the published deploy parameter counts include it)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 1, stride: int = 1,
                  padding: int | None = None, groups: int = 1, bias: bool = True, fold: bool = True,
                  act: type[nn.Module] | None = None):
         super().__init__()
-        padding = kernel_size // 2 if padding is None else padding
+        if padding is None:   # "same" for odd kernels, rectangular ones (FMViT's 3x1 / 1x3) included
+            padding = tuple(k // 2 for k in _pair(kernel_size))
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(out_chs)
         if act is not None:
@@ -113,8 +115,8 @@ def branch_kernel(branch: nn.Module | None, channels: int, in_per_group: int, ke
 
     A branch is a ``ConvNorm`` (BN folded), a plain ``nn.Conv2d``, a ``BatchNorm2d`` applied to
     the input (the identity branch of MobileOne/RepVGG blocks) or ``None`` (the bare identity).
-    Smaller kernels are zero-padded to the centre, which is exact for odd kernels with
-    "same" padding and equal stride."""
+    Smaller (odd, possibly rectangular) kernels are zero-padded to the centre, which is exact
+    with "same" padding and equal stride."""
     if isinstance(branch, ConvNorm):
         conv = fuse_conv_bn_eval(copy.deepcopy(branch.conv).eval(), copy.deepcopy(branch.norm).eval())
         weight, bias = conv.weight, conv.bias
@@ -133,8 +135,8 @@ def branch_kernel(branch: nn.Module | None, channels: int, in_per_group: int, ke
     if weight.shape[1] < in_per_group:   # a branch with more groups: place it in the block's groups
         branch_groups = (branch.conv if isinstance(branch, ConvNorm) else branch).groups
         weight = expand_groups(weight, branch_groups, weight.shape[1] * branch_groups // in_per_group)
-    pad = (kernel_size - weight.shape[-1]) // 2
-    return F.pad(weight, [pad] * 4), bias
+    pad_h, pad_w = (kernel_size - weight.shape[-2]) // 2, (kernel_size - weight.shape[-1]) // 2
+    return F.pad(weight, [pad_w, pad_w, pad_h, pad_h]), bias
 
 
 def expand_groups(weight: torch.Tensor, branch_groups: int, groups: int) -> torch.Tensor:
@@ -174,37 +176,46 @@ def fold_branches(branches: list[nn.Module | None], stride: int, groups: int) ->
     (odd) kernels and more groups (a multiple of `groups`) than the result."""
     convs = [b for b in branches if isinstance(b, (ConvNorm, nn.Conv2d))]
     ref = convs[0].conv if isinstance(convs[0], ConvNorm) else convs[0]
-    k = max((b.conv if isinstance(b, ConvNorm) else b).kernel_size[0] for b in convs)
+    k = max(max((b.conv if isinstance(b, ConvNorm) else b).kernel_size) for b in convs)
     parts = [branch_kernel(b, ref.out_channels, ref.in_channels // groups, k) for b in branches]
     return conv_with(sum(w for w, _ in parts), sum(b for _, b in parts), stride, groups)
 
 
 class MultiGroupConv(nn.Module):
     """FMViT's convolutional multi-group reparameterization (paper eq. 1): a k x k Conv-BN with G
-    groups plus parallel Conv-BNs with more groups and/or smaller odd kernels, summed; the deploy
-    form is one k x k conv with G groups, exactly equal.
+    groups plus parallel Conv-BNs with more groups and/or smaller odd kernels, summed, then an
+    optional activation; the deploy form is one k x k conv with G groups, exactly equal.
 
     The paper gives neither the number of branches nor their groups: ``branches`` lists
-    (kernel, group multiple) pairs, a branch being a Conv-BN with that kernel (None: k) and
-    G x multiple groups. A branch whose groups do not divide the channels is left out."""
+    (kernel, group multiple) pairs, a branch being a Conv-BN with that kernel (None: k; a
+    (kh, kw) pair for the stem's edge branches) and G x multiple groups. A branch whose groups
+    do not divide the channels is left out. ``residual`` adds the input (a shortcut folded into
+    the kernel, as in RepVGG/MobileOne; needs equal channels and stride 1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 branches: tuple[tuple[int | None, int], ...] | None = None):
+                 branches: tuple[tuple[int | tuple[int, int] | None, int], ...] | None = None,
+                 residual: bool = False, act: type[nn.Module] | None = None):
         super().__init__()
-        self.stride, self.groups = stride, groups
+        if residual and (in_chs != out_chs or stride != 1):
+            raise ValueError("a residual multi-group conv needs in_chs == out_chs and stride 1")
+        self.stride, self.groups, self.residual = stride, groups, residual
         self.main = ConvNorm(in_chs, out_chs, kernel_size, stride, groups=groups, bias=False)
         extra = []
         for k, multiple in FMVIT_BRANCHES if branches is None else branches:
-            k, g = kernel_size if k is None else k, groups * multiple
-            if k <= kernel_size and k % 2 and in_chs % g == 0 and out_chs % g == 0 and (k, g) != (kernel_size, groups):
+            k, g = _pair(kernel_size if k is None else k), groups * multiple
+            fits = all(a <= kernel_size and a % 2 for a in k) and in_chs % g == 0 and out_chs % g == 0
+            if fits and (k, g) != ((kernel_size, kernel_size), groups):
                 extra.append(ConvNorm(in_chs, out_chs, k, stride, groups=g, bias=False))
         self.extra = nn.ModuleList(extra)
+        self.act = act() if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum((b(x) for b in self.extra), self.main(x))
+        out = sum((b(x) for b in self.extra), self.main(x))
+        return self.act(out + x if self.residual else out)
 
-    def reparameterize(self) -> nn.Conv2d:
-        return fold_branches([self.main, *self.extra], self.stride, self.groups)
+    def reparameterize(self) -> nn.Module:
+        conv = fold_branches([self.main, *self.extra] + [None] * self.residual, self.stride, self.groups)
+        return conv if isinstance(self.act, nn.Identity) else nn.Sequential(conv, self.act)
 
 
 # Our reading of FMViT's unspecified branches (specs/families.md §6.5): the same kernel with 2x

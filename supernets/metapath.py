@@ -9,6 +9,7 @@ draw a Gumbel sample is made from):
   through its soft weight. Only the sampled block is computed, so a step costs about one path.
 
 In eval mode the mixing is deterministic: soft uses softmax(α/τ), hard runs the argmax path.
+A ``KnobChoice`` mixes the same way over the values of a stage knob (FMViT's frequency split).
 Candidates that take tokens are wrapped in a reshape here, so every slot maps (B, C, H, W) to
 (B, C, H, W) and a supernet stage never has to know which path is active.
 """
@@ -24,20 +25,52 @@ from supernets.layers import to_map, to_tokens
 MODES = ("soft", "hard")
 
 
-class MetaPath(nn.Module):
-    token_input = False
+class Mixer(nn.Module):
+    """Architecture logits α over a few options and the Gumbel-softmax mixing of their outputs;
+    a MetaPath mixes a slot's candidate blocks, a KnobChoice the values of a stage knob."""
 
-    def __init__(self, candidates: dict[str, nn.Module], choices: tuple[str, ...]):
+    def __init__(self, n: int):
         super().__init__()
-        self.choices = tuple(choices)
-        self.paths = nn.ModuleDict({k: candidates[k] for k in self.choices if k != IDENTITY})
-        self.alpha = nn.Parameter(torch.zeros(len(self.choices)))
+        self.alpha = nn.Parameter(torch.zeros(n))
         self.mode = "soft"
         self.tau = 1.0
 
-    def probabilities(self) -> dict[str, float]:
+    def mix(self, run) -> torch.Tensor:
+        """Mix ``run(i)`` (the output of option i) over the options as the mode says."""
+        if self.mode == "hard":
+            if self.training:
+                weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=True)
+                index = int(weights.argmax())
+                return weights[index] * run(index)
+            return run(int(self.alpha.argmax()))
+        if self.training:
+            weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=False)
+        else:
+            weights = F.softmax(self.alpha / self.tau, dim=0)
+        out = None
+        for i, w in enumerate(weights):
+            y = w * run(i)
+            out = y if out is None else out + y
+        return out
+
+    def _probabilities(self, labels) -> dict:
         p = F.softmax(self.alpha.detach().float(), dim=0)
-        return {k: float(v) for k, v in zip(self.choices, p)}
+        return {k: float(v) for k, v in zip(labels, p)}
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, tau={self.tau:.3g}"
+
+
+class MetaPath(Mixer):
+    token_input = False
+
+    def __init__(self, candidates: dict[str, nn.Module], choices: tuple[str, ...]):
+        super().__init__(len(choices))
+        self.choices = tuple(choices)
+        self.paths = nn.ModuleDict({k: candidates[k] for k in self.choices if k != IDENTITY})
+
+    def probabilities(self) -> dict[str, float]:
+        return self._probabilities(self.choices)
 
     def _run(self, kind: str, x: torch.Tensor) -> torch.Tensor:
         if kind == IDENTITY:
@@ -48,21 +81,23 @@ class MetaPath(nn.Module):
         return block(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "hard":
-            if self.training:
-                weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=True)
-                index = int(weights.argmax())
-                return weights[index] * self._run(self.choices[index], x)
-            return self._run(self.choices[int(self.alpha.argmax())], x)
-        if self.training:
-            weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=False)
-        else:
-            weights = F.softmax(self.alpha / self.tau, dim=0)
-        out = None
-        for w, kind in zip(weights, self.choices):
-            y = w * self._run(kind, x)
-            out = y if out is None else out + y
-        return out
+        return self.mix(lambda i: self._run(self.choices[i], x))
 
     def extra_repr(self) -> str:
-        return f"choices={self.choices}, mode={self.mode}, tau={self.tau:.3g}"
+        return f"choices={self.choices}, " + super().extra_repr()
+
+
+class KnobChoice(Mixer):
+    """α over the values of a stage knob that the supernet trains every value of at once (FMViT's
+    number of high-frequency branches): the block owning it calls ``mix`` with a function of the
+    value index, so each value's sub-block is sampled in training like a MetaPath's candidate."""
+
+    def __init__(self, name: str, values: tuple):
+        super().__init__(len(values))
+        self.name, self.values = name, tuple(values)
+
+    def probabilities(self) -> dict:
+        return self._probabilities(self.values)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}={self.values}, " + super().extra_repr()

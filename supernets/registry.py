@@ -50,6 +50,9 @@ class Family:
     # Stage-level knob names -> cost direction: +1 when a larger value costs more (a width), -1 when
     # a smaller one does (a reduction ratio). Elastic in a space; slimming steps them to cheaper values.
     stage_knobs: dict[str, int] = field(default_factory=dict)
+    # Stage knobs the supernet trains every value of, with α over them (a ``KnobChoice``): the
+    # skeleton hands the family the tuple of the space's values instead of the largest one.
+    alpha_knobs: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +60,7 @@ class Family:
 _FAMILY_MODULES = {
     "efficientformer": "supernets.efficientformer",
     "fastvit": "supernets.fastvit",
+    "fmvit": "supernets.fmvit",
     "iformer": "supernets.iformer",
     "mobilevitv3": "supernets.mobilevitv3",
 }

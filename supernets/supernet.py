@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, SearchSpace, StageConfig
-from supernets.metapath import MODES, MetaPath
+from supernets.metapath import MODES, KnobChoice, MetaPath, Mixer
 from supernets.registry import Family, get_family
 
 _SLOT_PARAM = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.*)$")
@@ -32,7 +32,7 @@ class Supernet(nn.Module):
         self.img_size = img_size or space.resolution
         stages = tuple(
             StageConfig(s.max_width, tuple(BlockSpec("metapath", {"stage": j, "choices": s.choices})
-                                           for _ in range(s.slots)), space.supernet_knobs(j))
+                                           for _ in range(s.slots)), self._skeleton_knobs(j))
             for j, s in enumerate(space.stages)
         )
         widths = [s.max_width for s in space.stages]
@@ -40,6 +40,14 @@ class Supernet(nn.Module):
                               self.family.stem_width(widths), stages, dict(space.head),
                               width_step=space.width_step, knobs=dict(space.knobs))
         self.net = self.family.build(skeleton, img_size=self.img_size, make_block=self._make_metapath)
+
+    def _skeleton_knobs(self, j: int) -> dict:
+        knobs = self.space.supernet_knobs(j)
+        for name in self.family.alpha_knobs:
+            values = self.space.stages[j].knobs.get(name, ())
+            if len(values) > 1:
+                knobs[name] = tuple(values)
+        return knobs
 
     def _make_metapath(self, spec: BlockSpec, dim: int, grid: tuple[int, int]) -> MetaPath:
         choices = self.space.stages[spec.knobs["stage"]].choices
@@ -55,12 +63,20 @@ class Supernet(nn.Module):
     def metapaths(self) -> list[list[MetaPath]]:
         return [list(stage.blocks) for stage in self.net.stages]
 
+    def knob_choices(self) -> list[dict[str, KnobChoice]]:
+        """Per stage, the α-searched knobs (``Family.alpha_knobs``) by name."""
+        out: list[dict[str, KnobChoice]] = [{} for _ in self.space.stages]
+        for name, m in self.net.named_modules():
+            if isinstance(m, KnobChoice):
+                out[int(name.split(".")[1])][m.name] = m
+        return out
+
     def set_mixing(self, mode: str, tau: float) -> None:
         if mode not in MODES:
             raise ValueError(f"mixing mode must be one of {MODES}, got {mode!r}")
-        for stage in self.metapaths():
-            for mp in stage:
-                mp.mode, mp.tau = mode, float(tau)
+        for m in self.modules():
+            if isinstance(m, Mixer):
+                m.mode, m.tau = mode, float(tau)
 
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         return (p for n, p in self.named_parameters() if n.endswith(".alpha"))
@@ -70,6 +86,10 @@ class Supernet(nn.Module):
 
     def probabilities(self) -> list[list[dict[str, float]]]:
         return [[mp.probabilities() for mp in stage] for stage in self.metapaths()]
+
+    def knob_probabilities(self) -> list[dict[str, dict]]:
+        """Per stage, for each α-searched knob, the probability of each value."""
+        return [{k: m.probabilities() for k, m in stage.items()} for stage in self.knob_choices()]
 
     def slot_importance(self) -> list[list[float]]:
         """Paper §4.2: α4D/αI in stages 1-2 and (α3D+α4D)/αI in 3-4, i.e. the probability mass of

@@ -58,6 +58,18 @@ stages:
   - {max_width: 64, min_width: 32, slots: 2, choices: [conv, shma, identity], r: [2, 4]}
 """
 
+TINY_FMVIT_SPACE = """\
+family: fmvit
+resolution: 64
+num_classes: 10
+width_step: 16
+stages:
+  - {max_width: 32, min_width: 16, slots: 1, choices: [cfb, identity]}
+  - {max_width: 32, min_width: 16, slots: 1, choices: [cfb, identity], hf_branches: [0, 1, 2], fm_width: [16, 32]}
+  - {max_width: 64, min_width: 32, slots: 2, choices: [cfb, identity], hf_branches: [0, 1, 2, 3], fm_width: [16, 32], out_width: 64}
+  - {max_width: 64, min_width: 32, slots: 1, choices: [cfb, identity], hf_branches: [1, 3], fm_width: [32], out_width: [48, 64]}
+"""
+
 
 def randomise(model):
     """Random weights, BN statistics and layer scales (eval mode): equivalence tests on a fresh

@@ -9,6 +9,10 @@ Appends one section per family to result.md (trajectory table, predicted vs meas
 the trajectory CSV/PNG here.
 
     python experiments/family_slim/run.py --family mobilevitv3 --epochs 3 --target-fraction 0.6
+    python experiments/family_slim/run.py --family fmvit --epochs 3 --target-fraction 0.8 --target-fraction 0.6
+
+With several fractions the supernet and table are shared and every emitted config is timed.
+For a family with α-searched knobs (FMViT's frequency split) the section starts with their α.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_family(family: str, args) -> str:
+    fractions = args.target_fraction or [0.6]
     with tempfile.TemporaryDirectory() as tmp:
         runs, tables = Path(tmp) / "runs", Path(tmp) / "tables"
         t0 = time.time()
@@ -46,29 +51,35 @@ def run_family(family: str, args) -> str:
         net = checkpoint.build_supernet(checkpoint.load(ckpt))
         table = LatencyTable.load(next(tables.glob("cpu@*.yaml")))
         start = net.initial_choice().to_config(net.space, num_classes=net.num_classes)
-        target = round(args.target_fraction * table.predict(start), 2)
-        out = Path(tmp) / "slim"
-        if nas(["slim", "--family", family, "--target-ms", str(target), "--device", "cpu", "--supernet", str(ckpt),
-                "--tables", str(tables), "--out", str(out), "--no-progress"]):
-            raise SystemExit(1)
-        slimmed = time.time()
-        stem = f"{family}@cpu-{target:g}ms"
-        emitted = ArchConfig.load(out / f"{stem}.yaml")
+        lines = [f"## {family}: slim to {' and '.join(f'{f:g}' for f in fractions)} x the start, "
+                 f"{datetime.date.today().isoformat()}", "",
+                 f"train-supernet {trained - t0:.0f} s ({args.epochs} epochs), lut build {built - trained:.0f} s "
+                 f"({len(table.entries)} entries).", ""]
+        lines += alpha_section(net)
+        emitted = {}
+        for fraction in fractions:
+            target = round(fraction * table.predict(start), 2)
+            out = Path(tmp) / f"slim-{fraction:g}"
+            t1 = time.time()
+            if nas(["slim", "--family", family, "--target-ms", str(target), "--device", "cpu", "--supernet",
+                    str(ckpt), "--tables", str(tables), "--out", str(out), "--no-progress"]):
+                raise SystemExit(1)
+            stem = f"{family}@cpu-{target:g}ms"
+            cfg = ArchConfig.load(out / f"{stem}.yaml")
+            emitted[f"emitted {fraction:g}x"] = cfg
+            name = family if len(fractions) == 1 else f"{family}-{fraction:g}x"
+            for suffix in ("trajectory.csv", "trajectory.png"):
+                shutil.copy(out / f"{stem}.{suffix}", HERE / f"{name}.{suffix}")
+            steps = list(csv.DictReader(open(out / f"{stem}.trajectory.csv")))
+            lines += [f"### target {target:g} ms ({fraction:g} x the start): slim {time.time() - t1:.0f} s", "",
+                      "| step | action | detail | predicted ms | inherited top-1 % |", "|---|---|---|---|---|"]
+            for s in steps:
+                lines.append(f"| {s['step']} | {s['action']} | {s['detail']} | {float(s['latency_ms']):.3f} | "
+                             f"{float(s['accuracy']):.2f} |")
+            lines += ["", f"Emitted: `{cfg.summary()}`", ""]
         table = LatencyTable.load(table.path)
-        check = validate.compare(table, {"emitted": emitted, "start": start}, rounds=args.rounds, progress=False)
-        for suffix in ("trajectory.csv", "trajectory.png"):
-            shutil.copy(out / f"{stem}.{suffix}", HERE / f"{family}.{suffix}")
-        steps = list(csv.DictReader(open(out / f"{stem}.trajectory.csv")))
-    lines = [f"## {family}: slim to {target:g} ms ({args.target_fraction:g} x the start), "
-             f"{datetime.date.today().isoformat()}", "",
-             f"train-supernet {trained - t0:.0f} s ({args.epochs} epochs), lut build {built - trained:.0f} s "
-             f"({len(table.entries)} entries), slim {slimmed - built:.0f} s.", "",
-             "| step | action | detail | predicted ms | inherited top-1 % |", "|---|---|---|---|---|"]
-    for s in steps:
-        lines.append(f"| {s['step']} | {s['action']} | {s['detail']} | {float(s['latency_ms']):.3f} | "
-                     f"{float(s['accuracy']):.2f} |")
-    lines += ["", f"Emitted: `{emitted.summary()}`", "",
-              "| network | predicted ms | measured ms | error % | at build-time speed % |", "|---|---|---|---|---|"]
+        check = validate.compare(table, {**emitted, "start": start}, rounds=args.rounds, progress=False)
+    lines += ["| network | predicted ms | measured ms | error % | at build-time speed % |", "|---|---|---|---|---|"]
     for r in check.rows:
         lines.append(f"| {r['config']} | {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['error_pct']:+.2f} | "
                      f"{r.get('drift_corrected_error_pct', float('nan')):+.2f} |")
@@ -76,12 +87,30 @@ def run_family(family: str, args) -> str:
     return "\n".join(lines)
 
 
+def alpha_section(net) -> list[str]:
+    """The α-searched stage knobs (FMViT's frequency split) as the trained supernet holds them."""
+    knobs = net.knob_probabilities()
+    if not any(knobs):
+        return []
+    lines = ["α-searched stage knobs after training (probability per value; for `hf_branches` also the "
+             "probability that high-frequency branch f_i is kept, P(n >= i)):", "",
+             "| stage | knob | probability per value | branch kept |", "|---|---|---|---|"]
+    for j, stage in enumerate(knobs):
+        for name, p in stage.items():
+            kept = ""
+            if name == "hf_branches":
+                kept = " ".join(f"f{i} {sum(q for v, q in p.items() if v >= i):.3f}" for i in range(1, max(p) + 1))
+            lines.append(f"| {j + 1} | {name} | {' '.join(f'{v}: {q:.3f}' for v, q in p.items())} | {kept} |")
+    return lines + [""]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", action="append", required=True, help="repeatable")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--target-fraction", type=float, default=0.6)
+    p.add_argument("--target-fraction", type=float, action="append",
+                   help="fraction of the start's predicted latency to slim to (repeatable; default 0.6)")
     args = p.parse_args()
     result = HERE / "result.md"
     if not result.exists():

@@ -1,7 +1,7 @@
 import pytest
 
 from nas.train import Recipe, train_supernet
-from tests.conftest import TINY_FASTVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE
+from tests.conftest import TINY_FASTVIT_SPACE, TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE
 
 
 def _tiny_run(space_text: str, name: str, family: str, doc: str):
@@ -26,3 +26,5 @@ tiny_mobilevit_run = _tiny_run(TINY_MOBILEVIT_SPACE, "tiny_mobilevit", "mobilevi
                                "A tiny MobileViTv3 supernet (elastic transformer depth and width).")
 tiny_iformer_run = _tiny_run(TINY_IFORMER_SPACE, "tiny_iformer", "iformer",
                              "A tiny iFormer supernet (conv/SHMA slots, elastic q/k reduction).")
+tiny_fmvit_run = _tiny_run(TINY_FMVIT_SPACE, "tiny_fmvit", "fmvit",
+                           "A tiny FMViT supernet (CFB slots, FMBs with an α-searched frequency split).")

@@ -58,7 +58,20 @@ def test_a_knob_that_costs_more_when_smaller_steps_up(tiny_iformer_run):
     assert not [a for a in propose(net, ups[0].choice) if a.detail.startswith("stage 3 r")]
 
 
-@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run"])
+def test_fmvit_split_actions_drop_one_branch_and_16_fm_channels(tiny_fmvit_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_fmvit_run))
+    actions = propose(net, net.initial_choice())
+    details = {a.detail for a in actions}
+    assert {"stage 2 hf_branches 2 -> 1", "stage 3 hf_branches 3 -> 2", "stage 4 hf_branches 3 -> 1",
+            "stage 2 fm_width 32 -> 16", "stage 3 fm_width 32 -> 16", "stage 4 out_width 64 -> 48"} <= details
+    assert not any(d.startswith("stage 4 fm_width") for d in details)     # a single value: nothing to step
+    one_fewer = next(a for a in actions if a.detail == "stage 3 hf_branches 3 -> 2")
+    sub = net.subnet(one_fewer.choice)
+    assert len(sub.stages[2].fmb.high) == 2 and len(sub.stages[2].fmb.fuse.convs) == 4   # x, low, 2 high
+
+
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run",
+                                 "tiny_fmvit_run"])
 def test_slim_end_to_end(run, request, tmp_path, capsys):
     """Every family: slim to 70% of the start, a valid trajectory, and an emitted config that
     builds, runs and exports (ONNX, checked against torch)."""

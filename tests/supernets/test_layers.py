@@ -9,15 +9,19 @@ from tests.conftest import randomise
 
 @pytest.mark.parametrize("seed", range(40))
 def test_multi_group_reparameterization_is_exact_for_random_shapes(seed):
-    """Property: for random channel counts, base groups, kernel sizes, strides and branch lists
-    (more groups and/or smaller kernels), the train form equals its single deploy conv."""
+    """Property: for random channel counts, base groups, kernel sizes, strides, branch lists
+    (more groups and/or smaller square or rectangular kernels) and shortcuts, the train form
+    equals its single deploy conv."""
     rng = random.Random(seed)
     groups = rng.choice([1, 1, 2, 3, 4])
     in_chs = groups * rng.choice([1, 2, 4, 6, 8])
     out_chs = groups * rng.choice([1, 2, 4, 8])
     kernel = rng.choice([1, 3, 5, 7])
-    branches = tuple((rng.choice([None, 1, 3, 5]), rng.choice([1, 2, 4, 8])) for _ in range(rng.randint(1, 4)))
-    block = randomise(MultiGroupConv(in_chs, out_chs, kernel, rng.choice([1, 2]), groups, branches))
+    kernels = [None, 1, 3, 5, (3, 1), (1, 3), (1, 5)]
+    branches = tuple((rng.choice(kernels), rng.choice([1, 2, 4, 8])) for _ in range(rng.randint(1, 4)))
+    stride = rng.choice([1, 2])
+    residual = in_chs == out_chs and stride == 1 and rng.random() < 0.5
+    block = randomise(MultiGroupConv(in_chs, out_chs, kernel, stride, groups, branches, residual=residual))
     deployed = reparameterize(block)
     assert isinstance(deployed, torch.nn.Conv2d) and deployed.groups == groups
     assert deployed.kernel_size == (kernel, kernel)
@@ -33,6 +37,13 @@ def test_default_branches_add_more_groups_and_a_1x1():
     assert kinds == [(3, 4), (3, 8), (1, 2)]
     # 6 channels, 3 groups, 1x1: 6 groups fit, 12 do not, and a 1x1 branch would repeat the main conv
     assert [b.conv.groups for b in MultiGroupConv(6, 6, 1, groups=3).extra] == [6]
+    edges = MultiGroupConv(3, 8, 3, 2, branches=(((3, 1), 1), ((1, 3), 1), ((3, 5), 1)))
+    assert [b.conv.kernel_size for b in edges.extra] == [(3, 1), (1, 3)]   # 3x5 does not fit in 3x3
+
+
+def test_residual_needs_a_shape_preserving_conv():
+    with pytest.raises(ValueError, match="residual"):
+        MultiGroupConv(8, 16, 3, residual=True)
 
 
 def test_expand_groups_places_each_branch_group_inside_its_coarser_group():

@@ -1,0 +1,310 @@
+"""FMViT (Tan et al., 2023; specs/families.md §6): CNN-Transformer hybrid whose stages end in a
+multi-frequency fusion block (FMB) mixing several high-frequency (conv) bands with one
+low-frequency (attention) band. BN + ReLU throughout. There is no public code: this module is
+built from the paper, and the readings below are ours.
+
+Blocks:
+
+* every conv that the paper reparameterizes is a ``MultiGroupConv`` (layers.py): the conv plus
+  parallel Conv-BNs with 2x and 4x its groups and, for k > 1, a 1x1 (our N and Gi, §6.5), one
+  conv at deploy;
+* ``GMLP`` (ratio 2): 1x1 multi-group -> ReLU -> DW 3x3 (+1x1 branch) with its shortcut folded
+  in -> ReLU -> 1x1 multi-group;
+* ``CFB`` (block kind ``cfb``): x + DW3x3(x) as a token mixer (3x3 and 1x1 DW branches and the
+  identity, one DW conv at deploy, as FastViT's RepMixer/RepCPE), then x + GMLP(x);
+* ``RLMHSA``: one projection W (a multi-group 1x1 Conv-BN) shared by keys and values, queries
+  are the raw input: softmax(X (XW)ᵀ / sqrt(d)) XW per head, head dim 32 (heads = width / 32,
+  fewer when that does not divide); no output projection (the FMB fusion conv follows);
+* ``FMB`` (the stage-level block of stages 2-4): z0 = ReLU(Conv-BN 1x1 x -> FM width),
+  z_i = CFB_i(z_{i-1}) for i = 1..n high-frequency branches (n = 0..3), z_low = RLMHSA(z_n);
+  y = BN(Conv1x1(concat(x, z_low, z_1..z_n))) -> out width (the paper's "patch embedding
+  fusion"); out = y + GMLP(y). The concat order puts the branches last so that a subnet with
+  fewer branches inherits the leading fusion weights;
+* stem: Conv 3x3/2 (+3x1 and 1x3 edge branches) -> DW 3x3/2 (+1x1) -> Conv 1x1 (multi-group),
+  each BN + ReLU; patch embedding: AvgPool 2x2/2 (stages 2-4) + multi-group Conv-BN 1x1,
+  nothing when neither channels nor resolution change; head: global pool + Linear.
+
+Reading of the garbled paper Table 1 (specs/families.md §6.2). Each "Channels (a, b, c)" of a
+stage is (patch-embedding width, CFB width, FMB output width); a equals the previous stage's c
+in every column, so the patch embedding here converts straight to b (one 1x1 conv instead of
+the table's c -> a "fusion" then a -> b). The four readable columns are the chains
+32->64->80 / 80->128->160 / 160->192->320 (T), 48->96->160 / ->192->320 / ->384->640 (S),
+96->128->160 / ->320->480 / ->512->960 and 96->256->320 / ->384->480 / ->640->1280; the
+widest chain is L, the other one M, and B (the lost column) is interpolated between them. FM
+widths 64/128/192/256 are T/S/M/L; B takes 224. Stage 1 CFB counts 3/3/3/6 are read as T/S/M/L
+(B: 4); the CFB counts of stages 2-4, which the table lost, are chosen so that the deploy-form
+parameters and FLOPs land within ±10% / ±15% of the paper's Table 2 (checked in the tests).
+
+Searchable (stage knobs): ``hf_branches`` (0-3, α-searched: the supernet samples the split
+with Gumbel-softmax next to the MetaPaths, see ``KnobChoice``), ``fm_width`` and
+``out_width``; slimming steps them down ("one fewer high-frequency branch", "FM width -16").
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import ClassifierHead
+from torch import nn
+
+from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.layers import FamilyModel, MultiGroupConv, SplitConvNorm
+from supernets.metapath import KnobChoice
+from supernets.registry import Family, OpNode, register_family
+
+BLOCK_KINDS = ("cfb",)
+MLP_RATIO, HEAD_DIM, MAX_HF_BRANCHES = 2, 32, 3
+STAGE_KNOBS = {"hf_branches": +1, "fm_width": +1, "out_width": +1}
+DW_BRANCHES = ((1, 1),)                                 # standard DW reparameterization: + a 1x1
+EDGE_BRANCHES = (((3, 1), 1), ((1, 3), 1))             # stem: vertical / horizontal edge kernels
+
+
+def _dw(dim: int, stride: int = 1, residual: bool = False, act: type[nn.Module] | None = None) -> MultiGroupConv:
+    return MultiGroupConv(dim, dim, 3, stride, groups=dim, branches=DW_BRANCHES, residual=residual, act=act)
+
+
+class GMLP(nn.Module):
+    def __init__(self, dim: int, ratio: float = MLP_RATIO):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = MultiGroupConv(dim, hidden, 1, act=nn.ReLU)
+        self.dw = _dw(hidden, residual=True, act=nn.ReLU)
+        self.fc2 = MultiGroupConv(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dw(self.fc1(x)))
+
+
+class CFB(nn.Module):
+    """Convolutional fusion block: x + DW(x) (folded into the DW kernel), then x + GMLP(x)."""
+
+    def __init__(self, dim: int, ratio: float = MLP_RATIO):
+        super().__init__()
+        self.mixer = _dw(dim, residual=True)
+        self.mlp = GMLP(dim, ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mixer(x)
+        return x + self.mlp(x)
+
+
+def num_heads(dim: int) -> int:
+    """dim / 32 heads, or the largest head count below that divides dim (a width of 48 has 1)."""
+    return next(h for h in range(max(1, dim // HEAD_DIM), 0, -1) if dim % h == 0)
+
+
+def reduction_ratio(stage: int) -> int:
+    """NextViT's E-MHSA key/value reduction by stage (8, 4, 2, 1 at strides 4..32)."""
+    return 2 ** max(0, 3 - stage)
+
+
+class RLMHSA(nn.Module):
+    """Softmax(X (XW)ᵀ) XW: keys and values share one projection, queries are the input itself.
+    Keys/values come from the input average-pooled by ``sr`` (see the module docstring)."""
+
+    def __init__(self, dim: int, sr: int = 1):
+        super().__init__()
+        self.heads = num_heads(dim)
+        self.scale = (dim // self.heads) ** -0.5
+        self.pool = nn.AvgPool2d(sr, sr, ceil_mode=True) if sr > 1 else nn.Identity()
+        self.proj = MultiGroupConv(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q = x.reshape(B, self.heads, C // self.heads, H * W).transpose(-2, -1)           # (B, h, N, d)
+        kv = self.proj(self.pool(x)).flatten(2).reshape(B, self.heads, C // self.heads, -1).transpose(-2, -1)
+        attn = ((q * self.scale) @ kv.transpose(-2, -1)).softmax(dim=-1)
+        return (attn @ kv).transpose(-2, -1).reshape(B, C, H, W)
+
+
+class FMB(nn.Module):
+    """Multi-frequency fusion block (see the module docstring). ``hf_branches`` is an int, or in
+    the supernet the tuple of searched values: then a ``KnobChoice`` samples the split."""
+
+    def __init__(self, dim: int, fm_width: int, out_width: int, hf_branches: int | tuple[int, ...],
+                 sr: int = 1, ratio: float = MLP_RATIO):
+        super().__init__()
+        self.values = tuple(hf_branches) if isinstance(hf_branches, tuple) else (int(hf_branches),)
+        most = max(self.values)
+        self.reduce = MultiGroupConv(dim, fm_width, 1, act=nn.ReLU)
+        self.high = nn.ModuleList(CFB(fm_width, ratio) for _ in range(most))
+        self.low = RLMHSA(fm_width, sr)
+        self.fuse = SplitConvNorm((dim, fm_width) + (fm_width,) * most, out_width)
+        self.mlp = GMLP(out_width, ratio)
+        self.split = KnobChoice("hf_branches", self.values) if len(self.values) > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = [self.reduce(x)]
+
+        def fused(n: int) -> torch.Tensor:   # bands are computed once and shared by every split
+            while len(bands) <= n:
+                bands.append(self.high[len(bands) - 1](bands[-1]))
+            return self.fuse(x, self.low(bands[n]), *bands[1:n + 1])
+
+        y = fused(self.values[0]) if self.split is None else self.split.mix(lambda i: fused(self.values[i]))
+        return y + self.mlp(y)
+
+
+class Stem(nn.Sequential):
+    def __init__(self, out_chs: int):
+        super().__init__(MultiGroupConv(3, out_chs, 3, 2, branches=EDGE_BRANCHES, act=nn.ReLU),
+                         _dw(out_chs, stride=2, act=nn.ReLU),
+                         MultiGroupConv(out_chs, out_chs, 1, act=nn.ReLU))
+
+
+class PatchEmbed(nn.Sequential):
+    """AvgPool 2x2/2 (when the stage halves the resolution) + multi-group Conv-BN 1x1 (when the
+    width changes or after pooling); empty (the identity) otherwise."""
+
+    def __init__(self, in_chs: int, out_chs: int, downsample: bool):
+        layers = [nn.AvgPool2d(2, 2)] if downsample else []
+        if downsample or in_chs != out_chs:
+            layers.append(MultiGroupConv(in_chs, out_chs, 1))
+        super().__init__(*layers)
+
+
+class Stage(nn.Module):
+    def __init__(self, in_chs: int, dim: int, blocks: list[nn.Module], downsample: bool, fmb: FMB | None):
+        super().__init__()
+        self.downsample = PatchEmbed(in_chs, dim, downsample)
+        self.blocks = nn.ModuleList(blocks)
+        self.fmb = fmb if fmb is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.fmb(x)
+
+
+def stage_out_width(stage) -> int:
+    return stage.knobs.get("out_width", stage.width) if "fm_width" in stage.knobs else stage.width
+
+
+def _make_fmb(stage, j: int) -> FMB | None:
+    if "fm_width" not in stage.knobs:
+        return None
+    return FMB(stage.width, stage.knobs["fm_width"], stage_out_width(stage),
+               stage.knobs.get("hf_branches", MAX_HF_BRANCHES), reduction_ratio(j))
+
+
+class FMViT(FamilyModel):
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
+        super().__init__()
+        make_block = make_block or _make_block
+        self.config, self.num_classes = config, config.num_classes
+        self.stem = Stem(config.stem_width)
+        in_chs, stages = config.stem_width, []
+        for j, st in enumerate(config.stages):
+            blocks = [make_block(spec, st.width, (0, 0)) for spec in st.blocks]
+            stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, fmb=_make_fmb(st, j)))
+            in_chs = stage_out_width(st)
+        self.stages = nn.ModuleList(stages)
+        self.head = ClassifierHead(in_chs, config.num_classes, pool_type="avg")
+        self.init_weights()
+
+
+def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
+    if spec.kind == "cfb":
+        return CFB(dim, spec.knobs.get("ratio", MLP_RATIO))
+    raise ConfigError(f"unknown fmvit block kind {spec.kind!r} (known: {', '.join(BLOCK_KINDS)})")
+
+
+# ---------------------------------------------------------------------------- op graph
+def op_nodes(config: ArchConfig) -> list[OpNode]:
+    """stem, per stage its patch embedding, CFBs and FMB (one op: its split and widths are in the
+    key), then the head."""
+    res, c_in = config.resolution, config.stem_width
+    nodes = [OpNode("stem", f"fm-stem:3>{c_in}:{res}x{res}", "stem", (1, 3, res, res), lambda c=c_in: Stem(c))]
+    for j, st in enumerate(config.stages):
+        side, c = res // (4 * 2 ** j), st.width
+        prev = side * 2 if j > 0 else side
+        if j > 0 or c_in != c:
+            nodes.append(OpNode(f"stages.{j}.downsample", f"fm-embed:{c_in}>{c}:s{2 if j else 1}:{prev}x{prev}",
+                                "downsample", (1, c_in, prev, prev), lambda a=c_in, b=c, d=j > 0: PatchEmbed(a, b, d)))
+        for i, spec in enumerate(st.blocks):
+            ratio = spec.knobs.get("ratio", MLP_RATIO)
+            nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"cfb:c{c}:r{ratio:g}:{side}x{side}", "cfb",
+                                (1, c, side, side), lambda s=spec, d=c: _make_block(s, d, (0, 0))))
+        k = st.knobs
+        if "fm_width" in k:
+            n = k.get("hf_branches", MAX_HF_BRANCHES)
+            nodes.append(OpNode(f"stages.{j}.fmb", f"fmb:c{c}:f{k['fm_width']}:n{n}:o{stage_out_width(st)}:"
+                                f"sr{reduction_ratio(j)}:{side}x{side}", "fmb", (1, c, side, side),
+                                lambda s=st, i=j: _make_fmb(s, i)))
+        c_in = stage_out_width(st)
+    side = res // 32
+    nodes.append(OpNode("head", f"fm-head:c{c_in}:{side}x{side}:k{config.num_classes}", "head", (1, c_in, side, side),
+                        lambda c=c_in, k=config.num_classes: ClassifierHead(c, k, pool_type="avg")))
+    return nodes
+
+
+# ---------------------------------------------------------------------------- validation
+def _check_knob_values(j: int, name: str, values, width_step: int) -> None:
+    where = f"stages[{j}].{name}"
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: {v!r} is not an integer")
+        if name == "hf_branches" and not 0 <= v <= MAX_HF_BRANCHES:
+            raise ConfigError(f"{where}: {v} is out of range 0..{MAX_HF_BRANCHES} (high-frequency CFB branches)")
+        if name != "hf_branches" and (v < width_step or v % width_step):
+            raise ConfigError(f"{where}: {v} is not a positive multiple of {width_step}")
+
+
+def _check_stage_knobs(j: int, knobs, width_step: int) -> None:
+    if "fm_width" not in knobs:
+        extra = sorted(set(knobs) & {"hf_branches", "out_width"})
+        if extra:
+            raise ConfigError(f"stages[{j}].{extra[0]}: only a stage with an FMB (one with `fm_width`) has it")
+    for name, values in knobs.items():
+        _check_knob_values(j, name, values if isinstance(values, tuple) else (values,), width_step)
+
+
+def validate(config: ArchConfig) -> None:
+    if config.knobs:
+        raise ConfigError(f"knobs: fmvit has no family knobs, got {', '.join(sorted(config.knobs))}")
+    for j, st in enumerate(config.stages):
+        _check_stage_knobs(j, st.knobs, config.width_step)
+        for i, b in enumerate(st.blocks):
+            where = f"stages[{j}].blocks[{i}]"
+            if b.kind not in BLOCK_KINDS:
+                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (fmvit has {', '.join(BLOCK_KINDS)}; "
+                                  "the FMB is the stage's, set by `fm_width`)")
+            extra = set(b.knobs) - {"ratio"}
+            if extra:
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (fmvit blocks take ratio; "
+                                  "hf_branches, fm_width and out_width belong to the stage)")
+
+
+def validate_space(space: SearchSpace) -> None:
+    for j, st in enumerate(space.stages):
+        _check_stage_knobs(j, st.knobs, space.width_step)
+        for c in st.choices:
+            if c not in (*BLOCK_KINDS, IDENTITY):
+                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (fmvit has {', '.join(BLOCK_KINDS)}, "
+                                  "identity)")
+
+
+def stem_width(widths: Sequence[int]) -> int:
+    return widths[0]
+
+
+# ---------------------------------------------------------------------------- family
+VARIANTS = ("t", "s", "m", "b", "l")
+
+
+FAMILY = register_family(Family(
+    name="fmvit",
+    block_kinds=BLOCK_KINDS,
+    build=FMViT,
+    make_block=_make_block,
+    op_nodes=op_nodes,
+    validate=validate,
+    validate_space=validate_space,
+    stem_width=stem_width,
+    stage_knobs=STAGE_KNOBS,
+    alpha_knobs=("hf_branches",),
+    variants=VARIANTS,
+    # Grouped train-time branches do not survive a channel permutation: keep the trained order.
+    extra={"channel_reorder": False},
+))

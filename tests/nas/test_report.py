@@ -1,0 +1,23 @@
+import re
+
+import pytest
+
+from nas import checkpoint
+from nas.cli import main
+
+
+def test_show_supernet_prints_slot_and_frequency_split_alpha(tiny_fmvit_run, capsys):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_fmvit_run))
+    assert main(["show", str(tiny_fmvit_run.parent)]) == 0     # the run directory
+    out = capsys.readouterr().out
+    splits = re.findall(r"hf_branches  (.*)", out)
+    kept = re.findall(r"branch kept  (.*)", out)
+    assert len(splits) == len(kept) == 3
+    for j, (line, kept_line) in enumerate(zip(splits, kept), start=1):
+        shown = {int(v): float(p) for v, p in re.findall(r"(\d+): ([\d.]+)", line)}
+        want = net.knob_probabilities()[j]["hf_branches"]
+        assert shown == pytest.approx(want, abs=1e-3)
+        keep = [float(p) for p in re.findall(r"f\d: ([\d.]+)", kept_line)]
+        assert keep == pytest.approx([sum(q for v, q in want.items() if v >= i) for i in range(1, max(want) + 1)],
+                                     abs=1e-3)
+    assert out.count("importance") == sum(s.slots for s in net.space.stages)
