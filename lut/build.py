@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from lut import graph, measure
+from lut import backends, graph, measure
 from lut.table import CacheModel, LatencyTable
 from supernets import io
 from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
@@ -79,8 +79,9 @@ def fill(table: LatencyTable, ops: dict[str, dict], *, calibration: dict[str, Ar
     # Shuffled (fixed seed) so that within a round a slow spell hits ops of every stage, which
     # averages out in a network's sum, instead of every op of one stage.
     random.Random(0).shuffle(order)
-    items = _op_items({k: measure_ops[k] for k in order})
-    models = _model_items(calibration or {})
+    backend = table_backend(table)
+    items = backends.runners(_op_items({k: measure_ops[k] for k in order}), backend, threads)
+    models = backends.runners(_model_items(calibration or {}), backend, threads)
     sidecar = table.path.with_name(table.path.name + ".partial") if save and table.path else None
     record = _load_partial(sidecar, [k for k, _, _ in items] + [n for n, _, _ in models], rounds)
     bar = tqdm(total=(len(items) + len(models)) * rounds, desc=desc, unit="op", disable=not progress, leave=False)
@@ -134,16 +135,21 @@ def _store(table: LatencyTable, timed: measure.RoundTimings, keys: Iterable[str]
                   hot_std_ms=hot.std_ms, count=cold.count + hot.count, rounds=cold.rounds)
 
 
-def new_table(device: str, resolution: int, threads: int) -> LatencyTable:
-    env = measure.environment(threads)
-    return LatencyTable(device, resolution, env, {})
+def new_table(device: str, resolution: int, threads: int, backend: str = "torch-eager") -> LatencyTable:
+    return LatencyTable(device, resolution, backends.environment(backend, threads), {})
+
+
+def table_backend(table: LatencyTable) -> str:
+    """How the table's entries are measured (tables from before backends existed: torch eager)."""
+    return table.environment.get("backend", "torch-eager")
 
 
 def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: int = 5,
-                   min_run_time: float = 0.2, progress: Callable[[int], None] | None = None) -> dict[str, measure.Timing]:
+                   min_run_time: float = 0.2, progress: Callable[[int], None] | None = None,
+                   backend: str = "torch-eager") -> dict[str, measure.Timing]:
     """End-to-end latency of whole deploy-form models, same harness as the table's ops."""
-    return measure.time_rounds([], _model_items(configs), num_threads=threads, rounds=rounds,
-                               model_min_run_time=min_run_time, progress=progress).models
+    return measure.time_rounds([], backends.runners(_model_items(configs), backend, threads), num_threads=threads,
+                               rounds=rounds, model_min_run_time=min_run_time, progress=progress).models
 
 
 def calibration_configs(spaces: list[SearchSpace], num_classes: int | None, samples: int,

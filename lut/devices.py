@@ -1,7 +1,19 @@
 """Device registry: where a device's latencies come from and where its tables live.
 
-``cpu`` is measured here (torch eager, fixed threads). Apple devices cannot be measured on
-Linux: their tables are shipped (estimated) or imported from on-device timings.
+A device is a name for one measurement setup: a backend (``lut.backends``), a thread count and
+optionally the resolution its tables default to. Built in:
+
+* ``cpu``: torch eager on this machine's CPU, 1 thread;
+* ``cuda``: torch eager on this machine's GPU (CUDA events), when torch sees one;
+* ``onnxruntime``: ONNX Runtime's CPU execution provider, 1 thread;
+* ``iphone12`` / ``iphone13``: Core ML on an Apple A14 / A15. These cannot be measured here:
+  their tables are shipped (estimated) or imported from on-device timings.
+
+User devices come from ``devices.yaml`` in the tables directory, e.g.::
+
+    devices:
+      - {name: ort-4t, backend: onnxruntime, threads: 4}
+      - {name: iphone15, backend: coreml, resolution: 256, description: A17 Pro, timings imported}
 """
 from __future__ import annotations
 
@@ -9,21 +21,40 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from lut.backends import BACKENDS, get_backend
+from supernets import io
+
 SHIPPED_TABLES = Path(__file__).resolve().parent / "tables"
+USER_DEVICES = "devices.yaml"
 
 
 @dataclass(frozen=True)
 class Device:
     name: str
-    measurable: bool          # can `nas` time ops for this device on this machine?
+    backend: str
     threads: int = 1
+    resolution: int | None = None     # the resolution its tables default to (None: the space's)
     description: str = ""
+    builtin: bool = True
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return get_backend(self.backend).available()
+
+    @property
+    def measurable(self) -> bool:
+        """Can `nas` time ops for this device on this machine?"""
+        return self.unavailable_reason is None
 
 
-DEVICES = {
-    "cpu": Device("cpu", True, 1, "this machine's CPU, torch eager, 1 thread"),
-    "iphone12": Device("iphone12", False, description="Apple A14, Core ML (tables shipped or imported)"),
-    "iphone13": Device("iphone13", False, description="Apple A15, Core ML (tables shipped or imported)"),
+BUILTIN = {
+    "cpu": Device("cpu", "torch-eager", 1, description="this machine's CPU, torch eager, 1 thread"),
+    "cuda": Device("cuda", "torch-cuda", 1, description="this machine's GPU, torch eager, CUDA events"),
+    "onnxruntime": Device("onnxruntime", "onnxruntime", 1, description="ONNX Runtime CPU EP, 1 thread"),
+    "iphone12": Device("iphone12", "coreml", description="Apple A14, Core ML (tables shipped or imported)"),
+    "iphone13": Device("iphone13", "coreml", description="Apple A15, Core ML (tables shipped or imported)"),
 }
 
 
@@ -31,10 +62,56 @@ class DeviceError(ValueError):
     pass
 
 
-def get_device(name: str) -> Device:
-    if name not in DEVICES:
-        raise DeviceError(f"unknown device {name!r} (known: {', '.join(sorted(DEVICES))})")
-    return DEVICES[name]
+def user_devices(tables_dir: str | os.PathLike | None) -> dict[str, Device]:
+    """Devices declared in ``<tables_dir>/devices.yaml`` (empty if there is no such file)."""
+    if tables_dir is None:
+        return {}
+    path = Path(tables_dir) / USER_DEVICES
+    if not path.is_file():
+        return {}
+    try:
+        raw = io.read_yaml(path)
+    except yaml.YAMLError as e:
+        raise DeviceError(f"{path}: malformed YAML ({e.__class__.__name__}); fix or remove the file") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("devices"), list):
+        raise DeviceError(f"{path}: expected a mapping with a 'devices' list, e.g. "
+                          "devices: [{name: ort-4t, backend: onnxruntime, threads: 4}]")
+    out = {}
+    for i, d in enumerate(raw["devices"]):
+        where = f"{path}: devices[{i}]"
+        if not isinstance(d, dict):
+            raise DeviceError(f"{where}: expected a mapping with name and backend")
+        extra = set(d) - {"name", "backend", "threads", "resolution", "description"}
+        if extra:
+            raise DeviceError(f"{where}: unknown field(s) {', '.join(sorted(extra))} "
+                              "(allowed: name, backend, threads, resolution, description)")
+        name, backend = d.get("name"), d.get("backend")
+        if not isinstance(name, str) or not name or "@" in name or "/" in name:
+            raise DeviceError(f"{where}.name: {name!r} is not a device name (no '@' or '/')")
+        if name in BUILTIN or name in out:
+            raise DeviceError(f"{where}.name: {name!r} is already a device; choose another name")
+        if backend not in BACKENDS:
+            raise DeviceError(f"{where}.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        threads, resolution = d.get("threads", 1), d.get("resolution")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise DeviceError(f"{where}.threads: {threads!r} is not a positive integer")
+        if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
+                                       or resolution < 32 or resolution % 32):
+            raise DeviceError(f"{where}.resolution: {resolution!r} is not a positive multiple of 32")
+        out[name] = Device(name, backend, threads, resolution, str(d.get("description", "")), builtin=False)
+    return out
+
+
+def all_devices(tables_dir: str | os.PathLike | None = None) -> dict[str, Device]:
+    return {**BUILTIN, **user_devices(tables_dir)}
+
+
+def get_device(name: str, tables_dir: str | os.PathLike | None = None) -> Device:
+    devices = all_devices(tables_dir)
+    if name not in devices:
+        where = Path(tables_dir) / USER_DEVICES if tables_dir is not None else f"{USER_DEVICES} in the tables directory"
+        raise DeviceError(f"unknown device {name!r} (known: {', '.join(sorted(devices))}); declare your own in {where}")
+    return devices[name]
 
 
 def table_filename(device: str, resolution: int) -> str:
@@ -53,3 +130,14 @@ def find_table(device: str, resolution: int, tables_dir: str | os.PathLike) -> P
         if p.is_file():
             return p
     return None
+
+
+def tables_of(device: str, tables_dir: str | os.PathLike) -> list[Path]:
+    """Every table file of `device` (user tables first, then shipped ones it does not shadow)."""
+    seen, out = set(), []
+    for root in (Path(tables_dir), SHIPPED_TABLES):
+        for p in sorted(root.glob(f"{device}@*.yaml")):
+            if p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+    return out

@@ -1,4 +1,4 @@
-"""CPU latency measurement with ``torch.utils.benchmark``.
+"""Latency measurement with ``torch.utils.benchmark`` (runners from ``lut.backends``).
 
 Protocol (shared/ENVIRONMENT.md, "Timing on this CPU"): fixed thread count (1 by default),
 deploy-form modules in eval/inference mode, batch 1; candidates are timed in *interleaved
@@ -11,7 +11,6 @@ reproducible figure for the unloaded device (median and spread are kept alongsid
 from __future__ import annotations
 
 import contextlib
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,18 +40,7 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def environment(num_threads: int) -> dict:
-    return {
-        "backend": "torch-eager",
-        "torch": str(torch.__version__),
-        "threads": num_threads,
-        "machine": platform.machine(),
-        "processor": platform.processor() or _cpu_model(),
-        "python": platform.python_version(),
-    }
-
-
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -147,7 +135,10 @@ def time_rounds(ops: list[Item], models: list[Item] = (), *, num_threads: int = 
 
 
 def _call_times(module, x, calls: int) -> list[float]:
-    """Milliseconds of `calls` back-to-back calls, each timed alone."""
+    """Milliseconds of `calls` back-to-back calls, each timed alone (by the runner itself when it
+    has its own clock: CUDA events, see ``lut.backends``)."""
+    if hasattr(module, "time_calls"):
+        return module.time_calls(x, calls)
     out = []
     for _ in range(calls):
         t0 = time.perf_counter_ns()

@@ -75,7 +75,8 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
     items = {**configs, **cal_configs}
     bar = tqdm(total=len(items) * rounds, desc="timing networks", unit="net", disable=not progress, leave=False)
     try:
-        measured = build.measure_models(items, threads=threads, rounds=rounds, progress=bar.update)
+        measured = build.measure_models(items, threads=threads, rounds=rounds, progress=bar.update,
+                                        backend=build.table_backend(table))
     finally:
         bar.close()
     drift = (statistics.median(measured[n].ms / cal["measured_ms"][n] for n in cal_configs)

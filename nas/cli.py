@@ -38,16 +38,21 @@ def _open_table(device_name: str, resolution: int, tables_dir: Path, create: boo
     from lut.devices import find_table, get_device, table_path
     from lut.table import LatencyTable
 
-    device = get_device(device_name)
+    device = get_device(device_name, tables_dir)
     found = find_table(device_name, resolution, tables_dir)
     if found is None:
         if not (create and device.measurable):
+            how = (f"build one with `nas lut build --device {device_name}`" if device.measurable else
+                   f"import on-device timings (`nas lut export` / `nas lut import`); {device.unavailable_reason}")
             raise UserError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
-                            f"shipped tables); build one with `nas lut build --device {device_name}`")
-        table = build.new_table(device_name, resolution, device.threads)
+                            f"shipped tables); {how}")
+        table = build.new_table(device_name, resolution, device.threads, device.backend)
         table.path = table_path(device_name, resolution, tables_dir)
         return device, table
     table = LatencyTable.load(found, device=device_name, resolution=resolution)
+    if build.table_backend(table) != device.backend:
+        raise UserError(f"{found} was measured with backend {build.table_backend(table)}, but device {device_name} "
+                        f"uses {device.backend}; move the table away or rebuild it with `nas lut build`")
     if device.measurable and found.parent.resolve() != tables_dir.resolve():
         table.path = table_path(device_name, resolution, tables_dir)  # never write into the package
     return device, table
@@ -81,6 +86,7 @@ def cmd_train_supernet(args) -> Path:
 
 def cmd_lut_build(args) -> Path:
     from lut import build
+    from lut.devices import get_device
     from supernets.config import SearchSpace
     import search_spaces
 
@@ -88,16 +94,17 @@ def cmd_lut_build(args) -> Path:
     paths = []
     by_res: dict[int, dict] = {}
     spaces_at: dict[int, list] = {}
+    device = get_device(args.device, tables_dir)
     for fam in _families(args.family):
         space = SearchSpace.load(search_spaces.space_path(fam))
-        res = args.resolution or space.resolution
+        res = args.resolution or device.resolution or space.resolution
         by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), args.num_classes))
         spaces_at.setdefault(res, []).append(space)
     for res, ops in by_res.items():
         device, table = _open_table(args.device, res, tables_dir, create=True)
         if not device.measurable:
-            raise UserError(f"device {args.device} cannot be measured on this machine; use its shipped table")
-        table.environment.update(build.new_table(args.device, res, device.threads).environment)
+            raise UserError(f"device {args.device} cannot be measured on this machine ({device.unavailable_reason})")
+        table.environment.update(build.new_table(args.device, res, device.threads, device.backend).environment)
         todo = [k for k in ops if k not in table]
         print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
               f"{table.path}, measuring {len(todo)}", flush=True)
@@ -116,9 +123,55 @@ def cmd_lut_build(args) -> Path:
     return paths[-1]
 
 
+def cmd_lut_devices(args) -> None:
+    from collections import Counter
+
+    from lut import build
+    from lut.devices import SHIPPED_TABLES, all_devices, tables_of
+    from lut.table import LatencyTable, TableError
+    from supernets.config import SearchSpace
+    from supernets.registry import family_names
+    import search_spaces
+
+    tables_dir = _tables_dir(args)
+    needed: dict[tuple[str, int], set] = {}
+
+    def coverage(table: LatencyTable) -> str:
+        parts = []
+        for fam in family_names():
+            if (fam, table.resolution) not in needed:
+                space = SearchSpace.load(search_spaces.space_path(fam)).replace(resolution=table.resolution)
+                needed[fam, table.resolution] = set(build.space_ops(space, args.num_classes))
+            keys = needed[fam, table.resolution]
+            have = len(keys & set(table.entries))
+            if have:
+                parts.append(f"{fam} {have}/{len(keys)}")
+        return ", ".join(parts) or "no family's space"
+
+    for d in all_devices(tables_dir).values():
+        where = "built-in" if d.builtin else f"user ({tables_dir / 'devices.yaml'})"
+        res = f", {d.resolution} px" if d.resolution else ""
+        print(f"{d.name}  [{d.backend}, {d.threads} thread(s){res}, {where}]  {d.description}")
+        print(f"  {'measurable here' if d.measurable else 'not measurable here: ' + d.unavailable_reason}")
+        tables = tables_of(d.name, tables_dir)
+        if not tables:
+            print("  no table yet")
+        for p in tables:
+            origin = "shipped" if p.parent.resolve() == SHIPPED_TABLES.resolve() else "user"
+            try:
+                t = LatencyTable.load(p)
+            except TableError as e:
+                print(f"  {p} ({origin}): unusable: {e}")
+                continue
+            sources = Counter(str(e.get("source", "?")) for e in t.entries.values())
+            kinds = ", ".join(f"{n} {s}" for s, n in sorted(sources.items()))
+            print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
+
+
 def cmd_lut_validate(args) -> list[Path]:
     from lut import validate
     from lut.build import Predictor
+    from lut.devices import get_device
     from supernets.config import SearchSpace
     import search_spaces
 
@@ -127,7 +180,8 @@ def cmd_lut_validate(args) -> list[Path]:
     written = []
     for fam in _families(args.family):
         space = SearchSpace.load(search_spaces.space_path(fam))
-        space = space.replace(resolution=args.resolution or space.resolution)
+        device = get_device(args.device, _tables_dir(args))
+        space = space.replace(resolution=args.resolution or device.resolution or space.resolution)
         device, table = _open_table(args.device, space.resolution, _tables_dir(args), create=False)
         if not device.measurable:
             raise UserError(f"device {args.device} cannot be measured on this machine, so its table cannot be "
@@ -302,6 +356,11 @@ def _build_parser() -> argparse.ArgumentParser:
     common(b)
     b.set_defaults(func=cmd_lut_build)
 
+    dv = lsub.add_parser("devices", help="list devices (built-in and from TABLES/devices.yaml) and their tables")
+    dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")
+    common(dv)
+    dv.set_defaults(func=cmd_lut_devices)
+
     v = lsub.add_parser("validate", help="predicted vs measured latency of random configs of a family's space")
     v.add_argument("--device", default="cpu")
     v.add_argument("--family", default="efficientformer", help="a family or 'all'")
@@ -361,13 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = _parse(sys.argv[1:] if argv is None else argv)
+    from lut.backends import BackendError
     from lut.devices import DeviceError
     from lut.table import MissingKeysError, TableError
     from supernets.config import ConfigError
 
     try:
         args.func(args)
-    except (UserError, ConfigError, TableError, DeviceError, MissingKeysError) as e:
+    except (UserError, ConfigError, TableError, DeviceError, BackendError, MissingKeysError) as e:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -94,3 +94,12 @@ def test_help_on_every_command(capsys):
             main(argv)
         assert e.value.code == 0
         assert "usage: nas" in capsys.readouterr().out
+
+
+def test_a_table_measured_with_another_backend_is_refused(tmp_path, capsys, tiny_run):
+    from lut import build
+
+    table = build.new_table("cpu", 64, 1, "onnxruntime")
+    table.save(tmp_path / "cpu@64.yaml")
+    assert main(["slim", "--target-ms", "1", "--supernet", str(tiny_run), "--tables", str(tmp_path)]) == 2
+    assert "measured with backend onnxruntime, but device cpu uses torch-eager" in capsys.readouterr().err

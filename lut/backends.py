@@ -1,0 +1,166 @@
+"""Measurement backends: how a device runs a deploy-form op or network, and how one call is timed.
+
+``lut.measure.time_rounds`` times *runners*: callables ``runner(x)`` for a fixed input ``x``.
+A backend turns a deploy module and its input into a runner:
+
+* ``torch-eager`` (device ``cpu``): the module itself; calls timed with ``perf_counter_ns``;
+* ``torch-cuda`` (device ``cuda``): module and input on the GPU; every call is bracketed by CUDA
+  events and synchronised, so a call's time is the GPU time of its kernels;
+* ``onnxruntime`` (device ``onnxruntime``): the module exported with ``torch.onnx.export``
+  (dynamo, as ``nas export``) and run by an ONNX Runtime CPU session with the device's thread
+  count;
+* ``coreml``: Core ML runs only on Apple hardware; its tables are imported from on-device
+  timings (``nas lut export`` / ``nas lut import``) or estimated.
+
+Runners are ``nn.Module``s holding the torch module, so parameter counts still work on them.
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    available: Callable[[], str | None]          # None when usable here, else why not
+    wrap: Callable[[nn.Module, torch.Tensor, int], tuple[nn.Module, torch.Tensor]] | None
+    versions: Callable[[], dict]
+
+
+def _torch_versions() -> dict:
+    return {"torch": str(torch.__version__)}
+
+
+# ---------------------------------------------------------------------------- CUDA
+class CudaRunner(nn.Module):
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module.cuda()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def time_calls(self, x: torch.Tensor, calls: int) -> list[float]:
+        """GPU milliseconds of `calls` calls, each between its own pair of events, synchronised."""
+        out = []
+        for _ in range(calls):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.module(x)
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end))
+        return out
+
+
+def _cuda_available() -> str | None:
+    return None if torch.cuda.is_available() else "no CUDA GPU is visible to torch on this machine"
+
+
+def _cuda_wrap(module: nn.Module, x: torch.Tensor, threads: int) -> tuple[nn.Module, torch.Tensor]:
+    return CudaRunner(module), x.cuda()
+
+
+def _cuda_versions() -> dict:
+    return {**_torch_versions(), "cuda": str(torch.version.cuda), "gpu": torch.cuda.get_device_name(0)}
+
+
+# ---------------------------------------------------------------------------- ONNX Runtime
+class OrtRunner(nn.Module):
+    """An ONNX Runtime CPU session of `module`; ``forward`` feeds it the torch input (zero copy)."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor, threads: int):
+        import onnxruntime as ort
+
+        super().__init__()
+        self.module = module
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+            path = Path(tmp) / "op.onnx"
+            torch.onnx.export(module, (x,), str(path), input_names=["x"], dynamo=True, external_data=False,
+                              verbose=False)
+            model_bytes = path.read_bytes()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor):
+        return self.session.run(None, {self.input_name: x.numpy()})
+
+
+def _ort_available() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    return None
+
+
+def _ort_versions() -> dict:
+    import onnxruntime
+
+    return {**_torch_versions(), "onnxruntime": onnxruntime.__version__}
+
+
+# ---------------------------------------------------------------------------- Core ML
+def _coreml_available() -> str | None:
+    return "Core ML runs on Apple hardware only: time the ops there (`nas lut export`, then `nas lut import`)"
+
+
+def _coreml_versions() -> dict:
+    try:
+        import coremltools
+
+        return {"coremltools": coremltools.__version__}
+    except ImportError:
+        return {}
+
+
+BACKENDS = {
+    "torch-eager": Backend("torch-eager", "torch eager on this machine's CPU", lambda: None, None, _torch_versions),
+    "torch-cuda": Backend("torch-cuda", "torch eager on this machine's GPU, CUDA events", _cuda_available,
+                          _cuda_wrap, _cuda_versions),
+    "onnxruntime": Backend("onnxruntime", "ONNX Runtime, CPU execution provider", _ort_available,
+                           lambda m, x, threads: (OrtRunner(m, x, threads), x), _ort_versions),
+    "coreml": Backend("coreml", "Core ML on an Apple device (timed there)", _coreml_available, None,
+                      _coreml_versions),
+}
+
+
+class BackendError(ValueError):
+    pass
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name]
+
+
+def runners(items, backend: str, threads: int):
+    """(name, module, x) items -> (name, runner, x) for `backend` (identity for torch-eager)."""
+    b = get_backend(backend)
+    why = b.available()
+    if why:
+        raise BackendError(f"backend {backend} cannot run here: {why}")
+    if b.wrap is None:
+        return list(items)
+    return [(name, *b.wrap(module, x, threads)) for name, module, x in items]
+
+
+def environment(backend: str, threads: int) -> dict:
+    """What a table records about how it was measured."""
+    from lut.measure import cpu_model
+
+    return {"backend": backend, **get_backend(backend).versions(), "threads": threads,
+            "machine": platform.machine(), "processor": platform.processor() or cpu_model(),
+            "python": platform.python_version()}
