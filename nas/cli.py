@@ -168,6 +168,85 @@ def cmd_lut_devices(args) -> None:
             print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
 
 
+def _space_ops_at(families: list[str], resolution: int | None, device, num_classes: int) -> dict[int, dict]:
+    """resolution -> every op key the families' spaces can need there."""
+    from lut import build
+    from supernets.config import SearchSpace
+    import search_spaces
+
+    by_res: dict[int, dict] = {}
+    for fam in families:
+        space = SearchSpace.load(search_spaces.space_path(fam))
+        res = resolution or device.resolution or space.resolution
+        by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), num_classes))
+    return by_res
+
+
+def cmd_lut_export(args) -> Path:
+    from tqdm.auto import tqdm
+
+    from lut import apple
+    from lut.devices import find_table, get_device
+    from lut.table import LatencyTable
+
+    tables_dir = _tables_dir(args)
+    device = get_device(args.device, tables_dir)
+    if device.backend != "coreml":
+        raise UserError(f"device {args.device} is measured here ({device.backend}); use `nas lut build --device "
+                        f"{args.device}` (lut export is for Core ML devices)")
+    by_res = _space_ops_at(_families(args.family), args.resolution, device, args.num_classes)
+    if len(by_res) > 1:
+        raise UserError(f"the spaces of --family {args.family} deploy at {sorted(by_res)} px; pick one with --resolution")
+    (res, ops), = by_res.items()
+    found = find_table(args.device, res, tables_dir)
+    have = set(LatencyTable.load(found, device=args.device, resolution=res).entries) if found else set()
+    todo = {k: op for k, op in ops.items() if k not in have}
+    out = Path(args.out) if args.out else Path(args.runs) / "apple" / f"{args.device}@{res}"
+    print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in a table, "
+          f"exporting {len(todo)} Core ML packages to {out}", flush=True)
+    bar = tqdm(total=len(todo), desc="converting", unit="op", disable=args.no_progress, leave=False)
+    try:
+        result = apple.export_ops(todo, out, args.device, res, progress=bar.update)
+    except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
+        raise UserError(f"Core ML conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        "packages written so far are kept, re-run to continue") from None
+    finally:
+        bar.close()
+    print(f"wrote {result.written} packages ({result.skipped} already there) and {result.manifest}")
+    print(f"time them on the device (Xcode performance report, or {out / apple.MAC_SCRIPT} on a Mac), then: "
+          f"nas lut import {out / 'timings.csv'} --device {args.device}")
+    return result.manifest
+
+
+def cmd_lut_import(args) -> Path:
+    from lut import apple, build
+    from lut.devices import find_table, get_device, table_path
+    from lut.table import LatencyTable
+    from supernets.registry import family_names
+
+    tables_dir = _tables_dir(args)
+    device = get_device(args.device, tables_dir)
+    by_res = _space_ops_at(family_names(), args.resolution or device.resolution, device, args.num_classes)
+    if len(by_res) > 1:
+        raise UserError(f"the families' spaces deploy at {sorted(by_res)} px; say which table with --resolution")
+    (res, ops), = by_res.items()
+    known = set(ops)
+    try:
+        timings = apple.read_timings(Path(args.timings), known)
+    except apple.TimingsError as e:
+        raise UserError(str(e)) from None
+    found = find_table(args.device, res, tables_dir)
+    if found is not None:
+        table = LatencyTable.load(found, device=args.device, resolution=res)
+    else:
+        table = build.new_table(args.device, res, device.threads, device.backend)
+    table.path = table_path(args.device, res, tables_dir)   # the user's copy, never the shipped file
+    n = apple.import_timings(table, timings, Path(args.timings).name)
+    table.save()
+    print(f"imported {n} timings into {table.path} ({len(table.entries)} entries)")
+    return table.path
+
+
 def cmd_lut_validate(args) -> list[Path]:
     from lut import validate
     from lut.build import Predictor
@@ -355,6 +434,23 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--recalibrate", action="store_true", help="refit the cache blend even if nothing new was measured")
     common(b)
     b.set_defaults(func=cmd_lut_build)
+
+    x = lsub.add_parser("export", help="Core ML packages of the ops an Apple device's table lacks, to time on the device")
+    x.add_argument("--device", default="iphone12")
+    x.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    x.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    x.add_argument("--num-classes", type=int, default=10)
+    x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES)")
+    common(x)
+    x.set_defaults(func=cmd_lut_export)
+
+    im = lsub.add_parser("import", help="add on-device timings (CSV: key or file, ms) to a device's table")
+    im.add_argument("timings", help="CSV with columns ms and key (or file, from the export's manifest.csv)")
+    im.add_argument("--device", default="iphone12")
+    im.add_argument("--resolution", type=int, default=None, help="table resolution (default: the spaces')")
+    im.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces the keys come from")
+    common(im)
+    im.set_defaults(func=cmd_lut_import)
 
     dv = lsub.add_parser("devices", help="list devices (built-in and from TABLES/devices.yaml) and their tables")
     dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")

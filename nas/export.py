@@ -11,11 +11,8 @@ leaves nothing behind.
 """
 from __future__ import annotations
 
-import logging
 import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,28 +99,16 @@ def _onnx(model, x, ref, path: Path) -> Exported:
 
 
 def _coreml(model, x, ref, path: Path) -> Exported:
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
+    from lut.apple import mlprogram, save_mlpackage
 
     try:
-        program = torch.export.export(model, (x,)).run_decompositions({})
-        mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                             inputs=[ct.TensorType(name="image", shape=tuple(x.shape))])
+        mlmodel = mlprogram(model, x, input_name="image")
     except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
         raise UserError(f"Core ML export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                         "the config's deploy model does not trace") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staged = tmp_dir / path.name
-        mlmodel.save(str(staged))
-        diff = None
-        if platform.system() == "Darwin":
-            out = mlmodel.predict({"image": x.numpy()})
-            diff = _rel_diff(np.asarray(next(iter(out.values()))), ref)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    diff = None
+    if platform.system() == "Darwin":
+        out = mlmodel.predict({"image": x.numpy()})
+        diff = _rel_diff(np.asarray(next(iter(out.values()))), ref)
+    save_mlpackage(mlmodel, path)
     return Exported("coreml", path, diff)

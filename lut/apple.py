@@ -1,0 +1,202 @@
+"""Apple devices: on-device timings in, latency table out.
+
+Core ML runs only on Apple hardware, so an Apple table is filled in three steps:
+
+1. ``nas lut export --device iphone12 --family F`` writes one Core ML ML program per op key the
+   device's table lacks (deploy form, batch 1, ``torch.export`` -> ``run_decompositions({})`` ->
+   ``coremltools.convert``, iOS 16 target) and ``manifest.csv`` (key, file, input shape);
+2. the user times each package on the phone or a Mac: Xcode (open the ``.mlpackage``,
+   Performance tab, "+", pick the connected iPhone: the report's median prediction time), or on
+   macOS the ``time_on_mac.py`` written next to the manifest (coremltools ``MLModel.predict``,
+   median of timed calls; it writes ``timings.csv``);
+3. ``nas lut import timings.csv --device iphone12`` checks every row (known key, positive
+   time) and adds the entries as ``measured`` (imported) to the user's table.
+
+A timings file has a ``ms`` column and either ``key`` or ``file`` (a package name of the
+manifest next to it).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lut import graph
+from lut.table import LatencyTable
+from supernets import io
+
+MANIFEST = "manifest.csv"
+MAC_SCRIPT = "time_on_mac.py"
+
+
+class TimingsError(ValueError):
+    """A timings file cannot be imported (the message names the row and the fix)."""
+
+
+def mlprogram(module: torch.nn.Module, x: torch.Tensor, input_name: str = "x"):
+    """The Core ML ML program of a deploy-form module (the conversion path that works with
+    coremltools 9 and numpy < 2.4; see shared/ENVIRONMENT.md)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    program = torch.export.export(module.eval(), (x,)).run_decompositions({})
+    return ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+                      inputs=[ct.TensorType(name=input_name, shape=tuple(x.shape))])
+
+
+def save_mlpackage(mlmodel, path: Path) -> Path:
+    """Save a converted model as ``path`` (a directory) atomically: staged, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = tmp_dir / path.name
+        mlmodel.save(str(staged))
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def package_name(key: str) -> str:
+    """A file name for an op key (keys hold ':' and '>'): a short stable hash."""
+    return f"op-{hashlib.sha1(key.encode()).hexdigest()[:12]}.mlpackage"
+
+
+@dataclass
+class ExportResult:
+    written: int
+    skipped: int          # packages already there (a resumed export)
+    manifest: Path
+
+
+def export_ops(ops: dict[str, dict], out_dir: Path, device: str, resolution: int,
+               progress: Callable[[int], None] | None = None) -> ExportResult:
+    """One ``.mlpackage`` per op plus the manifest and the macOS timing script. Packages that
+    already exist are kept, so a killed export continues where it stopped."""
+    written = skipped = 0
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for key, op in ops.items():
+        path = out_dir / package_name(key)
+        if path.is_dir():
+            skipped += 1
+        else:
+            x = torch.randn(op["in_shape"], generator=gen)
+            save_mlpackage(mlprogram(graph.deploy_module(op), x), path)
+            written += 1
+        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op["in_shape"]))})
+        if progress:
+            progress(1)
+    manifest = out_dir / MANIFEST
+    io.write_text(manifest, _csv(rows, ["key", "file", "input_shape"]))
+    io.write_text(out_dir / MAC_SCRIPT, _MAC_SCRIPT.format(device=device, resolution=resolution))
+    return ExportResult(written, skipped, manifest)
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    import io as _io
+
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:
+    """key -> ms from a timings CSV; every problem is an ``TimingsError`` naming the row."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise TimingsError(f"{path}: timings file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TimingsError(f"{path}: unreadable timings file ({type(e).__name__})") from None
+    fields = set(rows[0]) if rows else set()
+    if "ms" not in fields or not fields & {"key", "file"}:
+        raise TimingsError(f"{path}: expected a CSV with columns 'ms' and 'key' (or 'file' from {MANIFEST})")
+    by_file = {}
+    if "key" not in fields:
+        manifest = path.parent / MANIFEST
+        if not manifest.is_file():
+            raise TimingsError(f"{path}: rows name files but there is no {MANIFEST} next to it; "
+                               "add a 'key' column or put the file next to the export's manifest")
+        with open(manifest, newline="") as f:
+            by_file = {r["file"]: r["key"] for r in csv.DictReader(f)}
+    out: dict[str, float] = {}
+    for line, row in enumerate(rows, start=2):
+        key = row.get("key") or by_file.get(row.get("file") or "")
+        if not key:
+            raise TimingsError(f"{path}:{line}: file {row.get('file')!r} is not in {MANIFEST}")
+        if key not in known_keys:
+            raise TimingsError(f"{path}:{line}: unknown op key {key!r} (not an op of any family's space at this "
+                               "resolution); import only timings of packages `nas lut export` wrote")
+        try:
+            ms = float(row["ms"])
+        except (TypeError, ValueError):
+            raise TimingsError(f"{path}:{line}: ms {row['ms']!r} is not a number") from None
+        if not ms > 0 or ms != ms or ms == float("inf"):
+            raise TimingsError(f"{path}:{line}: ms {row['ms']} must be a positive time in milliseconds")
+        out[key] = ms
+    if not out:
+        raise TimingsError(f"{path}: no timings in the file")
+    return out
+
+
+def import_timings(table: LatencyTable, timings: dict[str, float], origin: str) -> int:
+    for key, ms in timings.items():
+        table.add(key, ms, source="measured", imported_from=origin)
+    return len(timings)
+
+
+_MAC_SCRIPT = '''"""Time every Core ML package of this export on a Mac (macOS only; coremltools installed).
+
+    python time_on_mac.py [--compute-units ALL|CPU_AND_NE|CPU_AND_GPU|CPU_ONLY] [--calls 100]
+
+Writes timings.csv (file, ms: the median of timed predictions after warm-up) next to this
+script; then, on the machine with nas: nas lut import timings.csv --device {device}
+(table {device}@{resolution}). A Mac's chip is not the phone's: for phone numbers use Xcode's
+performance report on the device and write the medians into timings.csv the same way.
+"""
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import coremltools as ct
+import numpy as np
+
+here = Path(__file__).resolve().parent
+p = argparse.ArgumentParser()
+p.add_argument("--compute-units", default="ALL")
+p.add_argument("--calls", type=int, default=100)
+args = p.parse_args()
+rows = []
+for row in csv.DictReader(open(here / "manifest.csv")):
+    model = ct.models.MLModel(str(here / row["file"]), compute_units=getattr(ct.ComputeUnit, args.compute_units))
+    x = {{"x": np.random.rand(*map(int, row["input_shape"].split("x"))).astype(np.float32)}}
+    for _ in range(10):
+        model.predict(x)
+    times = []
+    for _ in range(args.calls):
+        t0 = time.perf_counter()
+        model.predict(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    rows.append({{"file": row["file"], "ms": round(statistics.median(times), 5)}})
+    print(row["file"], rows[-1]["ms"], "ms")
+with open(here / "timings.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=["file", "ms"])
+    w.writeheader()
+    w.writerows(rows)
+'''
