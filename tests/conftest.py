@@ -87,6 +87,16 @@ def randomise(model):
     return model.eval()
 
 
+def random_supernet(space_text: str):
+    """The supernet of a YAML search space text, with random weights and BN statistics (eval mode)."""
+    import yaml
+
+    from supernets.config import SearchSpace
+    from supernets.supernet import Supernet
+
+    return randomise(Supernet(SearchSpace.from_dict(yaml.safe_load(space_text)), img_size=64))
+
+
 def pick_paths(net, kinds) -> None:
     """Make every MetaPath of `net` prefer the kind `kinds` gives its slot (stage by stage) and run
     it alone (hard mixing): the supernet then computes that one subnet."""

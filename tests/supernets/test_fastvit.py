@@ -10,6 +10,7 @@ from tests.conftest import (
     TINY_FASTVIT_SPACE,
     assert_deploy_form_exports,
     pick_paths,
+    random_supernet,
     randomise,
     timm_pair,
     train_and_deploy_outputs,
@@ -96,12 +97,8 @@ def test_repcpe_opens_only_stages_with_attention():
 
 
 @pytest.fixture
-def fastvit_supernet(tmp_path):
-    from supernets.config import SearchSpace
-    from supernets.supernet import Supernet
-
-    (tmp_path / "space.yaml").write_text(TINY_FASTVIT_SPACE)
-    return randomise(Supernet(SearchSpace.load(tmp_path / "space.yaml"), img_size=64))
+def fastvit_supernet():
+    return random_supernet(TINY_FASTVIT_SPACE)
 
 
 def test_patch_embedding_reads_input_channel_half_the_output_index_wrapping_around():

@@ -5,11 +5,17 @@ import torch
 import search_spaces
 from lut import graph
 from supernets import fmvit as fm
-from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import MultiGroupConv, count_params, reparameterize
 from supernets.metapath import KnobChoice
-from supernets.supernet import Supernet
-from tests.conftest import TINY_FMVIT_SPACE, assert_deploy_form_exports, pick_paths, randomise, train_and_deploy_outputs
+from tests.conftest import (
+    TINY_FMVIT_SPACE,
+    assert_deploy_form_exports,
+    pick_paths,
+    random_supernet,
+    randomise,
+    train_and_deploy_outputs,
+)
 
 # Paper Table 2 (224 px): params (M) and FLOPs (G, counted as MACs like the paper's other rows,
 # e.g. MobileNetV1 0.6, RepVGG-A0 1.4). Ours must land within ±10% / ±15% after reparameterization.
@@ -138,9 +144,8 @@ def test_op_graph_has_one_fmb_op_per_stage_with_its_split_in_the_key():
 
 
 @pytest.fixture
-def fmvit_supernet(tmp_path):
-    (tmp_path / "space.yaml").write_text(TINY_FMVIT_SPACE)
-    return randomise(Supernet(SearchSpace.load(tmp_path / "space.yaml"), img_size=64))
+def fmvit_supernet():
+    return random_supernet(TINY_FMVIT_SPACE)
 
 
 def test_frequency_split_is_a_supernet_dimension_with_its_own_alpha(fmvit_supernet):

@@ -4,13 +4,13 @@ import torch
 
 import search_spaces
 from supernets import iformer as ifm
-from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import RepCPE, count_params, reparameterize
-from supernets.supernet import Supernet
 from tests.conftest import (
     TINY_IFORMER_SPACE,
     assert_deploy_form_exports,
     pick_paths,
+    random_supernet,
     randomise,
     train_and_deploy_outputs,
 )
@@ -100,9 +100,8 @@ def test_bad_family_knobs_name_the_field(variant, stage, change, message):
 
 
 @pytest.fixture
-def iformer_supernet(tmp_path):
-    (tmp_path / "space.yaml").write_text(TINY_IFORMER_SPACE)
-    return randomise(Supernet(SearchSpace.load(tmp_path / "space.yaml"), img_size=64))
+def iformer_supernet():
+    return random_supernet(TINY_IFORMER_SPACE)
 
 
 def test_iformer_supernet_path_equals_inherited_subnet(iformer_supernet):

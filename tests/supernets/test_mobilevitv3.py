@@ -4,13 +4,13 @@ import torch
 
 import search_spaces
 from supernets import mobilevitv3 as mv
-from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError
 from supernets.layers import count_params, reparameterize
-from supernets.supernet import Supernet
 from tests.conftest import (
     TINY_MOBILEVIT_SPACE,
     assert_deploy_form_exports,
     pick_paths,
+    random_supernet,
     randomise,
     train_and_deploy_outputs,
 )
@@ -129,9 +129,8 @@ def test_bad_family_wide_knobs_name_the_field():
 
 
 @pytest.fixture(params=["v1", "v2"])
-def mobilevit_supernet(request, tmp_path):
-    (tmp_path / "space.yaml").write_text(TINY_MOBILEVIT_SPACE.replace("flavour: v1", f"flavour: {request.param}"))
-    return randomise(Supernet(SearchSpace.load(tmp_path / "space.yaml"), img_size=64))
+def mobilevit_supernet(request):
+    return random_supernet(TINY_MOBILEVIT_SPACE.replace("flavour: v1", f"flavour: {request.param}"))
 
 
 def test_mobilevit_supernet_path_equals_inherited_subnet(mobilevit_supernet):
