@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -98,19 +99,9 @@ def export_ops(ops: dict[str, dict], out_dir: Path, device: str, resolution: int
         if progress:
             progress(1)
     manifest = out_dir / MANIFEST
-    io.write_text(manifest, _csv(rows, ["key", "file", "input_shape"]))
+    io.write_csv(manifest, rows)
     io.write_text(out_dir / MAC_SCRIPT, _MAC_SCRIPT.format(device=device, resolution=resolution))
     return ExportResult(written, skipped, manifest)
-
-
-def _csv(rows: list[dict], fields: list[str]) -> str:
-    import io as _io
-
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:
@@ -145,7 +136,7 @@ def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:
             ms = float(row["ms"])
         except (TypeError, ValueError):
             raise TimingsError(f"{path}:{line}: ms {row['ms']!r} is not a number") from None
-        if not ms > 0 or ms != ms or ms == float("inf"):
+        if not 0 < ms < math.inf:   # NaN fails too
             raise TimingsError(f"{path}:{line}: ms {row['ms']} must be a positive time in milliseconds")
         out[key] = ms
     if not out:

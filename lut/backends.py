@@ -25,11 +25,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lut.measure import cpu_model
+
 
 @dataclass(frozen=True)
 class Backend:
     name: str
-    description: str
     available: Callable[[], str | None]          # None when usable here, else why not
     wrap: Callable[[nn.Module, torch.Tensor, int], tuple[nn.Module, torch.Tensor]] | None
     versions: Callable[[], dict]
@@ -126,13 +127,11 @@ def _coreml_versions() -> dict:
 
 
 BACKENDS = {
-    "torch-eager": Backend("torch-eager", "torch eager on this machine's CPU", lambda: None, None, _torch_versions),
-    "torch-cuda": Backend("torch-cuda", "torch eager on this machine's GPU, CUDA events", _cuda_available,
-                          _cuda_wrap, _cuda_versions),
-    "onnxruntime": Backend("onnxruntime", "ONNX Runtime, CPU execution provider", _ort_available,
-                           lambda m, x, threads: (OrtRunner(m, x, threads), x), _ort_versions),
-    "coreml": Backend("coreml", "Core ML on an Apple device (timed there)", _coreml_available, None,
-                      _coreml_versions),
+    "torch-eager": Backend("torch-eager", lambda: None, None, _torch_versions),
+    "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions),
+    "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
+                           _ort_versions),
+    "coreml": Backend("coreml", _coreml_available, None, _coreml_versions),
 }
 
 
@@ -159,8 +158,6 @@ def runners(items, backend: str, threads: int):
 
 def environment(backend: str, threads: int) -> dict:
     """What a table records about how it was measured."""
-    from lut.measure import cpu_model
-
     return {"backend": backend, **get_backend(backend).versions(), "threads": threads,
             "machine": platform.machine(), "processor": platform.processor() or cpu_model(),
             "python": platform.python_version()}

@@ -8,8 +8,6 @@ same rounds: their speed now against their speed when the table was built is the
 """
 from __future__ import annotations
 
-import csv
-import io as _io
 import random
 import statistics
 from dataclasses import dataclass
@@ -95,11 +93,7 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
 def write(result: Validation, out_dir: str | Path, title: str) -> list[Path]:
     """``validation.csv`` and ``scatter.png`` (predicted vs measured with the ±10% band)."""
     out = Path(out_dir)
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(result.rows[0]))
-    w.writeheader()
-    w.writerows(result.rows)
-    io.write_text(out / "validation.csv", buf.getvalue())
+    io.write_csv(out / "validation.csv", result.rows)
 
     import matplotlib
 

@@ -87,20 +87,12 @@ def cmd_train_supernet(args) -> Path:
 def cmd_lut_build(args) -> Path:
     from lut import build
     from lut.devices import get_device
-    from supernets.config import SearchSpace
-    import search_spaces
 
     tables_dir = _tables_dir(args)
     paths = []
-    by_res: dict[int, dict] = {}
-    spaces_at: dict[int, list] = {}
-    device = get_device(args.device, tables_dir)
-    for fam in _families(args.family):
-        space = SearchSpace.load(search_spaces.space_path(fam))
-        res = args.resolution or device.resolution or space.resolution
-        by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), args.num_classes))
-        spaces_at.setdefault(res, []).append(space)
-    for res, ops in by_res.items():
+    spaces_at = _spaces_at(_families(args.family), args.resolution, get_device(args.device, tables_dir))
+    for res, spaces in spaces_at.items():
+        ops = _ops_of(spaces, args.num_classes)
         device, table = _open_table(args.device, res, tables_dir, create=True)
         if not device.measurable:
             raise UserError(f"device {args.device} cannot be measured on this machine ({device.unavailable_reason})")
@@ -126,12 +118,9 @@ def cmd_lut_build(args) -> Path:
 def cmd_lut_devices(args) -> None:
     from collections import Counter
 
-    from lut import build
     from lut.devices import SHIPPED_TABLES, all_devices, tables_of
     from lut.table import LatencyTable, TableError
-    from supernets.config import SearchSpace
     from supernets.registry import family_names
-    import search_spaces
 
     tables_dir = _tables_dir(args)
     needed: dict[tuple[str, int], set] = {}
@@ -140,8 +129,8 @@ def cmd_lut_devices(args) -> None:
         parts = []
         for fam in family_names():
             if (fam, table.resolution) not in needed:
-                space = SearchSpace.load(search_spaces.space_path(fam)).replace(resolution=table.resolution)
-                needed[fam, table.resolution] = set(build.space_ops(space, args.num_classes))
+                spaces = _spaces_at([fam], table.resolution, None)[table.resolution]
+                needed[fam, table.resolution] = set(_ops_of(spaces, args.num_classes))
             keys = needed[fam, table.resolution]
             have = len(keys & set(table.entries))
             if have:
@@ -168,18 +157,28 @@ def cmd_lut_devices(args) -> None:
             print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
 
 
-def _space_ops_at(families: list[str], resolution: int | None, device, num_classes: int) -> dict[int, dict]:
-    """resolution -> every op key the families' spaces can need there."""
-    from lut import build
+def _spaces_at(families: list[str], resolution: int | None, device) -> dict[int, list]:
+    """resolution -> the families' spaces deployed there (``--resolution``, else the device's
+    default, else each space's own)."""
     from supernets.config import SearchSpace
     import search_spaces
 
-    by_res: dict[int, dict] = {}
+    out: dict[int, list] = {}
     for fam in families:
         space = SearchSpace.load(search_spaces.space_path(fam))
         res = resolution or device.resolution or space.resolution
-        by_res.setdefault(res, {}).update(build.space_ops(space.replace(resolution=res), num_classes))
-    return by_res
+        out.setdefault(res, []).append(space.replace(resolution=res))
+    return out
+
+
+def _ops_of(spaces: list, num_classes: int) -> dict[str, dict]:
+    """Every op key the spaces can need."""
+    from lut import build
+
+    ops: dict[str, dict] = {}
+    for space in spaces:
+        ops.update(build.space_ops(space, num_classes))
+    return ops
 
 
 def cmd_lut_export(args) -> Path:
@@ -194,10 +193,11 @@ def cmd_lut_export(args) -> Path:
     if device.backend != "coreml":
         raise UserError(f"device {args.device} is measured here ({device.backend}); use `nas lut build --device "
                         f"{args.device}` (lut export is for Core ML devices)")
-    by_res = _space_ops_at(_families(args.family), args.resolution, device, args.num_classes)
+    by_res = _spaces_at(_families(args.family), args.resolution, device)
     if len(by_res) > 1:
         raise UserError(f"the spaces of --family {args.family} deploy at {sorted(by_res)} px; pick one with --resolution")
-    (res, ops), = by_res.items()
+    (res, spaces), = by_res.items()
+    ops = _ops_of(spaces, args.num_classes)
     found = find_table(args.device, res, tables_dir)
     have = set(LatencyTable.load(found, device=args.device, resolution=res).entries) if found else set()
     todo = {k: op for k, op in ops.items() if k not in have}
@@ -226,11 +226,11 @@ def cmd_lut_import(args) -> Path:
 
     tables_dir = _tables_dir(args)
     device = get_device(args.device, tables_dir)
-    by_res = _space_ops_at(family_names(), args.resolution or device.resolution, device, args.num_classes)
+    by_res = _spaces_at(family_names(), args.resolution, device)
     if len(by_res) > 1:
         raise UserError(f"the families' spaces deploy at {sorted(by_res)} px; say which table with --resolution")
-    (res, ops), = by_res.items()
-    known = set(ops)
+    (res, spaces), = by_res.items()
+    known = set(_ops_of(spaces, args.num_classes))
     try:
         timings = apple.read_timings(Path(args.timings), known)
     except apple.TimingsError as e:

@@ -59,6 +59,11 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def branches_kept(split: dict[int, float]) -> list[float]:
+    """P(high-frequency branch f_i is kept) = P(n >= i), i = 1..max n, from P(n)."""
+    return [sum(q for n, q in split.items() if n >= i) for i in range(1, max(split) + 1)]
+
+
 def show_supernet(path: str | Path) -> str:
     """The architecture distribution a trained supernet holds. For each slot: the probability of
     every choice and the importance (kept mass / identity mass, paper §4.2). For each α-searched
@@ -81,6 +86,6 @@ def show_supernet(path: str | Path) -> str:
         for name, p in knobs.items():
             lines.append(f"    {name}  " + "  ".join(f"{v}: {q:.3f}" for v, q in p.items()))
             if name == "hf_branches":
-                keep = [sum(q for v, q in p.items() if v >= i) for i in range(1, max(p) + 1)]
+                keep = branches_kept(p)
                 lines.append("    branch kept  " + "  ".join(f"f{i}: {k:.3f}" for i, k in enumerate(keep, 1)))
     return "\n".join(lines)

@@ -28,8 +28,6 @@ Choices the paper leaves open (defaults; flags of ``nas slim``):
 """
 from __future__ import annotations
 
-import csv
-import io as _io
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,13 +194,8 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
 
 def write_trajectory(result: SlimResult, stem: Path, target_ms: float, title: str) -> list[Path]:
     """``<stem>.trajectory.csv`` and ``<stem>.trajectory.png`` (latency vs accuracy per step)."""
-    buf = _io.StringIO()
-    fields = list(asdict(result.steps[0]))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for s in result.steps:
-        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()})
-    csv_path = io.write_text(stem.with_name(stem.name + ".trajectory.csv"), buf.getvalue())
+    rows = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()} for s in result.steps]
+    csv_path = io.write_csv(stem.with_name(stem.name + ".trajectory.csv"), rows)
 
     import matplotlib
 

@@ -13,7 +13,6 @@ Deploy form: every Conv-BN pair is folded (``ConvNorm.reparameterize``); nothing
 from __future__ import annotations
 
 import re
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -286,10 +285,6 @@ def validate_space(space: SearchSpace) -> None:
                                   f"{', '.join(BLOCK_KINDS)}, identity)")
 
 
-def stem_width(widths: Sequence[int]) -> int:
-    return widths[0]
-
-
 # ---------------------------------------------------------------------------- timm interop
 def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a timm ``efficientformer_*`` state dict to this module's names.
@@ -328,15 +323,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-FAMILY = register_family(Family(
-    name="efficientformer",
-    block_kinds=BLOCK_KINDS,
-    build=EfficientFormer,
-    make_block=_make_block,
-    op_nodes=op_nodes,
-    validate=validate,
-    validate_space=validate_space,
-    stem_width=stem_width,
+FAMILY = register_family(Family.of_module(
+    __name__, "efficientformer", EfficientFormer,
     token_kinds=("mb3d",),
     variants=("l1", "l3", "l7"),
 ))

@@ -18,7 +18,6 @@ state dict maps with ``convert_timm_state_dict`` (BN ``bn`` -> ``norm``, layer-s
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -255,7 +254,6 @@ class FastViT(FamilyModel):
         self.init_weights()
 
 
-
 def _ls_init(config: ArchConfig) -> float:
     return float(config.head.get("layer_scale_init", 1e-5))
 
@@ -333,10 +331,6 @@ def validate_space(space: SearchSpace) -> None:
                                   f"{', '.join(BLOCK_KINDS)}, identity)")
 
 
-def stem_width(widths: Sequence[int]) -> int:
-    return widths[0]
-
-
 # ---------------------------------------------------------------------------- timm interop
 def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a timm ``fastvit_*`` state dict to this module's names."""
@@ -365,16 +359,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 VARIANTS = ("t8", "t12", "s12", "sa12", "sa24", "sa36", "ma36")
 
 
-FAMILY = register_family(Family(
-    name="fastvit",
-    block_kinds=BLOCK_KINDS,
-    build=FastViT,
-    make_block=_make_block,
-    op_nodes=op_nodes,
-    validate=validate,
-    validate_space=validate_space,
-    stem_width=stem_width,
-    variants=VARIANTS,
+FAMILY = register_family(Family.of_module(
+    __name__, "fastvit", FastViT,
     # The patch embedding ties output channel o to input channel o // 2, which couples the channel
     # orders of adjacent stages: an importance permutation per stage would not preserve the
     # function, so subnets take natural (leading) channels.

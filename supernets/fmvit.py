@@ -41,8 +41,6 @@ with Gumbel-softmax next to the MetaPaths, see ``KnobChoice``), ``fm_width`` and
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from timm.layers import ClassifierHead
 from torch import nn
@@ -285,26 +283,13 @@ def validate_space(space: SearchSpace) -> None:
                                   "identity)")
 
 
-def stem_width(widths: Sequence[int]) -> int:
-    return widths[0]
-
-
 # ---------------------------------------------------------------------------- family
 VARIANTS = ("t", "s", "m", "b", "l")
 
 
-FAMILY = register_family(Family(
-    name="fmvit",
-    block_kinds=BLOCK_KINDS,
-    build=FMViT,
-    make_block=_make_block,
-    op_nodes=op_nodes,
-    validate=validate,
-    validate_space=validate_space,
-    stem_width=stem_width,
-    stage_knobs=STAGE_KNOBS,
+FAMILY = register_family(Family.of_module(
+    __name__, "fmvit", FMViT,
     alpha_knobs=("hf_branches",),
-    variants=VARIANTS,
     # Grouped train-time branches do not survive a channel permutation: keep the trained order.
     extra={"channel_reorder": False},
 ))

@@ -18,9 +18,8 @@ stays, as in the reference.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
+from timm.layers import ClassifierHead
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
@@ -155,16 +154,9 @@ class Head(DistillationHead):
             other = self.head_dist.reparameterize()
             fused.weight.data.add_(other.weight).mul_(0.5)
             fused.bias.data.add_(other.bias).mul_(0.5)
-        return _PooledLinear(fused)
-
-
-class _PooledLinear(nn.Module):
-    def __init__(self, fc: nn.Linear):
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean((2, 3)))
+        pooled = ClassifierHead(fused.in_features, fused.out_features, pool_type="avg")
+        pooled.fc = fused
+        return pooled
 
 
 class IFormer(FamilyModel):
@@ -181,7 +173,6 @@ class IFormer(FamilyModel):
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
         self.init_weights()
-
 
 
 def _with_stage_knobs(spec: BlockSpec, stage, config: ArchConfig) -> BlockSpec:
@@ -263,23 +254,8 @@ def validate_space(space: SearchSpace) -> None:
                 _check_r(r, f"stages[{j}].r", w)
 
 
-def stem_width(widths: Sequence[int]) -> int:
-    return widths[0]
-
-
 # ---------------------------------------------------------------------------- family
 VARIANTS = ("t", "s", "m", "l", "l2", "h")
 
 
-FAMILY = register_family(Family(
-    name="iformer",
-    block_kinds=BLOCK_KINDS,
-    build=IFormer,
-    make_block=_make_block,
-    op_nodes=op_nodes,
-    validate=validate,
-    validate_space=validate_space,
-    stem_width=stem_width,
-    stage_knobs=STAGE_KNOBS,
-    variants=VARIANTS,
-))
+FAMILY = register_family(Family.of_module(__name__, "iformer", IFormer))

@@ -7,6 +7,8 @@ Ctrl-C in the middle of a write never leaves a half-written artefact behind.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io as _io
 import os
 import tempfile
 from pathlib import Path
@@ -40,6 +42,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], fields: list[str] | None = None) -> Path:
+    """Rows as CSV (header from `fields`, else the first row's keys), written atomically."""
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
 
 
 def write_yaml(path: str | os.PathLike, data: Any) -> Path:

@@ -250,7 +250,6 @@ class MobileViTv3(FamilyModel):
         self.init_weights()
 
 
-
 def _family_knobs(config: ArchConfig) -> tuple[str, bool, float]:
     k = config.knobs
     return k.get("flavour", "v1"), bool(k.get("v3", True)), float(k.get("mv2_expansion", 4))
@@ -432,17 +431,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], heads: int = HE
 VARIANTS = ("xxs", "xs", "s", "xxs_l2", "xs_l2", "s_l2", "050", "075", "100")
 
 
-FAMILY = register_family(Family(
-    name="mobilevitv3",
-    block_kinds=BLOCK_KINDS,
-    build=MobileViTv3,
-    make_block=_make_block,
-    op_nodes=op_nodes,
-    validate=validate,
-    validate_space=validate_space,
-    stem_width=stem_width,
-    stage_knobs=STAGE_KNOBS,
-    variants=VARIANTS,
+FAMILY = register_family(Family.of_module(
+    __name__, "mobilevitv3", MobileViTv3,
     # The fusion conv reads the stage's channels next to the transformer's, and the next stage's
     # MV2 expands them: an importance permutation would have to follow both, so subnets take
     # natural (leading) channels, as in FastViT.

@@ -8,7 +8,11 @@
 * ``make_block(spec, dim, grid)`` – one block of a stage.
 * ``op_nodes(config)`` – the network as an ordered list of ops (LUT key, input shape, factory).
 * ``validate(config)`` / ``validate_space(space)`` – family rules, errors naming the field.
-* ``stem_width(widths)`` – how the stem width follows the stage widths.
+* ``stem_width(widths)`` – how the stem width follows the stage widths (default: the first).
+
+A family module names these by convention (``BLOCK_KINDS``, ``_make_block``, ``op_nodes``,
+``validate``, ``validate_space``, optional ``stem_width``, ``STAGE_KNOBS``, ``VARIANTS``) and
+registers itself with ``register_family(Family.of_module(__name__, name, build, ...))``.
 
 Every family model has ``model.stages[j].blocks`` (a ModuleList of the stage's blocks); the
 supernet relies on that name to map a subnet's blocks to the slots they inherit from.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -36,6 +41,10 @@ class OpNode:
     make: Callable[[], nn.Module] = field(compare=False, repr=False)
 
 
+def first_width(widths: Sequence[int]) -> int:
+    return widths[0]
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -45,7 +54,7 @@ class Family:
     op_nodes: Callable[[ArchConfig], list[OpNode]]
     validate: Callable[[ArchConfig], None]
     validate_space: Callable[[SearchSpace], None]
-    stem_width: Callable[[Sequence[int]], int]
+    stem_width: Callable[[Sequence[int]], int] = first_width
     token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
     # Stage-level knob names -> cost direction: +1 when a larger value costs more (a width), -1 when
     # a smaller one does (a reduction ratio). Elastic in a space; slimming steps them to cheaper values.
@@ -55,6 +64,16 @@ class Family:
     alpha_knobs: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_module(cls, module_name: str, name: str, build: Callable[..., nn.Module], **options: Any) -> "Family":
+        """The family a module declares through the conventional names (see the module docstring)."""
+        module = sys.modules[module_name]
+        found = {"block_kinds": "BLOCK_KINDS", "make_block": "_make_block", "op_nodes": "op_nodes",
+                 "validate": "validate", "validate_space": "validate_space", "stem_width": "stem_width",
+                 "stage_knobs": "STAGE_KNOBS", "variants": "VARIANTS"}
+        parts = {field_name: getattr(module, attr) for field_name, attr in found.items() if hasattr(module, attr)}
+        return cls(name=name, build=build, **parts, **options)
 
 
 _FAMILY_MODULES = {

@@ -29,6 +29,7 @@ from lut import validate
 from lut.table import LatencyTable
 from nas import checkpoint
 from nas.cli import main as nas
+from nas.report import branches_kept
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent
@@ -99,7 +100,7 @@ def alpha_section(net) -> list[str]:
         for name, p in stage.items():
             kept = ""
             if name == "hf_branches":
-                kept = " ".join(f"f{i} {sum(q for v, q in p.items() if v >= i):.3f}" for i in range(1, max(p) + 1))
+                kept = " ".join(f"f{i} {k:.3f}" for i, k in enumerate(branches_kept(p), 1))
             lines.append(f"| {j + 1} | {name} | {' '.join(f'{v}: {q:.3f}' for v, q in p.items())} | {kept} |")
     return lines + [""]
 

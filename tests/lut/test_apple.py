@@ -36,7 +36,7 @@ def test_export_writes_a_package_per_op_a_manifest_and_resumes(exported, two_ops
     assert again.written == 0 and again.skipped == 2
 
 
-def test_timings_round_trip_into_the_user_table(exported, two_ops, tmp_path, capsys):
+def test_timings_round_trip_into_the_user_table(exported, two_ops, tmp_path):
     result, out = exported
     rows = list(csv.DictReader(open(result.manifest)))
     timings = out / "timings.csv"
