@@ -118,11 +118,11 @@ def _coreml_available() -> str | None:
 
 
 def _coreml_versions() -> dict:
-    try:
-        import coremltools
+    from importlib.metadata import PackageNotFoundError, version
 
-        return {"coremltools": coremltools.__version__}
-    except ImportError:
+    try:   # not `import coremltools`: off macOS its import complains on stderr about native proxies
+        return {"coremltools": version("coremltools")}
+    except PackageNotFoundError:
         return {}
 
 

@@ -228,23 +228,27 @@ def space_ops(space: SearchSpace, num_classes: int) -> dict[str, dict]:
 
 
 class Predictor:
-    """``predict(config)`` against a table; keys it lacks are measured on demand (and the table
-    saved) when the device is measurable here, else a ``MissingKeysError`` names them."""
+    """``predict(config)`` against a table. Keys it lacks are measured on demand when the device
+    is measurable here, or estimated by `estimate` (``table, ops -> None``: an Apple device's cost
+    model), and the table saved; otherwise a ``MissingKeysError`` names them."""
 
     def __init__(self, table: LatencyTable, measurable: bool, *, threads: int = 1, rounds: int = 5,
-                 progress: bool = True):
-        self.table, self.measurable = table, measurable
+                 progress: bool = True, estimate: Callable[[LatencyTable, dict[str, dict]], None] | None = None):
+        self.table, self.measurable, self.estimate = table, measurable, estimate
         self.threads, self.rounds, self.progress = threads, rounds, progress
         self._cache: dict[str, float] = {}
 
     def __call__(self, config: ArchConfig) -> float:
         key = repr(config.to_dict())
         if key not in self._cache:
-            if self.measurable:
-                missing = self.table.missing(config)
-                if missing:
-                    ops = {k: op for k, op in ops_for([config]).items() if k in missing}
+            missing = self.table.missing(config) if self.measurable or self.estimate else []
+            if missing:
+                ops = {k: op for k, op in ops_for([config]).items() if k in missing}
+                if self.measurable:
                     fill(self.table, ops, threads=self.threads, rounds=self.rounds, progress=self.progress,
                          desc="measuring new ops")
+                else:
+                    self.estimate(self.table, ops)
+                    self.table.save()
             self._cache[key] = self.table.predict(config)
         return self._cache[key]

@@ -27,6 +27,7 @@ from supernets import io
 from supernets.config import ArchConfig
 
 SCHEMA = 2
+OVERHEAD_KEY = "overhead"
 BYTES_PER_PARAM = 4   # float32 deploy weights
 
 
@@ -135,18 +136,31 @@ class LatencyTable:
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
         blend = self.cache_model.blend(self.weight_bytes(config))
-        return [(op["name"], op["key"], self.ms(op["key"], blend)) for op in graph.ops(config)]
+        rows = [(op["name"], op["key"], self.ms(op["key"], blend)) for op in graph.ops(config)]
+        if self.overhead_ms:
+            rows.append(("call overhead", OVERHEAD_KEY, self.overhead_ms))
+        return rows
 
     def predict(self, config: ArchConfig) -> float:
         return sum(ms for _, _, ms in self.breakdown(config))
 
     def fill_hint(self, family: str) -> str:
-        return f"fill it with `nas lut build --device {self.device} --family {family} --resolution {self.resolution}`"
+        where = f"--device {self.device} --family {family} --resolution {self.resolution}"
+        if self.environment.get("backend") == "coreml":
+            return (f"estimate them with `nas lut estimate {where}` or time them on the device "
+                    f"(`nas lut export {where}`, then `nas lut import`)")
+        return f"fill it with `nas lut build {where}`"
 
     def _check_resolution(self, config: ArchConfig) -> None:
         if config.resolution != self.resolution:
             raise TableError(f"config resolution {config.resolution} does not match table "
                              f"{self.device}@{self.resolution}")
+
+    @property
+    def overhead_ms(self) -> float:
+        """A fixed cost per network call, paid once (estimated Core ML tables: the harness's
+        per-prediction overhead, ``lut.estimate``)."""
+        return float(self.environment.get("overhead_ms", 0.0))
 
     # ------------------------------------------------------------------ cache model
     @property

@@ -34,14 +34,19 @@ def _families(name: str) -> list[str]:
 
 
 def _open_table(device_name: str, resolution: int, tables_dir: Path, create: bool):
-    from lut import build
+    """The device's table at `resolution` (the user's, else the shipped one). With `create`, a
+    device that can fill a table here (measured, or estimated for an Apple device) gets a new one
+    in `tables_dir` when there is none, and tables it may add to are written there, never into the
+    package."""
+    from lut import build, estimate
     from lut.devices import find_table, get_device, table_path
     from lut.table import LatencyTable
 
     device = get_device(device_name, tables_dir)
+    fillable = device.measurable or device_name in estimate.DEVICE_SOURCE
     found = find_table(device_name, resolution, tables_dir)
     if found is None:
-        if not (create and device.measurable):
+        if not (create and fillable):
             how = (f"build one with `nas lut build --device {device_name}`" if device.measurable else
                    f"import on-device timings (`nas lut export` / `nas lut import`); {device.unavailable_reason}")
             raise UserError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
@@ -53,9 +58,27 @@ def _open_table(device_name: str, resolution: int, tables_dir: Path, create: boo
     if build.table_backend(table) != device.backend:
         raise UserError(f"{found} was measured with backend {build.table_backend(table)}, but device {device_name} "
                         f"uses {device.backend}; move the table away or rebuild it with `nas lut build`")
-    if device.measurable and found.parent.resolve() != tables_dir.resolve():
+    if fillable and found.parent.resolve() != tables_dir.resolve():
         table.path = table_path(device_name, resolution, tables_dir)  # never write into the package
     return device, table
+
+
+def _predictor(device, table, args):
+    """Prices configs on `table`: a measurable device measures the ops the table lacks, an Apple
+    device with a cost model estimates them (and says so), others need a complete table."""
+    from lut import estimate
+    from lut.build import Predictor
+
+    fill = None
+    if not device.measurable and device.name in estimate.DEVICE_SOURCE:
+        model, source = _cost_model(args)
+
+        def fill(table, ops):
+            print(f"estimating {len(ops)} op(s) {table.device}@{table.resolution} lacks with {model.version} "
+                  f"(saved to {table.path})", flush=True)
+            estimate.estimate_ops(table, ops, model, source)
+            estimate.describe_table(table, model, source)
+    return Predictor(table, device.measurable, threads=device.threads, progress=not args.no_progress, estimate=fill)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -181,6 +204,17 @@ def _ops_of(spaces: list, num_classes: int) -> dict[str, dict]:
     return ops
 
 
+def _variant_ops(families: list[str], resolution: int) -> dict[str, dict]:
+    """Every op key of the families' published variants deployed at `resolution`."""
+    from lut import build
+    from supernets.config import ArchConfig
+    import search_spaces
+
+    configs = [ArchConfig.load(search_spaces.variant_path(f, v)).replace(resolution=resolution)
+               for f in families for v in search_spaces.variant_names(f)]
+    return build.ops_for(configs)
+
+
 def cmd_lut_export(args) -> Path:
     from tqdm.auto import tqdm
 
@@ -247,6 +281,95 @@ def cmd_lut_import(args) -> Path:
     return table.path
 
 
+def _cost_model(args):
+    """The Core ML cost model (``--refit``: profiled and fitted anew on the published latencies,
+    saved to the tables directory) and the estimate source of ``--device``."""
+    from tqdm.auto import tqdm
+
+    from lut import estimate
+    from lut.devices import get_device
+
+    tables_dir = _tables_dir(args)
+    device = get_device(args.device, tables_dir)
+    if device.backend != "coreml":
+        raise UserError(f"device {args.device} is measured, not estimated; use `nas lut build --device {args.device}`")
+    if args.device not in estimate.DEVICE_SOURCE:
+        raise UserError(f"no published protocol to estimate {args.device} with (estimates exist for "
+                        f"{', '.join(estimate.DEVICE_SOURCE)}); time its ops with `nas lut export` / `nas lut import`")
+    if getattr(args, "refit", False):
+        rows = estimate.calibration_rows()
+        bar = tqdm(total=len({(r.model, r.resolution) for r in rows}), desc="profiling published models",
+                   unit="model", disable=args.no_progress, leave=False)
+        try:
+            features = estimate.calibration_features(rows, progress=bar.update)
+        finally:
+            bar.close()
+        model = estimate.fit_published(rows, features)
+        path = model.save(tables_dir / estimate.SHIPPED_MODEL.name)
+        print(f"fitted {model.version} on {model.fitted_on['rows']} published latencies of "
+              f"{model.fitted_on['models']} models (in-sample median error "
+              f"{model.fitted_on['in_sample_median_ape_pct']}%); saved {path}", flush=True)
+    else:
+        path = estimate.cost_model_path(tables_dir)
+        try:
+            model = estimate.CostModel.load(path)
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"{path}: unusable cost model ({e}); refit it with `nas lut estimate --refit`") from None
+    return model, estimate.DEVICE_SOURCE[args.device]
+
+
+def cmd_lut_estimate(args) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    from lut import build, estimate
+    from lut.devices import find_table, get_device, table_path
+    from lut.table import LatencyTable
+
+    model, source = _cost_model(args)
+    tables_dir = _tables_dir(args)
+    device = get_device(args.device, tables_dir)
+    families = _families(args.family)
+    written = []
+    for res in args.resolution:
+        (_, spaces), = _spaces_at(families, res, device).items()
+        ops: dict[str, dict] = {}
+        for n in args.num_classes:
+            ops.update(_ops_of(spaces, n))
+        ops.update(_variant_ops(families, res))   # so published variants can be priced next to searched ones
+        found = find_table(args.device, res, tables_dir)
+        table = (LatencyTable.load(found, device=args.device, resolution=res) if found else
+                 build.new_table(args.device, res, device.threads, device.backend))
+        if build.table_backend(table) != "coreml":
+            raise UserError(f"{found} is not a Core ML table (backend {build.table_backend(table)}); move it away")
+        table.path = table_path(args.device, res, tables_dir)   # the user's copy, never the shipped file
+        bar = tqdm(total=len(ops), desc=f"{args.device}@{res}", unit="op", disable=args.no_progress, leave=False)
+        try:
+            added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=True)
+        finally:
+            bar.close()
+        estimate.describe_table(table, model, source)
+        written.append(table.save())
+        print(f"{table.path}: {added} ops estimated ({len(ops)} in the spaces of {', '.join(families)}; "
+              f"{len(table.entries)} entries), {model.version} as {source}, call overhead {table.overhead_ms:.3f} ms")
+    return written
+
+
+def cmd_lut_estimate_model(args) -> float:
+    from lut import estimate
+
+    model, source = _cost_model(args)
+    try:
+        net, res = estimate.build_model(args.timm, args.resolution)
+    except RuntimeError as e:
+        raise UserError(f"--timm {args.timm}: {str(e).splitlines()[0]} (list names with timm.list_models())") from None
+    feats = estimate.profile(net, (1, 3, res, res))
+    ms = model.network_ms(feats, source)
+    print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source})")
+    parts = sorted(((model.scales[source] * model.weights[k] * feats[k], k) for k in estimate.FEATURES), reverse=True)
+    print("  " + ", ".join(f"{k} {v:.3f}" for v, k in parts if v > 0) + f", call overhead {model.overheads[source]:.3f}")
+    return ms
+
+
 def cmd_lut_validate(args) -> list[Path]:
     from lut import validate
     from lut.build import Predictor
@@ -281,7 +404,6 @@ def cmd_lut_validate(args) -> list[Path]:
 def cmd_slim(args) -> Path:
     import torch
 
-    from lut.build import Predictor
     from nas import checkpoint, data as data_mod, runs
     from nas.evaluate import Evaluator
     from nas.slim import slim, write_trajectory
@@ -294,7 +416,7 @@ def cmd_slim(args) -> Path:
     net = checkpoint.build_supernet(ckpt)
     family = net.space.family
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
-    predictor = Predictor(table, device.measurable, threads=device.threads, progress=not args.no_progress)
+    predictor = _predictor(device, table, args)
 
     recipe = Recipe.from_dict(ckpt["recipe"])
     torch.set_num_threads(args.threads)
@@ -456,6 +578,22 @@ def _build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")
     common(dv)
     dv.set_defaults(func=cmd_lut_devices)
+
+    es = lsub.add_parser("estimate", help="estimated Core ML tables (iphone12/iphone13) for every family's space")
+    es.add_argument("--device", default="iphone12")
+    es.add_argument("--family", default="all", help="a family or 'all'")
+    es.add_argument("--resolution", type=int, nargs="+", default=[224, 256], help="table resolutions")
+    es.add_argument("--num-classes", type=int, nargs="+", default=[10, 1000], help="classifier sizes to cover")
+    es.add_argument("--refit", action="store_true", help="profile the published models and refit the cost model")
+    common(es)
+    es.set_defaults(func=cmd_lut_estimate)
+
+    em = lsub.add_parser("estimate-model", help="estimated Core ML latency of any timm model")
+    em.add_argument("--device", default="iphone12")
+    em.add_argument("--timm", required=True, help="timm model name (or nas_<family>_<variant>)")
+    em.add_argument("--resolution", type=int, default=None, help="input resolution (default: the model's)")
+    common(em)
+    em.set_defaults(func=cmd_lut_estimate_model)
 
     v = lsub.add_parser("validate", help="predicted vs measured latency of random configs of a family's space")
     v.add_argument("--device", default="cpu")

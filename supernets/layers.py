@@ -270,10 +270,10 @@ class Reshape(nn.Module):
     def __init__(self, to: str, grid: tuple[int, int]):
         super().__init__()
         assert to in ("tokens", "map")
-        self.to, self.grid = to, tuple(grid)
+        self.target, self.grid = to, tuple(grid)   # not `self.to`: that would shadow nn.Module.to
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return to_tokens(x) if self.to == "tokens" else to_map(x, self.grid)
+        return to_tokens(x) if self.target == "tokens" else to_map(x, self.grid)
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -67,10 +67,14 @@ def test_target_must_be_positive(capsys, tiny_run, tmp_path):
 
 
 def test_device_without_table(capsys, tiny_run, tmp_path):
-    before = _files(tiny_run.parent)
-    _assert_one_line(*_run(capsys, "slim", "--target-ms", "1", "--device", "iphone12", "--supernet", str(tiny_run),
-                           "--runs", str(tmp_path)), "no latency table for iphone12@64")
-    assert _files(tiny_run.parent) == before
+    """An Apple device with no published protocol to estimate with (iphone12/13 have one) and no
+    imported timings cannot price anything."""
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "devices.yaml").write_text("devices:\n  - {name: iphone15, backend: coreml}\n")
+    before = _files(tiny_run.parent), _files(tmp_path)
+    _assert_one_line(*_run(capsys, "slim", "--target-ms", "1", "--device", "iphone15", "--supernet", str(tiny_run),
+                           "--runs", str(tmp_path)), "no latency table for iphone15@64", "nas lut import")
+    assert (_files(tiny_run.parent), _files(tmp_path)) == before
 
 
 def test_unknown_device(capsys, tiny_run, tmp_path):

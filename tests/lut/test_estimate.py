@@ -1,0 +1,186 @@
+"""The Core ML cost model: features, additivity over LUT ops, the fit, the shipped tables."""
+import random
+
+import numpy as np
+import pytest
+from torch import nn
+
+import search_spaces
+from lut import build, estimate
+from lut.devices import SHIPPED_TABLES
+from lut.table import LatencyTable
+from nas.cli import main
+from supernets.config import ArchConfig, SearchSpace
+from supernets.layers import reparameterize
+from supernets.registry import get_family, random_choice
+from tests.conftest import TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE, TINY_FASTVIT_SPACE
+
+FAMILIES = ["efficientformer", "fastvit", "mobilevitv3", "iformer", "fmvit"]
+
+
+class _Attention(nn.Module):
+    """Dense conv, depthwise conv, LayerNorm, a linear, q @ k^T, softmax, a permute."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.qkv = nn.Linear(8, 16, bias=False)
+
+    def forward(self, x):
+        x = self.dw(self.conv(x))                            # (1, 8, 4, 4)
+        t = self.norm(x.flatten(2).permute(0, 2, 1))         # (1, 16, 8)
+        q, k = self.qkv(t).split(8, dim=-1)
+        return (q @ k.transpose(1, 2)).softmax(-1)           # (1, 16, 16)
+
+
+def test_features_are_read_off_the_aten_ops():
+    f = estimate.profile(_Attention(), (1, 3, 4, 4))
+    mb = lambda n: n * estimate.BYTES_PER_ELEMENT / 1e6   # noqa: E731
+    conv_macs, linear_macs, attn_macs = 8 * 3 * 9 * 16, 16 * 8 * 16, 16 * 16 * 8
+    assert f["dense_gmacs"] == pytest.approx((conv_macs + linear_macs) / 1e9)
+    assert f["attention_gmacs"] == pytest.approx(attn_macs / 1e9)    # q @ k^T: two activations
+    assert f["depthwise_mb"] == pytest.approx(mb(128 + 128))
+    assert f["norm_mb"] == pytest.approx(mb(128 + 128))
+    assert f["softmax_mb"] == pytest.approx(mb(256 + 256))
+    assert f["layout_mb"] == pytest.approx(mb(128 + 128))   # the permute and k's transpose; a weight's is free
+    assert f["weight_mb"] == pytest.approx(mb(sum(p.numel() for p in _Attention().parameters())))
+
+
+@pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
+                                        TINY_FMVIT_SPACE], ids=FAMILIES)
+def test_a_network_estimate_is_the_sum_of_its_ops(space_text, tmp_path):
+    """The op table prices a network as the model prices the whole network (features add up)."""
+    path = tmp_path / "space.yaml"
+    path.write_text(space_text)
+    space = SearchSpace.load(path)
+    model = estimate.CostModel.load()
+    source = estimate.DEVICE_SOURCE["iphone12"]
+    table = build.new_table("iphone12", space.resolution, 1, "coreml")
+    for seed in range(3):
+        cfg = random_choice(space, random.Random(seed)).to_config(space, 10)
+        estimate.estimate_ops(table, build.ops_for([cfg]), model, source)
+        estimate.describe_table(table, model, source)
+        whole = estimate.profile(reparameterize(get_family(cfg.family).build(cfg)),
+                                 (1, 3, space.resolution, space.resolution))
+        assert table.predict(cfg) == pytest.approx(model.network_ms(whole, source), rel=0.02)
+
+
+def test_fit_recovers_weights_scales_and_overheads_and_shrugs_off_an_outlier():
+    rng = np.random.default_rng(0)
+    n = len(estimate.FEATURES)
+    x = rng.uniform(0.1, 10, size=(90, n))
+    w = rng.uniform(0.01, 0.2, size=n)
+    w[[1, 3]] = 0.0
+    sources = [estimate.REFERENCE_SOURCE, "B", "C"] * 30
+    scale = {estimate.REFERENCE_SOURCE: 1.0, "B": 1.4, "C": 0.8}
+    over = {estimate.REFERENCE_SOURCE: 0.5, "B": 1.0, "C": 0.2}
+    y = np.array([scale[s] * xi @ w + over[s] for xi, s in zip(x, sources)])
+    y[0] *= 20                                                   # one model off the Neural Engine
+    fitted = estimate.fit(x, y, sources)
+    assert [fitted.weights[k] for k in estimate.FEATURES] == pytest.approx(list(w), abs=2e-3)
+    for s in scale:
+        assert fitted.scales[s] == pytest.approx(scale[s], rel=0.02)
+        assert fitted.overheads[s] == pytest.approx(over[s], abs=0.05)
+
+
+def test_calibration_rows_map_published_names_and_group_protocols():
+    rows = estimate.calibration_rows()
+    assert len(rows) > 150 and len({r.model for r in rows}) > 100
+    assert {r.source for r in rows} == {"A14 EfficientFormer preprint", "A14 iOS16 ModelBench", "A15 iFormer",
+                                        "A15 FMViT (iOS 16.6)"}
+    assert not any("backbone" in r.published for r in rows)      # 512 px / 1344x800 backbones are not pooled
+    l1 = {(r.source, r.ms) for r in rows if r.model == "efficientformer_l1"}
+    assert ("A14 EfficientFormer preprint", 1.6) in l1
+
+
+@pytest.mark.slow
+def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
+    rows = estimate.calibration_rows()
+    features = estimate.calibration_features(rows)
+    assert not [k for k, f in features.items() if "error" in f]
+    refit = estimate.fit_published(rows, features)
+    shipped = estimate.CostModel.load()
+    assert refit.fitted_on == shipped.fitted_on
+    for name in ("weights", "scales", "overheads"):
+        got, want = getattr(refit, name), getattr(shipped, name)
+        assert got.keys() == want.keys()
+        assert [got[k] for k in want] == pytest.approx([want[k] for k in want], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("device", ["iphone12", "iphone13"])
+@pytest.mark.parametrize("resolution", [224, 256])
+def test_shipped_tables_cover_every_family_space_and_variant(device, resolution):
+    table = LatencyTable.load(SHIPPED_TABLES / f"{device}@{resolution}.yaml", device=device, resolution=resolution)
+    model = estimate.CostModel.load()
+    assert table.environment["backend"] == "coreml" and table.environment["estimated_by"] == model.version
+    assert table.overhead_ms == pytest.approx(model.overheads[estimate.DEVICE_SOURCE[device]], rel=1e-4)
+    assert {e["source"] for e in table.entries.values()} == {"estimated"}
+    for fam in FAMILIES:
+        space = SearchSpace.load(search_spaces.space_path(fam)).replace(resolution=resolution)
+        for n in (10, 1000):
+            cfg = random_choice(space, random.Random(n)).to_config(space, n)
+            assert not table.missing(cfg), (fam, n)
+        for variant in search_spaces.variant_names(fam):
+            cfg = ArchConfig.load(search_spaces.variant_path(fam, variant)).replace(resolution=resolution)
+            assert not table.missing(cfg), (fam, variant)
+            assert table.predict(cfg) > table.overhead_ms
+
+
+def test_estimate_model_prints_any_timm_model(capsys):
+    assert main(["lut", "estimate-model", "--device", "iphone13", "--timm", "resnet18", "--resolution", "160"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 @ 160 px on iphone13:" in out and "ms estimated" in out and "dense_gmacs" in out
+
+
+def test_estimate_errors_are_one_line(capsys, tmp_path):
+    def fails(*argv, expect):
+        assert main(list(argv) + ["--tables", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expect in err, err
+
+    fails("lut", "estimate-model", "--device", "iphone12", "--timm", "no_such_net", expect="--timm no_such_net")
+    fails("lut", "estimate", "--device", "cpu", expect="measured, not estimated")
+    (tmp_path / "devices.yaml").write_text("devices:\n  - {name: iphone15, backend: coreml}\n")
+    fails("lut", "estimate", "--device", "iphone15", expect="no published protocol to estimate iphone15")
+    assert list(tmp_path.iterdir()) == [tmp_path / "devices.yaml"]
+
+
+def test_estimate_writes_the_users_tables_for_one_family(tmp_path, capsys):
+    assert main(["lut", "estimate", "--device", "iphone13", "--family", "iformer", "--resolution", "224",
+                 "--tables", str(tmp_path), "--no-progress"]) == 0
+    table = LatencyTable.load(tmp_path / "iphone13@224.yaml")
+    space = SearchSpace.load(search_spaces.space_path("iformer"))
+    assert set(table.entries) >= set(build.space_ops(space, 10))
+    # the shipped table holds the same estimates
+    shipped = LatencyTable.load(SHIPPED_TABLES / "iphone13@224.yaml")
+    key = next(iter(table.entries))
+    assert table.entries[key]["ms"] == pytest.approx(shipped.entries[key]["ms"], rel=1e-4)
+
+
+def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path, tmp_path, capsys):
+    """A space no shipped table covers (64 px): nas slim --device iphone12 estimates its ops."""
+    from nas.train import Recipe, train_supernet
+
+    from nas import checkpoint
+
+    ckpt = train_supernet(Recipe(space=str(tiny_space_path), img_size=32, epochs=1, batch_size=128),
+                          tmp_path / "run", progress=False, log=lambda s: None)
+    net = checkpoint.build_supernet(checkpoint.load(ckpt))
+    start = net.initial_choice().to_config(net.space, num_classes=net.num_classes)
+    model, source = estimate.CostModel.load(), estimate.DEVICE_SOURCE["iphone12"]
+    start_ms = model.network_ms(estimate.profile(reparameterize(get_family(start.family).build(start)),
+                                                 (1, 3, 64, 64)), source)
+    target = round(model.overheads[source] + 0.6 * (start_ms - model.overheads[source]), 4)
+    tables = tmp_path / "tables"
+    assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--supernet", str(ckpt),
+                 "--tables", str(tables), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "estimating" in out and "coreml-cost-v1" in out
+    cfg = ArchConfig.load(next((tmp_path / "run" / "slim").glob("efficientformer@iphone12-*.yaml")))
+    table = LatencyTable.load(tables / "iphone12@64.yaml")
+    assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1
+    assert table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)
+    assert {e["source"] for e in table.entries.values()} == {"estimated"}
+    assert table.overhead_ms == pytest.approx(model.overheads[source], rel=1e-4)
