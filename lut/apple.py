@@ -156,10 +156,13 @@ _MAC_SCRIPT = '''"""Time every Core ML package of this export on a Mac (macOS on
 
 Writes timings.csv (file, ms: the median of timed predictions after warm-up) next to this
 script; then, on the machine with nas: nas lut import timings.csv --device {device}
-(table {device}@{resolution}). A Mac's chip is not the phone's: for phone numbers use Xcode's
-performance report on the device and write the medians into timings.csv the same way.
+(table {device}@{resolution}). On macOS >= 14.4 the timing is coremltools' MLModelBenchmarker
+(benchmark_predict with warm-up); before that, a loop of MLModel.predict calls. A Mac's chip is
+not the phone's: for phone numbers use Xcode's performance report on the device (open the
+package, Performance tab, "+", pick the iPhone) and write its medians into timings.csv the same way.
 """
 import argparse
+import asyncio
 import csv
 import statistics
 import time
@@ -173,18 +176,32 @@ p = argparse.ArgumentParser()
 p.add_argument("--compute-units", default="ALL")
 p.add_argument("--calls", type=int, default=100)
 args = p.parse_args()
+units = getattr(ct.ComputeUnit, args.compute_units)
+
+
+def median_ms(path, shape):
+    x = {{"x": np.random.rand(*shape).astype(np.float32)}}
+    try:
+        from coremltools.models.ml_program.experimental.perf_utils import MLModelBenchmarker
+
+        bench = MLModelBenchmarker(model=ct.models.MLModel(str(path), compute_units=units))
+        return asyncio.run(bench.benchmark_predict(inputs=x, iterations=args.calls, warmup=True)).statistics.median
+    except (ImportError, RuntimeError, NotImplementedError):
+        model = ct.models.MLModel(str(path), compute_units=units)
+        for _ in range(10):
+            model.predict(x)
+        times = []
+        for _ in range(args.calls):
+            t0 = time.perf_counter()
+            model.predict(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+
 rows = []
 for row in csv.DictReader(open(here / "manifest.csv")):
-    model = ct.models.MLModel(str(here / row["file"]), compute_units=getattr(ct.ComputeUnit, args.compute_units))
-    x = {{"x": np.random.rand(*map(int, row["input_shape"].split("x"))).astype(np.float32)}}
-    for _ in range(10):
-        model.predict(x)
-    times = []
-    for _ in range(args.calls):
-        t0 = time.perf_counter()
-        model.predict(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    rows.append({{"file": row["file"], "ms": round(statistics.median(times), 5)}})
+    ms = median_ms(here / row["file"], tuple(map(int, row["input_shape"].split("x"))))
+    rows.append({{"file": row["file"], "ms": round(ms, 5)}})
     print(row["file"], rows[-1]["ms"], "ms")
 with open(here / "timings.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=["file", "ms"])

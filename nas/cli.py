@@ -233,10 +233,11 @@ def cmd_lut_export(args) -> Path:
     (res, spaces), = by_res.items()
     ops = _ops_of(spaces, args.num_classes)
     found = find_table(args.device, res, tables_dir)
-    have = set(LatencyTable.load(found, device=args.device, resolution=res).entries) if found else set()
-    todo = {k: op for k, op in ops.items() if k not in have}
+    entries = LatencyTable.load(found, device=args.device, resolution=res).entries if found else {}
+    measured = {k for k, e in entries.items() if e.get("source") == "measured"}   # estimates are to be replaced
+    todo = {k: op for k, op in ops.items() if k not in measured}
     out = Path(args.out) if args.out else Path(args.runs) / "apple" / f"{args.device}@{res}"
-    print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in a table, "
+    print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already measured, "
           f"exporting {len(todo)} Core ML packages to {out}", flush=True)
     bar = tqdm(total=len(todo), desc="converting", unit="op", disable=args.no_progress, leave=False)
     try:

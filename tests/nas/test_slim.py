@@ -74,7 +74,7 @@ def test_fmvit_split_actions_drop_one_branch_and_16_fm_channels(tiny_fmvit_run):
                                  "tiny_fmvit_run"])
 def test_slim_end_to_end(run, request, tmp_path, capsys):
     """Every family: slim to 70% of the start, a valid trajectory, and an emitted config that
-    builds, runs and exports (ONNX, checked against torch)."""
+    builds, runs and exports (ONNX, checked against torch; Core ML, converted and saved)."""
     tiny_run = request.getfixturevalue(run)
     tables = tmp_path / "tables"
     net = checkpoint.build_supernet(checkpoint.load(tiny_run))
@@ -98,8 +98,8 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert (out / f"{stem}.trajectory.png").read_bytes()[:4] == b"\x89PNG"
     model = get_family(cfg.family).build(cfg).eval()
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
-    assert main(["export", str(out / f"{stem}.yaml"), "--format", "onnx"]) == 0
-    assert (out / f"{stem}.onnx").is_file()
+    assert main(["export", str(out / f"{stem}.yaml"), "--format", "all"]) == 0
+    assert (out / f"{stem}.onnx").is_file() and (out / f"{stem}.mlpackage").is_dir()
     # nas show reports it
     assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
     shown = capsys.readouterr().out
