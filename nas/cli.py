@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 import os
 import sys
 import time
@@ -402,12 +403,22 @@ def cmd_lut_validate(args) -> list[Path]:
     return written
 
 
-def cmd_slim(args) -> Path:
+@dataclass
+class _Setup:
+    ckpt_path: Path
+    net: object            # Supernet, in eval mode, channels ordered as asked
+    table: object          # LatencyTable
+    predictor: object      # config -> ms
+    evaluator: object      # sub-network -> Score
+
+
+def _supernet_setup(args) -> _Setup:
+    """What slim and search share: the supernet, the device's table and predictor, and the
+    evaluator on fixed calibration/validation subsets."""
     import torch
 
     from nas import checkpoint, data as data_mod, runs
     from nas.evaluate import Evaluator
-    from nas.slim import slim, write_trajectory
     from nas.train import Recipe
 
     if args.target_ms <= 0:
@@ -415,20 +426,26 @@ def cmd_slim(args) -> Path:
     ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
     ckpt = checkpoint.load(ckpt_path)
     net = checkpoint.build_supernet(ckpt)
-    family = net.space.family
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
     predictor = _predictor(device, table, args)
-
     recipe = Recipe.from_dict(ckpt["recipe"])
     torch.set_num_threads(args.threads)
     data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
     calib = data_mod.fixed_subset(data.train, args.calib_images, args.seed)[0]
     val_x, val_y = data_mod.fixed_subset(data.val, args.val_images, args.seed + 1)
-    evaluator = Evaluator(calib, val_x, val_y)
     net.eval()
     if args.channel_order == "importance":
         net.reorder_channels()
+    return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y))
 
+
+def cmd_slim(args) -> Path:
+    from nas.slim import slim, write_trajectory
+
+    setup = _supernet_setup(args)
+    ckpt_path, net, table, predictor, evaluator = (setup.ckpt_path, setup.net, setup.table, setup.predictor,
+                                                   setup.evaluator)
+    family = net.space.family
     print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
           f"to {args.target_ms:g} ms", flush=True)
     result = slim(net, predictor, evaluator, args.target_ms)
@@ -445,6 +462,49 @@ def cmd_slim(args) -> Path:
     print(f"config: {yaml_path}  ({result.latency_ms:.3f} ms predicted, {result.accuracy:.2f}% inherited top-1)")
     print(f"trajectory: {extra[0]}  plot: {extra[1]}")
     return yaml_path
+
+
+def cmd_search(args) -> Path:
+    from tqdm.auto import tqdm
+
+    from nas import search
+
+    if args.trials < 1:
+        raise UserError(f"--trials {args.trials}: need at least one trial")
+    setup = _supernet_setup(args)
+    net = setup.net
+    family = net.space.family
+    stem = f"{family}@{args.device}-{args.target_ms:g}ms"
+    out_dir = Path(args.out) if args.out else setup.ckpt_path.parent / "search" / stem
+    try:
+        study = search.open_study(search.open_storage(args.storage, out_dir), args.study or stem, seed=args.seed,
+                                  population=args.population)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna raise many types for a bad URL
+        raise UserError(f"--storage {args.storage}: cannot open the study ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120]}); give an Optuna storage URL such as sqlite:///study.db") from None
+    print(f"searching {family} supernet {setup.ckpt_path} for {args.device}@{net.space.resolution} under "
+          f"{args.target_ms:g} ms: {args.trials} trials, NSGA-II, study {stem!r} in "
+          f"{args.storage or out_dir / search.JOURNAL}", flush=True)
+    bar = tqdm(total=args.trials, desc="trials", unit="trial", disable=args.no_progress, leave=False)
+    try:
+        result = search.search(net, setup.predictor, setup.evaluator, args.target_ms, study, trials=args.trials,
+                               progress=lambda t: bar.update(1))
+    except ValueError as e:   # a study of another budget, space or objectives under that name
+        raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
+    finally:
+        bar.close()
+    meta = {"device": args.device, "target_ms": args.target_ms, "supernet": str(setup.ckpt_path),
+            "table": str(setup.table.path), "study": args.study or stem}
+    written = search.write_front(result, net, out_dir, stem, meta)
+    n = len(result.study.trials)
+    if result.best is None:
+        print(f"{n} trials, none within {args.target_ms:g} ms; trials: {out_dir / 'trials.csv'}")
+    else:
+        b = result.best
+        print(f"{n} trials; Pareto front within {args.target_ms:g} ms: {len(result.front)} configs in "
+              f"{out_dir / 'pareto'}; best: trial {b.number}, {b.values[0]:.2f}% inherited top-1 at {b.values[1]:.3f} ms")
+    print(f"trials: {out_dir / 'trials.csv'}  plot: {out_dir / 'pareto.png'}")
+    return written[-1]
 
 
 def cmd_show(args) -> None:
@@ -621,6 +681,25 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
     common(s)
     s.set_defaults(func=cmd_slim)
+
+    se = sub.add_parser("search", help="Optuna NSGA-II search of a trained supernet: accuracy vs latency, within a budget")
+    se.add_argument("--target-ms", type=float, required=True, help="latency budget (a constraint)")
+    se.add_argument("--device", default="cpu")
+    se.add_argument("--family", default="efficientformer")
+    se.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
+    se.add_argument("--trials", type=int, default=100, help="finished trials the study should hold")
+    se.add_argument("--population", type=int, default=16, help="NSGA-II population size")
+    se.add_argument("--storage", default=None,
+                    help="Optuna storage URL, e.g. sqlite:///s.db or postgresql://... (default: a journal file in --out)")
+    se.add_argument("--study", default=None, help="study name (default: FAMILY@DEVICE-TARGETms)")
+    se.add_argument("--out", default=None, help="output directory (default: RUN_DIR/search/FAMILY@DEVICE-TARGETms)")
+    se.add_argument("--calib-images", type=int, default=256, help="training images for BN recalibration")
+    se.add_argument("--val-images", type=int, default=1000, help="fixed validation subset size")
+    se.add_argument("--channel-order", choices=["importance", "natural"], default="importance")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
+    common(se)
+    se.set_defaults(func=cmd_search)
 
     sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig; "
                         "α of a supernet (run directory or supernet.pt)")

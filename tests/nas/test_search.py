@@ -1,0 +1,109 @@
+"""nas search: Optuna NSGA-II over a supernet's space, journal storage, resume, concurrent workers."""
+import csv
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from nas import search
+from nas.cli import main
+from supernets.config import ArchConfig, SearchSpace
+from supernets.registry import get_family
+from tests.conftest import TINY_FASTVIT_SPACE, TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE
+
+COMMON = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32", "--no-progress"]
+
+
+@pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
+                                        TINY_FMVIT_SPACE])
+def test_every_trial_encodes_a_valid_config(space_text, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(space_text)
+    space = SearchSpace.load(path)
+    token_kinds = set(get_family(space.family).token_kinds)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    depths = set()
+    for _ in range(40):
+        trial = study.ask()
+        choice = search.suggest(trial, space)
+        cfg = choice.to_config(space, 10)        # raises ConfigError if the family refuses it
+        for j, stage in enumerate(cfg.stages):
+            kinds = [b.kind for b in stage.blocks]
+            assert len(kinds) == trial.params[f"s{j}.depth"] >= space.stages[j].min_blocks
+            is_token = [k in token_kinds for k in kinds]
+            assert is_token == sorted(is_token)   # map blocks first, then token blocks
+            depths.add(len(kinds))
+        study.tell(trial, [0.0, 1.0])
+    assert len(depths) > 1
+
+
+def _trials(csv_path):
+    return list(csv.DictReader(open(csv_path)))
+
+
+def test_search_writes_a_feasible_front_and_resumes(tiny_run, tmp_path, capsys):
+    out = tmp_path / "search"
+    argv = ["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
+            "--out", str(out), *COMMON]
+    assert main(argv + ["--trials", "10"]) == 0
+    rows = _trials(out / "trials.csv")
+    assert len(rows) == 10 and (out / search.JOURNAL).is_file()
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # resume: the study holds 10 finished trials, so 16 runs only 6 more
+    assert main(argv + ["--trials", "16"]) == 0
+    assert "16 trials" in capsys.readouterr().out
+    rows = _trials(out / "trials.csv")
+    assert sorted(int(r["trial"]) for r in rows) == list(range(16))
+    feasible = [(float(r["accuracy"]), float(r["latency_ms"])) for r in rows if r["feasible"] == "True"]
+    front = [r for r in rows if r["pareto"] == "True"]
+    configs = sorted((out / "pareto").glob("*.yaml"))
+    assert len(configs) == len(front) >= 1
+    for p in configs:
+        cfg = ArchConfig.load(p)
+        acc, ms = cfg.meta["inherited_top1"], cfg.meta["predicted_ms"]
+        assert ms <= 0.5
+        # nothing feasible is at least as accurate and strictly faster, or strictly more accurate and as fast
+        assert not any((a >= acc and m < ms - 1e-9) or (a > acc + 1e-9 and m <= ms) for a, m in feasible)
+
+
+def test_two_concurrent_searches_share_one_journal_study(tiny_run, tmp_path):
+    out = tmp_path / "search"
+    argv = [sys.executable, "-m", "nas.cli", "search", "--target-ms", "0.5", "--supernet", str(tiny_run),
+            "--tables", str(tmp_path / "tables"), "--out", str(out), "--trials", "12", *COMMON]
+    # fill the table first (another study), so the two workers never write it at the same time
+    assert main(["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
+                 "--out", str(tmp_path / "warm-up"), "--trials", "8", *COMMON]) == 0
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [subprocess.Popen(argv + ["--seed", str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for seed in (1, 2)]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    storage = search.open_storage(None, out)
+    trials = optuna.load_study(study_name="efficientformer@iphone12-0.5ms", storage=storage).trials
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({t.number for t in trials}) == len(trials)          # no duplicate trial numbers
+    assert 12 <= len(finished) <= 13                               # the budget, give or take a trial in flight
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+
+
+def test_search_errors_are_one_line(tiny_run, tmp_path, capsys):
+    def fails(*extra, expect):
+        assert main(["search", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
+                     "--out", str(tmp_path / "s"), *COMMON, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expect in err, err
+
+    fails("--target-ms", "0.5", "--trials", "0", expect="--trials 0")
+    fails("--target-ms", "0", "--trials", "2", expect="must be > 0")
+    fails("--target-ms", "0.5", "--trials", "2", "--storage", "nosuchdb://x", expect="--storage nosuchdb://x")
+    assert not (tmp_path / "s").exists()
+    assert main(["search", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"), "--out",
+                 str(tmp_path / "s"), "--target-ms", "0.5", "--trials", "2", "--study", "mine", *COMMON]) == 0
+    capsys.readouterr()
+    fails("--target-ms", "0.4", "--trials", "3", "--study", "mine", expect="searched under 0.5 ms")
