@@ -440,6 +440,7 @@ def _supernet_setup(args) -> _Setup:
 
 
 def cmd_slim(args) -> Path:
+    from nas import cluster
     from nas.slim import slim, write_trajectory
 
     setup = _supernet_setup(args)
@@ -448,7 +449,9 @@ def cmd_slim(args) -> Path:
     family = net.space.family
     print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
           f"to {args.target_ms:g} ms", flush=True)
-    result = slim(net, predictor, evaluator, args.target_ms)
+    with cluster.connected(args.ray_address) as on_ray:
+        evaluate_map = cluster.evaluate_map(net, evaluator, args.threads) if on_ray else map
+        result = slim(net, predictor, evaluator, args.target_ms, evaluate_map=evaluate_map)
     out_dir = Path(args.out) if args.out else ckpt_path.parent / "slim"
     stem = out_dir / f"{family}@{args.device}-{args.target_ms:g}ms"
     config = result.config.replace(
@@ -679,6 +682,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel-order", choices=["importance", "natural"], default="importance")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
+    s.add_argument("--ray-address", default=None,
+                   help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")
     common(s)
     s.set_defaults(func=cmd_slim)
 

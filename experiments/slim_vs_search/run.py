@@ -71,7 +71,7 @@ def run(argv=None) -> int:
              f"--epochs {args.epochs} --trials {args.trials}", "",
              f"Supernet: {args.epochs} epochs on the embedded digits ({train_s:.0f} s); initial choice "
              f"{start_ms:.3f} ms, {start_acc:.2f} % inherited top-1. Accuracy is the inherited top-1 on the fixed "
-             "1000-image validation subset after BN recalibration (same for both). Times are wall-clock on 2 shared "
+             "validation subset (`--val-images 1000`, i.e. the whole 360-image digits validation split) after BN recalibration (same for both). Times are wall-clock on 2 shared "
              "cores.", "",
              "| target | slim: top-1 % | ms | steps | time s | search: best top-1 % in budget | ms | feasible / trials "
              "| time s | trials to match slim |", "|---|---|---|---|---|---|---|---|---|---|"]
