@@ -470,10 +470,12 @@ def cmd_slim(args) -> Path:
 def cmd_search(args) -> Path:
     from tqdm.auto import tqdm
 
-    from nas import search
+    from nas import cluster, search
 
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: need at least one trial")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: need at least one worker")
     setup = _supernet_setup(args)
     net = setup.net
     family = net.space.family
@@ -488,14 +490,25 @@ def cmd_search(args) -> Path:
     print(f"searching {family} supernet {setup.ckpt_path} for {args.device}@{net.space.resolution} under "
           f"{args.target_ms:g} ms: {args.trials} trials, NSGA-II, study {stem!r} in "
           f"{args.storage or out_dir / search.JOURNAL}", flush=True)
-    bar = tqdm(total=args.trials, desc="trials", unit="trial", disable=args.no_progress, leave=False)
     try:
-        result = search.search(net, setup.predictor, setup.evaluator, args.target_ms, study, trials=args.trials,
-                               progress=lambda t: bar.update(1))
+        search.claim(study, args.target_ms)
+        with cluster.connected(args.ray_address) as on_ray:
+            if on_ray:
+                print(f"{args.workers} Ray workers share the study", flush=True)
+                cluster.search_workers(args.workers, net, setup.predictor, setup.evaluator, args.target_ms,
+                                       storage=args.storage, out_dir=out_dir, study_name=args.study or stem,
+                                       seed=args.seed, population=args.population, trials=args.trials,
+                                       threads=args.threads)
+                result = search.front_of(study)
+            else:
+                bar = tqdm(total=args.trials, desc="trials", unit="trial", disable=args.no_progress, leave=False)
+                try:
+                    result = search.search(net, setup.predictor, setup.evaluator, args.target_ms, study,
+                                           trials=args.trials, progress=lambda t: bar.update(1))
+                finally:
+                    bar.close()
     except ValueError as e:   # a study of another budget, space or objectives under that name
         raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
-    finally:
-        bar.close()
     meta = {"device": args.device, "target_ms": args.target_ms, "supernet": str(setup.ckpt_path),
             "table": str(setup.table.path), "study": args.study or stem}
     written = search.write_front(result, net, out_dir, stem, meta)
@@ -703,6 +716,8 @@ def _build_parser() -> argparse.ArgumentParser:
     se.add_argument("--channel-order", choices=["importance", "natural"], default="importance")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
+    se.add_argument("--ray-address", default=None, help="run trials as tasks on this Ray cluster ('auto': the local one)")
+    se.add_argument("--workers", type=int, default=2, help="with --ray-address: Ray tasks sharing the study")
     common(se)
     se.set_defaults(func=cmd_search)
 

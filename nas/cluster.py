@@ -73,3 +73,33 @@ def evaluate_map(net, evaluator, threads: int) -> Callable[[Callable, Iterable],
         return ray.get([task.remote(net_ref, evaluator_ref, c, threads) for c in choices])
 
     return run
+
+
+def _search_remote(net, latency, evaluator, target_ms: float, storage: str | None, out_dir, study_name: str,
+                   seed: int, population: int, trials: int, threads: int) -> int:
+    import torch
+
+    from nas import search
+
+    torch.set_num_threads(threads)
+    study = search.open_study(search.open_storage(storage, out_dir), study_name, seed=seed, population=population)
+    search.run_trials(net, latency, evaluator, target_ms, study, trials=trials)
+    return len(study.trials)
+
+
+def search_workers(workers: int, net, latency, evaluator, target_ms: float, *, storage: str | None, out_dir,
+                   study_name: str, seed: int, population: int, trials: int, threads: int) -> None:
+    """`workers` Ray tasks, each running trials of the one study (seeds seed+1 .. seed+workers) until
+    it holds `trials` finished ones. The study must exist already (created by the driver), and its
+    storage must reach every node: the default journal file on a shared path, or a database URL."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_search_remote)
+    refs = [ray.put(x) for x in (net, latency, evaluator)]
+    try:
+        ray.get([task.remote(*refs, target_ms, storage, out_dir, study_name, seed + 1 + i, population, trials, threads)
+                 for i in range(workers)])
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if getattr(e, "cause", None) is not None else e
+        raise UserError(f"a search worker failed ({type(cause).__name__}: {str(cause).splitlines()[0][:160]}); "
+                        "trials finished so far stay in the study, re-run to continue") from None

@@ -92,14 +92,19 @@ def open_study(storage, name: str, *, seed: int = 0, population: int = 16) -> op
                                sampler=sampler, load_if_exists=True)
 
 
-def search(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float,
-           study: optuna.Study, *, trials: int,
-           progress: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> SearchResult:
-    """Run trials until the study holds `trials` finished ones; return its feasible front."""
+def claim(study: optuna.Study, target_ms: float) -> None:
+    """Bind the study to its budget: trials under another budget would not be comparable."""
     known = study.user_attrs.get("target_ms")
     if known is not None and known != target_ms:
         raise ValueError(f"the study searched under {known:g} ms, not {target_ms:g} ms")
     study.set_user_attr("target_ms", target_ms)
+
+
+def run_trials(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float,
+               study: optuna.Study, *, trials: int,
+               progress: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+    """Run trials until the study holds `trials` finished ones (shared by every worker of it)."""
+    claim(study, target_ms)
     num_classes = net.num_classes
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -119,6 +124,10 @@ def search(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Eva
     if done < trials:
         study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=_FINISHED)]
                        + ([lambda s, t: progress(t)] if progress else []), n_trials=trials - done)
+
+
+def front_of(study: optuna.Study) -> SearchResult:
+    """The study's feasible Pareto front (one trial per architecture) and its most accurate member."""
     front, seen = [], set()
     for t in sorted((t for t in study.best_trials if feasible(t)), key=lambda t: (t.values[1], t.number)):
         if t.user_attrs["config"] not in seen:   # the same architecture drawn twice is one front member
@@ -126,6 +135,14 @@ def search(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Eva
             front.append(t)
     best = max(front, key=lambda t: (t.values[0], -t.values[1]), default=None)
     return SearchResult(study, front, best)
+
+
+def search(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float,
+           study: optuna.Study, *, trials: int,
+           progress: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> SearchResult:
+    """Run trials in this process until the study holds `trials` finished ones; return its front."""
+    run_trials(net, latency, evaluator, target_ms, study, trials=trials, progress=progress)
+    return front_of(study)
 
 
 _FINISHED = (optuna.trial.TrialState.COMPLETE,)

@@ -61,3 +61,19 @@ def test_a_bad_address_is_one_line(tiny_run, tmp_path, capsys):
                  str(tmp_path), "--ray-address", "127.0.0.1:1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--ray-address 127.0.0.1:1" in err
+
+
+def test_search_on_ray_workers_share_one_study(cluster, tiny_run, tmp_path):
+    import optuna
+
+    from nas import search
+
+    out = tmp_path / "search"
+    assert main(["search", "--target-ms", "0.5", "--device", "iphone12", "--supernet", str(tiny_run),
+                 "--tables", str(tmp_path / "tables"), "--out", str(out), "--trials", "10", "--population", "4",
+                 "--val-images", "100", "--calib-images", "32", "--ray-address", cluster.address, "--workers", "2",
+                 "--no-progress"]) == 0
+    study = optuna.load_study(study_name="efficientformer@iphone12-0.5ms", storage=search.open_storage(None, out))
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 10 <= len(finished) <= 11 and len({t.number for t in study.trials}) == len(study.trials)
+    assert (out / "trials.csv").is_file() and (out / "pareto.png").is_file()
