@@ -1,0 +1,99 @@
+"""nas search against a PostgreSQL storage: a private server on 127.0.0.1, started and stopped here."""
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.cli import main
+
+pytestmark = pytest.mark.slow
+COMMON = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32", "--no-progress"]
+
+
+def _pg_bin() -> str | None:
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(os.path.realpath(found))
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    return dirs[-1] if dirs else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """URL of a fresh database in a private cluster (Debian's postgresql, installed if missing)."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'nas[postgres]')")
+    if _pg_bin() is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600)
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL cannot be installed here (no initdb, and apt-get install postgresql failed)")
+    # the server refuses to run as root: run it as the package's postgres user, in a directory of
+    # its own (pytest's tmp_path is private to root)
+    base = Path(tempfile.mkdtemp(prefix="nas-pg-"))
+    data, sock = base / "pgdata", base / "sock"
+    sock.mkdir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    port = _free_port()
+    run = lambda *cmd: subprocess.run(as_user + list(cmd), check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(f"{bin_dir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust")
+    run(f"{bin_dir}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "pg.log"), "-o",
+        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start")
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "nas")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/nas"
+    finally:
+        subprocess.run(as_user + [f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+        for _ in range(100):   # the server is gone (by PID) within 10 s
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        assert not _alive(pid), f"PostgreSQL server {pid} still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"   # a zombie has exited
+
+
+def test_two_concurrent_searches_on_one_postgres_study(postgres, tiny_run, tmp_path):
+    argv = ["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
+            "--out", str(tmp_path / "search"), "--storage", postgres, "--study", "pg", *COMMON]
+    # create the study (and fill the table) first: concurrent creation of a fresh RDB study races
+    assert main(argv + ["--trials", "2"]) == 0
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", *argv, "--trials", "12", "--seed", str(seed)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    trials = optuna.load_study(study_name="pg", storage=postgres).trials
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({t.number for t in trials}) == len(trials) and 12 <= len(finished) <= 13
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert (tmp_path / "search" / "trials.csv").is_file()
