@@ -103,7 +103,18 @@ def cmd_train_supernet(args) -> Path:
         run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
     print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel) "
           f"-> {run_dir}", flush=True)
-    path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if args.ray_address:
+        from nas import cluster
+
+        if args.workers < 1:
+            raise UserError(f"--workers {args.workers}: need at least one worker")
+        with cluster.connected(args.ray_address):
+            print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if args.gpus_per_worker else 'gloo, CPU'}); "
+                  f"a lost worker restarts the group from the last epoch's checkpoint", flush=True)
+            path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                                        storage_path=args.storage_path, threads=max(1, recipe.threads // args.workers))
+    else:
+        path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"supernet: {path}")
     return path
 
@@ -617,6 +628,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=Recipe.threads)
     t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    t.add_argument("--ray-address", default=None, help="train with Ray Train (DDP) on this cluster ('auto': the local one)")
+    t.add_argument("--workers", type=int, default=2, help="with --ray-address: DDP workers")
+    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray-address: GPUs per worker (NCCL)")
+    t.add_argument("--storage-path", default=None, help="with --ray-address: checkpoint storage shared by the nodes "
+                   "(default: RUN_DIR/ray)")
     common(t, tables=False)
     t.set_defaults(func=cmd_train_supernet)
 

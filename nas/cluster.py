@@ -103,3 +103,93 @@ def search_workers(workers: int, net, latency, evaluator, target_ms: float, *, s
         cause = e.cause if getattr(e, "cause", None) is not None else e
         raise UserError(f"a search worker failed ({type(cause).__name__}: {str(cause).splitlines()[0][:160]}); "
                         "trials finished so far stay in the study, re-run to continue") from None
+
+
+# ---------------------------------------------------------------------------- Ray Train
+# One line per worker start ("T rank R pid P starts at epoch J") and per checkpoint ("T rank 0 pid P
+# finished epoch K"): the recovery timeline of a run.
+EVENTS = "ray_events.log"
+
+
+def _train_loop(config: dict) -> None:
+    """One Ray Train worker: DDP (gloo on CPU, NCCL on GPUs) over its shard of the data; rank 0
+    reports a checkpoint after every epoch in the single-process format."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.nn as nn
+
+    from nas import checkpoint, train
+
+    recipe = train.Recipe.from_dict(config["recipe"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    space, data, net, optimizer, scheduler = train.build(recipe)
+    start_epoch, history = 0, []
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as d:
+            ckpt = torch.load(Path(d) / "supernet.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = ckpt["epoch"], list(ckpt["history"])
+    def event(text: str) -> None:
+        with open(Path(config["run_dir"]) / EVENTS, "a") as f:
+            f.write(f"{time.time():.3f} rank {rank} pid {os.getpid()} {text}\n")
+
+    event(f"starts at epoch {start_epoch + 1}")
+    torch.manual_seed(recipe.seed * 1_000 + rank * 97 + start_epoch)   # per-worker Gumbel noise
+    model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
+    device = ray.train.torch.get_device()
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    for epoch in range(start_epoch, recipe.epochs):
+        stats = train.run_epoch(net, model, optimizer, scheduler, criterion, data, recipe, epoch,
+                                shard=(rank, world), progress=False, validate=rank == 0, device=device)
+        history.append({**stats, "workers": world})
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                checkpoint.save(Path(d) / "supernet.pt", train.payload(net, optimizer, space, data, recipe, epoch, history))
+                ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(d))
+            event(f"finished epoch {epoch + 1}")
+        else:
+            ray.train.report(stats)
+
+
+def train_on_ray(recipe, run_dir, *, workers: int, gpus_per_worker: float = 0.0, storage_path: str | None = None,
+                 max_failures: int = 3, threads: int = 1, log: Callable[[str], None] = print):
+    """Train the supernet with Ray Train's TorchTrainer on the attached cluster; checkpoints go
+    to `storage_path` (default: RUN_DIR/ray), a lost worker restarts the group from the last
+    one. Returns the path of RUN_DIR/supernet.pt (the single-process format)."""
+    import shutil
+    from pathlib import Path
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nas import runs
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = str(Path(storage_path).resolve()) if storage_path else str(run_dir / "ray")
+    runs.write_info(run_dir, {"family": recipe.family, "complete": False, "recipe": recipe.to_dict()})
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"recipe": recipe.to_dict(), "run_dir": str(run_dir), "threads": threads},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
+        run_config=RunConfig(name=run_dir.name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    if result.error is not None:
+        raise UserError(f"Ray Train failed ({type(result.error).__name__}: {str(result.error).splitlines()[0][:160]})")
+    with result.checkpoint.as_directory() as d:
+        shutil.copyfile(Path(d) / "supernet.pt", run_dir / ".supernet.pt.tmp")
+    os.replace(run_dir / ".supernet.pt.tmp", run_dir / runs.SUPERNET)
+    runs.write_info(run_dir, {"family": recipe.family, "complete": True, "recipe": recipe.to_dict()})
+    return run_dir / runs.SUPERNET

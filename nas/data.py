@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from nas.errors import UserError
 
@@ -66,10 +66,17 @@ def _image_folder(root: Path, img_size: int) -> Data:
     return Data(train, val, num_classes, str(root), False)
 
 
-def train_loader(data: Data, batch_size: int, seed: int, epoch: int, workers: int = 0) -> DataLoader:
-    """The order of epoch `epoch` depends only on (seed, epoch): a resumed run replays it exactly."""
+def train_loader(data: Data, batch_size: int, seed: int, epoch: int, workers: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """The order of epoch `epoch` depends only on (seed, epoch): a resumed run replays it exactly.
+    With ``shard=(rank, world)`` a data-parallel worker reads every world-th item of that order."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True,
+    rank, world = shard
+    if world == 1:
+        return DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True,
+                          num_workers=0 if data.in_memory else workers)
+    order = torch.randperm(len(data.train), generator=gen)[rank::world].tolist()
+    return DataLoader(Subset(data.train, order), batch_size=batch_size, shuffle=False, drop_last=True,
                       num_workers=0 if data.in_memory else workers)
 
 

@@ -99,14 +99,7 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
     torch.set_num_threads(recipe.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     ckpt_path = run_dir / runs.SUPERNET
-    space = load_space(recipe)
-    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
-
-    torch.manual_seed(recipe.seed)
-    net = Supernet(space, num_classes=data.num_classes, img_size=recipe.img_size)
-    optimizer = create_optimizer_v2(_param_groups(net, recipe), opt="adamw", lr=recipe.lr, weight_decay=0.0)
-    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * 1e-2,
-                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * 1e-2)
+    space, data, net, optimizer, scheduler = build(recipe)
     start_epoch, history = 0, []
     if resume:
         if not ckpt_path.is_file():
@@ -128,46 +121,75 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
                               "recipe": recipe.to_dict()})
 
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    val_x = val_y = None
-    if data.in_memory:
-        val_x, val_y = data.val.tensors
     for epoch in range(start_epoch, recipe.epochs):
-        tau = recipe.tau(epoch)
-        net.set_mixing(recipe.mixing, tau)
-        scheduler.step(epoch)
-        net.train()
-        loader = data_mod.train_loader(data, recipe.batch_size, recipe.seed, epoch, recipe.workers)
-        seen = correct = 0
-        loss_sum = 0.0
-        t0 = time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
-        for x, y in bar:
-            out = net(x)
-            loss = criterion(out, y)
-            if not math.isfinite(loss.item()):
-                raise UserError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen += len(y)
-            correct += int((out.argmax(1) == y).sum())
-            loss_sum += loss.item() * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", tau=f"{tau:.2f}")
-        bar.close()
-        val_acc = _val_accuracy(net, data, val_x, val_y, recipe.batch_size)
-        history.append({"epoch": epoch + 1, "tau": tau, "train_loss": loss_sum / max(seen, 1),
-                        "train_acc": 100 * correct / max(seen, 1), "val_acc": val_acc,
-                        "seconds": time.time() - t0})
-        checkpoint.save(ckpt_path, {
-            "space": space.to_dict(), "num_classes": data.num_classes, "img_size": recipe.img_size,
-            "recipe": recipe.to_dict(), "epoch": epoch + 1, "history": history,
-            "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "alpha": {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith(".alpha")},
-        })
-        log(f"epoch {epoch + 1}/{recipe.epochs}  loss {loss_sum / max(seen, 1):.3f}  train {100 * correct / max(seen, 1):.1f}%  "
-            f"val {val_acc:.1f}%  tau {tau:.2f}  ({time.time() - t0:.0f}s)")
+        stats = run_epoch(net, net, optimizer, scheduler, criterion, data, recipe, epoch, progress=progress)
+        history.append(stats)
+        checkpoint.save(ckpt_path, payload(net, optimizer, space, data, recipe, epoch, history))
+        log(epoch_line(stats, recipe))
     runs.write_info(run_dir, {"family": recipe.family, "complete": True, "recipe": recipe.to_dict()})
     return ckpt_path
+
+
+def run_epoch(net: Supernet, model: nn.Module, optimizer, scheduler, criterion, data: data_mod.Data, recipe: Recipe,
+              epoch: int, *, shard: tuple[int, int] = (0, 1), progress: bool = True, validate: bool = True,
+              device: torch.device | None = None) -> dict:
+    """One epoch of joint weight + α training on this process's shard of the data; `model` is
+    `net` itself or its DDP wrapper (which averages weight and α gradients across workers)."""
+    tau = recipe.tau(epoch)
+    net.set_mixing(recipe.mixing, tau)
+    scheduler.step(epoch)
+    model.train()
+    rank, world = shard
+    loader = data_mod.train_loader(data, recipe.batch_size // world, recipe.seed, epoch, recipe.workers, shard=shard)
+    seen = correct = 0
+    loss_sum = 0.0
+    t0 = time.time()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
+    for x, y in bar:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss = criterion(out, y)
+        if not math.isfinite(loss.item()):
+            raise UserError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+        correct += int((out.argmax(1) == y).sum())
+        loss_sum += loss.item() * len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", tau=f"{tau:.2f}")
+    bar.close()
+    val_x, val_y = data.val.tensors if data.in_memory else (None, None)
+    val_acc = _val_accuracy(net, data, val_x, val_y, recipe.batch_size) if validate else float("nan")
+    return {"epoch": epoch + 1, "tau": tau, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
+            "val_acc": val_acc, "seconds": time.time() - t0}
+
+
+def epoch_line(stats: dict, recipe: Recipe) -> str:
+    return (f"epoch {stats['epoch']}/{recipe.epochs}  loss {stats['train_loss']:.3f}  train {stats['train_acc']:.1f}%  "
+            f"val {stats['val_acc']:.1f}%  tau {stats['tau']:.2f}  ({stats['seconds']:.0f}s)")
+
+
+def payload(net: Supernet, optimizer, space: SearchSpace, data: data_mod.Data, recipe: Recipe, epoch: int,
+            history: list[dict]) -> dict:
+    """The checkpoint after `epoch` (0-based): the one format single-process and Ray training write."""
+    return {"space": space.to_dict(), "num_classes": data.num_classes, "img_size": recipe.img_size,
+            "recipe": recipe.to_dict(), "epoch": epoch + 1, "history": history,
+            "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "alpha": {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith(".alpha")}}
+
+
+def build(recipe: Recipe) -> tuple[SearchSpace, data_mod.Data, Supernet, Any, Any]:
+    """Space, data, supernet (seeded init), optimizer and scheduler of a recipe."""
+    space = load_space(recipe)
+    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
+    torch.manual_seed(recipe.seed)
+    net = Supernet(space, num_classes=data.num_classes, img_size=recipe.img_size)
+    optimizer = create_optimizer_v2(_param_groups(net, recipe), opt="adamw", lr=recipe.lr, weight_decay=0.0)
+    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * 1e-2,
+                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * 1e-2)
+    return space, data, net, optimizer, scheduler
 
 
 @torch.no_grad()
@@ -180,7 +202,8 @@ def _val_accuracy(net: Supernet, data: data_mod.Data, val_x, val_y, batch_size: 
         batches = zip(val_x.split(batch_size), val_y.split(batch_size))
     else:
         batches = torch.utils.data.DataLoader(data.val, batch_size=batch_size)
+    device = next(net.parameters()).device
     for x, y in batches:
-        correct += int((net(x).argmax(1) == y).sum())
+        correct += int((net(x.to(device)).argmax(1).cpu() == y).sum())
         total += len(y)
     return 100.0 * correct / max(total, 1)
