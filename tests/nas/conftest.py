@@ -28,3 +28,36 @@ tiny_iformer_run = _tiny_run(TINY_IFORMER_SPACE, "tiny_iformer", "iformer",
                              "A tiny iFormer supernet (conv/SHMA slots, elastic q/k reduction).")
 tiny_fmvit_run = _tiny_run(TINY_FMVIT_SPACE, "tiny_fmvit", "fmvit",
                            "A tiny FMViT supernet (CFB slots, FMBs with an α-searched frequency split).")
+
+
+# `nas search` flags for tiny supernets: the shipped Apple cost model prices them, small subsets score them
+SEARCH_FLAGS = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32",
+                "--no-progress"]
+
+
+def concurrent_searches(argv: list[str], seeds=(1, 2)) -> None:
+    """Run `nas <argv> --seed S` as separate processes at once; each must exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", *argv, "--seed", str(seed)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in seeds]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0] * len(procs), [err[-2000:] for _, err in results]
+
+
+def assert_one_shared_budget(trials, budget: int) -> None:
+    """Workers of one study: unique trial numbers, the budget met (give or take one trial in
+    flight per extra worker), no failed trial."""
+    import optuna
+
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({t.number for t in trials}) == len(trials)
+    assert budget <= len(finished) <= budget + 1
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]

@@ -1,8 +1,5 @@
 """nas search: Optuna NSGA-II over a supernet's space, journal storage, resume, concurrent workers."""
 import csv
-import os
-import subprocess
-import sys
 
 import optuna
 import pytest
@@ -11,9 +8,10 @@ from nas import search
 from nas.cli import main
 from supernets.config import ArchConfig, SearchSpace
 from supernets.registry import get_family
+from tests.nas.conftest import SEARCH_FLAGS, assert_one_shared_budget, concurrent_searches
 from tests.conftest import TINY_FASTVIT_SPACE, TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE
 
-COMMON = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32", "--no-progress"]
+COMMON = SEARCH_FLAGS
 
 
 @pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
@@ -70,26 +68,12 @@ def test_search_writes_a_feasible_front_and_resumes(tiny_run, tmp_path, capsys):
 
 def test_two_concurrent_searches_share_one_journal_study(tiny_run, tmp_path):
     out = tmp_path / "search"
-    argv = [sys.executable, "-m", "nas.cli", "search", "--target-ms", "0.5", "--supernet", str(tiny_run),
-            "--tables", str(tmp_path / "tables"), "--out", str(out), "--trials", "12", *COMMON]
+    argv = ["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"), *COMMON]
     # fill the table first (another study), so the two workers never write it at the same time
-    assert main(["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
-                 "--out", str(tmp_path / "warm-up"), "--trials", "8", *COMMON]) == 0
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    procs = [subprocess.Popen(argv + ["--seed", str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for seed in (1, 2)]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    assert main(argv + ["--out", str(tmp_path / "warm-up"), "--trials", "8"]) == 0
+    concurrent_searches(argv + ["--out", str(out), "--trials", "12"])
     storage = search.open_storage(None, out)
-    trials = optuna.load_study(study_name="efficientformer@iphone12-0.5ms", storage=storage).trials
-    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len({t.number for t in trials}) == len(trials)          # no duplicate trial numbers
-    assert 12 <= len(finished) <= 13                               # the budget, give or take a trial in flight
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert_one_shared_budget(optuna.load_study(study_name="efficientformer@iphone12-0.5ms", storage=storage).trials, 12)
 
 
 def test_search_errors_are_one_line(tiny_run, tmp_path, capsys):

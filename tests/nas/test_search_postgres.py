@@ -4,7 +4,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,9 +12,10 @@ import optuna
 import pytest
 
 from nas.cli import main
+from tests.nas.conftest import SEARCH_FLAGS, assert_one_shared_budget, concurrent_searches
 
 pytestmark = pytest.mark.slow
-COMMON = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32", "--no-progress"]
+COMMON = SEARCH_FLAGS
 
 
 def _pg_bin() -> str | None:
@@ -83,17 +83,6 @@ def test_two_concurrent_searches_on_one_postgres_study(postgres, tiny_run, tmp_p
             "--out", str(tmp_path / "search"), "--storage", postgres, "--study", "pg", *COMMON]
     # create the study (and fill the table) first: concurrent creation of a fresh RDB study races
     assert main(argv + ["--trials", "2"]) == 0
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    procs = [subprocess.Popen([sys.executable, "-m", "nas.cli", *argv, "--trials", "12", "--seed", str(seed)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
-    trials = optuna.load_study(study_name="pg", storage=postgres).trials
-    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len({t.number for t in trials}) == len(trials) and 12 <= len(finished) <= 13
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    concurrent_searches(argv + ["--trials", "12"])
+    assert_one_shared_budget(optuna.load_study(study_name="pg", storage=postgres).trials, 12)
     assert (tmp_path / "search" / "trials.csv").is_file()
