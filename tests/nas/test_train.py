@@ -56,3 +56,16 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, tiny_sp
         assert torch.equal(tensor, b["state_dict"][name]), name
     for name, alpha in a["alpha"].items():
         assert torch.equal(alpha, b["alpha"][name]), name
+
+
+def test_training_without_a_ray_address_never_imports_ray(tiny_space_path, tmp_path):
+    """A laptop with no Ray started: single-process training must not touch Ray at all."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nas.cli import main\n"
+            f"assert main(['train-supernet', '--space', {str(tiny_space_path)!r}, '--img-size', '32', '--epochs', '1', "
+            f"'--batch-size', '128', '--runs', {str(tmp_path)!r}, '--no-progress']) == 0\n"
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
