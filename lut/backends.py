@@ -114,7 +114,8 @@ def _ort_versions() -> dict:
 
 # ---------------------------------------------------------------------------- Core ML
 def _coreml_available() -> str | None:
-    return "Core ML runs on Apple hardware only: time the ops there (`nas lut export`, then `nas lut import`)"
+    return ("Core ML runs on Apple hardware only: its tables are estimated (`nas lut estimate`) or timed on the "
+            "device (`nas lut export`, then `nas lut import`)")
 
 
 def _coreml_versions() -> dict:
