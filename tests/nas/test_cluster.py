@@ -92,8 +92,9 @@ def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster,
     ckpt = checkpoint.load(tmp_path / "ddp" / "supernet.pt")
     assert ckpt["epoch"] == 2 and [h["workers"] for h in ckpt["history"]] == [2, 2]
     assert ckpt["history"][-1]["val_acc"] > ckpt["history"][0]["val_acc"]
-    starts = (tmp_path / "ddp" / "ray_events.log").read_text().splitlines()
-    assert sorted(line.split()[2] for line in starts) == ["0", "1"]          # two ranks, one start each
+    events = [line.split() for line in (tmp_path / "ddp" / "ray_events.log").read_text().splitlines()]
+    assert sorted(e[2] for e in events if e[5] == "starts") == ["0", "1"]     # two ranks, one start each
+    assert [int(e[-1]) for e in events if e[5] == "finished"] == [1, 2]
     assert any(float(a.abs().max()) > 0 for a in ckpt["alpha"].values())     # α trained (from zeros)
     checkpoint.build_supernet(ckpt)                                            # what nas slim loads
     assert main(["show", str(tmp_path / "ddp")]) == 0
@@ -101,9 +102,11 @@ def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster,
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_path, tmp_path):
-    """Kill rank 1 (SIGKILL) once epoch 1's checkpoint exists: the group restarts from the newest
-    checkpoint and the run completes, losing at most the epoch in flight. (The driver runs in the
-    main thread, as Ray Train wants; a watcher thread does the killing.)"""
+    """Kill rank 1 (SIGKILL) once Ray has registered epoch 1's checkpoint: the group restarts from
+    the newest registered checkpoint and the run completes, losing at most the epoch in flight.
+    (Ray registers a reported checkpoint asynchronously; a kill before that loses it too.) The
+    driver runs in the main thread, as Ray Train wants; a watcher thread does the killing."""
+    import json
     import signal
     import threading
     import time
@@ -117,13 +120,21 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
         path = run / "ray_events.log"
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
+    def registered_epoch() -> int:
+        for snapshot in (run / "ray").rglob("checkpoint_manager_snapshot.json"):
+            try:
+                latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+            except (OSError, ValueError):   # being rewritten
+                return 0
+            return int(latest.get("metrics", {}).get("epoch", 0))
+        return 0
+
     def kill_rank_1_after_first_checkpoint():
         deadline = time.time() + 300
-        while time.time() < deadline and not any(e[5] == "finished" for e in events()):
+        while time.time() < deadline and registered_epoch() < 1:
             time.sleep(0.05)
-        now = events()
-        seen["done_at_kill"] = max((int(e[-1]) for e in now if e[5] == "finished"), default=0)
-        victims = [int(e[4]) for e in now if e[2] == "1" and e[5] == "starts"]
+        seen["done_at_kill"] = registered_epoch()
+        victims = [int(e[4]) for e in events() if e[2] == "1" and e[5] == "starts"]
         if seen["done_at_kill"] and victims:
             os.kill(victims[0], signal.SIGKILL)
             seen["killed"] = victims[0]
@@ -136,8 +147,8 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
     starts = [int(e[-1]) for e in events() if e[5] == "starts"]
     restarts = starts[2:]                                                     # after the first two ranks
     assert restarts, "no worker restarted"
-    # resumed from the checkpoint of the epoch finished before the kill (or a later one): at most the
-    # epoch in flight is lost
+    # resumed from the checkpoint registered before the kill (or a later one): at most the epoch in
+    # flight is lost
     assert min(restarts) >= seen["done_at_kill"] + 1 >= 2
     ckpt = checkpoint.load(run / "supernet.pt")
     assert ckpt["epoch"] == 6 and [h["epoch"] for h in ckpt["history"]] == [1, 2, 3, 4, 5, 6]
