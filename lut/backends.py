@@ -34,6 +34,7 @@ class Backend:
     available: Callable[[], str | None]          # None when usable here, else why not
     wrap: Callable[[nn.Module, torch.Tensor, int], tuple[nn.Module, torch.Tensor]] | None
     versions: Callable[[], dict]
+    on_this_host: bool = True   # False: timed elsewhere (Core ML) or estimated; this machine is not recorded
 
 
 def _torch_versions() -> dict:
@@ -132,7 +133,7 @@ BACKENDS = {
     "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions),
     "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
                            _ort_versions),
-    "coreml": Backend("coreml", _coreml_available, None, _coreml_versions),
+    "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False),
 }
 
 
@@ -158,7 +159,10 @@ def runners(items, backend: str, threads: int):
 
 
 def environment(backend: str, threads: int) -> dict:
-    """What a table records about how it was measured."""
-    return {"backend": backend, **get_backend(backend).versions(), "threads": threads,
+    """What a table records about how it was measured (this machine only if it times the ops)."""
+    b = get_backend(backend)
+    if not b.on_this_host:
+        return {"backend": backend, **b.versions()}
+    return {"backend": backend, **b.versions(), "threads": threads,
             "machine": platform.machine(), "processor": platform.processor() or cpu_model(),
             "python": platform.python_version()}

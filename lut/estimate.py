@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
 from supernets import io
@@ -82,19 +82,11 @@ _SOFTMAX = {"_softmax", "softmax", "_log_softmax", "log_softmax"}
 _POOL = {"avg_pool2d", "max_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "_adaptive_avg_pool2d",
          "mean", "sum", "amax", "adaptive_max_pool2d", "avg_pool1d", "max_pool1d"}
 _MATMUL = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
-_FREE = {"_native_batch_norm_legit_no_training", "native_batch_norm", "batch_norm", "dropout", "empty",
-         "zeros", "ones", "full", "arange", "new_zeros", "new_empty", "scalar_tensor", "_local_scalar_dense",
-         "empty_like", "zeros_like", "ones_like", "sym_size", "linspace", "scalar"}
+
 
 
 def _tensors(tree) -> list[torch.Tensor]:
-    out = []
-    for a in tree if isinstance(tree, (list, tuple)) else [tree]:
-        if isinstance(a, torch.Tensor):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out.extend(_tensors(a))
-    return out
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
 def _mb(tensors: Iterable[torch.Tensor]) -> float:
@@ -116,7 +108,7 @@ class _Profiler(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        ins = _tensors(list(args) + list(kwargs.values()))
+        ins = _tensors((args, kwargs))
         outs = _tensors(out)
         from_weight = any(id(t) in self._weights for t in ins)
         if from_weight and name in _VIEWS:
@@ -171,13 +163,9 @@ def profile(module: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
         except (NotImplementedError, RuntimeError):
             if device == "cpu":
                 raise
-            module = module.to_empty(device="cpu") if _all_meta(module) else module
+            module = module.to_empty(device="cpu")   # the values were lost on meta; features need shapes only
     prof.features["weight_mb"] = weight_mb
     return prof.features
-
-
-def _all_meta(module: torch.nn.Module) -> bool:
-    return any(p.is_meta for p in module.parameters())
 
 
 # ---------------------------------------------------------------------------- the model
@@ -383,8 +371,7 @@ def calibration_features(rows: list[Row], progress: Callable[[int], None] | None
     out: dict[tuple[str, int], dict] = {}
     for key in dict.fromkeys((r.model, r.resolution) for r in rows):
         try:
-            feats, res = model_features(*key)
-            out[key] = dict(feats, resolution=res)
+            out[key] = model_features(*key)[0]
         except Exception as e:  # noqa: BLE001 - a third-party model that cannot be built is skipped, not fatal
             out[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
         if progress:
@@ -411,11 +398,11 @@ def fit_published(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> 
 def leave_one_model_out(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> list[tuple[Row, float]]:
     """(row, prediction) with every model's rows predicted by a fit without that model."""
     usable, x, y = design(rows, features)
+    sources = np.array([r.source for r in usable])
     out = []
     for model_name in dict.fromkeys(r.model for r in usable):
         held = np.array([r.model == model_name for r in usable])
-        sources = [r.source for r in usable]
-        m = fit(x[~held], y[~held], [s for s, h in zip(sources, held) if not h])
+        m = fit(x[~held], y[~held], list(sources[~held]))
         for i in np.flatnonzero(held):
             r = usable[i]
             if r.source in m.scales:
@@ -435,10 +422,6 @@ def error_summary(pairs: list[tuple[Row, float]]) -> dict[str, dict]:
         out[src] = {"rows": len(sel), "mape_pct": statistics.mean(ape), "median_ape_pct": statistics.median(ape),
                     "spearman": float(rho)}
     return out
-
-
-def canonical_name(published: str) -> str:
-    return re.sub(r"\s*\[.*\]$", "", published)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -467,10 +450,7 @@ def estimate_ops(table, ops: Mapping[str, dict], model: CostModel, source: str,
 
 
 def describe_table(table, model: CostModel, source: str) -> None:
-    """Record in the table's environment how its estimates were made (not this machine's CPU:
-    nothing was measured on it)."""
-    for k in ("machine", "processor", "threads"):
-        table.environment.pop(k, None)
+    """Record in the table's environment how its estimates were made."""
     table.environment.update({
         "estimated_by": model.version, "estimate_source": source, "overhead_ms": round(model.overheads[source], 6),
         "estimate_calibration": {"rows": model.fitted_on.get("rows"), "models": model.fitted_on.get("models"),

@@ -372,10 +372,9 @@ def cmd_lut_estimate_model(args) -> float:
 
     model, source = _cost_model(args)
     try:
-        net, res = estimate.build_model(args.timm, args.resolution)
+        feats, res = estimate.model_features(args.timm, args.resolution)
     except RuntimeError as e:
         raise UserError(f"--timm {args.timm}: {str(e).splitlines()[0]} (list names with timm.list_models())") from None
-    feats = estimate.profile(net, (1, 3, res, res))
     ms = model.network_ms(feats, source)
     print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source})")
     parts = sorted(((model.scales[source] * model.weights[k] * feats[k], k) for k in estimate.FEATURES), reverse=True)

@@ -161,7 +161,7 @@ def _train_loop(config: dict) -> None:
 
 
 def train_on_ray(recipe, run_dir, *, workers: int, gpus_per_worker: float = 0.0, storage_path: str | None = None,
-                 max_failures: int = 3, threads: int = 1, log: Callable[[str], None] = print):
+                 max_failures: int = 3, threads: int = 1):
     """Train the supernet with Ray Train's TorchTrainer on the attached cluster; checkpoints go
     to `storage_path` (default: RUN_DIR/ray), a lost worker restarts the group from the last
     one. Returns the path of RUN_DIR/supernet.pt (the single-process format)."""
