@@ -1,6 +1,11 @@
-"""Supernet checkpoints: weights, α, the SearchSpace, the recipe, optimizer and RNG state.
+"""Checkpoints, written atomically and loaded with ``torch.load(weights_only=True)`` (a
+checkpoint cannot run code):
 
-Written atomically; loaded with ``torch.load(weights_only=True)`` (a checkpoint cannot run code).
+* a supernet (``nas-supernet``): weights, α, the SearchSpace, the recipe, optimizer and RNG state;
+* a model (``nas-model``): one concrete ArchConfig with its weights (train form), the resolution
+  it was trained at, and, while ``nas train`` runs, EMA weights, optimizer and RNG state. ``nas
+  slim`` and ``nas search`` write one next to each emitted config (the inherited weights, BN
+  recalibrated); ``nas train`` writes ``model.pt``.
 """
 from __future__ import annotations
 
@@ -12,32 +17,102 @@ import torch
 
 from nas.errors import UserError
 from supernets import io
-from supernets.config import ConfigError, SearchSpace
+from supernets.config import ArchConfig, ConfigError, SearchSpace
 from supernets.supernet import Supernet
 
 FORMAT = "nas-supernet"
+MODEL_FORMAT = "nas-model"
 VERSION = 1
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload = {"format": FORMAT, "version": VERSION, **payload}   # a model payload brings its own format
     return io.atomic_write(path, lambda p: torch.save(payload, p))
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike, formats: tuple[str, ...] = (FORMAT,)) -> dict[str, Any]:
+    """A checkpoint of one of `formats` (default: a supernet)."""
     path = Path(path)
+    what = " or ".join({FORMAT: "supernet", MODEL_FORMAT: "model"}[f] for f in formats)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} not found; train one with `nas train-supernet` or pass --supernet PATH")
+        how = "train one with `nas train-supernet` or pass --supernet PATH" if FORMAT in formats else \
+            "train one with `nas train` (or emit one with `nas slim`)"
+        raise UserError(f"{what} checkpoint {path} not found; {how}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
         raise UserError(f"checkpoint {path} is corrupt or not a nas checkpoint ({type(e).__name__}); "
-                        "re-run `nas train-supernet --resume` or retrain") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path} is not a nas supernet checkpoint")
+                        "re-run the command that wrote it (with --resume where it has one)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in formats:
+        raise UserError(f"{path} is not a nas {what} checkpoint")
     if ckpt.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has version {ckpt.get('version')}, this nas reads {VERSION}")
     return ckpt
+
+
+def save_model(path: str | os.PathLike, config: ArchConfig, model: torch.nn.Module, img_size: int,
+               **extra: Any) -> Path:
+    """A model checkpoint: the config (meta included), its weights and the resolution they were trained at."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save(path, {"format": MODEL_FORMAT, "config": config.to_dict(), "img_size": img_size,
+                       "state_dict": state, **extra})
+
+
+def model_config(ckpt: dict[str, Any], path: str | os.PathLike) -> ArchConfig:
+    try:
+        return ArchConfig.from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise UserError(f"{path} holds an invalid config: {e}") from None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model` exactly, or say which tensor does not fit (one line)."""
+    target = model.state_dict()
+    for name, tensor in target.items():
+        if name not in state:
+            raise UserError(f"{source}: has no tensor {name} that the config needs; the weights belong to another "
+                            "architecture")
+        if state[name].shape != tensor.shape:
+            raise UserError(f"{source}: {name} is {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}")
+    extra = sorted(set(state) - set(target))
+    if extra:
+        raise UserError(f"{source}: tensor {extra[0]} has no place in the config ({len(extra)} such); the weights "
+                        "belong to another architecture")
+    model.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random stream a training run draws from (torch CPU and CUDA, numpy for timm's mixup,
+    Python's for augmentations), in types ``torch.load(weights_only=True)`` accepts."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "gauss": float(gauss)},
+            "python": {"version": version, "state": list(state), "gauss": python_gauss}}
+
+
+def set_rng_state(saved: Any) -> None:
+    """Restore what ``rng_state`` saved (a bare tensor: a checkpoint of the torch CPU stream only)."""
+    import random
+
+    import numpy as np
+
+    if isinstance(saved, torch.Tensor):
+        torch.set_rng_state(saved)
+        return
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"] and torch.cuda.is_available() and len(saved["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(saved["cuda"])
+    n = saved["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = saved["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
 
 
 def build_supernet(ckpt: dict[str, Any]) -> Supernet:

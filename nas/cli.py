@@ -87,31 +87,36 @@ def cmd_train_supernet(args) -> Path:
     from nas import checkpoint, runs
     from nas.train import Recipe, train_supernet
 
+    runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads}
     if args.resume:
         run_dir = Path(args.resume)
         ckpt = checkpoint.load(run_dir / runs.SUPERNET)
-        recipe = Recipe.from_dict(ckpt["recipe"])
+        recipe = Recipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs
     else:
         recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=args.img_size,
                         epochs=args.epochs if args.epochs is not None else Recipe.epochs,
                         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
-                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, threads=args.threads)
+                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp, **runtime_flags)
         if recipe.epochs < 1:
             raise UserError(f"--epochs {recipe.epochs} must be >= 1")
         run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
-    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel) "
-          f"-> {run_dir}", flush=True)
-    if args.ray_address:
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: need at least one worker")
+    runtime = recipe.runtime()   # --device cuda without CUDA, --amp fp16 on the CPU: one line, before anything is written
+    # Several workers on one machine go through the same Ray Train path as a cluster: a local one.
+    address = args.ray_address or ("local" if args.workers > 1 else None)
+    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel, "
+          f"{runtime.device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}) -> {run_dir}", flush=True)
+    if address:
         from nas import cluster
 
-        if args.workers < 1:
-            raise UserError(f"--workers {args.workers}: need at least one worker")
-        with cluster.connected(args.ray_address):
-            print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if args.gpus_per_worker else 'gloo, CPU'}); "
+        gpus = args.gpus_per_worker if args.gpus_per_worker is not None else float(runtime.device.type == "cuda")
+        with cluster.connected(address):
+            print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if gpus else 'gloo, CPU'}); "
                   f"a lost worker restarts the group from the last epoch's checkpoint", flush=True)
-            path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+            path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=gpus,
                                         storage_path=args.storage_path, threads=max(1, recipe.threads // args.workers))
     else:
         path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
@@ -420,6 +425,14 @@ class _Setup:
     table: object          # LatencyTable
     predictor: object      # config -> ms
     evaluator: object      # sub-network -> Score
+    data: str              # the supernet's data source
+
+    def save_inherited(self, config, path: Path) -> Path:
+        """The sub-network of `config` with inherited weights, BN recalibrated as it was scored."""
+        from nas import checkpoint
+
+        model = self.evaluator.recalibrate(self.net.subnet(config))
+        return checkpoint.save_model(path, config, model, self.net.img_size, data=self.data)
 
 
 def _supernet_setup(args) -> _Setup:
@@ -446,7 +459,7 @@ def _supernet_setup(args) -> _Setup:
     net.eval()
     if args.channel_order == "importance":
         net.reorder_channels()
-    return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y))
+    return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y), recipe.data)
 
 
 def cmd_slim(args) -> Path:
@@ -471,8 +484,10 @@ def cmd_slim(args) -> Path:
               "table": str(table.path), "steps": len(result.steps) - 1})
     yaml_path = out_dir / f"{stem.name}.yaml"
     config.save(yaml_path)
+    weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
     extra = write_trajectory(result, stem, args.target_ms, f"{family} @ {args.device}: slimming to {args.target_ms:g} ms")
     print(f"config: {yaml_path}  ({result.latency_ms:.3f} ms predicted, {result.accuracy:.2f}% inherited top-1)")
+    print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
     print(f"trajectory: {extra[0]}  plot: {extra[1]}")
     return yaml_path
 
@@ -521,7 +536,7 @@ def cmd_search(args) -> Path:
         raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
     meta = {"device": args.device, "target_ms": args.target_ms, "supernet": str(setup.ckpt_path),
             "table": str(setup.table.path), "study": args.study or stem}
-    written = search.write_front(result, net, out_dir, stem, meta)
+    written = search.write_front(result, net, out_dir, stem, meta, save_weights=setup.save_inherited)
     n = len(result.study.trials)
     if result.best is None:
         print(f"{n} trials, none within {args.target_ms:g} ms; trials: {out_dir / 'trials.csv'}")
@@ -547,21 +562,135 @@ def cmd_export(args) -> list:
     from nas import export
     from supernets.config import ArchConfig
 
-    cfg = ArchConfig.load(args.config)
-    if args.resolution:
-        if args.resolution <= 0 or args.resolution % 32:
-            raise UserError(f"--resolution {args.resolution}: must be a positive multiple of 32")
-        cfg = cfg.replace(resolution=args.resolution)
+    if args.resolution is not None and (args.resolution <= 0 or args.resolution % 32):
+        raise UserError(f"--resolution {args.resolution}: must be a positive multiple of 32")
     formats = list(export.FORMATS) if args.format == "all" else [args.format]
-    stem = Path(args.out) if args.out else Path(args.config).with_suffix("")
+    source = Path(args.config)
+    stem = Path(args.out) if args.out else source.with_suffix("")
     if args.out is None and args.resolution:
         stem = stem.with_name(f"{stem.name}@{args.resolution}")
-    done = export.export(cfg, formats, stem, weights=args.weights)
+    if source.suffix == ".pt":
+        done = _export_trained(source, formats, stem, args)
+    else:
+        cfg = ArchConfig.load(args.config)
+        if args.resolution:
+            cfg = cfg.replace(resolution=args.resolution)
+        done = export.export(cfg, formats, stem, weights=args.weights)
     for e in done:
         check = (f"onnxruntime max relative diff {e.max_rel_diff:.1e}" if e.max_rel_diff is not None
                  else "converted and saved (Core ML runs on macOS only)")
+        if e.top1 is not None:
+            check += f"; top-1 on the validation subset: torch {e.top1[0]:.2f}%, onnxruntime {e.top1[1]:.2f}%"
         print(f"{e.format}: {e.path}  ({check})")
     return done
+
+
+def _export_trained(path: Path, formats: list[str], stem: Path, args) -> list:
+    """A model checkpoint (``nas train``'s model.pt, or inherited weights from slim): its EMA
+    weights unless --no-ema, reparameterized, exported at the resolution it was trained at (or
+    --resolution where the weights allow), ONNX checked on the validation subset of its data."""
+    from nas import checkpoint, data as data_mod, export
+    from nas.train_model import build_model
+    from supernets.layers import reparameterize
+
+    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
+    use_ema = not args.no_ema and ckpt.get("ema") is not None
+    model = build_model(ckpt, path, ema=use_ema)
+    resolution = args.resolution or ckpt["img_size"]
+    if resolution != ckpt["img_size"]:
+        from nas.train_model import grid_sized
+
+        if grid_sized(checkpoint.model_config(ckpt, path), ckpt["img_size"], resolution):
+            raise UserError(f"{path}: trained at {ckpt['img_size']} px with grid-sized attention biases; export it "
+                            f"at --resolution {ckpt['img_size']}")
+    val = None
+    data_source = ckpt.get("data")
+    if "onnx" in formats and data_source:
+        try:
+            data = data_mod.load(data_source, resolution, (ckpt.get("recipe") or {}).get("seed", 0))
+            val = data_mod.fixed_subset(data.val, args.val_images, 1)
+        except UserError as e:
+            print(f"note: top-1 check skipped, the training data is not available here ({e})")
+    print(f"exporting {path} ({'EMA' if use_ema else 'raw'} weights, {resolution} px)", flush=True)
+    return export.export_model(reparameterize(model).eval(), resolution, formats, stem, val=val)
+
+
+def cmd_train(args):
+    from nas import checkpoint
+    from nas.train_model import MODEL, TrainRecipe, default_out_dir, run_defaults, train_model
+    from supernets.config import ArchConfig
+
+    runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads,
+                     "compile": args.compile, "workers": args.workers}
+    if args.resume:
+        out_dir = Path(args.resume)
+        ckpt = checkpoint.load(out_dir / MODEL, (checkpoint.MODEL_FORMAT,))
+        recipe = TrainRecipe.from_dict({**ckpt["recipe"], **runtime_flags})
+        if args.epochs is not None:
+            recipe.epochs = args.epochs
+        config, config_path = checkpoint.model_config(ckpt, out_dir / MODEL), None
+    else:
+        if args.config is None:
+            raise UserError("give the ArchConfig YAML to train (e.g. one `nas slim` wrote), or --resume RUN_DIR")
+        config_path = Path(args.config)
+        config = ArchConfig.load(config_path)
+        defaults = run_defaults(config_path)
+        data = args.data or defaults.get("data", "digits")
+        in_memory = data == "digits" or data.startswith("fashion-mnist")
+        img_size = args.img_size or defaults.get("img_size") or (64 if in_memory else config.resolution)
+        recipe = TrainRecipe(
+            data=data, img_size=img_size, epochs=args.epochs or TrainRecipe.epochs, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+            label_smoothing=args.smoothing, mixup=args.mixup, cutmix=args.cutmix, auto_augment=args.aa,
+            re_prob=args.reprob, ema_decay=args.ema_decay, clip_grad=args.clip_grad, accum_steps=args.accum_steps,
+            init=args.init, teacher=args.teacher, teacher_weights=args.teacher_weights, distill=args.distill,
+            distill_weight=args.distill_weight, distill_temperature=args.distill_temperature, seed=args.seed,
+            amp=args.amp, **runtime_flags)
+        init_label = args.init if args.init in ("scratch", "inherited") else Path(args.init).stem
+        name = args.name or f"{config_path.stem}-{init_label}" + (f"-{args.distill}kd" if args.teacher else "")
+        out_dir = Path(args.out) if args.out else default_out_dir(config_path, Path(args.runs), name)
+    recipe.check()
+    runtime = recipe.runtime()
+    print(f"training {config.name or config_path} ({config.family}) from {recipe.init} on {recipe.data} at "
+          f"{recipe.img_size} px, {recipe.epochs} epochs, {runtime.device.type}"
+          f"{', ' + recipe.amp if recipe.amp != 'off' else ''}"
+          f"{f', {recipe.distill} distillation from {recipe.teacher}' if recipe.teacher else ''} -> {out_dir}",
+          flush=True)
+    result = train_model(config, recipe, out_dir, config_path=config_path, resume=bool(args.resume),
+                         progress=not args.no_progress)
+    final = result.final
+    ema = f", EMA {final['ema_top1']:.2f}%" if recipe.ema_decay else ""
+    print(f"final top-1: raw {final['val_top1']:.2f}%{ema} (started at {result.history[0]['val_top1']:.2f}%)")
+    print(f"model: {result.path}  metrics: {out_dir / 'metrics.csv'}  curves: {out_dir / 'curves.png'}")
+    print(f"export it: nas export {result.path}")
+    return result
+
+
+def cmd_eval(args) -> dict:
+    from nas import checkpoint, data as data_mod, engine
+    from nas.train_model import build_model
+    from supernets.layers import count_params, reparameterize
+
+    path = Path(args.model)
+    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
+    use_ema = not args.no_ema and ckpt.get("ema") is not None
+    model = build_model(ckpt, path, ema=use_ema)
+    config = checkpoint.model_config(ckpt, path)
+    source = args.data or ckpt.get("data") or "digits"
+    data = data_mod.load(source, ckpt["img_size"], (ckpt.get("recipe") or {}).get("seed", 0))
+    if data.num_classes != config.num_classes:
+        raise UserError(f"--data {source} has {data.num_classes} classes, the model predicts {config.num_classes}")
+    runtime = engine.Runtime.of(args.compute)
+    runtime.prepare(model)
+    scores = engine.evaluate(model, data_mod.loader(data, data.val, 256, workers=4), runtime)
+    device, table = _open_table(args.device, config.resolution, _tables_dir(args), create=True)
+    ms = _predictor(device, table, args)(config)
+    deploy = reparameterize(model.cpu())
+    print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {source} val ({len(data.val)} images, "
+          f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")
+    print(f"params: {count_params(model) / 1e6:.3f} M (train form), {count_params(deploy) / 1e6:.3f} M (deploy)")
+    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({table.path})")
+    return {**scores, "latency_ms": ms}
 
 
 def cmd_quickstart(args) -> None:
@@ -598,6 +727,7 @@ def cmd_quickstart(args) -> None:
 
 # ---------------------------------------------------------------------------- parser
 def _build_parser() -> argparse.ArgumentParser:
+    from nas.engine import AMP_MODES, DEVICES
     from nas.train import Recipe
 
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
@@ -610,10 +740,18 @@ def _build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--tables", default=None, help="latency tables directory (default: RUNS/tables)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    def accelerator_flags(sp):
+        sp.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to train: auto (CUDA when present, else MPS, else CPU), cpu, cuda, mps")
+        sp.add_argument("--amp", choices=AMP_MODES, default="off", help="autocast precision (fp16 adds a GradScaler)")
+        sp.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs)")
+
     t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
     t.add_argument("--family", default="efficientformer")
     t.add_argument("--space", default=None, help="search space YAML (default: the family's shipped space)")
-    t.add_argument("--data", default="digits", help="'digits' (embedded) or an ImageFolder root with train/ val/")
+    t.add_argument("--data", default="digits", help="'digits' (embedded), 'fashion-mnist' (Debian's "
+                   "dataset-fashion-mnist; fashion-mnist:DIR for IDX files elsewhere) or an ImageFolder root with "
+                   "train/ val/")
     t.add_argument("--epochs", type=int, default=None, help=f"default {Recipe.epochs}")
     t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     t.add_argument("--img-size", type=int, default=Recipe.img_size, help="training resolution")
@@ -627,9 +765,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=Recipe.threads)
     t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    accelerator_flags(t)
     t.add_argument("--ray-address", default=None, help="train with Ray Train (DDP) on this cluster ('auto': the local one)")
-    t.add_argument("--workers", type=int, default=2, help="with --ray-address: DDP workers")
-    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray-address: GPUs per worker (NCCL)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="DDP workers (Ray Train); more than 1 without --ray-address starts a local Ray cluster")
+    t.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="with Ray Train: GPUs per worker (default: 1 when --device is CUDA, else 0)")
     t.add_argument("--storage-path", default=None, help="with --ray-address: checkpoint storage shared by the nodes "
                    "(default: RUN_DIR/ray)")
     common(t, tables=False)
@@ -739,13 +880,68 @@ def _build_parser() -> argparse.ArgumentParser:
     common(sh)
     sh.set_defaults(func=cmd_show)
 
-    e = sub.add_parser("export", help="reparameterize an ArchConfig and export it to ONNX / Core ML, verified")
-    e.add_argument("config", help="ArchConfig YAML (e.g. one `nas slim` wrote, or a published variant)")
+    e = sub.add_parser("export", help="reparameterize a trained model (or an ArchConfig) and export it to ONNX / "
+                       "Core ML, verified")
+    e.add_argument("config", help="a model checkpoint (`nas train`'s model.pt, slim's inherited .pt), or an ArchConfig "
+                   "YAML (e.g. one `nas slim` wrote, or a published variant)")
     e.add_argument("--format", choices=["onnx", "coreml", "all"], default="all")
-    e.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
-    e.add_argument("--weights", default=None, help="state dict of the config's model (default: random init)")
-    e.add_argument("--out", default=None, help="output path without suffix (default: next to the config)")
+    e.add_argument("--resolution", type=int, default=None,
+                   help="input resolution (default: the config's; a checkpoint's training resolution)")
+    e.add_argument("--weights", default=None, help="with a YAML: state dict of the config's model (default: random init)")
+    e.add_argument("--no-ema", action="store_true", help="with a checkpoint: the raw weights, not the EMA ones")
+    e.add_argument("--val-images", type=int, default=1000,
+                   help="with a checkpoint: validation images on which ONNX Runtime's top-1 must equal torch's")
+    e.add_argument("--out", default=None, help="output path without suffix (default: next to the input)")
     e.set_defaults(func=cmd_export)
+
+    tr = sub.add_parser("train", help="train one ArchConfig as a standalone model (from scratch or inherited weights)")
+    tr.add_argument("config", nargs="?", default=None, help="ArchConfig YAML (e.g. one `nas slim` wrote)")
+    tr.add_argument("--init", default="scratch",
+                    help="scratch | inherited (the .pt slim wrote next to the config) | PATH (a supernet.pt: the "
+                    "sub-network's slices; or a model.pt)")
+    tr.add_argument("--data", default=None, help="digits | fashion-mnist[:DIR] | ImageFolder root "
+                    "(default: the data of the supernet the config came from, else digits)")
+    tr.add_argument("--img-size", type=int, default=None,
+                    help="training resolution (default: the inherited weights' or the supernet's, else 64 for the "
+                    "grey in-memory sets and the config's resolution for image folders)")
+    tr.add_argument("--epochs", type=int, default=None, help="default 30")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--weight-decay", type=float, default=0.025)
+    tr.add_argument("--warmup-epochs", type=int, default=1)
+    tr.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
+    tr.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup; 0 = off)")
+    tr.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    tr.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment policy for image folders ('' = off)")
+    tr.add_argument("--reprob", type=float, default=0.25, help="random erasing probability for image folders")
+    tr.add_argument("--ema-decay", type=float, default=0.9998, help="EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
+    tr.add_argument("--clip-grad", type=float, default=0.0, help="gradient norm clip (0 = off)")
+    tr.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
+    tr.add_argument("--teacher", default=None,
+                    help="distillation teacher: a supernet.pt or model.pt, or a timm model name with --teacher-weights")
+    tr.add_argument("--teacher-weights", default=None, help="state dict of a timm teacher")
+    tr.add_argument("--distill", choices=["none", "soft", "hard"], default="none")
+    tr.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term")
+    tr.add_argument("--distill-temperature", type=float, default=1.0, help="temperature of soft distillation")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--workers", type=int, default=4, help="data loader processes for image folders")
+    accelerator_flags(tr)
+    tr.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")
+    tr.add_argument("--out", default=None, help="output folder (default: RUN/train/NAME next to the config's run)")
+    tr.add_argument("--resume", metavar="OUT_DIR", default=None, help="continue the training in OUT_DIR")
+    common(tr, tables=False)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="top-1/top-5, parameters and predicted latency of a trained model")
+    ev.add_argument("model", help="model checkpoint (model.pt from `nas train`, or inherited weights from slim)")
+    ev.add_argument("--data", default=None, help="default: the data it was trained on")
+    ev.add_argument("--device", default="iphone12", help="latency table device")
+    ev.add_argument("--compute", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to evaluate")
+    ev.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA ones")
+    common(ev)
+    ev.set_defaults(func=cmd_eval)
 
     q = sub.add_parser("quickstart", help="train-supernet -> lut build -> slim on the embedded defaults")
     q.add_argument("--epochs", type=int, default=Recipe.epochs)

@@ -124,6 +124,7 @@ def _train_loop(config: dict) -> None:
     import torch.nn as nn
 
     from nas import checkpoint, train
+    from nas.engine import Runtime
 
     recipe = train.Recipe.from_dict(config["recipe"])
     ctx = ray.train.get_context()
@@ -149,7 +150,8 @@ def _train_loop(config: dict) -> None:
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     for epoch in range(start_epoch, recipe.epochs):
         stats = train.run_epoch(net, model, optimizer, scheduler, criterion, data, recipe, epoch,
-                                shard=(rank, world), progress=False, validate=rank == 0, device=device)
+                                shard=(rank, world), progress=False, validate=rank == 0,
+                                runtime=Runtime(device, recipe.amp, recipe.channels_last))
         history.append({**stats, "workers": world})
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:

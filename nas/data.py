@@ -1,21 +1,34 @@
-"""Datasets: the embedded scikit-learn digits (no download) or an ImageFolder path.
+"""Datasets: the embedded scikit-learn digits (no download), Fashion-MNIST from Debian's
+``dataset-fashion-mnist`` package, or an ImageFolder path.
 
-Digits are 8x8 grey images upscaled (bilinear) to the training resolution and repeated to three
-channels; the train/val split is a fixed permutation drawn from the seed (80/20).
-An ImageFolder root must hold ``train/`` and ``val/`` with one folder per class.
+* ``digits``: 1,797 8x8 grey images; the train/val split is a fixed permutation drawn from the
+  seed (80/20).
+* ``fashion-mnist`` (or ``fashion-mnist:DIR``): 60,000 + 10,000 28x28 grey images read from the
+  IDX files; the official test split is the validation set.
+* anything else: an ImageFolder root holding ``train/`` and ``val/`` with one folder per class
+  (timm's ``create_transform``: RandAugment and random erasing when training).
+
+Grey images stay in memory at their native size and are upscaled (bilinear) to the training
+resolution and repeated to three channels a batch at a time (``__getitems__``): Fashion-MNIST at
+224 px would otherwise take 36 GB.
 """
 from __future__ import annotations
 
+import gzip
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from nas.errors import UserError
 
 DIGITS = "digits"
+FASHION_MNIST = "fashion-mnist"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"
 
 
 @dataclass
@@ -24,40 +37,110 @@ class Data:
     val: Dataset
     num_classes: int
     source: str
-    in_memory: bool
+    in_memory: bool   # tensors in this process: loaders need no worker processes
 
 
-def load(source: str, img_size: int, seed: int = 0) -> Data:
+class GreyImages(Dataset):
+    """Grey images at native size (N, H, W; uint8 or float in [0, 1]) served as normalised
+    3-channel images of side `img_size`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, img_size: int, scale: float = 255.0):
+        self.images, self.labels, self.img_size, self.scale = images, labels, img_size, scale
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        x = self.images[idx].unsqueeze(1).float() / self.scale
+        if x.shape[-1] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous(), self.labels[idx]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+def _batch(items):
+    """Collate for a GreyImages batch (already stacked by ``__getitems__``) or a list of samples."""
+    if isinstance(items, tuple):
+        return items
+    return torch.utils.data.default_collate(items)
+
+
+def load(source: str, img_size: int, seed: int = 0, augment: tuple[str | None, float] = (None, 0.0)) -> Data:
+    """`augment` = (timm auto-augment policy, random-erasing probability) for image folders; the
+    grey in-memory sets are small centred images that these policies were not made for."""
     if source == DIGITS:
         return _digits(img_size, seed)
-    return _image_folder(Path(source), img_size)
+    if source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":"):
+        folder = Path(source.split(":", 1)[1]) if ":" in source else FASHION_MNIST_DIR
+        return _fashion_mnist(folder, img_size)
+    return _image_folder(Path(source), img_size, *augment)
 
 
 def _digits(img_size: int, seed: int) -> Data:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    x = ((x - 0.5) / 0.5).repeat(1, 3, 1, 1).contiguous()
+    x = torch.tensor(d.images, dtype=torch.float32)
     y = torch.tensor(d.target, dtype=torch.long)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_val = len(x) // 5
     val, train = perm[:n_val], perm[n_val:]
-    return Data(TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val]), 10, DIGITS, True)
+    return Data(GreyImages(x[train], y[train], img_size, 16.0), GreyImages(x[val], y[val], img_size, 16.0),
+                10, DIGITS, True)
 
 
-def _image_folder(root: Path, img_size: int) -> Data:
+def _read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (gzipped or not) of unsigned bytes as a uint8 tensor of its shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        body = raw[4 + 4 * ndim:]
+        if len(body) != int(torch.tensor(shape).prod()):
+            raise ValueError("truncated")
+    except (OSError, ValueError, struct.error) as e:
+        raise UserError(f"{path}: unreadable IDX file ({e}); reinstall with `{FASHION_MNIST_INSTALL}`") from None
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def _fashion_mnist(folder: Path, img_size: int) -> Data:
+    def find(stem: str) -> Path:
+        for name in (f"{stem}.gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+        raise UserError(f"--data fashion-mnist: {folder / stem}[.gz] not found; install Debian's package with "
+                        f"`{FASHION_MNIST_INSTALL}` or pass --data fashion-mnist:DIR with the IDX files")
+
+    splits = []
+    for prefix in ("train", "t10k"):
+        images, labels = _read_idx(find(f"{prefix}-images-idx3-ubyte")), _read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+        if images.ndim != 3 or len(images) != len(labels):
+            raise UserError(f"{folder}: {prefix} images {tuple(images.shape)} and labels {tuple(labels.shape)} "
+                            "do not match")
+        splits.append(GreyImages(images, labels.long(), img_size))
+    return Data(splits[0], splits[1], 10, FASHION_MNIST, True)
+
+
+def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re_prob: float = 0.0) -> Data:
     if not root.is_dir():
-        raise UserError(f"--data {root}: no such directory; give an ImageFolder root with train/ and val/ "
-                        f"(or omit --data for the embedded digits)")
+        raise UserError(f"--data {root}: no such directory; give an ImageFolder root with train/ and val/, "
+                        f"'{FASHION_MNIST}', or omit --data for the embedded digits")
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise UserError(f"--data {root}: missing {split}/ folder; an ImageFolder root needs train/ and val/ "
                             "with one sub-folder per class")
     from timm.data import ImageDataset, create_transform
 
-    train = ImageDataset(str(root / "train"), transform=create_transform(img_size, is_training=True))
+    train = ImageDataset(str(root / "train"), transform=create_transform(
+        img_size, is_training=True, auto_augment=auto_augment or None, re_prob=re_prob))
     val = ImageDataset(str(root / "val"), transform=create_transform(img_size, is_training=False))
     if len(train) == 0 or len(val) == 0:
         raise UserError(f"--data {root}: no images found under train/ or val/")
@@ -66,29 +149,39 @@ def _image_folder(root: Path, img_size: int) -> Data:
     return Data(train, val, num_classes, str(root), False)
 
 
+def loader(data: Data, dataset: Dataset, batch_size: int, *, workers: int = 0, shuffle_generator=None,
+           drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over `dataset`: in-memory data is read in this process a batch at a time;
+    file-backed data decodes in `workers` persistent processes (pinned memory for a GPU)."""
+    workers = 0 if data.in_memory else workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle_generator is not None,
+                      generator=shuffle_generator, drop_last=drop_last, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=pin_memory and not data.in_memory,
+                      collate_fn=_batch)
+
+
 def train_loader(data: Data, batch_size: int, seed: int, epoch: int, workers: int = 0,
-                 shard: tuple[int, int] = (0, 1)) -> DataLoader:
+                 shard: tuple[int, int] = (0, 1), pin_memory: bool = False) -> DataLoader:
     """The order of epoch `epoch` depends only on (seed, epoch): a resumed run replays it exactly.
     With ``shard=(rank, world)`` a data-parallel worker reads every world-th item of that order."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     rank, world = shard
     if world == 1:
-        return DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True,
-                          num_workers=0 if data.in_memory else workers)
+        return loader(data, data.train, batch_size, workers=workers, shuffle_generator=gen, drop_last=True,
+                      pin_memory=pin_memory)
     order = torch.randperm(len(data.train), generator=gen)[rank::world].tolist()
-    return DataLoader(Subset(data.train, order), batch_size=batch_size, shuffle=False, drop_last=True,
-                      num_workers=0 if data.in_memory else workers)
+    return loader(data, Subset(data.train, order), batch_size, workers=workers, drop_last=True, pin_memory=pin_memory)
 
 
 def fixed_subset(dataset: Dataset, n: int, seed: int, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` items of a seed-fixed permutation, materialised as tensors (for BN
     recalibration and evaluation, which must see the same images every time)."""
     n = min(n, len(dataset))
-    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    if isinstance(dataset, TensorDataset):
-        return dataset.tensors[0][idx], dataset.tensors[1][idx]
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    if hasattr(dataset, "__getitems__"):
+        return dataset.__getitems__(idx)
     xs, ys = [], []
-    for i in idx.tolist():
+    for i in idx:
         x, y = dataset[i]
         xs.append(x)
         ys.append(int(y))

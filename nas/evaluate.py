@@ -57,5 +57,9 @@ class Evaluator:
     batch_size: int = 128
 
     def __call__(self, model: nn.Module) -> Score:
+        return score(self.recalibrate(model), self.val, self.labels, self.batch_size)
+
+    def recalibrate(self, model: nn.Module) -> nn.Module:
+        """`model` with BN statistics of its own (eval mode), as it is scored."""
         recalibrate_bn(model, self.calib, self.batch_size)
-        return score(model, self.val, self.labels, self.batch_size)
+        return model

@@ -34,6 +34,7 @@ class Exported:
     format: str
     path: Path
     max_rel_diff: float | None   # None: not run here (Core ML off macOS)
+    top1: tuple[float, float] | None = None   # (torch, exported) on the validation subset, when checked
 
 
 def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -> torch.nn.Module:
@@ -58,14 +59,20 @@ def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -
 
 def export(config: ArchConfig, formats: list[str], out_stem: Path, *, weights=None) -> list[Exported]:
     """Write `out_stem` + ".onnx" / ".mlpackage" (a stem such as "x@cpu-1.5ms" keeps its dots)."""
-    model = deploy_model(config, weights)
-    x = torch.randn(1, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
+    return export_model(deploy_model(config, weights), config.resolution, formats, out_stem)
+
+
+def export_model(model: torch.nn.Module, resolution: int, formats: list[str], out_stem: Path, *,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[Exported]:
+    """Export a deploy-form model at `resolution`. With `val` (images, labels), ONNX Runtime's
+    top-1 on those images must equal torch's, or nothing is written."""
+    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
     done = []
     for fmt in formats:
         if fmt == "onnx":
-            done.append(_onnx(model, x, ref, out_stem.with_name(out_stem.name + ".onnx")))
+            done.append(_onnx(model, x, ref, out_stem.with_name(out_stem.name + ".onnx"), val))
         elif fmt == "coreml":
             done.append(_coreml(model, x, ref, out_stem.with_name(out_stem.name + ".mlpackage")))
         else:
@@ -78,7 +85,7 @@ def _rel_diff(out: np.ndarray, ref: torch.Tensor) -> float:
     return float(np.abs(out - ref_np).max() / max(np.abs(ref_np).max(), 1e-12))
 
 
-def _onnx(model, x, ref, path: Path) -> Exported:
+def _onnx(model, x, ref, path: Path, val=None) -> Exported:
     import onnxruntime as ort
 
     with io.atomic_path(path) as tmp:
@@ -95,7 +102,22 @@ def _onnx(model, x, ref, path: Path) -> Exported:
         if diff > RTOL:
             raise UserError(f"ONNX export of {path.name} differs from torch by {diff:.2e} (relative, > {RTOL}); "
                             "not written")
-    return Exported("onnx", path, diff)
+        top1 = None if val is None else _top1_pair(model, session, *val)
+        if top1 is not None and top1[0] != top1[1]:
+            raise UserError(f"ONNX export of {path.name}: top-1 {top1[1]:.2f}% on the validation subset, torch "
+                            f"{top1[0]:.2f}%; not written")
+    return Exported("onnx", path, diff, top1)
+
+
+@torch.no_grad()
+def _top1_pair(model, session, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 (%) of the torch model and of the ONNX Runtime session on the same images (the
+    export has batch 1, so ONNX Runtime sees them one at a time)."""
+    name = session.get_inputs()[0].name
+    torch_pred = torch.cat([model(b).argmax(1) for b in images.split(64)])
+    ort_pred = torch.tensor([int(np.argmax(session.run(None, {name: img[None].numpy()})[0])) for img in images])
+    n = max(len(labels), 1)
+    return 100.0 * float((torch_pred == labels).sum()) / n, 100.0 * float((ort_pred == labels).sum()) / n
 
 
 def _coreml(model, x, ref, path: Path) -> Exported:

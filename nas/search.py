@@ -152,8 +152,10 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=_FINISHED))
 
 
-def write_front(result: SearchResult, net: Supernet, out_dir: Path, stem: str, meta: dict) -> list[Path]:
-    """Each front member as an ArchConfig YAML, every trial in a CSV, and ``pareto.png``."""
+def write_front(result: SearchResult, net: Supernet, out_dir: Path, stem: str, meta: dict,
+                save_weights: Callable[[ArchConfig, Path], Path] | None = None) -> list[Path]:
+    """Each front member as an ArchConfig YAML (and, with `save_weights`, its inherited weights
+    next to it), every trial in a CSV, and ``pareto.png``."""
     written = []
     for t in result.front:
         cfg = choice_of(t.params, net.space).to_config(net.space, net.num_classes).replace(
@@ -162,8 +164,11 @@ def write_front(result: SearchResult, net: Supernet, out_dir: Path, stem: str, m
         path = out_dir / "pareto" / f"{stem}-t{t.number}.yaml"
         cfg.save(path)
         written.append(path)
-    for stale in set((out_dir / "pareto").glob(f"{stem}-t*.yaml")) - set(written):   # left by an earlier run
-        stale.unlink()
+        if save_weights is not None:
+            written.append(save_weights(cfg, path.with_suffix(".pt")))
+    stale = {p for ext in ("yaml", "pt") for p in (out_dir / "pareto").glob(f"{stem}-t*.{ext}")}
+    for path in stale - set(written):   # left by an earlier run
+        path.unlink()
     front_ids = {t.number for t in result.front}
     rows = [{"trial": t.number, "accuracy": round(t.values[0], 3), "latency_ms": round(t.values[1], 4),
              "feasible": feasible(t), "pareto": t.number in front_ids, "config": t.user_attrs.get("config", "")}

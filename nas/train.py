@@ -14,9 +14,6 @@ the uninterrupted run exactly.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,16 +22,16 @@ import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from tqdm.auto import tqdm
 
-from nas import checkpoint, data as data_mod, runs
+from nas import checkpoint, data as data_mod, engine, runs
+from nas.engine import RecipeBase, Runtime
 from nas.errors import UserError
 from supernets.config import SearchSpace
 from supernets.supernet import Supernet
 
 
 @dataclass
-class Recipe:
+class Recipe(RecipeBase):
     family: str = "efficientformer"
     space: str | None = None          # path of a space YAML; None = the family's shipped space
     data: str = data_mod.DIGITS
@@ -52,19 +49,15 @@ class Recipe:
     seed: int = 0
     threads: int = 2
     workers: int = 4
+    device: str = "cpu"               # where it trains ('auto': CUDA when present); not part of the result
+    amp: str = "off"                  # off | bf16 | fp16 autocast
+    channels_last: bool = False
 
     def tau(self, epoch: int) -> float:
         if self.epochs <= 1:
             return self.tau_min
         return self.tau_max * (self.tau_min / self.tau_max) ** (epoch / (self.epochs - 1))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Recipe":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 def load_space(recipe: Recipe) -> SearchSpace:
@@ -98,6 +91,7 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
                    log: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(recipe.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    runtime = recipe.runtime()
     ckpt_path = run_dir / runs.SUPERNET
     space, data, net, optimizer, scheduler = build(recipe)
     start_epoch, history = 0, []
@@ -106,11 +100,11 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
             raise UserError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
         ckpt = checkpoint.load(ckpt_path)
         saved = Recipe.from_dict(ckpt["recipe"])
-        if dataclasses.replace(saved, epochs=recipe.epochs, workers=recipe.workers) != recipe:
+        if not saved.same_result_as(recipe):
             raise UserError(f"--resume: {ckpt_path} was trained with a different recipe; resume with the same flags")
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"])
+        checkpoint.set_rng_state(ckpt["rng"])
         start_epoch, history = ckpt["epoch"], list(ckpt["history"])
         log(f"resuming {run_dir} at epoch {start_epoch + 1}/{recipe.epochs}")
     else:
@@ -121,8 +115,10 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
                               "recipe": recipe.to_dict()})
 
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    runtime.prepare(net)
     for epoch in range(start_epoch, recipe.epochs):
-        stats = run_epoch(net, net, optimizer, scheduler, criterion, data, recipe, epoch, progress=progress)
+        stats = run_epoch(net, net, optimizer, scheduler, criterion, data, recipe, epoch, progress=progress,
+                          runtime=runtime)
         history.append(stats)
         checkpoint.save(ckpt_path, payload(net, optimizer, space, data, recipe, epoch, history))
         log(epoch_line(stats, recipe))
@@ -132,38 +128,32 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
 
 def run_epoch(net: Supernet, model: nn.Module, optimizer, scheduler, criterion, data: data_mod.Data, recipe: Recipe,
               epoch: int, *, shard: tuple[int, int] = (0, 1), progress: bool = True, validate: bool = True,
-              device: torch.device | None = None) -> dict:
+              runtime: Runtime | None = None) -> dict:
     """One epoch of joint weight + α training on this process's shard of the data; `model` is
     `net` itself or its DDP wrapper (which averages weight and α gradients across workers)."""
+    runtime = runtime or Runtime()
     tau = recipe.tau(epoch)
     net.set_mixing(recipe.mixing, tau)
     scheduler.step(epoch)
     model.train()
     rank, world = shard
-    loader = data_mod.train_loader(data, recipe.batch_size // world, recipe.seed, epoch, recipe.workers, shard=shard)
-    seen = correct = 0
-    loss_sum = 0.0
-    t0 = time.time()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
-    for x, y in bar:
-        if device is not None:
-            x, y = x.to(device), y.to(device)
+    loader = data_mod.train_loader(data, recipe.batch_size // world, recipe.seed, epoch, recipe.workers, shard=shard,
+                                   pin_memory=runtime.device.type == "cuda")
+
+    def compute_loss(x, y):
         out = model(x)
-        loss = criterion(out, y)
-        if not math.isfinite(loss.item()):
-            raise UserError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seen += len(y)
-        correct += int((out.argmax(1) == y).sum())
-        loss_sum += loss.item() * len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", tau=f"{tau:.2f}")
-    bar.close()
-    val_x, val_y = data.val.tensors if data.in_memory else (None, None)
-    val_acc = _val_accuracy(net, data, val_x, val_y, recipe.batch_size) if validate else float("nan")
-    return {"epoch": epoch + 1, "tau": tau, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
-            "val_acc": val_acc, "seconds": time.time() - t0}
+        return criterion(out, y), out
+
+    stats = engine.train_epoch(model, loader, optimizer, compute_loss, runtime, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                               progress=progress, postfix={"tau": f"{tau:.2f}"})
+    # Validation never touches the training RNG stream: the Gumbel noise of the next epoch must
+    # not depend on whether validation ran, or a resumed run would diverge.
+    val_acc = float("nan")
+    if validate:
+        val = data_mod.loader(data, data.val, recipe.batch_size, workers=recipe.workers)
+        val_acc = engine.evaluate(net, val, runtime)["top1"]
+    return {"epoch": epoch + 1, "tau": tau, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+            "val_acc": val_acc, "seconds": stats["seconds"]}
 
 
 def epoch_line(stats: dict, recipe: Recipe) -> str:
@@ -176,7 +166,7 @@ def payload(net: Supernet, optimizer, space: SearchSpace, data: data_mod.Data, r
     """The checkpoint after `epoch` (0-based): the one format single-process and Ray training write."""
     return {"space": space.to_dict(), "num_classes": data.num_classes, "img_size": recipe.img_size,
             "recipe": recipe.to_dict(), "epoch": epoch + 1, "history": history,
-            "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
             "alpha": {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith(".alpha")}}
 
 
@@ -190,20 +180,3 @@ def build(recipe: Recipe) -> tuple[SearchSpace, data_mod.Data, Supernet, Any, An
     scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * 1e-2,
                                   warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * 1e-2)
     return space, data, net, optimizer, scheduler
-
-
-@torch.no_grad()
-def _val_accuracy(net: Supernet, data: data_mod.Data, val_x, val_y, batch_size: int) -> float:
-    # Validation never touches the training RNG stream: the Gumbel noise of the next epoch must
-    # not depend on whether validation ran, or a resumed run would diverge.
-    net.eval()
-    correct = total = 0
-    if val_x is not None:
-        batches = zip(val_x.split(batch_size), val_y.split(batch_size))
-    else:
-        batches = torch.utils.data.DataLoader(data.val, batch_size=batch_size)
-    device = next(net.parameters()).device
-    for x, y in batches:
-        correct += int((net(x.to(device)).argmax(1).cpu() == y).sum())
-        total += len(y)
-    return 100.0 * correct / max(total, 1)

@@ -1,0 +1,178 @@
+"""What supernet and model training share: the device and precision, one training epoch, and
+top-1/top-5 evaluation.
+
+* ``--device auto`` takes CUDA when present, then Apple's MPS, else the CPU.
+* ``--amp bf16|fp16|off``: autocast; fp16 adds timm's ``NativeScaler`` (a GradScaler). fp16 on
+  the CPU is refused (no fp16 autocast kernels there); bf16 works on every device.
+* The training step never waits for the device: loss and accuracy accumulate as device tensors
+  and are read (and checked for divergence) every ``SYNC_EVERY`` steps and at the epoch's end.
+* Determinism: on the CPU every run of the same recipe is bitwise identical (the resume tests
+  rely on it). On a GPU it is best effort: cuDNN and atomics may reorder sums.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from nas.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_MODES = ("off", "bf16", "fp16")
+SYNC_EVERY = 50
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise UserError(f"--device {name!r}: use one of {', '.join(DEVICES)}")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch; use --device cpu (or auto)")
+    if name == "mps" and not mps:
+        raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+@dataclass
+class Runtime:
+    """Where and in what precision a model trains."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: str = "off"
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.amp not in AMP_MODES:
+            raise UserError(f"--amp {self.amp!r}: use one of {', '.join(AMP_MODES)}")
+        if self.amp == "fp16" and self.device.type == "cpu":
+            raise UserError("--amp fp16 needs a GPU (the CPU has no fp16 autocast); use --amp bf16 or off")
+        self.scaler = None
+        if self.amp == "fp16":
+            from timm.utils import NativeScaler
+
+            self.scaler = NativeScaler(device=self.device.type)
+
+    @classmethod
+    def of(cls, device: str = "cpu", amp: str = "off", channels_last: bool = False) -> "Runtime":
+        return cls(resolve_device(device), amp, channels_last)
+
+    def autocast(self):
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        x = x.to(self.device, non_blocking=non_blocking)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=non_blocking)
+
+
+class RecipeBase:
+    """What both training recipes (supernet, model) share: a dataclass with ``device``, ``amp``
+    and ``channels_last`` fields, stored as a plain dict in checkpoints."""
+
+    # Fields that say where and how fast a run goes, not what it computes: a resume may change them.
+    RUNTIME_FIELDS: tuple[str, ...] = ("epochs", "workers", "device", "channels_last", "threads")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    def same_result_as(self, other) -> bool:
+        """Whether the two recipes train the same network (runtime fields aside)."""
+        keep = {name: getattr(other, name) for name in self.RUNTIME_FIELDS}
+        return dataclasses.replace(self, **keep) == other
+
+    def runtime(self) -> "Runtime":
+        return Runtime.of(self.device, self.amp, self.channels_last)
+
+
+def train_epoch(model: nn.Module, batches, optimizer, compute_loss: Callable, runtime: Runtime, *,
+                desc: str, progress: bool = True, clip_grad: float | None = None, accum_steps: int = 1,
+                after_update: Callable[[], None] | None = None, postfix: dict | None = None) -> dict:
+    """One pass over `batches`. ``compute_loss(x, y) -> (loss, logits)`` runs the forward;
+    every `accum_steps` batches (and at the end) the optimizer steps and ``after_update()`` runs
+    (an EMA update). Returns the mean loss, top-1 against the hard labels, samples and seconds."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    zero = torch.zeros((), device=runtime.device)
+    loss_sum, correct, seen = zero.clone(), zero.clone(), 0
+    t0 = time.time()
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+    n = len(batches) if hasattr(batches, "__len__") else None
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(bar):
+        x, y = runtime.batch(x, y)
+        with runtime.autocast():
+            loss, logits = compute_loss(x, y)
+        update = (i + 1) % accum_steps == 0 or (n is not None and i + 1 == n)
+        scaled = loss / accum_steps if accum_steps > 1 else loss
+        if runtime.scaler is not None:
+            runtime.scaler(scaled, optimizer, clip_grad=clip_grad, parameters=params, need_update=update)
+        else:
+            scaled.backward()
+            if update:
+                if clip_grad is not None:
+                    nn.utils.clip_grad_norm_(params, clip_grad)
+                optimizer.step()
+        if update:
+            optimizer.zero_grad(set_to_none=True)
+            if after_update is not None:
+                after_update()
+        seen += len(y)
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        if (i + 1) % SYNC_EVERY == 0:
+            _check_and_show(bar, loss_sum, correct, seen, postfix)
+    bar.close()
+    mean_loss, acc = _check_and_show(None, loss_sum, correct, seen, postfix)
+    return {"train_loss": mean_loss, "train_acc": acc, "samples": seen, "seconds": time.time() - t0}
+
+
+def _check_and_show(bar, loss_sum, correct, seen, postfix) -> tuple[float, float]:
+    mean_loss = float(loss_sum) / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise UserError(f"training diverged (loss {mean_loss}); lower --lr, or use --amp bf16 instead of fp16")
+    acc = 100.0 * float(correct) / max(seen, 1)
+    if bar is not None:
+        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{acc:.1f}", **(postfix or {}))
+    return mean_loss, acc
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, runtime: Runtime) -> dict:
+    """Top-1 / top-5 (%) and mean cross-entropy of `model` (eval mode) over `batches`."""
+    model.eval()
+    zero = torch.zeros((), device=runtime.device)
+    top1, top5, loss, seen = zero.clone(), zero.clone(), zero.clone(), 0
+    for x, y in batches:
+        x, y = runtime.batch(x, y)
+        with runtime.autocast():
+            out = model(x)
+        out = out.float()
+        k = min(5, out.shape[1])
+        pred = out.topk(k, 1).indices
+        top1 += (pred[:, 0] == y).sum()
+        top5 += (pred == y[:, None]).any(1).sum()
+        loss += nn.functional.cross_entropy(out, y, reduction="sum")
+        seen += len(y)
+    n = max(seen, 1)
+    return {"top1": 100.0 * float(top1) / n, "top5": 100.0 * float(top5) / n, "loss": float(loss) / n}

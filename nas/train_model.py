@@ -1,0 +1,431 @@
+"""``nas train CONFIG``: train one concrete ArchConfig as a standalone model.
+
+Two ways to start, as the papers do:
+
+* ``--init scratch`` – a fresh initialisation, trained with the EfficientFormer paper's recipe
+  (§5.1: AdamW, cosine schedule with warm-up, label smoothing, optional hard distillation);
+* ``--init inherited`` – OFA-style fine-tuning of the sub-network's inherited weights (the
+  ``.pt`` that ``nas slim`` writes next to the config), or ``--init PATH``: a ``supernet.pt`` (the
+  sub-network's prefix slices, channels in importance order and BN recalibrated as slim does) or
+  an earlier ``model.pt``.
+
+The recipe is timm's parts: ``create_optimizer_v2`` (AdamW; no weight decay on norms, biases and
+the model's ``no_weight_decay()``), ``CosineLRScheduler`` with warm-up, label smoothing
+(``LabelSmoothingCrossEntropy``), ``Mixup`` with ``SoftTargetCrossEntropy`` when mixup/cutmix is
+on, ``create_transform`` with RandAugment and random erasing for image folders, ``ModelEmaV3``
+with decay warm-up, gradient clipping and accumulation (``nas.engine``).
+
+Distillation (``--teacher`` with ``--distill soft|hard``): the teacher is a supernet or model
+checkpoint of this tool, or a timm model name with ``--teacher-weights``. EfficientFormer and
+iFormer train their distillation head on the teacher's signal (DeiT: the class head learns the
+labels, the distillation head the teacher; deploy averages them); other families add the
+distillation term to the single head's loss. timm's ``LogitDistillationTask`` covers only the
+soft, single-head case and needs a ``pretrained_cfg`` for input normalisation, so the two
+loss terms are written here.
+
+``model.pt`` (atomic, every epoch) holds the config, the weights, EMA weights, optimizer,
+scaler and every RNG stream, and the data order of an epoch depends only on (seed, epoch):
+``--resume`` after a kill reproduces the uninterrupted run on the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas import checkpoint, data as data_mod, engine, runs
+from nas.errors import UserError
+from supernets import io
+from supernets.config import ArchConfig, ConfigError
+from supernets.layers import DistillationHead
+from supernets.registry import get_family
+
+MODEL = "model.pt"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+INITS = ("scratch", "inherited")
+DISTILL = ("none", "soft", "hard")
+
+
+@dataclass
+class TrainRecipe(engine.RecipeBase):
+    data: str = data_mod.DIGITS
+    img_size: int = 64
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.025
+    warmup_epochs: int = 1
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    mixup: float = 0.0                # timm Mixup alpha (0: off)
+    cutmix: float = 0.0               # timm CutMix alpha (0: off)
+    auto_augment: str = "rand-m9-mstd0.5-inc1"   # image folders only
+    re_prob: float = 0.25             # random erasing, image folders only
+    ema_decay: float = 0.9998         # 0: no EMA
+    clip_grad: float = 0.0            # 0: no clipping
+    accum_steps: int = 1
+    init: str = "scratch"
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    distill: str = "none"
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    workers: int = 4
+    device: str = "cpu"
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+
+    RUNTIME_FIELDS = engine.RecipeBase.RUNTIME_FIELDS + ("compile",)
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "accum_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        if self.distill not in DISTILL:
+            raise UserError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL)}")
+        if (self.distill != "none") != (self.teacher is not None):
+            raise UserError("--distill soft|hard and --teacher go together: give both or neither")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise UserError(f"--batch-size {self.batch_size}: mixup/cutmix pair images, use an even batch size")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"--ema-decay {self.ema_decay}: must be in [0, 1)")
+        if self.img_size % 32:
+            raise UserError(f"--img-size {self.img_size} is not a multiple of 32 (the network downsamples by 32)")
+
+
+# ---------------------------------------------------------------------------- initial weights
+def inherited_path(config_path: Path) -> Path:
+    return config_path.with_suffix(".pt")
+
+
+def initial_state(init: str, config: ArchConfig, config_path: Path | None, data: data_mod.Data | None,
+                  seed: int) -> tuple[dict[str, torch.Tensor] | None, int | None, str]:
+    """(state dict or None for scratch, the resolution those weights were trained at, a label)."""
+    if init == "scratch":
+        return None, None, "scratch"
+    if init == "inherited":
+        if config_path is None:
+            raise UserError("--init inherited needs the config file that `nas slim` wrote (its weights sit next to it)")
+        path = inherited_path(config_path)
+        if not path.is_file():
+            raise UserError(f"--init inherited: no {path.name} next to {config_path} (nas slim and nas search write "
+                            "one per emitted config); use --init scratch or --init SUPERNET.pt")
+        ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
+        return ckpt["state_dict"], ckpt["img_size"], "inherited"
+    path = Path(init)
+    ckpt = checkpoint.load(path, (checkpoint.FORMAT, checkpoint.MODEL_FORMAT))
+    if ckpt["format"] == checkpoint.MODEL_FORMAT:
+        return ckpt["state_dict"], ckpt["img_size"], f"from-{path.stem}"
+    return _from_supernet(ckpt, path, config, data, seed), ckpt["img_size"], f"from-{path.parent.name}"
+
+
+def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Data | None, seed: int) -> dict:
+    """The config's sub-network of a supernet as slim evaluates it: channels in importance order,
+    prefix slices, BN recalibrated on the same 256 training images."""
+    from nas.evaluate import recalibrate_bn
+    from supernets.config import Choice
+
+    net = checkpoint.build_supernet(ckpt).eval()
+    if net.space.family != config.family:
+        raise UserError(f"--init {path}: a {net.space.family} supernet cannot initialise a {config.family} config")
+    try:
+        choice = Choice.from_config(config, net.space)
+    except ConfigError as e:
+        raise UserError(f"--init {path}: the config is not in that supernet's space ({e})") from None
+    net.reorder_channels()
+    model = net.subnet(choice)
+    if data is not None:
+        recalibrate_bn(model, data_mod.fixed_subset(data.train, 256, seed)[0], 128)
+    return model.state_dict()
+
+
+def _with_distillation_head(config: ArchConfig, state: dict | None) -> tuple[ArchConfig, dict | None]:
+    """The config with its family's distillation head on; inherited weights lack that head, so it
+    starts as a copy of the class head (both then see the same features)."""
+    config = config.replace(head={**config.head, "distillation": True})
+    if state is not None and not any(k.startswith("head.head_dist.") for k in state):
+        state = dict(state)
+        for k in [k for k in state if k.startswith("head.head.")]:
+            state["head.head_dist." + k[len("head.head."):]] = state[k].clone()
+    return config, state
+
+
+# ---------------------------------------------------------------------------- teacher
+def load_teacher(spec: str, weights: str | None, num_classes: int, img_size: int) -> nn.Module:
+    """A frozen teacher in eval mode: a nas supernet or model checkpoint, or a timm model name
+    whose weights come from `weights` (no downloads here)."""
+    path = Path(spec)
+    if path.is_file():
+        ckpt = checkpoint.load(path, (checkpoint.FORMAT, checkpoint.MODEL_FORMAT))
+        if ckpt["img_size"] != img_size:
+            raise UserError(f"--teacher {spec} was trained at {ckpt['img_size']} px; train the student at "
+                            f"--img-size {ckpt['img_size']}")
+        if ckpt["format"] == checkpoint.FORMAT:
+            teacher = checkpoint.build_supernet(ckpt)
+            teacher.set_mixing(ckpt["recipe"].get("mixing", "soft"), ckpt["recipe"].get("tau_min", 0.5))
+        else:
+            teacher = build_model(ckpt, path, ema=True)
+        classes = teacher.num_classes
+    else:
+        import timm
+
+        if not timm.list_models(spec):
+            raise UserError(f"--teacher {spec}: neither a checkpoint file nor a timm model name "
+                            "(list names with timm.list_models())")
+        if weights is None:
+            raise UserError(f"--teacher {spec}: a timm teacher needs --teacher-weights STATE_DICT.pt "
+                            "(pretrained weights cannot be downloaded here)")
+        teacher = timm.create_model(spec, num_classes=num_classes)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise UserError(f"--teacher-weights {weights}: cannot load a state dict ({type(e).__name__})") from None
+        checkpoint.load_weights(teacher, state.get("state_dict", state), f"--teacher-weights {weights}")
+        classes = num_classes
+    if classes != num_classes:
+        raise UserError(f"--teacher {spec} predicts {classes} classes, the data has {num_classes}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def build_model(ckpt: dict, path: Path, ema: bool = True) -> nn.Module:
+    """The model of a model checkpoint (EMA weights when present and `ema`), train form, eval mode."""
+    config = checkpoint.model_config(ckpt, path)
+    model = get_family(config.family).build(config, img_size=ckpt["img_size"])
+    state = ckpt.get("ema") if ema and ckpt.get("ema") is not None else ckpt["state_dict"]
+    checkpoint.load_weights(model, state, str(path))
+    return model.eval()
+
+
+class Loss:
+    """Task loss (label smoothing, or soft targets under mixup) plus the distillation term."""
+
+    def __init__(self, recipe: TrainRecipe, num_classes: int, teacher: nn.Module | None, dist_head: bool):
+        from timm.data import Mixup
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        self.mixup = None
+        if recipe.mixup or recipe.cutmix:
+            self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                               label_smoothing=recipe.label_smoothing, num_classes=num_classes)
+            self.task = SoftTargetCrossEntropy()
+        else:
+            self.task = LabelSmoothingCrossEntropy(recipe.label_smoothing) if recipe.label_smoothing else \
+                nn.CrossEntropyLoss()
+        self.teacher, self.dist_head = teacher, dist_head
+        self.kind, self.weight, self.t = recipe.distill, recipe.distill_weight, recipe.distill_temperature
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        out = model(x)
+        cls_out, dist_out = out if isinstance(out, tuple) else (out, out)
+        loss = self.task(cls_out, target)
+        if self.teacher is None:
+            return loss, cls_out
+        with torch.no_grad():
+            teacher_out = self.teacher(x).float()
+        if self.kind == "hard":    # DeiT: the teacher's top-1 as a label
+            kd = F.cross_entropy(dist_out, teacher_out.argmax(1))
+        else:                      # Hinton: KL of the tempered distributions, times T^2
+            kd = F.kl_div(F.log_softmax(dist_out / self.t, 1), F.log_softmax(teacher_out / self.t, 1),
+                          reduction="batchmean", log_target=True) * self.t ** 2
+        return (1 - self.weight) * loss + self.weight * kd, (cls_out + dist_out) / 2 if self.dist_head else cls_out
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class Trained:
+    path: Path
+    history: list[dict]
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, config_path: Path | None = None,
+                resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Trained:
+    """Train `config` as `recipe` says into `out_dir` (``model.pt``, ``metrics.csv``, ``curves.png``)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+
+    recipe.check()
+    torch.set_num_threads(recipe.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    runtime = recipe.runtime()
+    ckpt_path = out_dir / MODEL
+    saved = None
+    if resume:
+        saved = checkpoint.load(ckpt_path, (checkpoint.MODEL_FORMAT,))
+        if not TrainRecipe.from_dict(saved["recipe"]).same_result_as(recipe):
+            raise UserError(f"--resume: {ckpt_path} was trained with a different recipe; resume with the same flags")
+    elif ckpt_path.exists():
+        raise UserError(f"{out_dir} already holds a model; use --resume {out_dir} to continue it or choose --name")
+
+    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed, augment=(recipe.auto_augment, recipe.re_prob))
+    if data.num_classes != config.num_classes:
+        config = config.replace(num_classes=data.num_classes)   # the head follows the data
+    state, trained_at, _ = (None, None, "") if resume else initial_state(recipe.init, config, config_path, data,
+                                                                          recipe.seed)
+    if trained_at is not None and trained_at != recipe.img_size and grid_sized(config, trained_at, recipe.img_size):
+        raise UserError(f"--init weights were trained at {trained_at} px and hold {config.family}'s grid-sized "
+                        f"attention biases; train at --img-size {trained_at}")
+    teacher = None
+    if recipe.teacher is not None:
+        teacher = runtime.prepare(load_teacher(recipe.teacher, recipe.teacher_weights, data.num_classes, recipe.img_size))
+    family = get_family(config.family)
+    torch.manual_seed(recipe.seed)
+    model = family.build(config, img_size=recipe.img_size)
+    dist_head = teacher is not None and isinstance(model.head, DistillationHead)
+    if dist_head:
+        config, state = _with_distillation_head(config, state)
+        torch.manual_seed(recipe.seed)
+        model = family.build(config, img_size=recipe.img_size)
+        model.head.distilled_training = True
+    if state is not None:
+        checkpoint.load_weights(model, state, f"--init {recipe.init}")
+    runtime.prepare(model)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * recipe.min_lr_ratio,
+                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * recipe.min_lr_ratio)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay else None
+    loss_fn = Loss(recipe, data.num_classes, teacher, dist_head)
+    val = data_mod.loader(data, data.val, recipe.batch_size * 2, workers=recipe.workers,
+                          pin_memory=runtime.device.type == "cuda")
+    step_model = torch.compile(model) if recipe.compile else model
+
+    start_epoch, history, step = 0, [], 0
+    if saved is not None:
+        config = checkpoint.model_config(saved, ckpt_path)
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.module.load_state_dict(saved["ema"])
+        if runtime.scaler is not None and saved.get("scaler"):
+            runtime.scaler.load_state_dict(saved["scaler"])
+        checkpoint.set_rng_state(saved["rng"])
+        start_epoch, history, step = saved["epoch"], list(saved["history"]), saved["step"]
+        log(f"resuming {out_dir} at epoch {start_epoch + 1}/{recipe.epochs}")
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        history.append(_epoch_row(0, float("nan"), {}, _evaluate(model, ema, val, runtime), 0.0))
+        log(f"epoch 0/{recipe.epochs}  val {history[0]['val_top1']:.2f}% (initial weights: {recipe.init})")
+
+    def update_ema():
+        nonlocal step
+        step += 1
+        if ema is not None:
+            ema.update(model, step=step)
+
+    for epoch in range(start_epoch, recipe.epochs):
+        scheduler.step(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        batches = data_mod.train_loader(data, recipe.batch_size, recipe.seed, epoch, recipe.workers,
+                                        pin_memory=runtime.device.type == "cuda")
+        stats = engine.train_epoch(step_model, batches, optimizer, lambda x, y: loss_fn(step_model, x, y), runtime,
+                                   desc=f"epoch {epoch + 1}/{recipe.epochs}", progress=progress,
+                                   clip_grad=recipe.clip_grad or None, accum_steps=recipe.accum_steps,
+                                   after_update=update_ema)
+        history.append(_epoch_row(epoch + 1, lr, stats, _evaluate(model, ema, val, runtime), stats["seconds"]))
+        checkpoint.save_model(ckpt_path, config, model, recipe.img_size, recipe=recipe.to_dict(), epoch=epoch + 1,
+                              step=step, history=history, complete=epoch + 1 == recipe.epochs,
+                              ema=None if ema is None else {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
+                              optimizer=optimizer.state_dict(),
+                              scaler=runtime.scaler.state_dict() if runtime.scaler is not None else None,
+                              rng=checkpoint.rng_state(), data=recipe.data)
+        write_metrics(history, out_dir, f"{config.name or config.family}: {recipe.init}")
+        row = history[-1]
+        log(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['train_loss']:.3f}  val {row['val_top1']:.2f}% "
+            f"(top-5 {row['val_top5']:.2f}%)" + (f"  EMA {row['ema_top1']:.2f}%" if ema is not None else "")
+            + f"  {row['samples_per_s']:.0f} img/s")
+    return Trained(ckpt_path, history)
+
+
+def grid_sized(config: ArchConfig, a: int, b: int) -> bool:
+    """Whether the family's weights depend on the input grid (EfficientFormer's attention biases)."""
+    family = get_family(config.family)
+    with torch.device("meta"):
+        sa = family.build(config, img_size=a).state_dict()
+        sb = family.build(config, img_size=b).state_dict()
+    return any(sa[k].shape != sb[k].shape for k in sa)
+
+
+def _evaluate(model, ema, val, runtime) -> dict:
+    raw = engine.evaluate(model, val, runtime)
+    out = {"val_top1": raw["top1"], "val_top5": raw["top5"], "val_loss": raw["loss"]}
+    if ema is not None:
+        e = engine.evaluate(ema.module, val, runtime)
+        out.update(ema_top1=e["top1"], ema_top5=e["top5"])
+    return out
+
+
+def _epoch_row(epoch: int, lr: float, stats: dict, val: dict, seconds: float) -> dict:
+    nan = float("nan")
+    return {"epoch": epoch, "lr": lr, "train_loss": stats.get("train_loss", nan), "train_acc": stats.get("train_acc", nan),
+            **val, "ema_top1": val.get("ema_top1", nan), "ema_top5": val.get("ema_top5", nan),
+            "samples_per_s": stats["samples"] / seconds if seconds else nan, "seconds": seconds}
+
+
+def write_metrics(history: list[dict], out_dir: Path, title: str) -> list[Path]:
+    """``metrics.csv`` (one row per epoch, epoch 0 = the initial weights) and ``curves.png``."""
+    rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in history]
+    csv_path = io.write_csv(out_dir / METRICS, rows)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    epochs = [r["epoch"] for r in history]
+    ax_loss.plot(epochs[1:], [r["train_loss"] for r in history[1:]], "-o", ms=3, label="train loss")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "-o", ms=3, label="val loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.plot(epochs, [r["val_top1"] for r in history], "-o", ms=3, label="val top-1")
+    if any(r["ema_top1"] == r["ema_top1"] for r in history):
+        ax_acc.plot(epochs, [r["ema_top1"] for r in history], "-s", ms=3, label="val top-1 (EMA)")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    png_path = out_dir / CURVES
+    io.atomic_write(png_path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return [csv_path, png_path]
+
+
+def default_out_dir(config_path: Path, runs_root: Path, name: str) -> Path:
+    """``<run>/train/<name>`` for a config inside a supernet run (``<run>/slim/x.yaml``), else
+    ``<runs>/train/<name>``."""
+    run_dir = config_path.resolve().parent.parent
+    if (run_dir / runs.RUN_INFO).is_file():
+        return run_dir / "train" / name
+    return runs_root / "train" / name
+
+
+def run_defaults(config_path: Path) -> dict:
+    """What a config emitted from a supernet run implies: that run's data and training size."""
+    if config_path.with_suffix(".pt").is_file():
+        try:
+            ckpt = checkpoint.load(config_path.with_suffix(".pt"), (checkpoint.MODEL_FORMAT,))
+            return {"data": ckpt.get("data", data_mod.DIGITS), "img_size": ckpt["img_size"]}
+        except UserError:
+            pass
+    info = runs.read_info(config_path.resolve().parent.parent)
+    recipe = info.get("recipe") or {}
+    return {k: recipe[k] for k in ("data", "img_size") if k in recipe}
