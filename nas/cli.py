@@ -642,7 +642,8 @@ def cmd_train(args):
             data=data, img_size=img_size, epochs=args.epochs or TrainRecipe.epochs, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
             label_smoothing=args.smoothing, mixup=args.mixup, cutmix=args.cutmix, auto_augment=args.aa,
-            re_prob=args.reprob, ema_decay=args.ema_decay, clip_grad=args.clip_grad, accum_steps=args.accum_steps,
+            re_prob=args.reprob, drop_path_rate=args.drop_path_rate, ema_decay=args.ema_decay,
+            clip_grad=args.clip_grad, accum_steps=args.accum_steps,
             init=args.init, teacher=args.teacher, teacher_weights=args.teacher_weights, distill=args.distill,
             distill_weight=args.distill_weight, distill_temperature=args.distill_temperature, seed=args.seed,
             amp=args.amp, **runtime_flags)
@@ -914,6 +915,8 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
     tr.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment policy for image folders ('' = off)")
     tr.add_argument("--reprob", type=float, default=0.25, help="random erasing probability for image folders")
+    tr.add_argument("--drop-path-rate", type=float, default=0.0,
+                    help="stochastic depth at the last block, linear from 0 at the first (timm DropPath)")
     tr.add_argument("--ema-decay", type=float, default=0.9998, help="EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
     tr.add_argument("--clip-grad", type=float, default=0.0, help="gradient norm clip (0 = off)")
     tr.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")

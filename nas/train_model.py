@@ -13,7 +13,8 @@ The recipe is timm's parts: ``create_optimizer_v2`` (AdamW; no weight decay on n
 the model's ``no_weight_decay()``), ``CosineLRScheduler`` with warm-up, label smoothing
 (``LabelSmoothingCrossEntropy``), ``Mixup`` with ``SoftTargetCrossEntropy`` when mixup/cutmix is
 on, ``create_transform`` with RandAugment and random erasing for image folders, ``ModelEmaV3``
-with decay warm-up, gradient clipping and accumulation (``nas.engine``).
+with decay warm-up, stochastic depth (``--drop-path-rate``, timm's ``DropPath`` with timm's
+linear rule), gradient clipping and accumulation (``nas.engine``).
 
 Distillation (``--teacher`` with ``--distill soft|hard``): the teacher is a supernet or model
 checkpoint of this tool, or a timm model name with ``--teacher-weights``. EfficientFormer and
@@ -41,7 +42,7 @@ from nas import checkpoint, data as data_mod, engine, runs
 from nas.errors import UserError
 from supernets import io
 from supernets.config import ArchConfig, ConfigError
-from supernets.layers import DistillationHead
+from supernets.layers import DistillationHead, set_drop_path
 from supernets.registry import get_family
 
 MODEL = "model.pt"
@@ -66,6 +67,7 @@ class TrainRecipe(engine.RecipeBase):
     cutmix: float = 0.0               # timm CutMix alpha (0: off)
     auto_augment: str = "rand-m9-mstd0.5-inc1"   # image folders only
     re_prob: float = 0.25             # random erasing, image folders only
+    drop_path_rate: float = 0.0       # stochastic depth at the last block (linear from 0)
     ema_decay: float = 0.9998         # 0: no EMA
     clip_grad: float = 0.0            # 0: no clipping
     accum_steps: int = 1
@@ -95,6 +97,8 @@ class TrainRecipe(engine.RecipeBase):
             raise UserError("--distill soft|hard and --teacher go together: give both or neither")
         if (self.mixup or self.cutmix) and self.batch_size % 2:
             raise UserError(f"--batch-size {self.batch_size}: mixup/cutmix pair images, use an even batch size")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise UserError(f"--drop-path-rate {self.drop_path_rate}: must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay {self.ema_decay}: must be in [0, 1)")
         if self.img_size % 32:
@@ -259,7 +263,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     """Train `config` as `recipe` says into `out_dir` (``model.pt``, ``metrics.csv``, ``curves.png``)."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3
+    from timm.utils import ModelEmaV3, random_seed
 
     recipe.check()
     torch.set_num_threads(recipe.threads)
@@ -286,16 +290,17 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     if recipe.teacher is not None:
         teacher = runtime.prepare(load_teacher(recipe.teacher, recipe.teacher_weights, data.num_classes, recipe.img_size))
     family = get_family(config.family)
-    torch.manual_seed(recipe.seed)
+    random_seed(recipe.seed)   # torch, numpy (timm's Mixup draws from it) and Python's random
     model = family.build(config, img_size=recipe.img_size)
     dist_head = teacher is not None and isinstance(model.head, DistillationHead)
     if dist_head:
         config, state = _with_distillation_head(config, state)
-        torch.manual_seed(recipe.seed)
+        random_seed(recipe.seed)
         model = family.build(config, img_size=recipe.img_size)
         model.head.distilled_training = True
     if state is not None:
         checkpoint.load_weights(model, state, f"--init {recipe.init}")
+    set_drop_path(model, recipe.drop_path_rate)
     runtime.prepare(model)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * recipe.min_lr_ratio,

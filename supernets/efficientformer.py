@@ -103,14 +103,15 @@ class Meta4D(nn.Module):
 
     def __init__(self, dim: int, mlp_ratio: int = MLP_RATIO, ls_init: float = 1e-5):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.token_mixer = Pooling()
         self.ls1 = LayerScale(dim, ls_init, channel_dim=1)
         self.mlp = ConvMlp(dim, dim * mlp_ratio)
         self.ls2 = LayerScale(dim, ls_init, channel_dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.token_mixer(x))
-        return x + self.ls2(self.mlp(x))
+        x = x + self.drop_path(self.ls1(self.token_mixer(x)))
+        return x + self.drop_path(self.ls2(self.mlp(x)))
 
 
 class Meta3D(nn.Module):
@@ -120,6 +121,7 @@ class Meta3D(nn.Module):
 
     def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: int = MLP_RATIO, ls_init: float = 1e-5):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.token_mixer = Attention(dim, grid)
         self.ls1 = LayerScale(dim, ls_init)
@@ -128,8 +130,8 @@ class Meta3D(nn.Module):
         self.ls2 = LayerScale(dim, ls_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.token_mixer(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self.token_mixer(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class Stem(nn.Sequential):

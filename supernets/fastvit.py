@@ -175,18 +175,20 @@ class Attention(MultiHeadAttention):
 class RepMixerBlock(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = MLP_RATIO, ls_init: float = 1e-5):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.token_mixer = RepMixer(dim, ls_init=ls_init)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
         self.layer_scale = LayerScale(dim, ls_init, channel_dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.token_mixer(x)
-        return x + self.layer_scale(self.mlp(x))
+        return x + self.drop_path(self.layer_scale(self.mlp(x)))
 
 
 class AttentionBlock(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = MLP_RATIO, ls_init: float = 1e-5):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.norm = nn.BatchNorm2d(dim)
         self.token_mixer = Attention(dim)
         self.layer_scale_1 = LayerScale(dim, ls_init, channel_dim=1)
@@ -194,8 +196,8 @@ class AttentionBlock(nn.Module):
         self.layer_scale_2 = LayerScale(dim, ls_init, channel_dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.layer_scale_1(self.token_mixer(self.norm(x)))
-        return x + self.layer_scale_2(self.mlp(x))
+        x = x + self.drop_path(self.layer_scale_1(self.token_mixer(self.norm(x))))
+        return x + self.drop_path(self.layer_scale_2(self.mlp(x)))
 
 
 class Stem(nn.Sequential):

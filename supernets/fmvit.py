@@ -78,12 +78,13 @@ class CFB(nn.Module):
 
     def __init__(self, dim: int, ratio: float = MLP_RATIO):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.mixer = _dw(dim, residual=True)
         self.mlp = GMLP(dim, ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mixer(x)
-        return x + self.mlp(x)
+        return x + self.drop_path(self.mlp(x))
 
 
 def num_heads(dim: int) -> int:
@@ -122,6 +123,7 @@ class FMB(nn.Module):
     def __init__(self, dim: int, fm_width: int, out_width: int, hf_branches: int | tuple[int, ...],
                  sr: int = 1, ratio: float = MLP_RATIO):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.values = tuple(hf_branches) if isinstance(hf_branches, tuple) else (int(hf_branches),)
         most = max(self.values)
         self.reduce = MultiGroupConv(dim, fm_width, 1, act=nn.ReLU)
@@ -140,7 +142,7 @@ class FMB(nn.Module):
             return self.fuse(x, self.low(bands[n]), *bands[1:n + 1])
 
         y = fused(self.values[0]) if self.split is None else self.split.mix(lambda i: fused(self.values[i]))
-        return y + self.mlp(y)
+        return y + self.drop_path(self.mlp(y))
 
 
 class Stem(nn.Sequential):

@@ -38,6 +38,7 @@ def _scale(dim: int, ls_init: float) -> nn.Module:
 class ConvBlock(nn.Module):
     def __init__(self, dim: int, ratio: float = CONV_RATIO, ls_init: float = 0.0):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         hidden = int(dim * ratio)
         self.dw = ConvNorm(dim, dim, 7, groups=dim, bias=False)
         self.pw1 = ConvNorm(dim, hidden, 1, bias=False, act=nn.GELU)
@@ -45,7 +46,7 @@ class ConvBlock(nn.Module):
         self.layer_scale = _scale(dim, ls_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.layer_scale(self.pw2(self.pw1(self.dw(x))))
+        return x + self.drop_path(self.layer_scale(self.pw2(self.pw1(self.dw(x)))))
 
 
 class SHMA(nn.Module):
@@ -85,6 +86,7 @@ class SHMABlock(nn.Module):
 
     def __init__(self, dim: int, ratio: float = FFN_RATIO, reduction: int = REDUCTION, ls_init: float = 0.0):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.cpe = RepCPE(dim, 3, norm=True)
         self.attn = SHMA(dim, reduction)
         self.ls1 = _scale(dim, ls_init)
@@ -93,8 +95,8 @@ class SHMABlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cpe(x)
-        x = x + self.ls1(self.attn(x))
-        return x + self.ls2(self.ffn(x))
+        x = x + self.drop_path(self.ls1(self.attn(x)))
+        return x + self.drop_path(self.ls2(self.ffn(x)))
 
 
 class Stem(nn.Sequential):

@@ -333,6 +333,22 @@ class DistillationHead(nn.Module):
         return (out + dist) / 2
 
 
+def set_drop_path(model: nn.Module, rate: float) -> nn.Module:
+    """Stochastic depth as timm's models set it: the drop rate grows linearly from 0 at the first
+    block to `rate` at the last; every residual branch inside a block (nested layers included)
+    drops with its block's rate. Blocks declare ``self.drop_path = nn.Identity()`` and wrap their
+    residual branches in it; eval mode never drops, so deploy forms are unaffected."""
+    from timm.layers import DropPath
+
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    for i, block in enumerate(blocks):
+        p = rate * i / max(len(blocks) - 1, 1)
+        for m in block.modules():
+            if isinstance(getattr(m, "drop_path", None), (nn.Identity, DropPath)):
+                m.drop_path = DropPath(p) if p > 0 else nn.Identity()
+    return model
+
+
 def reparameterize(model: nn.Module) -> nn.Module:
     """Return a deploy-form copy: every submodule with ``reparameterize()`` is replaced by the
     module it returns (outermost first, so a block may fold its own children)."""

@@ -54,6 +54,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: float = 4.0):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         hidden = make_divisible(round(in_chs * expansion), 8)
         self.conv1_1x1 = (ConvNorm(in_chs, hidden, 1, bias=False, act=nn.SiLU)
                           if expansion != 1 else nn.Identity())
@@ -64,7 +65,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv3_1x1(self.conv2_kxk(self.conv1_1x1(x)))
-        return x + y if self.residual else y
+        return x + self.drop_path(y) if self.residual else y
 
 
 # ---------------------------------------------------------------------------- patches
@@ -107,6 +108,7 @@ class TransformerLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int = HEADS, ffn: int | None = None):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, heads, qkv_bias=True, interleaved_heads=True)
         self.norm2 = nn.LayerNorm(dim)
@@ -116,8 +118,8 @@ class TransformerLayer(nn.Module):
         self.mlp.fc2 = nn.Linear(ffn or 2 * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class LinearSelfAttention(nn.Module):
@@ -146,6 +148,7 @@ class LinearAttnLayer(nn.Module):
 
     def __init__(self, dim: int, ffn: int | None = None):
         super().__init__()
+        self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         ffn = ffn or ffn_width(dim, "v2")
         self.norm1 = nn.GroupNorm(1, dim)
         self.attn = LinearSelfAttention(dim)
@@ -156,8 +159,8 @@ class LinearAttnLayer(nn.Module):
         self.mlp.fc2 = nn.Conv2d(ffn, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 # ---------------------------------------------------------------------------- stages

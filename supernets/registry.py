@@ -103,10 +103,13 @@ def _register_timm_variant(family: Family, variant: str) -> None:
     def factory(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise ValueError("nas ships no pretrained weights (no network at run time)")
+        from supernets.layers import set_drop_path
+
         cfg = ArchConfig.load(search_spaces.variant_path(family.name, variant))
         if "num_classes" in kwargs:
             cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
-        return family.build(cfg, img_size=kwargs.pop("img_size", None))
+        drop_path_rate = kwargs.pop("drop_path_rate", 0.0)
+        return set_drop_path(family.build(cfg, img_size=kwargs.pop("img_size", None)), drop_path_rate or 0.0)
 
     factory.__name__ = f"nas_{family.name}_{variant}"
     factory.__module__ = family.build.__module__

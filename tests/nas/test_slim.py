@@ -98,8 +98,16 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert (out / f"{stem}.trajectory.png").read_bytes()[:4] == b"\x89PNG"
     model = get_family(cfg.family).build(cfg).eval()
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
-    assert main(["export", str(out / f"{stem}.yaml"), "--format", "all"]) == 0
-    assert (out / f"{stem}.onnx").is_file() and (out / f"{stem}.mlpackage").is_dir()
+    # the emitted config with its inherited weights trains for an epoch, then exports (deploy form) both ways
+    trained = tmp_path / "trained"
+    assert main(["train", str(out / f"{stem}.yaml"), "--init", "inherited", "--epochs", "1", "--out", str(trained),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(trained / "model.pt"), "--format", "all"]) == 0
+    exported = capsys.readouterr().out
+    assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir()
+    top1 = exported.split("torch ")[1].split("%, onnxruntime ")
+    assert top1[0] == top1[1].split("%")[0]
     # nas show reports it
     assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
     shown = capsys.readouterr().out

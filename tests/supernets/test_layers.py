@@ -52,3 +52,26 @@ def test_expand_groups_places_each_branch_group_inside_its_coarser_group():
     assert dense[:, :, 0, 0].tolist() == [[1, 2, 0, 0], [0, 0, 3, 4], [5, 6, 0, 0], [0, 0, 7, 8]]
     with pytest.raises(ValueError, match="does not nest"):
         expand_groups(w, branch_groups=4, groups=3)
+
+
+@pytest.mark.parametrize("name", ["nas_efficientformer_l1", "nas_fastvit_sa12", "nas_mobilevitv3_xs",
+                                  "nas_iformer_m", "nas_fmvit_s"])
+def test_drop_path_rate_grows_linearly_over_blocks_and_never_drops_in_eval(name):
+    import timm
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    plain = timm.create_model(name, num_classes=10).eval()
+    torch.manual_seed(0)
+    dropped = timm.create_model(name, num_classes=10, drop_path_rate=0.2).eval()
+    blocks = [b for stage in dropped.stages for b in stage.blocks]
+    rates = [[m.drop_path.drop_prob for m in b.modules() if isinstance(getattr(m, "drop_path", None), DropPath)]
+             for b in blocks]
+    assert rates[0] == [] and all(rates[1:]), "every block after the first has stochastic depth"
+    assert max(rates[-1]) == pytest.approx(0.2)
+    assert [r[0] for r in rates[1:]] == sorted(r[0] for r in rates[1:])
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(plain(x), dropped(x))
+        dropped.train()
+        assert not torch.equal(dropped(x), dropped(x))

@@ -1,0 +1,63 @@
+"""Data sources: digits, Fashion-MNIST (IDX files), batched upscaling of grey images."""
+import gzip
+import struct
+
+import pytest
+import torch
+
+from nas import data as data_mod
+from nas.errors import UserError
+
+
+def _write_idx(path, array: torch.Tensor) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.fixture
+def idx_folder(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 40), ("t10k", 12)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", torch.arange(n) % 10)
+    return tmp_path
+
+
+def test_fashion_mnist_reads_idx_files_and_upscales_per_batch(idx_folder):
+    data = data_mod.load(f"fashion-mnist:{idx_folder}", 64)
+    assert (len(data.train), len(data.val), data.num_classes) == (40, 12, 10)
+    x, y = data.train.__getitems__([0, 5])
+    assert x.shape == (2, 3, 64, 64) and y.tolist() == [0, 5]
+    assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0
+    single, label = data.train[5]
+    assert torch.equal(single, x[1]) and int(label) == 5
+    batch = next(iter(data_mod.train_loader(data, 8, seed=0, epoch=0)))
+    assert batch[0].shape == (8, 3, 64, 64)
+
+
+def test_a_truncated_idx_file_is_one_clear_error(idx_folder):
+    raw = gzip.open(idx_folder / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(idx_folder / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(raw[:-10])
+    with pytest.raises(UserError, match="truncated"):
+        data_mod.load(f"fashion-mnist:{idx_folder}", 32)
+
+
+def test_missing_fashion_mnist_names_the_install_command(tmp_path):
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+        data_mod.load(f"fashion-mnist:{tmp_path}", 32)
+
+
+@pytest.mark.skipif(not data_mod.FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_debians_fashion_mnist_package():
+    data = data_mod.load("fashion-mnist", 32)
+    assert (len(data.train), len(data.val)) == (60_000, 10_000)
+    counts = torch.bincount(data.val.labels, minlength=10)
+    assert counts.tolist() == [1000] * 10   # the official test split is balanced
+
+
+def test_digits_split_is_fixed_by_the_seed():
+    a, b = data_mod.load("digits", 32, seed=0), data_mod.load("digits", 32, seed=0)
+    assert torch.equal(a.val.__getitems__(list(range(10)))[0], b.val.__getitems__(list(range(10)))[0])
+    assert (len(a.train), len(a.val)) == (1438, 359)

@@ -1,0 +1,184 @@
+"""nas train: an emitted config trained as a standalone model, from inherited weights or scratch."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nas import checkpoint
+from nas.cli import main
+from supernets.config import ArchConfig
+
+
+@pytest.fixture(scope="module")
+def emitted(tiny_run, tmp_path_factory):
+    """A config slimmed from the tiny EfficientFormer supernet (shipped iphone12 cost model), with
+    the inherited weights slim writes next to it."""
+    out = tmp_path_factory.mktemp("slim")
+    assert main(["slim", "--target-ms", "0.485", "--device", "iphone12", "--supernet", str(tiny_run),
+                 "--tables", str(out / "tables"), "--out", str(out), "--no-progress"]) == 0
+    (config,) = out.glob("*.yaml")
+    return config
+
+
+def _metrics(folder):
+    return list(csv.DictReader(open(folder / "metrics.csv")))
+
+
+def test_slim_writes_the_inherited_weights_of_what_it_scored(emitted):
+    ckpt = checkpoint.load(emitted.with_suffix(".pt"), (checkpoint.MODEL_FORMAT,))
+    assert ArchConfig.from_dict(ckpt["config"]) == ArchConfig.load(emitted)
+    assert ckpt["img_size"] == 32 and ckpt["data"] == "digits"
+
+
+def test_inherited_training_starts_at_the_accuracy_slim_reported(emitted, tmp_path, capsys):
+    out = tmp_path / "inherited"
+    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    rows = _metrics(out)
+    slim_top1 = ArchConfig.load(emitted).meta["inherited_top1"]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert abs(float(rows[0]["val_top1"]) - slim_top1) <= 1.0
+    for key in ("train_loss", "val_top1", "val_top5", "ema_top1", "lr", "samples_per_s"):
+        assert rows[-1][key] not in ("", "nan"), key
+    assert float(rows[-1]["val_top5"]) >= float(rows[-1]["val_top1"])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "final top-1: raw" in printed and "EMA" in printed
+    ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
+    assert ckpt["complete"] and ckpt["ema"] is not None and ckpt["epoch"] == 2
+    # scratch, same config and epochs, starts near chance
+    assert main(["train", str(emitted), "--epochs", "1", "--out", str(tmp_path / "scratch"), "--no-progress"]) == 0
+    assert float(_metrics(tmp_path / "scratch")[0]["val_top1"]) < 40
+
+
+def test_init_from_the_supernet_file_equals_the_inherited_weights(emitted, tiny_run, tmp_path):
+    assert main(["train", str(emitted), "--init", str(tiny_run), "--epochs", "1", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 0
+    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--out", str(tmp_path / "b"),
+                 "--no-progress"]) == 0
+    a, b = (checkpoint.load(tmp_path / n / "model.pt", (checkpoint.MODEL_FORMAT,)) for n in "ab")
+    assert _metrics(tmp_path / "a")[0]["val_top1"] == _metrics(tmp_path / "b")[0]["val_top1"]
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+
+
+def _train_cmd(config, out, *extra):
+    return [sys.executable, "-m", "nas.cli", "train", str(config), "--epochs", "3", "--batch-size", "32",
+            "--mixup", "0.2", "--out", str(out), "--no-progress", *extra]
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(_train_cmd(emitted, tmp_path / "straight"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(emitted, tmp_path / "killed"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    ckpt = tmp_path / "killed" / "model.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)   # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.load(ckpt, (checkpoint.MODEL_FORMAT,))["epoch"] < 3, "the run finished before it was killed"
+    subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--no-progress"],
+                   check=True, env=env, capture_output=True)
+    a, b = (checkpoint.load(tmp_path / n / "model.pt", (checkpoint.MODEL_FORMAT,)) for n in ("straight", "killed"))
+    assert b["epoch"] == 3 and b["complete"]
+    for key in ("state_dict", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key} {name}"
+    assert [r["val_top1"] for r in a["history"]] == [r["val_top1"] for r in b["history"]]
+
+
+def test_exported_onnx_has_the_trained_models_top1(emitted, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out / "model.pt"), "--format", "onnx", "--val-images", "200"]) == 0
+    printed = capsys.readouterr().out
+    torch_top1, ort_top1 = printed.split("torch ")[1].split("%, onnxruntime ")
+    assert float(torch_top1) == float(ort_top1.split("%")[0]) > 10   # better than chance
+    assert "EMA weights" in printed and (out / "model.onnx").is_file()
+    assert main(["export", str(out / "model.pt"), "--format", "onnx", "--no-ema", "--out", str(tmp_path / "raw")]) == 0
+    assert "raw weights" in capsys.readouterr().out
+    assert main(["eval", str(out / "model.pt"), "--tables", str(tmp_path / "tables")]) == 0
+    shown = capsys.readouterr().out
+    assert "top-1" in shown and "top-5" in shown and "ms predicted" in shown and "params:" in shown
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_distillation_from_the_supernet(emitted, tiny_run, tmp_path, capsys, kind):
+    out = tmp_path / kind
+    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--teacher", str(tiny_run),
+                 "--distill", kind, "--out", str(out), "--no-progress"]) == 0
+    ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
+    # EfficientFormer trains its distillation head on the teacher, initialised from the class head
+    assert ckpt["config"]["head"]["distillation"] is True
+    assert any(k.startswith("head.head_dist.") for k in ckpt["state_dict"])
+    assert float(_metrics(out)[-1]["val_top1"]) > 10   # better than chance
+    assert main(["export", str(out / "model.pt"), "--format", "onnx"]) == 0
+
+
+def test_bf16_autocast_trains_on_the_cpu(emitted, tmp_path):
+    assert main(["train", str(emitted), "--epochs", "1", "--amp", "bf16", "--device", "cpu", "--channels-last",
+                 "--out", str(tmp_path / "bf16"), "--no-progress"]) == 0
+    assert float(_metrics(tmp_path / "bf16")[-1]["train_loss"]) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_with_bf16(emitted, tmp_path):
+    assert main(["train", str(emitted), "--epochs", "1", "--device", "cuda", "--amp", "bf16", "--channels-last",
+                 "--out", str(tmp_path / "cuda"), "--no-progress"]) == 0
+    assert float(_metrics(tmp_path / "cuda")[-1]["val_top1"]) > 20
+
+
+def _fails(capsys, argv, *fragments):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("nas: error: "), err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_bad_input_is_one_line_and_leaves_no_model(emitted, tiny_fastvit_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = [str(emitted), "--epochs", "1", "--out", str(out), "--no-progress"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(emitted.read_text().replace("mb4d", "mb5d", 1))
+    _fails(capsys, ["train", str(broken), "--out", str(out)], "unknown block kind 'mb5d'")
+    wrong = tmp_path / "wrong.pt"
+    ckpt = checkpoint.load(emitted.with_suffix(".pt"), (checkpoint.MODEL_FORMAT,))
+    ckpt["state_dict"] = {k: (v[:-1] if k == "stem.conv1.conv.weight" else v) for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, wrong)
+    _fails(capsys, ["train", *base, "--init", str(wrong)], "stem.conv1.conv.weight")
+    _fails(capsys, ["train", *base, "--init", str(tiny_fastvit_run)], "fastvit supernet cannot initialise")
+    _fails(capsys, ["train", *base, "--teacher", "no_such_model_xyz", "--distill", "hard"], "neither a checkpoint")
+    _fails(capsys, ["train", *base, "--teacher", "resnet18", "--distill", "hard"], "--teacher-weights")
+    _fails(capsys, ["train", *base, "--teacher", str(emitted.with_suffix(".pt"))], "go together")
+    _fails(capsys, ["train", *base, "--amp", "fp16", "--device", "cpu"], "fp16 needs a GPU")
+    if not torch.cuda.is_available():
+        _fails(capsys, ["train", *base, "--device", "cuda"], "no CUDA device")
+    _fails(capsys, ["train", *base, "--data", f"fashion-mnist:{tmp_path / 'none'}"], "apt-get install dataset-fashion-mnist")
+    _fails(capsys, ["eval", str(emitted)], "not a nas checkpoint")
+    assert not out.exists()
+
+
+def test_weights_with_grid_sized_attention_biases_train_at_their_size(tiny_space, tmp_path, capsys):
+    from supernets.config import Choice
+    from supernets.registry import get_family
+
+    cfg = Choice((32, 32, 48, 64), (("mb4d", "mb4d"), ("mb4d",), ("mb4d", "mb3d"), ("mb3d", "identity"))) \
+        .to_config(tiny_space, 10)
+    cfg.save(tmp_path / "attn.yaml")
+    checkpoint.save_model(tmp_path / "attn.pt", cfg, get_family(cfg.family).build(cfg, img_size=32), 32, data="digits")
+    _fails(capsys, ["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--img-size", "64",
+                    "--out", str(tmp_path / "out")], "train at --img-size 32")
+    assert not (tmp_path / "out").exists()
+    assert main(["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--epochs", "1",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0   # at 32 px, from the checkpoint
+    capsys.readouterr()
+    _fails(capsys, ["export", str(tmp_path / "out" / "model.pt"), "--resolution", "64"], "export it at --resolution 32")
