@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from dataclasses import dataclass
 import os
 import sys
@@ -444,8 +445,9 @@ def _supernet_setup(args) -> _Setup:
     from nas.evaluate import Evaluator
     from nas.train import Recipe
 
-    if args.target_ms <= 0:
-        raise UserError(f"--target-ms {args.target_ms:g} must be > 0")
+    for t in args.target_ms:
+        if not math.isfinite(t) or t <= 0:
+            raise UserError(f"--target-ms {t:g} must be a finite number > 0")
     ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
     ckpt = checkpoint.load(ckpt_path)
     net = checkpoint.build_supernet(ckpt)
@@ -462,6 +464,10 @@ def _supernet_setup(args) -> _Setup:
     return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y), recipe.data)
 
 
+def _targets_label(targets: list[float]) -> str:
+    return "-".join(f"{t:g}" for t in sorted(set(targets), reverse=True)) + "ms"
+
+
 def cmd_slim(args) -> Path:
     from nas import cluster
     from nas.slim import slim, write_trajectory
@@ -470,32 +476,46 @@ def cmd_slim(args) -> Path:
     ckpt_path, net, table, predictor, evaluator = (setup.ckpt_path, setup.net, setup.table, setup.predictor,
                                                    setup.evaluator)
     family = net.space.family
+    targets = sorted(set(args.target_ms), reverse=True)
     print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
-          f"to {args.target_ms:g} ms", flush=True)
+          f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
     with cluster.connected(args.ray_address) as on_ray:
         evaluate_map = cluster.evaluate_map(net, evaluator, args.threads) if on_ray else map
-        result = slim(net, predictor, evaluator, args.target_ms, evaluate_map=evaluate_map)
+        result = slim(net, predictor, evaluator, targets, evaluate_map=evaluate_map)
     out_dir = Path(args.out) if args.out else ckpt_path.parent / "slim"
-    stem = out_dir / f"{family}@{args.device}-{args.target_ms:g}ms"
-    config = result.config.replace(
-        name=stem.name,
-        meta={"device": args.device, "target_ms": args.target_ms, "predicted_ms": round(result.latency_ms, 4),
-              "inherited_top1": round(result.accuracy, 2), "supernet": str(ckpt_path),
-              "table": str(table.path), "steps": len(result.steps) - 1})
-    yaml_path = out_dir / f"{stem.name}.yaml"
-    config.save(yaml_path)
-    weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
-    extra = write_trajectory(result, stem, args.target_ms, f"{family} @ {args.device}: slimming to {args.target_ms:g} ms")
-    print(f"config: {yaml_path}  ({result.latency_ms:.3f} ms predicted, {result.accuracy:.2f}% inherited top-1)")
-    print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
+    start = result.steps[0]
+    paths = []
+    for t in targets:
+        choice, step = result.at(t)
+        stem = out_dir / f"{family}@{args.device}-{t:g}ms"
+        config = choice.to_config(net.space, num_classes=net.num_classes).replace(
+            name=stem.name,
+            meta={"device": args.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                  "inherited_top1": round(step.accuracy, 2), "supernet": str(ckpt_path),
+                  "table": str(table.path), "steps": step.step})
+        yaml_path = out_dir / f"{stem.name}.yaml"
+        config.save(yaml_path)
+        weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
+        if step.step == 0:
+            print(f"note: {t:g} ms is at or above the supernet's start ({start.latency_ms:.3f} ms, every stage at its "
+                  f"widest with every slot kept): no slimming was needed, the start is emitted; a larger space or "
+                  f"a smaller target slims")
+        print(f"config: {yaml_path}  ({step.latency_ms:.3f} ms predicted, {step.accuracy:.2f}% inherited top-1, "
+              f"step {step.step})")
+        print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
+        paths.append(yaml_path)
+    traj = out_dir / f"{family}@{args.device}-{_targets_label(targets)}"
+    extra = write_trajectory(result, traj, targets, f"{family} @ {args.device}: slimming to "
+                             f"{', '.join(f'{t:g}' for t in targets)} ms")
     print(f"trajectory: {extra[0]}  plot: {extra[1]}")
-    return yaml_path
+    return paths[-1]
 
 
 def cmd_search(args) -> Path:
     from tqdm.auto import tqdm
 
     from nas import cluster, search
+    from supernets import io
 
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: need at least one trial")
@@ -504,7 +524,9 @@ def cmd_search(args) -> Path:
     setup = _supernet_setup(args)
     net = setup.net
     family = net.space.family
-    stem = f"{family}@{args.device}-{args.target_ms:g}ms"
+    targets = sorted(set(args.target_ms), reverse=True)
+    budget = targets[0]   # the constraint; each smaller target picks from the same front
+    stem = f"{family}@{args.device}-{_targets_label(targets)}"
     out_dir = Path(args.out) if args.out else setup.ckpt_path.parent / "search" / stem
     try:
         study = search.open_study(search.open_storage(args.storage, out_dir), args.study or stem, seed=args.seed,
@@ -513,14 +535,14 @@ def cmd_search(args) -> Path:
         raise UserError(f"--storage {args.storage}: cannot open the study ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:120]}); give an Optuna storage URL such as sqlite:///study.db") from None
     print(f"searching {family} supernet {setup.ckpt_path} for {args.device}@{net.space.resolution} under "
-          f"{args.target_ms:g} ms: {args.trials} trials, NSGA-II, study {stem!r} in "
+          f"{budget:g} ms: {args.trials} trials, NSGA-II, study {stem!r} in "
           f"{args.storage or out_dir / search.JOURNAL}", flush=True)
     try:
-        search.claim(study, args.target_ms)
+        search.claim(study, budget)
         with cluster.connected(args.ray_address) as on_ray:
             if on_ray:
                 print(f"{args.workers} Ray workers share the study", flush=True)
-                cluster.search_workers(args.workers, net, setup.predictor, setup.evaluator, args.target_ms,
+                cluster.search_workers(args.workers, net, setup.predictor, setup.evaluator, budget,
                                        storage=args.storage, out_dir=out_dir, study_name=args.study or stem,
                                        seed=args.seed, population=args.population, trials=args.trials,
                                        threads=args.threads)
@@ -528,22 +550,32 @@ def cmd_search(args) -> Path:
             else:
                 bar = tqdm(total=args.trials, desc="trials", unit="trial", disable=args.no_progress, leave=False)
                 try:
-                    result = search.search(net, setup.predictor, setup.evaluator, args.target_ms, study,
+                    result = search.search(net, setup.predictor, setup.evaluator, budget, study,
                                            trials=args.trials, progress=lambda t: bar.update(1))
                 finally:
                     bar.close()
     except ValueError as e:   # a study of another budget, space or objectives under that name
         raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
-    meta = {"device": args.device, "target_ms": args.target_ms, "supernet": str(setup.ckpt_path),
+    meta = {"device": args.device, "target_ms": budget, "supernet": str(setup.ckpt_path),
             "table": str(setup.table.path), "study": args.study or stem}
     written = search.write_front(result, net, out_dir, stem, meta, save_weights=setup.save_inherited)
     n = len(result.study.trials)
     if result.best is None:
-        print(f"{n} trials, none within {args.target_ms:g} ms; trials: {out_dir / 'trials.csv'}")
+        print(f"{n} trials, none within {budget:g} ms; trials: {out_dir / 'trials.csv'}")
     else:
         b = result.best
-        print(f"{n} trials; Pareto front within {args.target_ms:g} ms: {len(result.front)} configs in "
+        print(f"{n} trials; Pareto front within {budget:g} ms: {len(result.front)} configs in "
               f"{out_dir / 'pareto'}; best: trial {b.number}, {b.values[0]:.2f}% inherited top-1 at {b.values[1]:.3f} ms")
+    if len(targets) > 1:
+        rows = []
+        for t in targets:
+            best = max((m for m in result.front if m.values[1] <= t), key=lambda m: m.values[0], default=None)
+            rows.append({"target_ms": t, "trial": best.number if best else "", "inherited_top1":
+                         round(best.values[0], 3) if best else "", "predicted_ms": round(best.values[1], 4) if best else "",
+                         "config": str(out_dir / "pareto" / f"{stem}-t{best.number}.yaml") if best else ""})
+            print(f"  {t:g} ms: " + (f"trial {best.number}, {best.values[0]:.2f}% at {best.values[1]:.3f} ms"
+                                     if best else "no member of the front is this fast"))
+        written.insert(0, io.write_csv(out_dir / "best_per_target.csv", rows))
     print(f"trials: {out_dir / 'trials.csv'}  plot: {out_dir / 'pareto.png'}")
     return written[-1]
 
@@ -843,7 +875,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def supernet_flags(sp, target_help: str):
         """What `_supernet_setup` reads: the supernet, the device, the evaluation subsets."""
-        sp.add_argument("--target-ms", type=float, required=True, help=target_help)
+        sp.add_argument("--target-ms", type=float, nargs="+", required=True, help=target_help)
         sp.add_argument("--device", default="cpu")
         sp.add_argument("--family", default="efficientformer")
         sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
@@ -854,7 +886,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
 
     s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency")
-    supernet_flags(s, "latency target (ms)")
+    supernet_flags(s, "latency target(s) in ms; several (e.g. 7 3 1.6) slim once and emit a config at each")
     s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
     s.add_argument("--ray-address", default=None,
                    help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")
@@ -862,7 +894,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_slim)
 
     se = sub.add_parser("search", help="Optuna NSGA-II search of a trained supernet: accuracy vs latency, within a budget")
-    supernet_flags(se, "latency budget (ms; a constraint)")
+    supernet_flags(se, "latency budget(s) in ms (the largest is the constraint; the best member is reported "
+                   "for each)")
     se.add_argument("--trials", type=int, default=100, help="finished trials the study should hold")
     se.add_argument("--population", type=int, default=16, help="NSGA-II population size")
     se.add_argument("--storage", default=None,

@@ -29,9 +29,10 @@ Choices the paper leaves open (defaults; flags of ``nas slim``):
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from nas.errors import UserError
 from nas.evaluate import Evaluator, Score
@@ -69,6 +70,10 @@ class SlimResult:
     choice: Choice
     config: ArchConfig
     steps: list[Step] = field(default_factory=list)
+    # target ms -> index into `steps` of the first step at or under it (a latency ladder: one
+    # trajectory, one emitted config per target it crosses; 0 when the start already meets it)
+    emitted: dict[float, int] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)   # the choice after each step
 
     @property
     def latency_ms(self) -> float:
@@ -77,6 +82,11 @@ class SlimResult:
     @property
     def accuracy(self) -> float:
         return self.steps[-1].accuracy
+
+    def at(self, target_ms: float) -> tuple[Choice, Step]:
+        """The choice emitted for `target_ms` and the step it was reached at."""
+        i = self.emitted[target_ms]
+        return self.choices[i], self.steps[i]
 
 
 def propose(net: Supernet, choice: Choice) -> list[Action]:
@@ -145,18 +155,23 @@ def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
     return [Choice(widths, tuple(combo), knobs) for combo in itertools.product(*per_stage)]
 
 
-def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator, target_ms: float, *,
-         start: Choice | None = None, evaluate_map: Callable[[Callable, Iterable], Iterable] = map,
-         log: Callable[[str], None] = print, num_classes: int | None = None,
-         max_steps: int = 10_000) -> SlimResult:
-    if target_ms <= 0:
-        raise UserError(f"--target-ms {target_ms:g} must be > 0")
+def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator,
+         target_ms: float | Sequence[float], *, start: Choice | None = None,
+         evaluate_map: Callable[[Callable, Iterable], Iterable] = map, log: Callable[[str], None] = print,
+         num_classes: int | None = None, max_steps: int = 10_000) -> SlimResult:
+    """Slim until the predicted latency meets the smallest target; with several targets (a
+    ladder) the first step at or under each one is emitted for it."""
+    targets = sorted({float(t) for t in ([target_ms] if isinstance(target_ms, (int, float)) else target_ms)},
+                     reverse=True)
+    for t in targets:
+        if not math.isfinite(t) or t <= 0:
+            raise UserError(f"--target-ms {t:g} must be a finite number > 0")
     space = net.space
     to_config = lambda c: c.to_config(space, num_classes=num_classes or net.num_classes)  # noqa: E731
     choice = start or net.initial_choice()
     floor = min(latency(to_config(c)) for c in smallest_choices(net, choice))
-    if target_ms < floor:
-        raise UserError(f"--target-ms {target_ms:g} is below the smallest reachable latency {floor:.3f} ms "
+    if targets[-1] < floor:
+        raise UserError(f"--target-ms {targets[-1]:g} is below the smallest reachable latency {floor:.3f} ms "
                         f"on this table; choose a target >= {floor:.3f}")
 
     def evaluate(c: Choice) -> Score:
@@ -166,15 +181,25 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     current = evaluate(choice)
     steps = [Step(0, "start", "initial choice", current_ms, current.accuracy, current.loss,
                   config=to_config(choice).summary())]
+    result = SlimResult(choice, to_config(choice), steps, {}, [choice])
     log(f"step 0  start  {current_ms:8.3f} ms  acc {current.accuracy:6.2f}%  {steps[0].config}")
-    while current_ms > target_ms:
+
+    def reached() -> None:
+        for t in targets:
+            if t not in result.emitted and current_ms <= t:
+                result.emitted[t] = len(steps) - 1
+                if len(targets) > 1:
+                    log(f"  target {t:g} ms reached at step {len(steps) - 1} ({current_ms:.3f} ms)")
+
+    reached()
+    while current_ms > targets[-1]:
         if len(steps) > max_steps:
-            raise UserError(f"slimming did not reach {target_ms:g} ms in {max_steps} steps")
+            raise UserError(f"slimming did not reach {targets[-1]:g} ms in {max_steps} steps")
         actions = propose(net, choice)
         lat = [latency(to_config(a.choice)) for a in actions]
         viable = [(a, ms) for a, ms in zip(actions, lat) if ms < current_ms]
         if not viable:
-            raise UserError(f"no action reduces latency below {current_ms:.3f} ms; the target {target_ms:g} ms "
+            raise UserError(f"no action reduces latency below {current_ms:.3f} ms; the target {targets[-1]:g} ms "
                             "is not reachable from this supernet")
         scores = list(evaluate_map(evaluate, [a.choice for a, _ in viable]))
         ranked = []
@@ -187,14 +212,21 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
         step = Step(len(steps), action.name, action.detail, ms, sc.accuracy, sc.loss, -drop, saved, key[0],
                     len(viable), to_config(choice).summary())
         steps.append(step)
+        result.choices.append(choice)
         log(f"step {step.step:<3d} {action.name:<15s} {ms:8.3f} ms (-{saved:.3f})  acc {sc.accuracy:6.2f}% "
             f"({-drop:+.2f})  {action.detail}")
-    return SlimResult(choice, to_config(choice), steps)
+        reached()
+    result.choice, result.config = choice, to_config(choice)
+    return result
 
 
-def write_trajectory(result: SlimResult, stem: Path, target_ms: float, title: str) -> list[Path]:
-    """``<stem>.trajectory.csv`` and ``<stem>.trajectory.png`` (latency vs accuracy per step)."""
+def write_trajectory(result: SlimResult, stem: Path, target_ms: float | Sequence[float], title: str) -> list[Path]:
+    """``<stem>.trajectory.csv`` and ``<stem>.trajectory.png`` (latency vs accuracy per step,
+    every target marked, the config emitted for each starred)."""
+    targets = [target_ms] if isinstance(target_ms, (int, float)) else list(target_ms)
     rows = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(s).items()} for s in result.steps]
+    for row in rows:
+        row["emitted_for"] = " ".join(f"{t:g}" for t, i in sorted(result.emitted.items()) if i == row["step"])
     csv_path = io.write_csv(stem.with_name(stem.name + ".trajectory.csv"), rows)
 
     import matplotlib
@@ -207,8 +239,12 @@ def write_trajectory(result: SlimResult, stem: Path, target_ms: float, title: st
     ys = [s.accuracy for s in result.steps]
     ax.plot(xs, ys, "-o", ms=3, lw=1.2, color="tab:blue", label="slimming step")
     ax.plot(xs[:1], ys[:1], "s", color="tab:green", label="start")
-    ax.plot(xs[-1:], ys[-1:], "*", ms=12, color="tab:red", label="emitted")
-    ax.axvline(target_ms, ls="--", color="gray", lw=1, label=f"target {target_ms:g} ms")
+    for n, t in enumerate(sorted(targets, reverse=True)):
+        ax.axvline(t, ls="--", color="gray", lw=1, label="targets" if n == 0 else None)
+        ax.annotate(f"{t:g} ms", (t, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="right", va="top",
+                    rotation=90, color="gray")
+    emitted = sorted(set(result.emitted.values()))
+    ax.plot([xs[i] for i in emitted], [ys[i] for i in emitted], "*", ms=12, color="tab:red", label="emitted")
     ax.invert_xaxis()
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("top-1 with inherited weights (%)")

@@ -35,6 +35,10 @@ def run(argv=None) -> int:
 
     from nas import engine
     from nas.train_model import Loss, TrainRecipe
+    from supernets.registry import family_names, get_family
+
+    for family in family_names():   # registers the nas_* models with timm
+        get_family(family)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="nas_efficientformer_l1")

@@ -112,3 +112,33 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
     shown = capsys.readouterr().out
     assert "deploy form" in shown and "ms predicted" in shown
+
+
+def test_a_latency_ladder_slims_once_and_emits_a_config_per_target(tiny_run, tmp_path, capsys):
+    common = ["--device", "iphone12", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
+              "--no-progress"]
+    assert main(["slim", "--target-ms", "1.0", "0.485", "0.48", "--out", str(tmp_path / "ladder"), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 1 ms is at or above the supernet's start" in printed
+    configs = {t: ArchConfig.load(tmp_path / "ladder" / f"efficientformer@iphone12-{t}ms.yaml")
+               for t in ("1", "0.485", "0.48")}
+    assert configs["1"].meta["steps"] == 0
+    assert configs["0.48"].meta["steps"] > configs["0.485"].meta["steps"] > 0
+    for t, cfg in configs.items():
+        assert cfg.meta["predicted_ms"] <= float(t)
+        assert (tmp_path / "ladder" / f"efficientformer@iphone12-{t}ms.pt").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "ladder" / "efficientformer@iphone12-1-0.485-0.48ms.trajectory.csv")))
+    marked = {r["emitted_for"]: int(r["step"]) for r in rows if r["emitted_for"]}
+    assert marked == {"1": 0, "0.485": configs["0.485"].meta["steps"], "0.48": configs["0.48"].meta["steps"]}
+    # the ladder's rung is exactly what slimming to that target alone emits
+    assert main(["slim", "--target-ms", "0.48", "--out", str(tmp_path / "single"), *common]) == 0
+    single = ArchConfig.load(tmp_path / "single" / "efficientformer@iphone12-0.48ms.yaml")
+    assert single.stages == configs["0.48"].stages and single.meta["predicted_ms"] == configs["0.48"].meta["predicted_ms"]
+
+
+def test_targets_that_are_not_finite_are_refused(tiny_run, tmp_path, capsys):
+    for bad in ("nan", "inf", "-1"):
+        assert main(["slim", "--target-ms", bad, "--supernet", str(tiny_run), "--device", "iphone12",
+                     "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
+        assert "must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
