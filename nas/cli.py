@@ -88,6 +88,9 @@ def cmd_train_supernet(args) -> Path:
     from nas import checkpoint, runs
     from nas.train import Recipe, train_supernet
 
+    if args.family == "all" and not args.resume:
+        return _train_every_family(args)
+
     runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads}
     if args.resume:
         run_dir = Path(args.resume)
@@ -122,6 +125,31 @@ def cmd_train_supernet(args) -> Path:
     else:
         path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"supernet: {path}")
+    return path
+
+
+def _train_every_family(args) -> Path:
+    """Each family's supernet in turn, as RUNS/NAME-FAMILY. The same command (same --name) again
+    skips finished families and resumes the one a crash interrupted."""
+    import datetime
+
+    from nas import runs
+
+    if args.space:
+        raise UserError("--family all trains every family's shipped space; --space names one space, give one --family")
+    name = args.name or f"all-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    print(f"training every family's supernet as {args.runs}/{name}-FAMILY (re-run with --name {name} to resume)",
+          flush=True)
+    path = None
+    for family in _families("all"):
+        run_dir = Path(args.runs) / f"{name}-{family}"
+        if runs.read_info(run_dir).get("complete"):
+            print(f"{family}: done already ({run_dir / runs.SUPERNET})")
+            path = run_dir / runs.SUPERNET
+            continue
+        resume = str(run_dir) if (run_dir / runs.SUPERNET).is_file() else None
+        path = cmd_train_supernet(argparse.Namespace(**{**vars(args), "family": family, "name": run_dir.name,
+                                                        "resume": resume}))
     return path
 
 
@@ -469,6 +497,13 @@ def _targets_label(targets: list[float]) -> str:
 
 
 def cmd_slim(args) -> Path:
+    if args.family == "all":
+        return _slim_every_family(args)
+    return _slim_one(args)[0][-1]
+
+
+def _slim_one(args):
+    """Slim one family's supernet; returns (config paths, SlimResult, setup)."""
     from nas import cluster
     from nas.slim import slim, write_trajectory
 
@@ -508,7 +543,98 @@ def cmd_slim(args) -> Path:
     extra = write_trajectory(result, traj, targets, f"{family} @ {args.device}: slimming to "
                              f"{', '.join(f'{t:g}' for t in targets)} ms")
     print(f"trajectory: {extra[0]}  plot: {extra[1]}")
-    return paths[-1]
+    return paths, result, setup
+
+
+def _slim_every_family(args) -> Path:
+    """Each family's newest finished supernet slimmed to the same target(s), every config in one
+    folder, with ``families.csv`` and ``families.png``. A family that cannot reach a target is
+    listed with its floor; one without a trained supernet is listed as such."""
+    import torch
+
+    from lut import graph
+    from nas import runs
+    from nas.slim import UnreachableTarget
+    from supernets import io
+    from supernets.config import ArchConfig
+    from supernets.layers import count_params, reparameterize
+    from supernets.registry import get_family
+
+    if args.supernet:
+        raise UserError("--family all slims each family's newest supernet under --runs; --supernet names one, "
+                        "give its --family")
+    targets = sorted(set(args.target_ms), reverse=True)
+    out_dir = Path(args.out) if args.out else Path(args.runs) / "families" / f"{args.device}-{_targets_label(targets)}"
+    rows, trajectories = [], {}
+    for family in _families("all"):
+        base = {"family": family, "predicted_ms": "", "inherited_top1": "", "params_m": "", "macs_g": "",
+                "steps": "", "floor_ms": "", "config": ""}
+        try:
+            ckpt = runs.latest_supernet(args.runs, family)
+        except UserError:
+            rows += [{**base, "target_ms": t, "status": "no trained supernet"} for t in targets]
+            print(f"{family}: no trained supernet under {args.runs}/ (nas train-supernet --family {family}); listed, "
+                  "not slimmed")
+            continue
+        print(f"== {family}", flush=True)
+        try:
+            paths, result, setup = _slim_one(argparse.Namespace(**{**vars(args), "family": family,
+                                                                   "supernet": str(ckpt), "out": str(out_dir)}))
+        except UnreachableTarget as e:
+            rows += [{**base, "target_ms": t, "floor_ms": round(e.floor_ms, 4),
+                      "status": "target below the family's floor" if t < e.floor_ms else "not slimmed (the ladder's "
+                      "lowest rung is below the floor)"} for t in targets]
+            print(f"{family}: {e}; listed with its floor")
+            continue
+        trajectories[family] = [(s.latency_ms, s.accuracy) for s in result.steps]
+        for t, path in zip(targets, paths):
+            _, step = result.at(t)
+            cfg = ArchConfig.load(path)
+            deploy = reparameterize(get_family(family).build(cfg).eval())
+            macs = graph.macs(deploy, torch.zeros(1, 3, cfg.resolution, cfg.resolution))
+            rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                         "inherited_top1": round(step.accuracy, 2), "params_m": round(count_params(deploy) / 1e6, 3),
+                         "macs_g": round(macs / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
+    fields = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
+              "status", "config"]
+    csv_path = io.write_csv(out_dir / "families.csv", rows, fields)
+    png_path = _plot_families(rows, trajectories, targets, out_dir / "families.png", args.device)
+    print(f"\n{'family':<16s} {'target':>7s} {'ms':>8s} {'top-1':>7s} {'params M':>9s} {'MACs G':>7s} {'steps':>5s}  status")
+    for r in rows:
+        print(f"{r['family']:<16s} {r['target_ms']:>7g} {str(r['predicted_ms']):>8s} {str(r['inherited_top1']):>7s} "
+              f"{str(r['params_m']):>9s} {str(r['macs_g']):>7s} {str(r['steps']):>5s}  {r['status']}"
+              + (f" ({r['floor_ms']} ms)" if r["floor_ms"] != "" else ""))
+    print(f"table: {csv_path}  plot: {png_path}")
+    return csv_path
+
+
+def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], path: Path, device: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from supernets import io
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
+    for n, (family, points) in enumerate(trajectories.items()):
+        color = f"C{n}"
+        ax.plot([p[0] for p in points], [p[1] for p in points], "-", lw=1, color=color, alpha=0.6)
+        emitted = [r for r in rows if r["family"] == family and r["status"] == "ok"]
+        ax.plot([r["predicted_ms"] for r in emitted], [r["inherited_top1"] for r in emitted], "*", ms=11,
+                color=color, label=family)
+    for t in targets:
+        ax.axvline(t, ls="--", color="gray", lw=1)
+    ax.invert_xaxis()
+    ax.set(xlabel=f"predicted latency on {device} (ms)", ylabel="top-1 with inherited weights (%)",
+           title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    io.atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
 
 
 def cmd_search(args) -> Path:
@@ -885,7 +1011,8 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
 
-    s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency")
+    s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency "
+                       "(--family all: every family's newest supernet, compared)")
     supernet_flags(s, "latency target(s) in ms; several (e.g. 7 3 1.6) slim once and emit a config at each")
     s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
     s.add_argument("--ray-address", default=None,

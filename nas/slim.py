@@ -43,6 +43,15 @@ from supernets.supernet import Supernet
 ACTIONS = ("slot->identity", "3d->4d", "width-16", "<knob>-down|up")
 
 
+class UnreachableTarget(UserError):
+    """The target is below the fastest config the slimming actions can reach on the table."""
+
+    def __init__(self, target_ms: float, floor_ms: float):
+        super().__init__(f"--target-ms {target_ms:g} is below the smallest reachable latency {floor_ms:.3f} ms "
+                         f"on this table; choose a target >= {floor_ms:.3f}")
+        self.target_ms, self.floor_ms = target_ms, floor_ms
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
@@ -171,8 +180,7 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     choice = start or net.initial_choice()
     floor = min(latency(to_config(c)) for c in smallest_choices(net, choice))
     if targets[-1] < floor:
-        raise UserError(f"--target-ms {targets[-1]:g} is below the smallest reachable latency {floor:.3f} ms "
-                        f"on this table; choose a target >= {floor:.3f}")
+        raise UnreachableTarget(targets[-1], floor)
 
     def evaluate(c: Choice) -> Score:
         return evaluator(net.subnet(c))

@@ -142,3 +142,32 @@ def test_targets_that_are_not_finite_are_refused(tiny_run, tmp_path, capsys):
                      "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
         assert "must be a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_every_family_at_one_target(tiny_run, tiny_fastvit_run, tiny_mobilevit_run, tiny_iformer_run, tmp_path,
+                                    capsys):
+    """nas slim --family all: one config per family in one folder, families.csv/png; a family
+    without a supernet and a target below a family's floor are listed, not dropped."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    for run in (tiny_run, tiny_fastvit_run, tiny_mobilevit_run, tiny_iformer_run):   # no FMViT supernet
+        shutil.copytree(run.parent, runs / run.parent.name)
+    common = ["slim", "--family", "all", "--device", "iphone12", "--runs", str(runs), "--tables",
+              str(tmp_path / "tables"), "--val-images", "100", "--calib-images", "32", "--no-progress"]
+    assert main([*common, "--target-ms", "100"]) == 0
+    rows = list(csv.DictReader(open(runs / "families" / "iphone12-100ms" / "families.csv")))
+    assert [r["family"] for r in rows] == ["efficientformer", "fastvit", "fmvit", "iformer", "mobilevitv3"]
+    by = {r["family"]: r for r in rows}
+    assert by["fmvit"]["status"] == "no trained supernet"
+    for fam in ("efficientformer", "fastvit", "iformer", "mobilevitv3"):
+        r = by[fam]
+        assert r["status"] == "ok" and float(r["predicted_ms"]) <= 100 and float(r["params_m"]) > 0
+        assert float(r["macs_g"]) > 0 and r["steps"] == "0" and ArchConfig.load(r["config"]).family == fam
+    assert (runs / "families" / "iphone12-100ms" / "families.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main([*common, "--target-ms", "0.01"]) == 0
+    rows = list(csv.DictReader(open(runs / "families" / "iphone12-0.01ms" / "families.csv")))
+    floors = [r for r in rows if r["status"] == "target below the family's floor"]
+    assert len(floors) == 4 and all(float(r["floor_ms"]) > 0.01 for r in floors)
+    assert "listed with its floor" in capsys.readouterr().out

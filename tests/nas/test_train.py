@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from nas import checkpoint
@@ -69,3 +70,24 @@ def test_training_without_a_ray_address_never_imports_ray(tiny_space_path, tmp_p
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_every_familys_supernet_in_one_command_resumes_per_family(tmp_path, capsys):
+    from nas.cli import main
+    from supernets.registry import family_names
+
+    argv = ["train-supernet", "--family", "all", "--name", "every", "--img-size", "32", "--epochs", "1",
+            "--batch-size", "128", "--runs", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    for family in family_names():
+        ckpt = checkpoint.load(tmp_path / f"every-{family}" / "supernet.pt")
+        assert ckpt["space"]["family"] == family and ckpt["epoch"] == 1
+    # a crash inside one family: its checkpoint survives, the same command finishes it and skips the rest
+    info = tmp_path / "every-iformer" / "run.yaml"
+    info.write_text(info.read_text().replace("complete: true", "complete: false"))
+    capsys.readouterr()
+    assert main(argv + ["--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done already") == len(family_names()) - 1 and "resuming" in out
+    assert checkpoint.load(tmp_path / "every-iformer" / "supernet.pt")["epoch"] == 2
