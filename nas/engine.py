@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -82,12 +82,27 @@ class Runtime:
         return x, y.to(self.device, non_blocking=non_blocking)
 
 
+@dataclass
 class RecipeBase:
-    """What both training recipes (supernet, model) share: a dataclass with ``device``, ``amp``
-    and ``channels_last`` fields, stored as a plain dict in checkpoints."""
+    """What both training recipes (supernet, model) share, stored as a plain dict in checkpoints."""
+
+    data: str = "digits"
+    img_size: int = 64
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.025
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    workers: int = 4
+    device: str = "cpu"               # where it trains ('auto': CUDA when present); not part of the result
+    amp: str = "off"                  # off | bf16 | fp16 autocast
+    channels_last: bool = False
 
     # Fields that say where and how fast a run goes, not what it computes: a resume may change them.
-    RUNTIME_FIELDS: tuple[str, ...] = ("epochs", "workers", "device", "channels_last", "threads")
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "workers", "device", "channels_last", "threads")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,24 +34,10 @@ from supernets.supernet import Supernet
 class Recipe(RecipeBase):
     family: str = "efficientformer"
     space: str | None = None          # path of a space YAML; None = the family's shipped space
-    data: str = data_mod.DIGITS
-    img_size: int = 64
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.025
-    warmup_epochs: int = 1
     arch_lr: float = 5e-3
     mixing: str = "soft"
     tau_max: float = 5.0
     tau_min: float = 0.5
-    label_smoothing: float = 0.1
-    seed: int = 0
-    threads: int = 2
-    workers: int = 4
-    device: str = "cpu"               # where it trains ('auto': CUDA when present); not part of the result
-    amp: str = "off"                  # off | bf16 | fp16 autocast
-    channels_last: bool = False
 
     def tau(self, epoch: int) -> float:
         if self.epochs <= 1:

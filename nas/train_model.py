@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -54,15 +54,9 @@ DISTILL = ("none", "soft", "hard")
 
 @dataclass
 class TrainRecipe(engine.RecipeBase):
-    data: str = data_mod.DIGITS
-    img_size: int = 64
     epochs: int = 30
-    batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 0.025
-    warmup_epochs: int = 1
     min_lr_ratio: float = 0.01
-    label_smoothing: float = 0.1
     mixup: float = 0.0                # timm Mixup alpha (0: off)
     cutmix: float = 0.0               # timm CutMix alpha (0: off)
     auto_augment: str = "rand-m9-mstd0.5-inc1"   # image folders only
@@ -77,15 +71,9 @@ class TrainRecipe(engine.RecipeBase):
     distill: str = "none"
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
-    seed: int = 0
-    threads: int = 2
-    workers: int = 4
-    device: str = "cpu"
-    amp: str = "off"
-    channels_last: bool = False
     compile: bool = False
 
-    RUNTIME_FIELDS = engine.RecipeBase.RUNTIME_FIELDS + ("compile",)
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = engine.RecipeBase.RUNTIME_FIELDS + ("compile",)
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "accum_steps"):

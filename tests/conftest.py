@@ -148,6 +148,23 @@ def timm_pair(family_module, variant: str, timm_prefix: str):
     return reference, ours
 
 
+def kill_during_second_epoch(cmd: list[str], ckpt) -> None:
+    """Start `cmd` (a training command line) and SIGKILL it shortly after its first epoch's
+    checkpoint `ckpt` appears; the resume tests then continue it and compare."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)   # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture
 def tiny_space_path(tmp_path):
     p = tmp_path / "tiny_space.yaml"

@@ -1,14 +1,13 @@
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from nas import checkpoint
 from nas.train import Recipe
+from tests.conftest import kill_during_second_epoch
 
 
 def test_checkpoint_holds_everything_and_loads_safely(tiny_run):
@@ -35,16 +34,8 @@ def _train_cmd(runs, name, space, *extra):
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, tiny_space_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     subprocess.run(_train_cmd(tmp_path, "straight", tiny_space_path), check=True, env=env, capture_output=True)
-
-    proc = subprocess.Popen(_train_cmd(tmp_path, "killed", tiny_space_path), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = tmp_path / "killed" / "supernet.pt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_during_second_epoch(_train_cmd(tmp_path, "killed", tiny_space_path), ckpt)
     interrupted = checkpoint.load(ckpt)
     assert interrupted["epoch"] < 3, "the run finished before it could be killed"
 

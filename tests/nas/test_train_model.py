@@ -1,10 +1,8 @@
 """nas train: an emitted config trained as a standalone model, from inherited weights or scratch."""
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ import torch
 from nas import checkpoint
 from nas.cli import main
 from supernets.config import ArchConfig
+from tests.conftest import kill_during_second_epoch
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +73,8 @@ def _train_cmd(config, out, *extra):
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     subprocess.run(_train_cmd(emitted, tmp_path / "straight"), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(emitted, tmp_path / "killed"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
     ckpt = tmp_path / "killed" / "model.pt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)   # into epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_during_second_epoch(_train_cmd(emitted, tmp_path / "killed"), ckpt)
     assert checkpoint.load(ckpt, (checkpoint.MODEL_FORMAT,))["epoch"] < 3, "the run finished before it was killed"
     subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--no-progress"],
                    check=True, env=env, capture_output=True)
