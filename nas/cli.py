@@ -779,7 +779,7 @@ def cmd_train(args):
     from supernets.config import ArchConfig
 
     runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads,
-                     "compile": args.compile, "workers": args.workers}
+                     "compile": args.compile, "workers": args.loader_workers}
     if args.resume:
         out_dir = Path(args.resume)
         ckpt = checkpoint.load(out_dir / MODEL, (checkpoint.MODEL_FORMAT,))
@@ -1088,7 +1088,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--distill-temperature", type=float, default=1.0, help="temperature of soft distillation")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=2)
-    tr.add_argument("--workers", type=int, default=4, help="data loader processes for image folders")
+    tr.add_argument("--loader-workers", type=int, default=4, help="data loader processes for image folders")
     accelerator_flags(tr)
     tr.add_argument("--compile", action="store_true", help="torch.compile the training step")
     tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")

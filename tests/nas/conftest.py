@@ -61,3 +61,20 @@ def assert_one_shared_budget(trials, budget: int) -> None:
     assert len({t.number for t in trials}) == len(trials)
     assert budget <= len(finished) <= budget + 1
     assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+
+
+@pytest.fixture
+def digit_folder(tmp_path):
+    """A small ImageFolder on disk (PNG files of the bundled digits, 3 classes)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for split, start, n in (("train", 0, 12), ("val", 500, 4)):
+        for cls in range(3):
+            folder = tmp_path / split / f"class{cls}"
+            folder.mkdir(parents=True)
+            picks = [i for i in range(start, len(d.target)) if d.target[i] == cls][:n]
+            for i in picks:
+                Image.fromarray((d.images[i] * 15).astype("uint8")).convert("RGB").save(folder / f"{i}.png")
+    return tmp_path

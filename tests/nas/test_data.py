@@ -61,3 +61,14 @@ def test_digits_split_is_fixed_by_the_seed():
     a, b = data_mod.load("digits", 32, seed=0), data_mod.load("digits", 32, seed=0)
     assert torch.equal(a.val.__getitems__(list(range(10)))[0], b.val.__getitems__(list(range(10)))[0])
     assert (len(a.train), len(a.val)) == (1438, 359)
+
+
+def test_image_folder_with_randaugment_and_erasing_loads_in_worker_processes(digit_folder):
+    data = data_mod.load(str(digit_folder), 32, augment=("rand-m9-mstd0.5-inc1", 0.25))
+    assert (len(data.train), len(data.val), data.num_classes, data.in_memory) == (36, 12, 3, False)
+    loader = data_mod.train_loader(data, 8, seed=0, epoch=0, workers=2)
+    assert loader.num_workers == 2 and loader.persistent_workers
+    x, y = next(iter(loader))
+    assert x.shape == (8, 3, 32, 32) and y.max() < 3
+    names = " ".join(type(t).__name__ for t in data.train.transform.transforms)
+    assert "RandAugment" in names and "RandomErasing" in names

@@ -174,3 +174,14 @@ def test_weights_with_grid_sized_attention_biases_train_at_their_size(tiny_space
                  "--out", str(tmp_path / "out"), "--no-progress"]) == 0   # at 32 px, from the checkpoint
     capsys.readouterr()
     _fails(capsys, ["export", str(tmp_path / "out" / "model.pt"), "--resolution", "64"], "export it at --resolution 32")
+
+
+def test_training_on_an_image_folder_takes_its_classes(emitted, digit_folder, tmp_path, capsys):
+    out = tmp_path / "folder"
+    assert main(["train", str(emitted), "--data", str(digit_folder), "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "8", "--loader-workers", "2", "--out", str(out), "--no-progress"]) == 0
+    ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
+    assert ckpt["config"]["num_classes"] == 3 and ckpt["state_dict"]["head.head.weight"].shape[0] == 3
+    # the inherited 10-class head does not fit 3 classes: named, one line
+    _fails(capsys, ["train", str(emitted), "--init", "inherited", "--data", str(digit_folder), "--out",
+                    str(tmp_path / "x")], "head.head.weight")
