@@ -66,19 +66,24 @@ def model_config(ckpt: dict[str, Any], path: str | os.PathLike) -> ArchConfig:
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model` exactly, or say which tensor does not fit (one line)."""
+    """Load `state` into `model` exactly, or say which tensor does not fit (one line). Tables a
+    family resamples on load (EfficientFormer's attention biases at another resolution) fit."""
     target = model.state_dict()
-    for name, tensor in target.items():
+    for name in target:
         if name not in state:
             raise UserError(f"{source}: has no tensor {name} that the config needs; the weights belong to another "
                             "architecture")
-        if state[name].shape != tensor.shape:
-            raise UserError(f"{source}: {name} is {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}")
     extra = sorted(set(state) - set(target))
     if extra:
         raise UserError(f"{source}: tensor {extra[0]} has no place in the config ({len(extra)} such); the weights "
                         "belong to another architecture")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch for" in line), str(e))
+        name = first.split("size mismatch for ", 1)[-1].split(":", 1)[0]
+        shapes = f"{tuple(state[name].shape)}, the config needs {tuple(target[name].shape)}" if name in state else first
+        raise UserError(f"{source}: {name} is {shapes}") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -753,14 +753,12 @@ def _export_trained(path: Path, formats: list[str], stem: Path, args) -> list:
 
     ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
     use_ema = not args.no_ema and ckpt.get("ema") is not None
-    model = build_model(ckpt, path, ema=use_ema)
     resolution = args.resolution or ckpt["img_size"]
-    if resolution != ckpt["img_size"]:
-        from nas.train_model import grid_sized
-
-        if grid_sized(checkpoint.model_config(ckpt, path), ckpt["img_size"], resolution):
-            raise UserError(f"{path}: trained at {ckpt['img_size']} px with grid-sized attention biases; export it "
-                            f"at --resolution {ckpt['img_size']}")
+    model = build_model(ckpt, path, ema=use_ema, img_size=resolution)
+    config = checkpoint.model_config(ckpt, path)
+    if resolution != config.resolution:
+        print(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
+              f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")
     val = None
     data_source = ckpt.get("data")
     if "onnx" in formats and data_source:

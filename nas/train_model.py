@@ -189,10 +189,11 @@ def load_teacher(spec: str, weights: str | None, num_classes: int, img_size: int
     return teacher.eval()
 
 
-def build_model(ckpt: dict, path: Path, ema: bool = True) -> nn.Module:
-    """The model of a model checkpoint (EMA weights when present and `ema`), train form, eval mode."""
+def build_model(ckpt: dict, path: Path, ema: bool = True, img_size: int | None = None) -> nn.Module:
+    """The model of a model checkpoint (EMA weights when present and `ema`), train form, eval
+    mode, built for `img_size` (default: the resolution it was trained at)."""
     config = checkpoint.model_config(ckpt, path)
-    model = get_family(config.family).build(config, img_size=ckpt["img_size"])
+    model = get_family(config.family).build(config, img_size=img_size or ckpt["img_size"])
     state = ckpt.get("ema") if ema and ckpt.get("ema") is not None else ckpt["state_dict"]
     checkpoint.load_weights(model, state, str(path))
     return model.eval()
@@ -271,9 +272,8 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
         config = config.replace(num_classes=data.num_classes)   # the head follows the data
     state, trained_at, _ = (None, None, "") if resume else initial_state(recipe.init, config, config_path, data,
                                                                           recipe.seed)
-    if trained_at is not None and trained_at != recipe.img_size and grid_sized(config, trained_at, recipe.img_size):
-        raise UserError(f"--init weights were trained at {trained_at} px and hold {config.family}'s grid-sized "
-                        f"attention biases; train at --img-size {trained_at}")
+    if trained_at is not None and trained_at != recipe.img_size:
+        log(f"note: the --init weights were trained at {trained_at} px, training goes on at {recipe.img_size} px")
     teacher = None
     if recipe.teacher is not None:
         teacher = runtime.prepare(load_teacher(recipe.teacher, recipe.teacher_weights, data.num_classes, recipe.img_size))
@@ -345,15 +345,6 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
             f"(top-5 {row['val_top5']:.2f}%)" + (f"  EMA {row['ema_top1']:.2f}%" if ema is not None else "")
             + f"  {row['samples_per_s']:.0f} img/s")
     return Trained(ckpt_path, history)
-
-
-def grid_sized(config: ArchConfig, a: int, b: int) -> bool:
-    """Whether the family's weights depend on the input grid (EfficientFormer's attention biases)."""
-    family = get_family(config.family)
-    with torch.device("meta"):
-        sa = family.build(config, img_size=a).state_dict()
-        sb = family.build(config, img_size=b).state_dict()
-    return any(sa[k].shape != sb[k].shape for k in sa)
 
 
 def _evaluate(model, ema, val, runtime) -> dict:

@@ -16,6 +16,7 @@ import re
 
 import torch
 import torch.nn as nn
+from timm.layers import resize_rel_pos_bias_table_levit
 
 from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import (
@@ -51,6 +52,17 @@ class Attention(nn.Module):
         rel = (pos[..., :, None] - pos[..., None, :]).abs()
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, grid[0] * grid[1]))
         self.register_buffer("attention_bias_idxs", rel[0] * grid[1] + rel[1], persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Weights trained at another resolution hold a bias table of another grid: resample it
+        # (bicubic over the offset grid, as timm resizes LeViT-style tables) so a model trained at
+        # 64 px loads, and exports, at 224 px.
+        key = prefix + "attention_biases"
+        table = state_dict.get(key)
+        if table is not None and table.shape != self.attention_biases.shape and table.shape[0] == self.num_heads:
+            heads, points = self.attention_biases.shape
+            state_dict[key] = resize_rel_pos_bias_table_levit(table.T, (points, heads)).T.contiguous()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape

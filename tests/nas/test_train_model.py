@@ -159,21 +159,32 @@ def test_bad_input_is_one_line_and_leaves_no_model(emitted, tiny_fastvit_run, tm
     assert not out.exists()
 
 
-def test_weights_with_grid_sized_attention_biases_train_at_their_size(tiny_space, tmp_path, capsys):
+def test_weights_trained_small_export_and_train_at_another_resolution(tiny_space, tmp_path, capsys):
+    """EfficientFormer's attention-bias table is sized by the token grid: weights from 32 px are
+    resampled (bicubic over the offset grid) when a model is built at 224 px or trained at 64 px."""
     from supernets.config import Choice
     from supernets.registry import get_family
+    from tests.conftest import randomise
 
     cfg = Choice((32, 32, 48, 64), (("mb4d", "mb4d"), ("mb4d",), ("mb4d", "mb3d"), ("mb3d", "identity"))) \
-        .to_config(tiny_space, 10)
+        .to_config(tiny_space, 10).replace(resolution=224)
     cfg.save(tmp_path / "attn.yaml")
-    checkpoint.save_model(tmp_path / "attn.pt", cfg, get_family(cfg.family).build(cfg, img_size=32), 32, data="digits")
-    _fails(capsys, ["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--img-size", "64",
-                    "--out", str(tmp_path / "out")], "train at --img-size 32")
-    assert not (tmp_path / "out").exists()
-    assert main(["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--epochs", "1",
-                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0   # at 32 px, from the checkpoint
-    capsys.readouterr()
-    _fails(capsys, ["export", str(tmp_path / "out" / "model.pt"), "--resolution", "64"], "export it at --resolution 32")
+    small = randomise(get_family(cfg.family).build(cfg, img_size=32))
+    checkpoint.save_model(tmp_path / "attn.pt", cfg, small, 32, data="digits")
+    assert main(["export", str(tmp_path / "attn.pt"), "--format", "onnx", "--resolution", "224",
+                 "--val-images", "20", "--out", str(tmp_path / "at224")]) == 0
+    printed = capsys.readouterr().out
+    torch_top1, ort_top1 = printed.split("torch ")[1].split("%, onnxruntime ")
+    assert float(torch_top1) == float(ort_top1.split("%")[0]) and (tmp_path / "at224.onnx").is_file()
+    big = get_family(cfg.family).build(cfg, img_size=224)
+    checkpoint.load_weights(big, small.state_dict(), "test")
+    table = big.stages[3].blocks[0].token_mixer.attention_biases          # 2x2 grid -> 7x7 grid
+    assert table.shape == (8, 49)
+    corner = small.state_dict()["stages.3.blocks.0.token_mixer.attention_biases"]
+    assert torch.allclose(table.mean(1), corner.mean(1), atol=0.3)       # resampled, not re-initialised
+    assert main(["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--img-size", "64", "--epochs", "1",
+                 "--out", str(tmp_path / "at64"), "--no-progress"]) == 0
+    assert "trained at 32 px, training goes on at 64 px" in capsys.readouterr().out
 
 
 def test_training_on_an_image_folder_takes_its_classes(emitted, digit_folder, tmp_path, capsys):
