@@ -222,6 +222,21 @@ def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measu
     return result
 
 
+# A quiet build calibrates at 1-4 % median error; a build under host load has shown 30 %.
+NOISY_CALIBRATION_PCT = 10.0
+
+
+def noisy_calibration_warning(table: LatencyTable) -> str | None:
+    """A one-line warning when the table's calibration networks missed its predictions by more
+    than NOISY_CALIBRATION_PCT (median): the machine was busy while it was timed."""
+    median = (table.environment.get("calibration") or {}).get("median_abs_error_pct")
+    if median is None or median <= NOISY_CALIBRATION_PCT:
+        return None
+    return (f"warning: {table.path}: its calibration networks missed the table's predictions by {median:.1f}% "
+            f"(median; a quiet machine gives 1-4%): the host was busy while it was timed; rebuild it on a quiet "
+            f"machine (`nas lut build --device {table.device} --recalibrate`, after deleting the file to re-time ops)")
+
+
 def space_ops(space: SearchSpace, num_classes: int) -> dict[str, dict]:
     return ops_for(covering_configs(space, num_classes))
 

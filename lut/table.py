@@ -74,7 +74,8 @@ class LatencyTable:
     resolution: int
     environment: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    path: Path | None = None
+    path: Path | None = None          # where it is saved (a user's copy of a shipped table)
+    loaded_from: Path | None = None   # the file it was read from (provenance of its predictions)
 
     # ------------------------------------------------------------------ io
     @classmethod
@@ -92,7 +93,7 @@ class LatencyTable:
             raise TableError(f"{path}: table schema {raw.get('schema')!r} is not {SCHEMA}; rebuild it with "
                              f"`nas lut build --device {raw.get('device', 'DEVICE')}`")
         table = cls(str(raw["device"]), int(raw["resolution"]), dict(raw.get("environment") or {}),
-                    {str(k): dict(v) for k, v in (raw.get("entries") or {}).items()}, path)
+                    {str(k): dict(v) for k, v in (raw.get("entries") or {}).items()}, path, path)
         if device is not None and table.device != device:
             raise TableError(f"{path}: table is for device {table.device!r}, not {device!r}")
         if resolution is not None and table.resolution != resolution:

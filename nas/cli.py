@@ -65,6 +65,21 @@ def _open_table(device_name: str, resolution: int, tables_dir: Path, create: boo
     return device, table
 
 
+def _table_provenance(table) -> dict:
+    """Which table priced a config: the file as used (the user's copy when ops were added to it
+    on demand, else the file it was read from, shipped or not), its content hash, and how its
+    entries were made."""
+    import hashlib
+
+    used = Path(table.path) if table.path and Path(table.path).is_file() else table.loaded_from
+    out = {"table": str(used) if used else "(in memory, not saved)"}
+    if used:
+        out["table_sha256"] = hashlib.sha256(Path(used).read_bytes()).hexdigest()[:16]
+    if table.environment.get("estimated_by"):
+        out["table_estimated_by"] = table.environment["estimated_by"]
+    return out
+
+
 def _predictor(device, table, args):
     """Prices configs on `table`: a measurable device measures the ops the table lacks, an Apple
     device with a cost model estimates them (and says so), others need a complete table."""
@@ -99,7 +114,8 @@ def cmd_train_supernet(args) -> Path:
         if args.epochs is not None:
             recipe.epochs = args.epochs
     else:
-        recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=args.img_size,
+        img_size = args.img_size or _default_img_size(args.data, lambda: _space_of(args).resolution)
+        recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=img_size,
                         epochs=args.epochs if args.epochs is not None else Recipe.epochs,
                         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
                         tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp, **runtime_flags)
@@ -126,6 +142,23 @@ def cmd_train_supernet(args) -> Path:
         path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"supernet: {path}")
     return path
+
+
+def _default_img_size(data: str, deploy_resolution) -> int:
+    """64 px for the small grey in-memory sets (digits, Fashion-MNIST); an image folder trains at
+    the deploy resolution its latency is priced at (`deploy_resolution()`)."""
+    from nas import data as data_mod
+
+    return 64 if data_mod.in_memory_source(data) else deploy_resolution()
+
+
+def _space_of(args):
+    from supernets.config import SearchSpace
+    from supernets.registry import get_family
+    import search_spaces
+
+    get_family(args.family)
+    return SearchSpace.load(args.space or search_spaces.space_path(args.family))
 
 
 def _train_every_family(args) -> Path:
@@ -178,6 +211,9 @@ def cmd_lut_build(args) -> Path:
             print(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
                   f"{m.slope:+.3f}*ln(weights/MiB), "
                   f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%", flush=True)
+        warning = build.noisy_calibration_warning(table)
+        if warning:
+            print(warning, flush=True)
         table.save()
         print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
         paths.append(table.path)
@@ -417,7 +453,7 @@ def cmd_lut_estimate_model(args) -> float:
 
 
 def cmd_lut_validate(args) -> list[Path]:
-    from lut import validate
+    from lut import build, validate
     from lut.build import Predictor
     from lut.devices import get_device
     from supernets.config import SearchSpace
@@ -443,6 +479,9 @@ def cmd_lut_validate(args) -> list[Path]:
         title = f"{fam} @ {args.device}{space.resolution}, {device.threads} thread(s)"
         written += validate.write(result, out, title)
         print(f"{fam}: {result.summary()}")
+        warning = build.noisy_calibration_warning(table)
+        if warning:
+            print(warning)
         print(f"  wrote {out / 'validation.csv'} and {out / 'scatter.png'}")
     return written
 
@@ -527,7 +566,7 @@ def _slim_one(args):
             name=stem.name,
             meta={"device": args.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
                   "inherited_top1": round(step.accuracy, 2), "supernet": str(ckpt_path),
-                  "table": str(table.path), "steps": step.step})
+                  **_table_provenance(table), "steps": step.step})
         yaml_path = out_dir / f"{stem.name}.yaml"
         config.save(yaml_path)
         weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
@@ -683,7 +722,7 @@ def cmd_search(args) -> Path:
     except ValueError as e:   # a study of another budget, space or objectives under that name
         raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
     meta = {"device": args.device, "target_ms": budget, "supernet": str(setup.ckpt_path),
-            "table": str(setup.table.path), "study": args.study or stem}
+            **_table_provenance(setup.table), "study": args.study or stem}
     written = search.write_front(result, net, out_dir, stem, meta, save_weights=setup.save_inherited)
     n = len(result.study.trials)
     if result.best is None:
@@ -792,8 +831,7 @@ def cmd_train(args):
         config = ArchConfig.load(config_path)
         defaults = run_defaults(config_path)
         data = args.data or defaults.get("data", "digits")
-        in_memory = data == "digits" or data.startswith("fashion-mnist")
-        img_size = args.img_size or defaults.get("img_size") or (64 if in_memory else config.resolution)
+        img_size = args.img_size or defaults.get("img_size") or _default_img_size(data, lambda: config.resolution)
         recipe = TrainRecipe(
             data=data, img_size=img_size, epochs=args.epochs or TrainRecipe.epochs, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
@@ -911,7 +949,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    "train/ val/")
     t.add_argument("--epochs", type=int, default=None, help=f"default {Recipe.epochs}")
     t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
-    t.add_argument("--img-size", type=int, default=Recipe.img_size, help="training resolution")
+    t.add_argument("--img-size", type=int, default=None, help="training resolution (default: 64 px for digits and "
+                   "fashion-mnist, the space's deploy resolution for an image folder)")
     t.add_argument("--lr", type=float, default=Recipe.lr)
     t.add_argument("--arch-lr", type=float, default=Recipe.arch_lr, help="learning rate of the α logits")
     t.add_argument("--mixing", choices=["soft", "hard"], default=Recipe.mixing,
@@ -1061,8 +1100,8 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", default=None, help="digits | fashion-mnist[:DIR] | ImageFolder root "
                     "(default: the data of the supernet the config came from, else digits)")
     tr.add_argument("--img-size", type=int, default=None,
-                    help="training resolution (default: the inherited weights' or the supernet's, else 64 for the "
-                    "grey in-memory sets and the config's resolution for image folders)")
+                    help="training resolution (default: the supernet's, else 64 px for digits and fashion-mnist and "
+                    "the config's deploy resolution for an image folder)")
     tr.add_argument("--epochs", type=int, default=None, help="default 30")
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--lr", type=float, default=1e-3)

@@ -69,12 +69,17 @@ def _batch(items):
     return torch.utils.data.default_collate(items)
 
 
+def in_memory_source(source: str) -> bool:
+    """The small grey sets held in memory (digits, Fashion-MNIST), as opposed to an image folder."""
+    return source == DIGITS or source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":")
+
+
 def load(source: str, img_size: int, seed: int = 0, augment: tuple[str | None, float] = (None, 0.0)) -> Data:
     """`augment` = (timm auto-augment policy, random-erasing probability) for image folders; the
     grey in-memory sets are small centred images that these policies were not made for."""
     if source == DIGITS:
         return _digits(img_size, seed)
-    if source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":"):
+    if in_memory_source(source):
         folder = Path(source.split(":", 1)[1]) if ":" in source else FASHION_MNIST_DIR
         return _fashion_mnist(folder, img_size)
     return _image_folder(Path(source), img_size, *augment)
@@ -138,7 +143,23 @@ def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re
             raise UserError(f"--data {root}: missing {split}/ folder; an ImageFolder root needs train/ and val/ "
                             "with one sub-folder per class")
     from timm.data import ImageDataset, create_transform
+    from timm.data.readers.img_extensions import get_img_extensions
 
+    # timm names classes after the folders that hold images: an empty class folder or a class
+    # missing from one split would shift the label indices of the other silently.
+    classes = {split: sorted(d.name for d in (root / split).iterdir() if d.is_dir()) for split in ("train", "val")}
+    if classes["train"] != classes["val"]:
+        only = sorted(set(classes["train"]) ^ set(classes["val"]))
+        where = "train/" if only[0] in classes["train"] else "val/"
+        raise UserError(f"--data {root}: class folder {only[0]!r} is only in {where} ({len(only)} such); train/ and "
+                        "val/ need the same class folders")
+    extensions = get_img_extensions(as_set=True)
+    for split in ("train", "val"):
+        for name in classes[split]:
+            folder = root / split / name
+            if not any(f.suffix.lower() in extensions for f in folder.rglob("*") if f.is_file()):
+                raise UserError(f"--data {root}: {folder} holds no images; every class needs images in train/ and "
+                                "val/ (or remove the folder from both)")
     train = ImageDataset(str(root / "train"), transform=create_transform(
         img_size, is_training=True, auto_augment=auto_augment or None, re_prob=re_prob))
     val = ImageDataset(str(root / "val"), transform=create_transform(img_size, is_training=False))
@@ -166,6 +187,9 @@ def train_loader(data: Data, batch_size: int, seed: int, epoch: int, workers: in
     With ``shard=(rank, world)`` a data-parallel worker reads every world-th item of that order."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     rank, world = shard
+    if len(data.train) // world < batch_size:
+        raise UserError(f"--batch-size {batch_size * world}: the training set has only {len(data.train)} images, so "
+                        "an epoch would take no step; use a smaller --batch-size")
     if world == 1:
         return loader(data, data.train, batch_size, workers=workers, shuffle_generator=gen, drop_last=True,
                       pin_memory=pin_memory)

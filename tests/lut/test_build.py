@@ -107,3 +107,14 @@ def test_random_choice_respects_the_space(tiny_space):
         for j, stage in enumerate(tiny_space.stages):
             assert stage.min_width <= cfg.widths[j] <= stage.max_width
             assert len(cfg.stages[j].blocks) >= stage.min_blocks
+
+
+def test_a_table_calibrated_on_a_busy_machine_is_flagged(tmp_path):
+    table = build.new_table("cpu", 64, 1)
+    table.path = tmp_path / "cpu@64.yaml"
+    assert build.noisy_calibration_warning(table) is None            # not calibrated yet: nothing to say
+    table.environment["calibration"] = {"median_abs_error_pct": 2.4}
+    assert build.noisy_calibration_warning(table) is None
+    table.environment["calibration"] = {"median_abs_error_pct": 30.2}
+    warning = build.noisy_calibration_warning(table)
+    assert "30.2%" in warning and "quiet machine" in warning and len(warning.splitlines()) == 1

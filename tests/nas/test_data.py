@@ -72,3 +72,18 @@ def test_image_folder_with_randaugment_and_erasing_loads_in_worker_processes(dig
     assert x.shape == (8, 3, 32, 32) and y.max() < 3
     names = " ".join(type(t).__name__ for t in data.train.transform.transforms)
     assert "RandAugment" in names and "RandomErasing" in names
+
+
+def test_image_folder_traps_are_one_clear_error(digit_folder, tmp_path):
+    import shutil
+
+    shutil.rmtree(digit_folder / "val" / "class2")
+    with pytest.raises(UserError, match="class folder 'class2' is only in train/"):
+        data_mod.load(str(digit_folder), 32)
+    (digit_folder / "val" / "class2").mkdir()
+    with pytest.raises(UserError, match="class2 holds no images"):   # would shift every later label
+        data_mod.load(str(digit_folder), 32)
+    shutil.copytree(digit_folder / "val" / "class1", digit_folder / "val" / "class2", dirs_exist_ok=True)
+    data = data_mod.load(str(digit_folder), 32)
+    with pytest.raises(UserError, match="only 36 images, so an epoch would take no step"):
+        data_mod.train_loader(data, 64, seed=0, epoch=0)

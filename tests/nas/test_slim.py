@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,29 @@ def test_every_family_at_one_target(tiny_run, tiny_fastvit_run, tiny_mobilevit_r
     floors = [r for r in rows if r["status"] == "target below the family's floor"]
     assert len(floors) == 4 and all(float(r["floor_ms"]) > 0.01 for r in floors)
     assert "listed with its floor" in capsys.readouterr().out
+
+
+def test_an_emitted_config_names_the_table_that_priced_it(tmp_path):
+    """A space inside the shipped one, slimmed on the shipped iphone12 table: no op is added, so
+    the config names the shipped file (not a user path that does not exist) and its hash."""
+    import hashlib
+
+    from lut.devices import SHIPPED_TABLES
+    from nas.train import Recipe, train_supernet
+
+    space = tmp_path / "inside.yaml"
+    space.write_text("family: efficientformer\nresolution: 224\nnum_classes: 10\nhead: {distillation: false}\n"
+                     "stages:\n  - {max_width: 48, min_width: 32, slots: 1, choices: [mb4d, identity]}\n"
+                     "  - {max_width: 96, min_width: 80, slots: 1, choices: [mb4d, identity]}\n"
+                     "  - {max_width: 224, min_width: 208, slots: 2, choices: [mb4d, mb3d, identity]}\n"
+                     "  - {max_width: 448, min_width: 432, slots: 1, choices: [mb4d, mb3d, identity]}\n")
+    ckpt = train_supernet(Recipe(space=str(space), img_size=32, epochs=1, batch_size=128), tmp_path / "run",
+                          progress=False, log=lambda s: None)
+    tables, shipped = tmp_path / "tables", SHIPPED_TABLES / "iphone12@224.yaml"
+    assert main(["slim", "--target-ms", "100", "--device", "iphone12", "--supernet", str(ckpt), "--out",
+                 str(tmp_path / "o"), "--tables", str(tables), "--val-images", "50", "--calib-images", "32",
+                 "--no-progress"]) == 0
+    meta = ArchConfig.load(tmp_path / "o" / "efficientformer@iphone12-100ms.yaml").meta
+    assert Path(meta["table"]) == shipped and not (tables / "iphone12@224.yaml").exists()
+    assert meta["table_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]
+    assert meta["table_estimated_by"].startswith("coreml-cost")
