@@ -751,8 +751,26 @@ def cmd_show(args) -> None:
     target = Path(args.config)
     if target.is_dir() or target.suffix == ".pt":
         print(show_supernet(target))
+        if args.device:
+            print(_reachable_range(target, args))
     else:
         print(show(args.config, _tables_dir(args), args.device))
+
+
+def _reachable_range(target: Path, args) -> str:
+    """The latency range slimming can reach from a supernet on a device's table: the start (every
+    stage at its widest, every slot kept) and the floor (the actions' smallest reach)."""
+    from nas import checkpoint, runs
+    from nas.slim import smallest_choices
+
+    net = checkpoint.build_supernet(checkpoint.load(target / runs.SUPERNET if target.is_dir() else target))
+    device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
+    predict = _predictor(device, table, args)
+    config = lambda c: c.to_config(net.space, num_classes=net.num_classes)  # noqa: E731
+    start = net.initial_choice()
+    floor = min(predict(config(c)) for c in smallest_choices(net, start))
+    return (f"  reachable on {args.device}@{net.space.resolution}: {floor:.3f} ms (floor) to {predict(config(start)):.3f} "
+            f"ms (start: {config(start).summary()})")
 
 
 def cmd_export(args) -> list:

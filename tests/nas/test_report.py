@@ -21,3 +21,18 @@ def test_show_supernet_prints_slot_and_frequency_split_alpha(tiny_fmvit_run, cap
         assert keep == pytest.approx([sum(q for v, q in want.items() if v >= i) for i in range(1, max(want) + 1)],
                                      abs=1e-3)
     assert out.count("importance") == sum(s.slots for s in net.space.stages)
+
+
+def test_show_gives_the_latency_range_slimming_can_reach(tiny_run, tmp_path, capsys):
+    from nas.cli import main
+
+    tables = ["--tables", str(tmp_path / "tables"), "--no-progress"]
+    assert main(["show", str(tiny_run.parent), "--device", "iphone12", *tables]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "reachable on iphone12@64" in x)
+    floor, start = (float(part.split(" ms")[0].split()[-1]) for part in line.split(" to "))
+    assert 0 < floor < start
+    assert main(["slim", "--target-ms", "0.001", "--device", "iphone12", "--supernet", str(tiny_run), *tables]) == 2
+    assert f"smallest reachable latency {floor:.3f} ms" in capsys.readouterr().err
+    assert main(["slim", "--target-ms", f"{start + 0.001:.3f}", "--device", "iphone12", "--supernet", str(tiny_run),
+                 "--out", str(tmp_path / "o"), *tables]) == 0
+    assert "note:" in capsys.readouterr().out   # the start meets it: no step, and it says so
