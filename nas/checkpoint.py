@@ -23,6 +23,8 @@ from supernets.supernet import Supernet
 FORMAT = "nas-supernet"
 MODEL_FORMAT = "nas-model"
 VERSION = 1
+REQUIRED = {FORMAT: ("space", "num_classes", "img_size", "recipe", "state_dict"),
+            MODEL_FORMAT: ("config", "img_size", "state_dict")}
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -47,6 +49,10 @@ def load(path: str | os.PathLike, formats: tuple[str, ...] = (FORMAT,)) -> dict[
         raise UserError(f"{path} is not a nas {what} checkpoint")
     if ckpt.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has version {ckpt.get('version')}, this nas reads {VERSION}")
+    lacking = [k for k in REQUIRED[ckpt["format"]] if k not in ckpt]
+    if lacking:
+        raise UserError(f"checkpoint {path} lacks {', '.join(lacking)}; it was not written by nas (or was edited): "
+                        "re-run the command that writes it")
     return ckpt
 
 
@@ -126,5 +132,5 @@ def build_supernet(ckpt: dict[str, Any]) -> Supernet:
     except ConfigError as e:
         raise UserError(f"checkpoint holds an invalid search space: {e}") from None
     net = Supernet(space, num_classes=ckpt["num_classes"], img_size=ckpt["img_size"])
-    net.load_state_dict(ckpt["state_dict"])
+    load_weights(net, ckpt["state_dict"], "supernet checkpoint (its space and weights disagree)")
     return net

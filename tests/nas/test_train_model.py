@@ -196,3 +196,15 @@ def test_training_on_an_image_folder_takes_its_classes(emitted, digit_folder, tm
     # the inherited 10-class head does not fit 3 classes: named, one line
     _fails(capsys, ["train", str(emitted), "--init", "inherited", "--data", str(digit_folder), "--out",
                     str(tmp_path / "x")], "head.head.weight")
+
+
+def test_checkpoints_missing_what_nas_writes_are_one_line(emitted, tiny_run, tmp_path, capsys):
+    model = checkpoint.load(emitted.with_suffix(".pt"), (checkpoint.MODEL_FORMAT,))
+    torch.save({k: v for k, v in model.items() if k != "img_size"}, tmp_path / "m.pt")
+    _fails(capsys, ["eval", str(tmp_path / "m.pt")], "lacks img_size")
+    sup = checkpoint.load(tiny_run)
+    torch.save({k: v for k, v in sup.items() if k != "recipe"}, tmp_path / "s.pt")
+    _fails(capsys, ["show", str(tmp_path / "s.pt")], "lacks recipe")
+    sup["state_dict"] = {k: v for k, v in sup["state_dict"].items() if "head" not in k}
+    torch.save(sup, tmp_path / "s2.pt")
+    _fails(capsys, ["show", str(tmp_path / "s2.pt")], "its space and weights disagree")
