@@ -110,6 +110,10 @@ def cmd_train_supernet(args) -> Path:
     if args.resume:
         run_dir = Path(args.resume)
         ckpt = checkpoint.load(run_dir / runs.SUPERNET)
+        _refuse_recipe_changes(args, ckpt["recipe"], "train-supernet", {
+            "family": "family", "space": "space", "data": "data", "img_size": "img_size", "batch_size": "batch_size",
+            "lr": "lr", "arch_lr": "arch_lr", "mixing": "mixing", "tau_max": "tau_max", "tau_min": "tau_min",
+            "seed": "seed", "amp": "amp"})
         recipe = Recipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs
@@ -142,6 +146,18 @@ def cmd_train_supernet(args) -> Path:
         path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"supernet: {path}")
     return path
+
+
+def _refuse_recipe_changes(args, recorded: dict, command: str, flags: dict[str, str]) -> None:
+    """--resume continues the recorded recipe: a recipe flag given with another value than the
+    run's is an error, never silently ignored (flags left at their defaults are not "given")."""
+    defaults = vars(_parse([command]))
+    for attr, field in flags.items():
+        value = getattr(args, attr)
+        if value != defaults[attr] and value != recorded.get(field):
+            flag = "--" + attr.replace("_", "-")
+            raise UserError(f"--resume continues the run's recipe: {flag} {value} differs from its "
+                            f"{recorded.get(field)}; drop {flag}, or start a new run (--name / --out)")
 
 
 def _default_img_size(data: str, deploy_resolution) -> int:
@@ -838,6 +854,16 @@ def cmd_train(args):
     if args.resume:
         out_dir = Path(args.resume)
         ckpt = checkpoint.load(out_dir / MODEL, (checkpoint.MODEL_FORMAT,))
+        if args.config is not None:
+            raise UserError("--resume continues the config recorded in the run; drop CONFIG")
+        _refuse_recipe_changes(args, ckpt["recipe"], "train", {
+            "init": "init", "data": "data", "img_size": "img_size", "batch_size": "batch_size", "lr": "lr",
+            "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "smoothing": "label_smoothing",
+            "mixup": "mixup", "cutmix": "cutmix", "aa": "auto_augment", "reprob": "re_prob",
+            "drop_path_rate": "drop_path_rate", "ema_decay": "ema_decay", "clip_grad": "clip_grad",
+            "accum_steps": "accum_steps", "teacher": "teacher", "teacher_weights": "teacher_weights",
+            "distill": "distill", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
+            "seed": "seed", "amp": "amp"})
         recipe = TrainRecipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs

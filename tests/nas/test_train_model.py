@@ -208,3 +208,16 @@ def test_checkpoints_missing_what_nas_writes_are_one_line(emitted, tiny_run, tmp
     sup["state_dict"] = {k: v for k, v in sup["state_dict"].items() if "head" not in k}
     torch.save(sup, tmp_path / "s2.pt")
     _fails(capsys, ["show", str(tmp_path / "s2.pt")], "its space and weights disagree")
+
+
+def test_resume_refuses_recipe_flags_it_would_ignore(emitted, tiny_run, tmp_path, capsys):
+    _fails(capsys, ["train-supernet", "--resume", str(tiny_run.parent), "--lr", "0.5"],
+           "--lr 0.5 differs from its 0.002")
+    _fails(capsys, ["train-supernet", "--resume", str(tiny_run.parent), "--mixing", "hard"], "--mixing hard differs")
+    out = tmp_path / "m"
+    assert main(["train", str(emitted), "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    _fails(capsys, ["train", "--resume", str(out), "--seed", "3"], "--seed 3 differs from its 0")
+    _fails(capsys, ["train", "--resume", str(out), "--init", "inherited"], "--init inherited differs")
+    before = (out / "model.pt").read_bytes()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0   # runtime flags may change
+    assert (out / "model.pt").read_bytes() != before
