@@ -68,6 +68,34 @@ class MissingKeysError(LookupError):
         super().__init__(f"latency table {device}@{resolution} lacks {len(keys)} op(s): {shown}; {fill_hint}")
 
 
+def _checked(raw: Mapping, path: Path) -> tuple[str, int, dict, dict]:
+    """(device, resolution, environment, entries) of a table file, every field checked: a
+    hand-edited or truncated table is one clear error, never a wrong prediction."""
+    def fail(msg: str):
+        raise TableError(f"{path}: {msg}; rebuild the table (nas lut build / estimate) or fix the file")
+
+    device, resolution = raw.get("device"), raw.get("resolution")
+    if not isinstance(device, str) or not device:
+        fail(f"device {device!r} is not a device name")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        fail(f"resolution {resolution!r} is not a positive integer")
+    environment = raw.get("environment") or {}
+    if not isinstance(environment, Mapping):
+        fail("environment is not a mapping")
+    entries = raw.get("entries") or {}
+    if not isinstance(entries, Mapping):
+        fail("entries is not a mapping of op keys")
+    for key, entry in entries.items():
+        if not isinstance(entry, Mapping):
+            fail(f"entry {key}: {entry!r} is not a mapping with ms (or cold_ms and hot_ms)")
+        timings = ("cold_ms", "hot_ms") if "cold_ms" in entry else ("ms",)
+        for name in timings:
+            value = entry.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                fail(f"entry {key}: {name} {value!r} is not a finite, non-negative number of milliseconds")
+    return device, resolution, dict(environment), {str(k): dict(v) for k, v in entries.items()}
+
+
 @dataclass
 class LatencyTable:
     device: str
@@ -92,8 +120,11 @@ class LatencyTable:
         if raw.get("schema") != SCHEMA:
             raise TableError(f"{path}: table schema {raw.get('schema')!r} is not {SCHEMA}; rebuild it with "
                              f"`nas lut build --device {raw.get('device', 'DEVICE')}`")
-        table = cls(str(raw["device"]), int(raw["resolution"]), dict(raw.get("environment") or {}),
-                    {str(k): dict(v) for k, v in (raw.get("entries") or {}).items()}, path, path)
+        table = cls(*_checked(raw, path), path, path)
+        named_device, _, named_res = path.stem.partition("@")
+        if named_res and (named_device, named_res) != (table.device, str(table.resolution)):
+            raise TableError(f"{path}: named for {named_device}@{named_res} but holds {table.device}@"
+                             f"{table.resolution}; rename the file or fix its device/resolution")
         if device is not None and table.device != device:
             raise TableError(f"{path}: table is for device {table.device!r}, not {device!r}")
         if resolution is not None and table.resolution != resolution:

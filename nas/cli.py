@@ -534,6 +534,9 @@ def _supernet_setup(args) -> _Setup:
     ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
     ckpt = checkpoint.load(ckpt_path)
     net = checkpoint.build_supernet(ckpt)
+    if args.supernet and args.family not in (net.space.family, "efficientformer"):   # the default is not a choice
+        raise UserError(f"--supernet {ckpt_path} is a {net.space.family} supernet, not --family {args.family}; "
+                        "drop --family or pass that family's supernet")
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
     predictor = _predictor(device, table, args)
     recipe = Recipe.from_dict(ckpt["recipe"])

@@ -15,7 +15,9 @@ from supernets.layers import count_params, reparameterize
 from supernets.registry import get_family
 
 
-def _tables(tables_dir: Path, resolution: int, device: str | None) -> list[LatencyTable]:
+def _tables(tables_dir: Path, resolution: int, device: str | None) -> list[LatencyTable | str]:
+    """The tables at `resolution` (the user's first, then the shipped ones); an unusable file is
+    returned as the line saying why, not skipped in silence."""
     seen, out = set(), []
     for root in (tables_dir, SHIPPED_TABLES):
         for p in sorted(Path(root).glob("*@*.yaml")):
@@ -26,8 +28,8 @@ def _tables(tables_dir: Path, resolution: int, device: str | None) -> list[Laten
             try:
                 out.append(LatencyTable.load(p))
                 seen.add(name)
-            except TableError:
-                continue
+            except TableError as e:
+                out.append(f"unusable: {e}")
     return out
 
 
@@ -44,6 +46,9 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
     if not tables:
         lines.append(f"  latency  no table for resolution {cfg.resolution} (build one: nas lut build --device cpu)")
     for t in tables:
+        if isinstance(t, str):
+            lines.append(f"  latency  {t}")
+            continue
         missing = t.missing(cfg)
         if missing:
             lines.append(f"  latency  {t.device:<9s} n/a: table lacks {len(missing)} op(s); {t.fill_hint(cfg.family)}")

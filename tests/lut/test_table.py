@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -66,3 +67,25 @@ def test_cache_model_prices_measured_entries_by_network_weight_and_survives_a_ro
         table.add("c", 1.0, cold_ms=2.0, hot_ms=1.0)
     with pytest.raises(ValueError, match="either ms"):
         table.add("c", cold_ms=2.0)
+
+
+@pytest.mark.parametrize("entry, complaint", [
+    ("{ms: -50}", "ms -50 is not a finite"), ("{ms: .nan}", "ms nan is not a finite"), ("{ms: abc}", "ms 'abc'"),
+    ("3.5", "is not a mapping with ms"), ("{cold_ms: 1.0, hot_ms: .inf}", "hot_ms inf")])
+def test_a_hand_edited_entry_is_refused_with_its_key(tmp_path, entry, complaint):
+    path = tmp_path / "cpu@64.yaml"
+    path.write_text(f"schema: {SCHEMA}\ndevice: cpu\nresolution: 64\nentries:\n  'stem:3>16:64x64': {entry}\n")
+    with pytest.raises(TableError, match=re.escape(complaint)) as e:
+        LatencyTable.load(path)
+    assert "stem:3>16:64x64" in str(e.value)
+
+
+@pytest.mark.parametrize("body, complaint", [
+    ("device: cpu\nentries: {}\n", "resolution None"), ("device: cpu\nresolution: 64\nentries: [1, 2]\n", "entries"),
+    ("device: cpu\nresolution: 64\nenvironment: [1]\nentries: {}\n", "environment"),
+    ("device: iphone13\nresolution: 64\nentries: {}\n", "named for cpu@64 but holds iphone13@64")])
+def test_a_malformed_table_file_is_one_clear_error(tmp_path, body, complaint):
+    path = tmp_path / "cpu@64.yaml"
+    path.write_text(f"schema: {SCHEMA}\n{body}")
+    with pytest.raises(TableError, match=re.escape(complaint)):
+        LatencyTable.load(path)
