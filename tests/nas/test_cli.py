@@ -107,3 +107,22 @@ def test_a_table_measured_with_another_backend_is_refused(tmp_path, capsys, tiny
     table.save(tmp_path / "cpu@64.yaml")
     assert main(["slim", "--target-ms", "1", "--supernet", str(tiny_run), "--tables", str(tmp_path)]) == 2
     assert "measured with backend onnxruntime, but device cpu uses torch-eager" in capsys.readouterr().err
+
+
+def test_family_that_contradicts_the_supernet(capsys, tiny_run, tmp_path):
+    _assert_one_line(*_run(capsys, "slim", "--family", "fmvit", "--supernet", str(tiny_run), "--target-ms", "1",
+                           "--device", "iphone12", "--out", str(tmp_path / "o")),
+                     "is a efficientformer supernet, not --family fmvit")
+    assert not (tmp_path / "o").exists()
+
+
+def test_show_says_why_a_user_table_is_unusable(capsys, tmp_path):
+    import search_spaces
+    from lut.table import SCHEMA
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "iphone12@224.yaml").write_text(f"schema: {SCHEMA}\ndevice: iphone13\nresolution: 224\nentries: {{}}\n")
+    assert main(["show", str(search_spaces.variant_path("efficientformer", "l1")), "--tables", str(tables)]) == 0
+    out = capsys.readouterr().out
+    assert "unusable" in out and "named for iphone12@224 but holds iphone13@224" in out
