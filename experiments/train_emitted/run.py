@@ -8,7 +8,7 @@ Records top-1 per epoch (raw and EMA weights) for both, CSV + PNG, and the wall 
 Every step is resumable: a killed run continues where it stopped when run again (the supernet
 and the two trainings resume from their last finished epoch; finished steps are skipped).
 
-    python experiments/train_emitted/run.py --supernet-epochs 2 --epochs 4 --img-size 32 --target-ms 1.2
+    python experiments/train_emitted/run.py --supernet-epochs 3 --epochs 3 --img-size 32 --target-ms 1.2
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ def _complete(model_pt: Path) -> bool:
 def run(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--supernet-epochs", type=int, default=2)
+    ap.add_argument("--supernet-epochs", type=int, default=3)
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--target-ms", type=float, default=1.2, help="iphone12 target of the emitted config")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs of each standalone training")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each standalone training")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--work", default=str(REPO / "runs" / "train_emitted"), help="resumable working folder")
     args = ap.parse_args(argv)
@@ -75,7 +75,7 @@ def run(argv=None) -> int:
         out = run_dir / "train" / init
         if _complete(out / "model.pt"):
             continue
-        flags = (["--resume", str(out)] if (out / "model.pt").is_file() else
+        flags = (["--resume", str(out), "--epochs", str(args.epochs)] if (out / "model.pt").is_file() else
                  [str(config_path), "--init", init, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                   "--device", "cpu", "--out", str(out)])
         _timed(times, f"train {init}", work, ["train", *flags, *quiet])

@@ -63,7 +63,7 @@ def test_no_trained_supernet(capsys, tmp_path):
 
 def test_target_must_be_positive(capsys, tiny_run, tmp_path):
     _assert_one_line(*_run(capsys, "slim", "--target-ms", "0", "--supernet", str(tiny_run), "--runs", str(tmp_path)),
-                     "must be > 0")
+                     "must be a finite number > 0")
 
 
 def test_device_without_table(capsys, tiny_run, tmp_path):
