@@ -931,7 +931,7 @@ def cmd_eval(args) -> dict:
     print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {source} val ({len(data.val)} images, "
           f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")
     print(f"params: {count_params(model) / 1e6:.3f} M (train form), {count_params(deploy) / 1e6:.3f} M (deploy)")
-    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({table.path})")
+    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({_table_provenance(table)['table']})")
     return {**scores, "latency_ms": ms}
 
 

@@ -80,11 +80,25 @@ def run(argv=None) -> int:
                   "--device", "cpu", "--out", str(out)])
         _timed(times, f"train {init}", work, ["train", *flags, *quiet])
 
-    report(run_dir, config_path, times, args)
+    # the trained (EMA) weights in deploy form: ONNX checked on 1,000 validation images, Core ML saved
+    export_log = work / "export.txt"
+    if not export_log.is_file():
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            _timed(times, "export", work, ["export", str(run_dir / "train" / "inherited" / "model.pt"),
+                                           "--format", "all"])
+            _timed(times, "eval", work, ["eval", str(run_dir / "train" / "inherited" / "model.pt"),
+                                         "--device", "iphone12", "--tables", str(work / "tables"), *quiet])
+        export_log.write_text("\n".join(line for line in buf.getvalue().splitlines()
+                                        if not line.startswith("Running MIL")))
+    report(run_dir, config_path, times, args, export_log.read_text())
     return 0
 
 
-def report(run_dir: Path, config_path: Path, times: dict, args) -> None:
+def report(run_dir: Path, config_path: Path, times: dict, args, exported: str) -> None:
     histories = {init: checkpoint.load(run_dir / "train" / init / "model.pt", (checkpoint.MODEL_FORMAT,))["history"]
                  for init in INITS}
     supernet = checkpoint.load(run_dir / "supernet.pt")
@@ -141,8 +155,17 @@ def report(run_dir: Path, config_path: Path, times: dict, args) -> None:
     for r in rows:
         lines.append(f"| {r['epoch']} | {r['inherited_top1']:.2f} | {r['inherited_ema_top1']:.2f} | "
                      f"{r['scratch_top1']:.2f} | {r['scratch_ema_top1']:.2f} |")
-    lines += ["", "Wall times (s):", ""]
-    lines += [f"- {k}: {v:.0f}" for k, v in times.items()]
+    lines += ["", "The inherited model, exported and evaluated (`nas export model.pt --format all`, "
+              "`nas eval model.pt --device iphone12`):", "", "```", exported.strip(), "```"]
+    lines += ["", "Training time per epoch (s; from each run's metrics, so a resumed run counts once):", "",
+              "| epoch | inherited | scratch |", "|---|---|---|"]
+    for r in rows[1:]:
+        lines.append(f"| {r['epoch']} | {r['inherited_seconds']:.0f} | {r['scratch_seconds']:.0f} |")
+    for init in INITS:
+        total = sum(h["seconds"] for h in histories[init])
+        lines.append(f"\n{init}: {total:.0f} s of training in all.")
+    lines += ["", "Wall time of the other steps (s): " + ", ".join(
+        f"{k} {v:.0f}" for k, v in times.items() if not k.startswith("train "))]
     lines += ["", "Per-epoch data: `top1_per_epoch.csv`; plot: `top1_per_epoch.png`.", ""]
     (HERE / "result.md").write_text("\n".join(lines))
     print("\n".join(lines))
