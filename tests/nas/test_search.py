@@ -84,7 +84,7 @@ def test_search_errors_are_one_line(tiny_run, tmp_path, capsys):
         assert err.count("\n") == 0 and expect in err, err
 
     fails("--target-ms", "0.5", "--trials", "0", expect="--trials 0")
-    fails("--target-ms", "0", "--trials", "2", expect="must be > 0")
+    fails("--target-ms", "0", "--trials", "2", expect="must be a finite number > 0")
     fails("--target-ms", "0.5", "--trials", "2", "--storage", "nosuchdb://x", expect="--storage nosuchdb://x")
     assert not (tmp_path / "s").exists()
     assert main(["search", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"), "--out",
