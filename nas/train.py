@@ -26,6 +26,7 @@ from timm.scheduler import CosineLRScheduler
 from nas import checkpoint, data as data_mod, engine, runs
 from nas.engine import RecipeBase, Runtime
 from nas.errors import UserError
+from supernets import io
 from supernets.config import SearchSpace
 from supernets.supernet import Supernet
 
@@ -81,6 +82,7 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
     ckpt_path = run_dir / runs.SUPERNET
     space, data, net, optimizer, scheduler = build(recipe)
     start_epoch, history = 0, []
+    io.remove_stale_temps(ckpt_path)   # a kill during a checkpoint write leaves one
     if resume:
         if not ckpt_path.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")

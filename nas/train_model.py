@@ -259,6 +259,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     torch.use_deterministic_algorithms(True, warn_only=True)
     runtime = recipe.runtime()
     ckpt_path = out_dir / MODEL
+    io.remove_stale_temps(ckpt_path)   # a kill during a checkpoint write leaves one
     saved = None
     if resume:
         saved = checkpoint.load(ckpt_path, (checkpoint.MODEL_FORMAT,))

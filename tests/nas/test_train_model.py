@@ -76,10 +76,12 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path
     ckpt = tmp_path / "killed" / "model.pt"
     kill_during_second_epoch(_train_cmd(emitted, tmp_path / "killed"), ckpt)
     assert checkpoint.load(ckpt, (checkpoint.MODEL_FORMAT,))["epoch"] < 3, "the run finished before it was killed"
+    (ckpt.parent / ".model.pt.x1y2.tmp").write_bytes(b"half a checkpoint")   # as a kill mid-write leaves it
     subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--no-progress"],
                    check=True, env=env, capture_output=True)
     a, b = (checkpoint.load(tmp_path / n / "model.pt", (checkpoint.MODEL_FORMAT,)) for n in ("straight", "killed"))
     assert b["epoch"] == 3 and b["complete"]
+    assert not list(ckpt.parent.glob(".*.tmp")), "the resume left a stale temp file"
     for key in ("state_dict", "ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key} {name}"
