@@ -148,6 +148,9 @@ def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re
     # timm names classes after the folders that hold images: an empty class folder or a class
     # missing from one split would shift the label indices of the other silently.
     classes = {split: sorted(d.name for d in (root / split).iterdir() if d.is_dir()) for split in ("train", "val")}
+    if not classes["train"]:
+        raise UserError(f"--data {root}: train/ has no class folders; an ImageFolder root needs train/<class>/ and "
+                        "val/<class>/ folders of images")
     if classes["train"] != classes["val"]:
         only = sorted(set(classes["train"]) ^ set(classes["val"]))
         where = "train/" if only[0] in classes["train"] else "val/"

@@ -87,3 +87,10 @@ def test_image_folder_traps_are_one_clear_error(digit_folder, tmp_path):
     data = data_mod.load(str(digit_folder), 32)
     with pytest.raises(UserError, match="only 36 images, so an epoch would take no step"):
         data_mod.train_loader(data, 64, seed=0, epoch=0)
+
+
+def test_an_image_folder_without_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(UserError, match="train/ has no class folders"):
+        data_mod.load(str(tmp_path), 32)
