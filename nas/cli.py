@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from dataclasses import dataclass
 import os
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from nas.errors import UserError
 
 DEFAULT_RUNS = "runs"
+DEFAULT_FAMILY = "efficientformer"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -526,15 +526,14 @@ def _supernet_setup(args) -> _Setup:
 
     from nas import checkpoint, data as data_mod, runs
     from nas.evaluate import Evaluator
+    from nas.slim import checked_targets
     from nas.train import Recipe
 
-    for t in args.target_ms:
-        if not math.isfinite(t) or t <= 0:
-            raise UserError(f"--target-ms {t:g} must be a finite number > 0")
-    ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family)
+    checked_targets(args.target_ms)
+    ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family or DEFAULT_FAMILY)
     ckpt = checkpoint.load(ckpt_path)
     net = checkpoint.build_supernet(ckpt)
-    if args.supernet and args.family not in (net.space.family, "efficientformer"):   # the default is not a choice
+    if args.family and args.family != net.space.family:
         raise UserError(f"--supernet {ckpt_path} is a {net.space.family} supernet, not --family {args.family}; "
                         "drop --family or pass that family's supernet")
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
@@ -551,7 +550,8 @@ def _supernet_setup(args) -> _Setup:
 
 
 def _targets_label(targets: list[float]) -> str:
-    return "-".join(f"{t:g}" for t in sorted(set(targets), reverse=True)) + "ms"
+    """``7-3-1.6ms`` of checked targets (largest first)."""
+    return "-".join(f"{t:g}" for t in targets) + "ms"
 
 
 def cmd_slim(args) -> Path:
@@ -563,13 +563,13 @@ def cmd_slim(args) -> Path:
 def _slim_one(args):
     """Slim one family's supernet; returns (config paths, SlimResult, setup)."""
     from nas import cluster
-    from nas.slim import slim, write_trajectory
+    from nas.slim import checked_targets, slim, write_trajectory
 
     setup = _supernet_setup(args)
     ckpt_path, net, table, predictor, evaluator = (setup.ckpt_path, setup.net, setup.table, setup.predictor,
                                                    setup.evaluator)
     family = net.space.family
-    targets = sorted(set(args.target_ms), reverse=True)
+    targets = checked_targets(args.target_ms)
     print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
     with cluster.connected(args.ray_address) as on_ray:
@@ -608,20 +608,16 @@ def _slim_every_family(args) -> Path:
     """Each family's newest finished supernet slimmed to the same target(s), every config in one
     folder, with ``families.csv`` and ``families.png``. A family that cannot reach a target is
     listed with its floor; one without a trained supernet is listed as such."""
-    import torch
-
-    from lut import graph
     from nas import runs
-    from nas.slim import UnreachableTarget
+    from nas.report import costs
+    from nas.slim import UnreachableTarget, checked_targets
     from supernets import io
     from supernets.config import ArchConfig
-    from supernets.layers import count_params, reparameterize
-    from supernets.registry import get_family
 
     if args.supernet:
         raise UserError("--family all slims each family's newest supernet under --runs; --supernet names one, "
                         "give its --family")
-    targets = sorted(set(args.target_ms), reverse=True)
+    targets = checked_targets(args.target_ms)
     out_dir = Path(args.out) if args.out else Path(args.runs) / "families" / f"{args.device}-{_targets_label(targets)}"
     rows, trajectories = [], {}
     for family in _families("all"):
@@ -647,12 +643,10 @@ def _slim_every_family(args) -> Path:
         trajectories[family] = [(s.latency_ms, s.accuracy) for s in result.steps]
         for t, path in zip(targets, paths):
             _, step = result.at(t)
-            cfg = ArchConfig.load(path)
-            deploy = reparameterize(get_family(family).build(cfg).eval())
-            macs = graph.macs(deploy, torch.zeros(1, 3, cfg.resolution, cfg.resolution))
+            c = costs(ArchConfig.load(path))
             rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
-                         "inherited_top1": round(step.accuracy, 2), "params_m": round(count_params(deploy) / 1e6, 3),
-                         "macs_g": round(macs / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
+                         "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
+                         "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
     fields = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
               "status", "config"]
     csv_path = io.write_csv(out_dir / "families.csv", rows, fields)
@@ -699,6 +693,7 @@ def cmd_search(args) -> Path:
     from tqdm.auto import tqdm
 
     from nas import cluster, search
+    from nas.slim import checked_targets
     from supernets import io
 
     if args.trials < 1:
@@ -708,7 +703,7 @@ def cmd_search(args) -> Path:
     setup = _supernet_setup(args)
     net = setup.net
     family = net.space.family
-    targets = sorted(set(args.target_ms), reverse=True)
+    targets = checked_targets(args.target_ms)
     budget = targets[0]   # the constraint; each smaller target picks from the same front
     stem = f"{family}@{args.device}-{_targets_label(targets)}"
     out_dir = Path(args.out) if args.out else setup.ckpt_path.parent / "search" / stem
@@ -780,16 +775,15 @@ def _reachable_range(target: Path, args) -> str:
     """The latency range slimming can reach from a supernet on a device's table: the start (every
     stage at its widest, every slot kept) and the floor (the actions' smallest reach)."""
     from nas import checkpoint, runs
-    from nas.slim import smallest_choices
+    from nas.slim import reachable_floor
 
     net = checkpoint.build_supernet(checkpoint.load(target / runs.SUPERNET if target.is_dir() else target))
     device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
     predict = _predictor(device, table, args)
-    config = lambda c: c.to_config(net.space, num_classes=net.num_classes)  # noqa: E731
     start = net.initial_choice()
-    floor = min(predict(config(c)) for c in smallest_choices(net, start))
-    return (f"  reachable on {args.device}@{net.space.resolution}: {floor:.3f} ms (floor) to {predict(config(start)):.3f} "
-            f"ms (start: {config(start).summary()})")
+    start_config = start.to_config(net.space, num_classes=net.num_classes)
+    return (f"  reachable on {args.device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
+            f"(floor) to {predict(start_config):.3f} ms (start: {start_config.summary()})")
 
 
 def cmd_export(args) -> list:
@@ -824,23 +818,19 @@ def _export_trained(path: Path, formats: list[str], stem: Path, args) -> list:
     weights unless --no-ema, reparameterized, exported at the resolution it was trained at (or
     --resolution where the weights allow), ONNX checked on the validation subset of its data."""
     from nas import checkpoint, data as data_mod, export
-    from nas.train_model import build_model
+    from nas.train_model import load_trained, trained_data
     from supernets.layers import reparameterize
 
     ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
-    use_ema = not args.no_ema and ckpt.get("ema") is not None
     resolution = args.resolution or ckpt["img_size"]
-    model = build_model(ckpt, path, ema=use_ema, img_size=resolution)
-    config = checkpoint.model_config(ckpt, path)
+    model, config, ckpt, use_ema = load_trained(path, ema=not args.no_ema, img_size=resolution)
     if resolution != config.resolution:
         print(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
               f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")
     val = None
-    data_source = ckpt.get("data")
-    if "onnx" in formats and data_source:
+    if "onnx" in formats and ckpt.get("data"):
         try:
-            data = data_mod.load(data_source, resolution, (ckpt.get("recipe") or {}).get("seed", 0))
-            val = data_mod.fixed_subset(data.val, args.val_images, 1)
+            val = data_mod.fixed_subset(trained_data(ckpt, resolution).val, args.val_images, 1)
         except UserError as e:
             print(f"note: top-1 check skipped, the training data is not available here ({e})")
     print(f"exporting {path} ({'EMA' if use_ema else 'raw'} weights, {resolution} px)", flush=True)
@@ -909,28 +899,24 @@ def cmd_train(args):
 
 
 def cmd_eval(args) -> dict:
-    from nas import checkpoint, data as data_mod, engine
-    from nas.train_model import build_model
-    from supernets.layers import count_params, reparameterize
+    from nas import data as data_mod, engine
+    from nas.report import costs
+    from nas.train_model import load_trained, trained_data
 
     path = Path(args.model)
-    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
-    use_ema = not args.no_ema and ckpt.get("ema") is not None
-    model = build_model(ckpt, path, ema=use_ema)
-    config = checkpoint.model_config(ckpt, path)
-    source = args.data or ckpt.get("data") or "digits"
-    data = data_mod.load(source, ckpt["img_size"], (ckpt.get("recipe") or {}).get("seed", 0))
+    model, config, ckpt, use_ema = load_trained(path, ema=not args.no_ema)
+    data = trained_data(ckpt, ckpt["img_size"], args.data)
     if data.num_classes != config.num_classes:
-        raise UserError(f"--data {source} has {data.num_classes} classes, the model predicts {config.num_classes}")
+        raise UserError(f"--data {data.source} has {data.num_classes} classes, the model predicts {config.num_classes}")
     runtime = engine.Runtime.of(args.compute)
     runtime.prepare(model)
     scores = engine.evaluate(model, data_mod.loader(data, data.val, 256, workers=4), runtime)
     device, table = _open_table(args.device, config.resolution, _tables_dir(args), create=True)
     ms = _predictor(device, table, args)(config)
-    deploy = reparameterize(model.cpu())
-    print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {source} val ({len(data.val)} images, "
+    c = costs(config, model.cpu())
+    print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {data.source} val ({len(data.val)} images, "
           f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")
-    print(f"params: {count_params(model) / 1e6:.3f} M (train form), {count_params(deploy) / 1e6:.3f} M (deploy)")
+    print(f"params: {c['params_train'] / 1e6:.3f} M (train form), {c['params_deploy'] / 1e6:.3f} M (deploy)")
     print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({_table_provenance(table)['table']})")
     return {**scores, "latency_ms": ms}
 
@@ -1087,7 +1073,7 @@ def _build_parser() -> argparse.ArgumentParser:
         """What `_supernet_setup` reads: the supernet, the device, the evaluation subsets."""
         sp.add_argument("--target-ms", type=float, nargs="+", required=True, help=target_help)
         sp.add_argument("--device", default="cpu")
-        sp.add_argument("--family", default="efficientformer")
+        sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
         sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
         sp.add_argument("--calib-images", type=int, default=256, help="training images for BN recalibration")
         sp.add_argument("--val-images", type=int, default=1000, help="fixed validation subset size")

@@ -33,15 +33,22 @@ def _tables(tables_dir: Path, resolution: int, device: str | None) -> list[Laten
     return out
 
 
-def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
-    cfg = ArchConfig.load(config_path)
-    model = get_family(cfg.family).build(cfg).eval()
+def costs(cfg: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, int]:
+    """Parameters (train and deploy form) and MACs (deploy form, at the config's resolution) of
+    `cfg`, or of `model` (its train form) when given."""
+    model = (model or get_family(cfg.family).build(cfg)).eval()
     deploy = reparameterize(model)
     macs = graph.macs(deploy, torch.zeros(1, 3, cfg.resolution, cfg.resolution))
+    return {"params_train": count_params(model), "params_deploy": count_params(deploy), "macs": macs}
+
+
+def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
+    cfg = ArchConfig.load(config_path)
+    c = costs(cfg)
     lines = [f"{cfg.name or Path(config_path).stem}  ({cfg.family}, {cfg.resolution}x{cfg.resolution}, "
              f"{cfg.num_classes} classes)",
-             f"  params   {count_params(model):,} (train form)   {count_params(deploy):,} (deploy form)",
-             f"  MACs     {macs / 1e9:.3f} G (deploy form)"]
+             f"  params   {c['params_train']:,} (train form)   {c['params_deploy']:,} (deploy form)",
+             f"  MACs     {c['macs'] / 1e9:.3f} G (deploy form)"]
     tables = _tables(tables_dir, cfg.resolution, device)
     if not tables:
         lines.append(f"  latency  no table for resolution {cfg.resolution} (build one: nas lut build --device cpu)")

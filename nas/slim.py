@@ -164,21 +164,33 @@ def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
     return [Choice(widths, tuple(combo), knobs) for combo in itertools.product(*per_stage)]
 
 
+def checked_targets(targets: Iterable[float]) -> list[float]:
+    """The distinct targets, largest first; each must be a finite number of ms > 0."""
+    out = sorted({float(t) for t in targets}, reverse=True)
+    for t in out:
+        if not math.isfinite(t) or t <= 0:
+            raise UserError(f"--target-ms {t:g} must be a finite number > 0")
+    return out
+
+
+def reachable_floor(net: Supernet, latency: Callable[[ArchConfig], float], start: Choice,
+                    num_classes: int | None = None) -> float:
+    """The smallest latency the slimming actions can reach from `start`."""
+    return min(latency(c.to_config(net.space, num_classes=num_classes or net.num_classes))
+               for c in smallest_choices(net, start))
+
+
 def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator,
          target_ms: float | Sequence[float], *, start: Choice | None = None,
          evaluate_map: Callable[[Callable, Iterable], Iterable] = map, log: Callable[[str], None] = print,
          num_classes: int | None = None, max_steps: int = 10_000) -> SlimResult:
     """Slim until the predicted latency meets the smallest target; with several targets (a
     ladder) the first step at or under each one is emitted for it."""
-    targets = sorted({float(t) for t in ([target_ms] if isinstance(target_ms, (int, float)) else target_ms)},
-                     reverse=True)
-    for t in targets:
-        if not math.isfinite(t) or t <= 0:
-            raise UserError(f"--target-ms {t:g} must be a finite number > 0")
+    targets = checked_targets([target_ms] if isinstance(target_ms, (int, float)) else target_ms)
     space = net.space
     to_config = lambda c: c.to_config(space, num_classes=num_classes or net.num_classes)  # noqa: E731
     choice = start or net.initial_choice()
-    floor = min(latency(to_config(c)) for c in smallest_choices(net, choice))
+    floor = reachable_floor(net, latency, choice, num_classes)
     if targets[-1] < floor:
         raise UnreachableTarget(targets[-1], floor)
 

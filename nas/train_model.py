@@ -189,6 +189,19 @@ def load_teacher(spec: str, weights: str | None, num_classes: int, img_size: int
     return teacher.eval()
 
 
+def load_trained(path: Path, ema: bool = True, img_size: int | None = None):
+    """(model, config, checkpoint, whether the EMA weights were taken) of a model checkpoint."""
+    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
+    use_ema = ema and ckpt.get("ema") is not None
+    return build_model(ckpt, path, ema=use_ema, img_size=img_size), checkpoint.model_config(ckpt, path), ckpt, use_ema
+
+
+def trained_data(ckpt: dict, img_size: int, source: str | None = None) -> data_mod.Data:
+    """The data a model checkpoint was trained on (or `source`), split as in its training."""
+    return data_mod.load(source or ckpt.get("data") or data_mod.DIGITS, img_size,
+                         (ckpt.get("recipe") or {}).get("seed", 0))
+
+
 def build_model(ckpt: dict, path: Path, ema: bool = True, img_size: int | None = None) -> nn.Module:
     """The model of a model checkpoint (EMA weights when present and `ema`), train form, eval
     mode, built for `img_size` (default: the resolution it was trained at)."""
