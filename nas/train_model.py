@@ -48,7 +48,6 @@ from supernets.registry import get_family
 MODEL = "model.pt"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
-INITS = ("scratch", "inherited")
 DISTILL = ("none", "soft", "hard")
 
 
@@ -99,10 +98,10 @@ def inherited_path(config_path: Path) -> Path:
 
 
 def initial_state(init: str, config: ArchConfig, config_path: Path | None, data: data_mod.Data | None,
-                  seed: int) -> tuple[dict[str, torch.Tensor] | None, int | None, str]:
-    """(state dict or None for scratch, the resolution those weights were trained at, a label)."""
+                  seed: int) -> tuple[dict[str, torch.Tensor] | None, int | None]:
+    """(state dict or None for scratch, the resolution those weights were trained at)."""
     if init == "scratch":
-        return None, None, "scratch"
+        return None, None
     if init == "inherited":
         if config_path is None:
             raise UserError("--init inherited needs the config file that `nas slim` wrote (its weights sit next to it)")
@@ -111,12 +110,12 @@ def initial_state(init: str, config: ArchConfig, config_path: Path | None, data:
             raise UserError(f"--init inherited: no {path.name} next to {config_path} (nas slim and nas search write "
                             "one per emitted config); use --init scratch or --init SUPERNET.pt")
         ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
-        return ckpt["state_dict"], ckpt["img_size"], "inherited"
+        return ckpt["state_dict"], ckpt["img_size"]
     path = Path(init)
     ckpt = checkpoint.load(path, (checkpoint.FORMAT, checkpoint.MODEL_FORMAT))
     if ckpt["format"] == checkpoint.MODEL_FORMAT:
-        return ckpt["state_dict"], ckpt["img_size"], f"from-{path.stem}"
-    return _from_supernet(ckpt, path, config, data, seed), ckpt["img_size"], f"from-{path.parent.name}"
+        return ckpt["state_dict"], ckpt["img_size"]
+    return _from_supernet(ckpt, path, config, data, seed), ckpt["img_size"]
 
 
 def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Data | None, seed: int) -> dict:
@@ -284,8 +283,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     data = data_mod.load(recipe.data, recipe.img_size, recipe.seed, augment=(recipe.auto_augment, recipe.re_prob))
     if data.num_classes != config.num_classes:
         config = config.replace(num_classes=data.num_classes)   # the head follows the data
-    state, trained_at, _ = (None, None, "") if resume else initial_state(recipe.init, config, config_path, data,
-                                                                          recipe.seed)
+    state, trained_at = (None, None) if resume else initial_state(recipe.init, config, config_path, data, recipe.seed)
     if trained_at is not None and trained_at != recipe.img_size:
         log(f"note: the --init weights were trained at {trained_at} px, training goes on at {recipe.img_size} px")
     teacher = None
