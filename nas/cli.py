@@ -174,7 +174,7 @@ def _space_of(args):
     import search_spaces
 
     get_family(args.family)
-    return SearchSpace.load(args.space or search_spaces.space_path(args.family))
+    return SearchSpace.load(search_spaces.resolve(args.family, args.space))
 
 
 def _train_every_family(args) -> Path:
@@ -184,8 +184,11 @@ def _train_every_family(args) -> Path:
 
     from nas import runs
 
-    if args.space:
-        raise UserError("--family all trains every family's shipped space; --space names one space, give one --family")
+    import search_spaces
+
+    if args.space not in search_spaces.SPACES:
+        raise UserError(f"--family all trains a shipped space of every family (--space "
+                        f"{'|'.join(search_spaces.SPACES)}); --space {args.space} names one file, give one --family")
     name = args.name or f"all-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     print(f"training every family's supernet as {args.runs}/{name}-FAMILY (re-run with --name {name} to resume)",
           flush=True)
@@ -208,7 +211,7 @@ def cmd_lut_build(args) -> Path:
 
     tables_dir = _tables_dir(args)
     paths = []
-    spaces_at = _spaces_at(_families(args.family), args.resolution, get_device(args.device, tables_dir))
+    spaces_at = _spaces_at(_families(args.family), args.resolution, get_device(args.device, tables_dir), args.space)
     for res, spaces in spaces_at.items():
         ops = _ops_of(spaces, args.num_classes)
         device, table = _open_table(args.device, res, tables_dir, create=True)
@@ -250,7 +253,7 @@ def cmd_lut_devices(args) -> None:
         parts = []
         for fam in family_names():
             if (fam, table.resolution) not in needed:
-                spaces = _spaces_at([fam], table.resolution, None)[table.resolution]
+                spaces = _spaces_at([fam], table.resolution, None, args.space)[table.resolution]
                 needed[fam, table.resolution] = set(_ops_of(spaces, args.num_classes))
             keys = needed[fam, table.resolution]
             have = len(keys & set(table.entries))
@@ -278,17 +281,18 @@ def cmd_lut_devices(args) -> None:
             print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
 
 
-def _spaces_at(families: list[str], resolution: int | None, device) -> dict[int, list]:
-    """resolution -> the families' spaces deployed there (``--resolution``, else the device's
-    default, else each space's own)."""
+def _spaces_at(families: list[str], resolution: int | None, device, which: str = "all") -> dict[int, list]:
+    """resolution -> the families' shipped spaces (``--space small|paper|all``) deployed there
+    (``--resolution``, else the device's default, else each space's own)."""
     from supernets.config import SearchSpace
     import search_spaces
 
     out: dict[int, list] = {}
     for fam in families:
-        space = SearchSpace.load(search_spaces.space_path(fam))
-        res = resolution or device.resolution or space.resolution
-        out.setdefault(res, []).append(space.replace(resolution=res))
+        for name in search_spaces.shipped(which):
+            space = SearchSpace.load(search_spaces.space_path(fam, name))
+            res = resolution or (device.resolution if device else None) or space.resolution
+            out.setdefault(res, []).append(space.replace(resolution=res))
     return out
 
 
@@ -325,7 +329,7 @@ def cmd_lut_export(args) -> Path:
     if device.backend != "coreml":
         raise UserError(f"device {args.device} is measured here ({device.backend}); use `nas lut build --device "
                         f"{args.device}` (lut export is for Core ML devices)")
-    by_res = _spaces_at(_families(args.family), args.resolution, device)
+    by_res = _spaces_at(_families(args.family), args.resolution, device, args.space)
     if len(by_res) > 1:
         raise UserError(f"the spaces of --family {args.family} deploy at {sorted(by_res)} px; pick one with --resolution")
     (res, spaces), = by_res.items()
@@ -359,7 +363,7 @@ def cmd_lut_import(args) -> Path:
 
     tables_dir = _tables_dir(args)
     device = get_device(args.device, tables_dir)
-    by_res = _spaces_at(family_names(), args.resolution, device)
+    by_res = _spaces_at(family_names(), args.resolution, device, args.space)
     if len(by_res) > 1:
         raise UserError(f"the families' spaces deploy at {sorted(by_res)} px; say which table with --resolution")
     (res, spaces), = by_res.items()
@@ -430,7 +434,7 @@ def cmd_lut_estimate(args) -> list[Path]:
     families = _families(args.family)
     written = []
     for res in args.resolution:
-        (_, spaces), = _spaces_at(families, res, device).items()
+        (_, spaces), = _spaces_at(families, res, device, args.space).items()
         ops: dict[str, dict] = {}
         for n in args.num_classes:
             ops.update(_ops_of(spaces, n))
@@ -479,7 +483,7 @@ def cmd_lut_validate(args) -> list[Path]:
         raise UserError(f"--samples {args.samples}: need at least 2 configs to report an error distribution")
     written = []
     for fam in _families(args.family):
-        space = SearchSpace.load(search_spaces.space_path(fam))
+        space = SearchSpace.load(search_spaces.space_path(fam, args.space))
         device = get_device(args.device, _tables_dir(args))
         space = space.replace(resolution=args.resolution or device.resolution or space.resolution)
         device, table = _open_table(args.device, space.resolution, _tables_dir(args), create=False)
@@ -931,7 +935,8 @@ def cmd_quickstart(args) -> None:
     train_args = _parse(["train-supernet", "--runs", args.runs, "--epochs", str(args.epochs)]
                         + (["--no-progress"] if args.no_progress else []))
     ckpt_path = cmd_train_supernet(train_args)
-    lut_args = _parse(["lut", "build", "--device", "cpu", "--family", "efficientformer", "--runs", args.runs]
+    lut_args = _parse(["lut", "build", "--device", "cpu", "--family", "efficientformer", "--space", "small",
+                       "--runs", args.runs]
                       + (["--no-progress"] if args.no_progress else []))
     table_path = cmd_lut_build(lut_args)
     target = args.target_ms
@@ -976,7 +981,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
     t.add_argument("--family", default="efficientformer")
-    t.add_argument("--space", default=None, help="search space YAML (default: the family's shipped space)")
+    t.add_argument("--space", default="small", help="small (default: about the family's smallest variant, trains "
+                   "in minutes on 2 cores), paper (every published variant is a point of it) or a space YAML")
     t.add_argument("--data", default="digits", help="'digits' (embedded), 'fashion-mnist' (Debian's "
                    "dataset-fashion-mnist; fashion-mnist:DIR for IDX files elsewhere) or an ImageFolder root with "
                    "train/ val/")
@@ -1011,6 +1017,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--family", default="efficientformer", help="a family or 'all'")
     b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    b.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
     b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     b.add_argument("--calibration-samples", type=int, default=12,
@@ -1023,6 +1030,7 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="iphone12")
     x.add_argument("--family", default="efficientformer", help="a family or 'all'")
     x.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    x.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     x.add_argument("--num-classes", type=int, default=10)
     x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES)")
     common(x)
@@ -1032,12 +1040,14 @@ def _build_parser() -> argparse.ArgumentParser:
     im.add_argument("timings", help="CSV with columns ms and key (or file, from the export's manifest.csv)")
     im.add_argument("--device", default="iphone12")
     im.add_argument("--resolution", type=int, default=None, help="table resolution (default: the spaces')")
+    im.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     im.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces the keys come from")
     common(im)
     im.set_defaults(func=cmd_lut_import)
 
     dv = lsub.add_parser("devices", help="list devices (built-in and from TABLES/devices.yaml) and their tables")
     dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")
+    dv.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     common(dv)
     dv.set_defaults(func=cmd_lut_devices)
 
@@ -1045,6 +1055,7 @@ def _build_parser() -> argparse.ArgumentParser:
     es.add_argument("--device", default="iphone12")
     es.add_argument("--family", default="all", help="a family or 'all'")
     es.add_argument("--resolution", type=int, nargs="+", default=[224, 256], help="table resolutions")
+    es.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     es.add_argument("--num-classes", type=int, nargs="+", default=[10, 1000], help="classifier sizes to cover")
     es.add_argument("--refit", action="store_true", help="profile the published models and refit the cost model")
     common(es)
@@ -1063,6 +1074,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--samples", type=int, default=30)
     v.add_argument("--seed", type=int, default=1, help="sampling seed (calibration uses 0)")
     v.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    v.add_argument("--space", choices=["small", "paper"], default="small", help="which shipped space to sample")
     v.add_argument("--num-classes", type=int, default=10)
     v.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     v.add_argument("--out", default=None, help="output directory (default: RUNS/validate/DEVICE@RES-FAMILY)")

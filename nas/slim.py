@@ -6,7 +6,7 @@ Each step proposes the paper's three actions:
 1. ``slot->identity``  – the least important kept slot (importance from α, paper §4.2) becomes I;
 2. ``3d->4d``          – the first token block (MB3D) leaves the 3D partition (becomes MB4D);
 3. ``width-16``        – the least important stage (sum of its kept slots' importance) narrows
-                         by one width step;
+                         to its next width option (one width step on a grid);
 4. ``<knob>-down|up`` – family actions: every elastic stage knob of the space (MobileViT's
                          transformer width ``dim``, iFormer's q/k reduction ``r``, FMViT's
                          high-frequency branches and FM width) steps to its next cheaper value,
@@ -123,14 +123,14 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
 
     narrowable = []
     for j, (w, kinds) in enumerate(zip(choice.widths, choice.kinds)):
-        if w - space.width_step >= space.stages[j].min_width:
+        if space.narrower(j, w) is not None:
             narrowable.append((sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j))
     if narrowable:
         _, j = min(narrowable)
         w = choice.widths[j]
-        out.append(Action("width-16" if space.width_step == 16 else f"width-{space.width_step}",
-                          f"stage {j + 1} width {w} -> {w - space.width_step}",
-                          choice.replace_width(j, w - space.width_step)))
+        narrower = space.narrower(j, w)
+        out.append(Action(f"width-{w - narrower}", f"stage {j + 1} width {w} -> {narrower}",
+                          choice.replace_width(j, narrower)))
 
     # No α ranks knob values, so every knob step is proposed and the accuracy drop per ms decides.
     for j, stage in enumerate(space.stages):

@@ -34,7 +34,7 @@ from supernets.supernet import Supernet
 @dataclass
 class Recipe(RecipeBase):
     family: str = "efficientformer"
-    space: str | None = None          # path of a space YAML; None = the family's shipped space
+    space: str | None = "small"       # a shipped space (small, paper) or a space YAML path
     arch_lr: float = 5e-3
     mixing: str = "soft"
     tau_max: float = 5.0
@@ -52,7 +52,8 @@ def load_space(recipe: Recipe) -> SearchSpace:
     from supernets.registry import get_family
 
     get_family(recipe.family)  # unknown family -> ConfigError naming the known ones
-    path = Path(recipe.space) if recipe.space else search_spaces.space_path(recipe.family)
+    # a recipe from before the paper-scale spaces has space None: the shipped space then was `small`
+    path = search_spaces.resolve(recipe.family, recipe.space or "small")
     space = SearchSpace.load(path)
     if space.family != recipe.family:
         raise UserError(f"--space {path} is a {space.family} space, not {recipe.family}")

@@ -212,6 +212,10 @@ class StageSpace:
     min_blocks: int = 1
     # Elastic stage knobs: name -> allowed values, cheapest first (the supernet holds the last).
     knobs: Mapping[str, tuple] = field(default_factory=dict)
+    # Explicit width options, ascending, when the grid min_width..max_width in steps of width_step
+    # is not wanted: a paper-scale space keeps a coarse grid and adds published off-grid widths
+    # (FastViT-MA36's 76/152/304/608) without multiplying every stage's options.
+    options: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,10 +254,22 @@ class SearchSpace(_Record):
             where = f"stages[{i}]"
             if not isinstance(s, Mapping):
                 _fail(where, "expected a mapping")
-            _unknown_keys(s, ["max_width", "min_width", "slots", "choices", "min_blocks", *fam.stage_knobs], where)
-            max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step)
-            min_w = _int(s.get("min_width", step), f"{where}.min_width", step)
-            for name, w in (("max_width", max_w), ("min_width", min_w)):
+            _unknown_keys(s, ["max_width", "min_width", "widths", "slots", "choices", "min_blocks",
+                              *fam.stage_knobs], where)
+            options: tuple[int, ...] = ()
+            if "widths" in s:
+                if "max_width" in s or "min_width" in s:
+                    _fail(f"{where}.widths", "give either widths (a list) or min_width/max_width (a grid), not both")
+                raw_widths = s["widths"]
+                if not isinstance(raw_widths, list) or not raw_widths:
+                    _fail(f"{where}.widths", f"expected a non-empty list of widths, got {raw_widths!r}")
+                options = tuple(sorted({_int(w, f"{where}.widths", step) for w in raw_widths}))
+                min_w, max_w = options[0], options[-1]
+            else:
+                max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step)
+                min_w = _int(s.get("min_width", step), f"{where}.min_width", step)
+            for name, w in (("widths" if options else "max_width", max_w), ("widths" if options else "min_width", min_w),
+                            *(("widths", w) for w in options)):
                 if w % step:
                     _fail(f"{where}.{name}", f"{w} is not a multiple of {step}")
             if min_w > max_w:
@@ -272,7 +288,7 @@ class SearchSpace(_Record):
                     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                         _fail(f"{where}.{name}", f"expected a number or a non-empty list of numbers, got {s[name]!r}")
                     knobs[name] = tuple(sorted(set(values), reverse=fam.stage_knobs[name] < 0))
-            stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks, knobs))
+            stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks, knobs, options))
         space = cls(family, resolution, num_classes, step, tuple(stages),
                     dict(raw.get("head", {}) or {}), dict(raw.get("knobs", {}) or {}))
         fam.validate_space(space)
@@ -287,8 +303,9 @@ class SearchSpace(_Record):
             "head": dict(self.head),
             "knobs": dict(self.knobs),
             "stages": [
-                {"max_width": s.max_width, "min_width": s.min_width, "slots": s.slots,
-                 "choices": list(s.choices), "min_blocks": s.min_blocks, **{k: list(v) for k, v in s.knobs.items()}}
+                {**({"widths": list(s.options)} if s.options else {"max_width": s.max_width, "min_width": s.min_width}),
+                 "slots": s.slots, "choices": list(s.choices), "min_blocks": s.min_blocks,
+                 **{k: list(v) for k, v in s.knobs.items()}}
                 for s in self.stages
             ],
         }
@@ -299,8 +316,14 @@ class SearchSpace(_Record):
         return self.replace(stages=tuple(stages))
 
     def widths(self, stage: int) -> list[int]:
+        """The stage's width options, ascending."""
         s = self.stages[stage]
-        return list(range(s.min_width, s.max_width + 1, self.width_step))
+        return list(s.options) if s.options else list(range(s.min_width, s.max_width + 1, self.width_step))
+
+    def narrower(self, stage: int, width: int) -> int | None:
+        """The next width option below `width` (None at the stage's minimum)."""
+        below = [w for w in self.widths(stage) if w < width]
+        return below[-1] if below else None
 
     def supernet_knobs(self, stage: int) -> dict[str, Any]:
         return {k: v[-1] for k, v in self.stages[stage].knobs.items()}
@@ -346,16 +369,35 @@ class Choice:
             _fail("family", f"config is {config.family!r} but the space is {space.family!r}")
         if len(config.stages) != len(space.stages):
             _fail("stages", f"config has {len(config.stages)} stages, the space has {len(space.stages)}")
+        from supernets.registry import get_family
+
+        fam = get_family(space.family)
+        for name in sorted(set(config.knobs) | set(space.knobs) | set(fam.knob_defaults)):
+            ours = config.knobs.get(name, fam.knob_defaults.get(name))
+            theirs = space.knobs.get(name, fam.knob_defaults.get(name))
+            if ours != theirs:
+                _fail(f"knobs.{name}", f"the config has {ours!r}, the space {theirs!r}")
+        if config.stem_width != fam.stem_width(config.widths):
+            _fail("stem.width", f"{config.stem_width} is not the family's stem for these widths "
+                                f"({fam.stem_width(config.widths)}); a space's sub-network cannot have it")
         kinds, knobs = [], []
         for i, (st, sp) in enumerate(zip(config.stages, space.stages)):
             where = f"stages[{i}]"
-            if not sp.min_width <= st.width <= sp.max_width:
-                _fail(f"{where}.width", f"{st.width} is outside the space's range {sp.min_width}..{sp.max_width}")
+            allowed = space.widths(i)
+            if st.width not in allowed:
+                span = (f"{sp.min_width}..{sp.max_width} in steps of {space.width_step}" if not sp.options
+                        else ", ".join(map(str, sp.options)))
+                _fail(f"{where}.width", f"{st.width} is not a width of the space ({span})")
             if len(st.blocks) > sp.slots:
                 _fail(f"{where}.blocks", f"{len(st.blocks)} blocks but the space has {sp.slots} slots")
             for k, b in enumerate(st.blocks):
                 if b.kind not in sp.choices:
                     _fail(f"{where}.blocks[{k}]", f"{b.kind!r} is not a choice of this stage ({', '.join(sp.choices)})")
+                if b.knobs:
+                    # a sub-network's blocks take their knobs from the stage; a per-block value
+                    # would be silently lost, so the config is not a point of the space
+                    _fail(f"{where}.blocks[{k}]", f"per-block knob(s) {', '.join(sorted(b.knobs))} cannot be "
+                                                  "expressed by a space; set them on the stage")
             for name, allowed in sp.knobs.items():
                 value = st.knobs.get(name, allowed[-1])
                 if value not in allowed:

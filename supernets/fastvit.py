@@ -40,6 +40,8 @@ from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("repmixer", "attention")
 MLP_RATIO = 3
+# MLP expansion per stage (T8/T12: 3, the others 4): elastic in a space; a larger ratio costs more.
+STAGE_KNOBS = {"mlp_ratio": +1}
 HEAD_DIM = 32
 
 
@@ -248,7 +250,7 @@ class FastViT(FamilyModel):
         img_size = img_size or config.resolution
         for j, st in enumerate(config.stages):
             side = img_size // (4 * 2 ** j)
-            blocks = [make_block(_with_ls(spec, ls_init), st.width, (side, side)) for spec in st.blocks]
+            blocks = [make_block(_with_stage_knobs(spec, st, ls_init), st.width, (side, side)) for spec in st.blocks]
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, cpe=_has_cpe(config, j)))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
@@ -260,8 +262,10 @@ def _ls_init(config: ArchConfig) -> float:
     return float(config.head.get("layer_scale_init", 1e-5))
 
 
-def _with_ls(spec: BlockSpec, ls_init: float) -> BlockSpec:
-    return spec if "ls_init" in spec.knobs else BlockSpec(spec.kind, {**spec.knobs, "ls_init": ls_init})
+def _with_stage_knobs(spec: BlockSpec, stage, ls_init: float) -> BlockSpec:
+    """What a block takes from its stage (MLP ratio) and the config (layer-scale init) unless it
+    sets them itself."""
+    return BlockSpec(spec.kind, {"mlp_ratio": stage.knobs.get("mlp_ratio", MLP_RATIO), "ls_init": ls_init, **spec.knobs})
 
 
 def _has_cpe(config: ArchConfig, j: int) -> bool:
@@ -294,9 +298,12 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
             nodes.append(OpNode(f"stages.{j}.pos_emb", f"fv-cpe:c{c}:{side}x{side}", "cpe", (1, c, side, side),
                                 lambda d=c: RepCPE(d)))
         for i, spec in enumerate(st.blocks):
-            knobs = "".join(f":{k}{v}" for k, v in sorted(spec.knobs.items()) if k != "ls_init")
-            nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"{spec.kind}:c{c}:{side}x{side}{knobs}", spec.kind,
-                                (1, c, side, side), lambda s=spec, d=c, g=(side, side): _make_block(s, d, g)))
+            full = _with_stage_knobs(spec, st, 1e-5)
+            # the default ratio is left out of the key, so a ratio written or implied is one op
+            ratio = float(full.knobs["mlp_ratio"])
+            tag = f":mlp_ratio{ratio:g}" if ratio != MLP_RATIO else ""
+            nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"{spec.kind}:c{c}:{side}x{side}{tag}", spec.kind,
+                                (1, c, side, side), lambda s=full, d=c, g=(side, side): _make_block(s, d, g)))
         c_in = c
     side = res // 32
     nodes.append(OpNode("head", f"fv-head:c{c_in}:{side}x{side}:k{config.num_classes}", "head",
@@ -320,13 +327,22 @@ def validate(config: ArchConfig) -> None:
             extra = set(b.knobs) - {"mlp_ratio"}
             if extra:
                 raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (fastvit blocks take mlp_ratio)")
+            _check_ratio(b.knobs.get("mlp_ratio", MLP_RATIO), f"{where}.mlp_ratio")
             if b.kind == "attention" and st.width % HEAD_DIM:
                 raise ConfigError(f"stages[{j}].width: {st.width} is not a multiple of the head dim {HEAD_DIM} "
                                   "(attention blocks need whole heads)")
+        _check_ratio(st.knobs.get("mlp_ratio", MLP_RATIO), f"stages[{j}].mlp_ratio")
+
+
+def _check_ratio(ratio, where: str) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 <= ratio <= 16:
+        raise ConfigError(f"{where}: {ratio!r} is not an MLP ratio between 1 and 16")
 
 
 def validate_space(space: SearchSpace) -> None:
     for j, st in enumerate(space.stages):
+        for ratio in st.knobs.get("mlp_ratio", ()):
+            _check_ratio(ratio, f"stages[{j}].mlp_ratio")
         for c in st.choices:
             if c not in (*BLOCK_KINDS, IDENTITY):
                 raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (fastvit has "

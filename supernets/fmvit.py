@@ -289,6 +289,11 @@ def validate_space(space: SearchSpace) -> None:
 VARIANTS = ("t", "s", "m", "b", "l")
 
 
+def stem_width(widths) -> int:
+    """The published stems: the first stage's width up to 64 (T 32, S 48), then 64 (M/B/L: 96)."""
+    return min(widths[0], 64)
+
+
 FAMILY = register_family(Family.of_module(
     __name__, "fmvit", FMViT,
     alpha_knobs=("hf_branches",),

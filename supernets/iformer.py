@@ -28,7 +28,9 @@ from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("conv", "shma")
 CONV_RATIO, FFN_RATIO, REDUCTION = 4, 3, 2
-STAGE_KNOBS = {"r": -1}   # q/k reduction: a larger R is cheaper
+# q/k reduction (a larger R is cheaper) and the expansion ratios of the stage's conv blocks and
+# SHMA FFNs (iFormer-T: 3 and 2; the others 4 and 3)
+STAGE_KNOBS = {"r": -1, "conv_ratio": +1, "ffn_ratio": +1}
 
 
 def _scale(dim: int, ls_init: float) -> nn.Module:
@@ -178,17 +180,28 @@ class IFormer(FamilyModel):
 
 
 def _with_stage_knobs(spec: BlockSpec, stage, config: ArchConfig) -> BlockSpec:
-    """What a block needs from its stage and config (reduction R, layer scale), not written per block."""
-    return BlockSpec(spec.kind, {**spec.knobs, "r": stage.knobs.get("r", REDUCTION),
+    """What a block needs from its stage and config (reduction R, expansion ratio, layer scale),
+    not written per block; a block's own ratio wins."""
+    # both ratios travel: a supernet slot's spec builds a conv and an SHMA candidate from it
+    return BlockSpec(spec.kind, {"conv_ratio": stage.knobs.get("conv_ratio", CONV_RATIO),
+                                 "ffn_ratio": stage.knobs.get("ffn_ratio", FFN_RATIO), **spec.knobs,
+                                 "r": stage.knobs.get("r", REDUCTION),
                                  "ls_init": float(config.head.get("layer_scale_init", 0.0))})
+
+
+def _ratio(spec: BlockSpec) -> float:
+    """The block's expansion ratio: its own, else its stage's for its kind."""
+    if spec.kind == "conv":
+        return spec.knobs.get("ratio", spec.knobs.get("conv_ratio", CONV_RATIO))
+    return spec.knobs.get("ratio", spec.knobs.get("ffn_ratio", FFN_RATIO))
 
 
 def _make_block(spec: BlockSpec, dim: int, grid: tuple[int, int]) -> nn.Module:
     ls_init = float(spec.knobs.get("ls_init", 0.0))
     if spec.kind == "conv":
-        return ConvBlock(dim, spec.knobs.get("ratio", CONV_RATIO), ls_init)
+        return ConvBlock(dim, _ratio(spec), ls_init)
     if spec.kind == "shma":
-        return SHMABlock(dim, spec.knobs.get("ratio", FFN_RATIO), int(spec.knobs.get("r", REDUCTION)), ls_init)
+        return SHMABlock(dim, _ratio(spec), int(spec.knobs.get("r", REDUCTION)), ls_init)
     raise ConfigError(f"unknown iformer block kind {spec.kind!r} (known: {', '.join(BLOCK_KINDS)})")
 
 
@@ -205,8 +218,14 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
                                 (1, c_in, prev, prev), lambda a=c_in, b=c: ConvNorm(a, b, 3, 2, bias=False)))
         for i, spec in enumerate(st.blocks):
             full = _with_stage_knobs(spec, st, config)
-            knobs = {k: v for k, v in full.knobs.items() if (k != "r" or spec.kind == "shma") and
-                     (k != "ls_init" or v > 0)}
+            # the key names the ratio only when it is not the kind's default, so a value written
+            # or implied is one op
+            ratio = _ratio(full)
+            knobs = {"r": full.knobs["r"]} if spec.kind == "shma" else {}
+            if full.knobs["ls_init"] > 0:
+                knobs["ls_init"] = full.knobs["ls_init"]
+            if ratio != (CONV_RATIO if spec.kind == "conv" else FFN_RATIO):
+                knobs["ratio"] = ratio
             tag = "".join(f":{k}{v:g}" for k, v in sorted(knobs.items()))
             nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"{spec.kind}:c{c}:{side}x{side}{tag}", spec.kind,
                                 (1, c, side, side), lambda s=full, d=c: _make_block(s, d, (0, 0))))
@@ -225,12 +244,20 @@ def _check_r(r, where: str, width: int | None) -> None:
         raise ConfigError(f"{where}: {width} channels do not divide by the q/k reduction {r}")
 
 
+def _check_ratio(ratio, where: str) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 16:
+        raise ConfigError(f"{where}: {ratio!r} is not an expansion ratio in (0, 16]")
+
+
 def validate(config: ArchConfig) -> None:
     if config.knobs:
         raise ConfigError(f"knobs: iformer has no family knobs, got {', '.join(sorted(config.knobs))}")
     for j, st in enumerate(config.stages):
         if "r" in st.knobs:
             _check_r(st.knobs["r"], f"stages[{j}].r", st.width)
+        for name in ("conv_ratio", "ffn_ratio"):
+            if name in st.knobs:
+                _check_ratio(st.knobs[name], f"stages[{j}].{name}")
         for i, b in enumerate(st.blocks):
             where = f"stages[{j}].blocks[{i}]"
             if b.kind not in BLOCK_KINDS:
@@ -239,9 +266,8 @@ def validate(config: ArchConfig) -> None:
             if extra:
                 raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (iformer blocks take ratio; "
                                   "the q/k reduction `r` belongs to the stage)")
-            ratio = b.knobs.get("ratio", 1)
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
-                raise ConfigError(f"{where}.ratio: {ratio!r} is not a positive number")
+            if "ratio" in b.knobs:
+                _check_ratio(b.knobs["ratio"], f"{where}.ratio")
 
 
 def validate_space(space: SearchSpace) -> None:
@@ -250,9 +276,12 @@ def validate_space(space: SearchSpace) -> None:
             if c not in (*BLOCK_KINDS, IDENTITY):
                 raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (iformer has {', '.join(BLOCK_KINDS)}, "
                                   "identity)")
+        for name in ("conv_ratio", "ffn_ratio"):
+            for ratio in st.knobs.get(name, ()):
+                _check_ratio(ratio, f"stages[{j}].{name}")
         for r in st.knobs.get("r", ()):
             _check_r(r, f"stages[{j}].r", None)
-            for w in range(st.min_width, st.max_width + 1, space.width_step):
+            for w in space.widths(j):
                 _check_r(r, f"stages[{j}].r", w)
 
 

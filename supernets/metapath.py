@@ -101,3 +101,35 @@ class KnobChoice(Mixer):
 
     def extra_repr(self) -> str:
         return f"{self.name}={self.values}, " + super().extra_repr()
+
+
+class WidthChoice(Mixer):
+    """α over a stage's width options, trained by channel masking (FBNetV2): every module whose
+    output channels follow the stage width gets, per forward, the mask Σ_i w_i·[c < n_i(width_i)]
+    over its channels, with w the Gumbel-softmax sample over the options. Soft mode: the weighted
+    sum of prefix masks; hard mode: one width per step (straight-through), so every width trains
+    the prefix of the shared weights its sub-network inherits, at about the memory of one path.
+
+    ``sample()`` draws the weights once per supernet forward (``Supernet.forward``); the masking
+    hooks read them. In eval mode the weights are deterministic (soft: softmax(α/τ); hard: argmax).
+    """
+
+    def __init__(self, widths: tuple[int, ...]):
+        super().__init__(len(widths))
+        self.widths = tuple(widths)
+        self.weights: torch.Tensor | None = None   # the current sample, set by sample()
+
+    def sample(self) -> torch.Tensor:
+        if self.training:
+            self.weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=self.mode == "hard")
+        elif self.mode == "hard":
+            self.weights = F.one_hot(self.alpha.argmax(), len(self.widths)).to(self.alpha.dtype)
+        else:
+            self.weights = F.softmax(self.alpha / self.tau, dim=0)
+        return self.weights
+
+    def probabilities(self) -> dict:
+        return self._probabilities(self.widths)
+
+    def extra_repr(self) -> str:
+        return f"widths={self.widths}, " + super().extra_repr()

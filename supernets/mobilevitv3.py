@@ -40,7 +40,11 @@ FLAVOURS = ("v1", "v2")
 HEADS = 4            # v1 configs: number_heads 4
 PATCH = 2            # 2x2 patches: P = 4 pixel positions, N = H W / 4 patches
 MAX_LAYERS = 12      # a sanity bound on transformer depth L (published: 2-4)
-STAGE_KNOBS = {"dim": +1, "heads": +1}   # transformer width; attention heads (v1)
+# transformer width; attention heads (v1); MV2 expansion of the stage's MV2 blocks (XXS and the
+# v2 models: 2, XS/S: 4)
+STAGE_KNOBS = {"dim": +1, "heads": +1, "mv2_expansion": +1}
+MV2_EXPANSION = 4
+KNOB_DEFAULTS = {"flavour": "v1", "v3": True}
 
 
 def ffn_width(dim: int, flavour: str) -> int:
@@ -236,13 +240,13 @@ class MobileViTv3(FamilyModel):
         super().__init__()
         make_block = make_block or _make_block
         self.config, self.num_classes = config, config.num_classes
-        flavour, v3, expansion = _family_knobs(config)
+        flavour, v3 = _family_knobs(config)
         img_size = img_size or config.resolution
         self.stem = ConvNorm(3, config.stem_width, 3, 2, bias=False, act=nn.SiLU)
         in_chs, stages = config.stem_width, []
         for j, st in enumerate(config.stages):
             side = img_size // 2 ** (j + 1)
-            dim = st.knobs.get("dim")
+            dim, expansion = st.knobs.get("dim"), _expansion(st)
             blocks = [make_block(_with_layer_knobs(spec, st, flavour, expansion), dim or st.width, (side, side))
                       for spec in st.blocks]
             stages.append(Stage(in_chs, st.width, blocks, stride=1 if j == 0 else 2, expansion=expansion,
@@ -253,9 +257,13 @@ class MobileViTv3(FamilyModel):
         self.init_weights()
 
 
-def _family_knobs(config: ArchConfig) -> tuple[str, bool, float]:
-    k = config.knobs
-    return k.get("flavour", "v1"), bool(k.get("v3", True)), float(k.get("mv2_expansion", 4))
+def _family_knobs(config: ArchConfig) -> tuple[str, bool]:
+    k = {**KNOB_DEFAULTS, **config.knobs}
+    return k["flavour"], bool(k["v3"])
+
+
+def _expansion(stage) -> float:
+    return float(stage.knobs.get("mv2_expansion", MV2_EXPANSION))
 
 
 def _with_layer_knobs(spec: BlockSpec, stage, flavour: str, expansion: float) -> BlockSpec:
@@ -280,7 +288,7 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
     """stem, per stage its MV2 downsample, then its MV2 blocks or the MobileViT block as a frame
     (local convs, unfold, final norm, fold, projection/fusion, residual: the block with L = 0)
     plus one op per transformer layer, then the head."""
-    flavour, v3, e = _family_knobs(config)
+    flavour, v3 = _family_knobs(config)
     tag = f"{flavour}{'' if v3 else '-nov3'}"
     res, c_in = config.resolution, config.stem_width
     nodes = [OpNode("stem", f"mv-stem:3>{c_in}:{res}x{res}", "stem", (1, 3, res, res),
@@ -288,18 +296,18 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
     for j, st in enumerate(config.stages):
         stride = 1 if j == 0 else 2
         side = res // 2 ** (j + 1)
-        prev, c = side * stride, st.width
+        prev, c, e = side * stride, st.width, _expansion(st)
         nodes.append(OpNode(f"stages.{j}.downsample", f"mv2:{c_in}>{c}:s{stride}:e{e:g}:{prev}x{prev}", "downsample",
-                            (1, c_in, prev, prev), lambda a=c_in, b=c, s=stride: InvertedResidual(a, b, s, e)))
+                            (1, c_in, prev, prev), lambda a=c_in, b=c, s=stride, e=e: InvertedResidual(a, b, s, e)))
         dim = st.knobs.get("dim")
         if dim is None:
             for i, spec in enumerate(st.blocks):
                 nodes.append(OpNode(f"stages.{j}.blocks.{i}", f"mv2:{c}>{c}:s1:e{e:g}:{side}x{side}", "mv2",
-                                    (1, c, side, side), lambda d=c: InvertedResidual(d, d, 1, e)))
+                                    (1, c, side, side), lambda d=c, e=e: InvertedResidual(d, d, 1, e)))
         else:
             nodes.append(OpNode(f"stages.{j}.frame", f"mvit-frame:{tag}:c{c}:d{dim}:{side}x{side}", "frame",
                                 (1, c, side, side),
-                                lambda d=c, t=dim: Stage(d, d, [], stride=1, expansion=e, dim=t, flavour=flavour,
+                                lambda d=c, t=dim, e=e: Stage(d, d, [], stride=1, expansion=e, dim=t, flavour=flavour,
                                                          v3=v3, downsample=False)))
             n = (-(-side // PATCH)) ** 2
             shape = (PATCH * PATCH, n, dim) if flavour == "v1" else (1, dim, PATCH * PATCH, n)
@@ -316,17 +324,21 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
 
 # ---------------------------------------------------------------------------- validation
 def _validate_knobs(knobs, where: str) -> None:
-    extra = set(knobs) - {"flavour", "v3", "mv2_expansion"}
+    if "mv2_expansion" in knobs:
+        raise ConfigError(f"{where}.mv2_expansion: the MV2 expansion is a stage knob; write "
+                          f"`mv2_expansion: {knobs['mv2_expansion']}` on each stage instead")
+    extra = set(knobs) - set(KNOB_DEFAULTS)
     if extra:
-        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mobilevitv3 takes flavour, v3, "
-                          "mv2_expansion)")
+        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mobilevitv3 takes flavour, v3)")
     if knobs.get("flavour", "v1") not in FLAVOURS:
         raise ConfigError(f"{where}.flavour: {knobs['flavour']!r} is not one of {', '.join(FLAVOURS)}")
     if not isinstance(knobs.get("v3", True), bool):
         raise ConfigError(f"{where}.v3: {knobs['v3']!r} is not true or false")
-    e = knobs.get("mv2_expansion", 4)
-    if isinstance(e, bool) or not isinstance(e, (int, float)) or e < 1:
-        raise ConfigError(f"{where}.mv2_expansion: {e!r} must be a number >= 1")
+
+
+def _check_expansion(e, where: str) -> None:
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or not 1 <= e <= 16:
+        raise ConfigError(f"{where}: {e!r} is not an MV2 expansion between 1 and 16")
 
 
 def _validate_stage_knobs(j: int, dim, heads, flavour: str) -> None:
@@ -350,6 +362,7 @@ def _validate_family(knobs, stages) -> str:
 def validate(config: ArchConfig) -> None:
     flavour = _validate_family(config.knobs, config.stages)
     for j, st in enumerate(config.stages):
+        _check_expansion(_expansion(st), f"stages[{j}].mv2_expansion")
         dim = st.knobs.get("dim")
         if dim is None and "heads" in st.knobs:
             raise ConfigError(f"stages[{j}].heads: only a MobileViT stage (one with `dim`) has attention heads")
@@ -372,6 +385,8 @@ def validate(config: ArchConfig) -> None:
 def validate_space(space: SearchSpace) -> None:
     flavour = _validate_family(space.knobs, space.stages)
     for j, st in enumerate(space.stages):
+        for e in st.knobs.get("mv2_expansion", ()):
+            _check_expansion(e, f"stages[{j}].mv2_expansion")
         dims = st.knobs.get("dim")
         want = "transformer" if dims else "mv2"
         for c in st.choices:

@@ -62,6 +62,8 @@ class Family:
     # Stage knobs the supernet trains every value of, with α over them (a ``KnobChoice``): the
     # skeleton hands the family the tuple of the space's values instead of the largest one.
     alpha_knobs: tuple[str, ...] = ()
+    # Family-wide knobs (``ArchConfig.knobs``) and the value an absent one means.
+    knob_defaults: dict[str, Any] = field(default_factory=dict)
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -71,7 +73,8 @@ class Family:
         module = sys.modules[module_name]
         found = {"block_kinds": "BLOCK_KINDS", "make_block": "_make_block", "op_nodes": "op_nodes",
                  "validate": "validate", "validate_space": "validate_space", "stem_width": "stem_width",
-                 "stage_knobs": "STAGE_KNOBS", "variants": "VARIANTS"}
+                 "stage_knobs": "STAGE_KNOBS", "variants": "VARIANTS",
+                 "knob_defaults": "KNOB_DEFAULTS"}
         parts = {field_name: getattr(module, attr) for field_name, attr in found.items() if hasattr(module, attr)}
         return cls(name=name, build=build, **parts, **options)
 

@@ -15,16 +15,20 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, SearchSpace, StageConfig
-from supernets.metapath import MODES, KnobChoice, MetaPath, Mixer
+from supernets.metapath import MODES, KnobChoice, MetaPath, Mixer, WidthChoice
 from supernets.registry import Family, get_family
 
 _SLOT_PARAM = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.*)$")
 
 
 class Supernet(nn.Module):
-    def __init__(self, space: SearchSpace, num_classes: int | None = None, img_size: int | None = None):
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, img_size: int | None = None,
+                 train_widths: bool = False):
+        """``train_widths``: a ``WidthChoice`` (α over the width options) per stage with more than
+        one width, trained by channel masking; without it the supernet trains at maximum width only."""
         super().__init__()
         self.space = space
         self.family: Family = get_family(space.family)
@@ -40,6 +44,10 @@ class Supernet(nn.Module):
                               self.family.stem_width(widths), stages, dict(space.head),
                               width_step=space.width_step, knobs=dict(space.knobs))
         self.net = self.family.build(skeleton, img_size=self.img_size, make_block=self._make_metapath)
+        self.width_choices = nn.ModuleDict(
+            {str(j): WidthChoice(tuple(space.widths(j))) for j in range(len(space.stages))
+             if train_widths and len(space.widths(j)) > 1})
+        self._width_hooks: list | None = None   # installed on the first forward (slimming never needs them)
 
     def _skeleton_knobs(self, j: int) -> dict:
         knobs = self.space.supernet_knobs(j)
@@ -57,7 +65,61 @@ class Supernet(nn.Module):
         return MetaPath(candidates, choices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.width_choices):
+            if self._width_hooks is None:
+                self._width_hooks = self._install_width_masks()
+            for choice in self.width_choices.values():
+                choice.sample()
         return self.net(x)
+
+    # ------------------------------------------------------------------ width masks (FBNetV2)
+    def _install_width_masks(self) -> list:
+        """A forward hook on every module whose output channels follow a stage's width: it
+        multiplies the output by that stage's current mask (see ``WidthChoice``). Which modules,
+        and their channel count at every width option, is found generically by building the
+        network at each option on the meta device, as ``stage_channel_dims`` does."""
+        def shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
+            """(output channels, input channels) of every maskable layer (input: convs and Linear)."""
+            return {n: (m.weight.shape[0], *((getattr(m, "in_channels", None) or m.in_features,)
+                                              if isinstance(m, (nn.Conv2d, nn.Linear)) else ()))
+                    for n, m in net.named_modules() if _maskable(m)}
+
+        full = shapes(self.net)
+        modules = dict(self.net.named_modules())
+        hooks = []
+        for key, choice in self.width_choices.items():
+            j = int(key)
+            at_width = []
+            for w in choice.widths:
+                with torch.device("meta"):
+                    at_width.append(shapes(Supernet(self.space.with_stage(j, max_width=w, min_width=w, options=()),
+                                                    self.num_classes, self.img_size).net))
+            for name, shape in full.items():
+                module = modules[name]
+                outs = [s[name][0] for s in at_width]
+                if any(n != shape[0] for n in outs):
+                    hooks.append(module.register_forward_hook(_WidthMask(choice, outs, shape[0], module)))
+                # Inputs too, where the layer reads the stage's channels: an activation between two
+                # layers need not map 0 to 0 (iFormer's sigmoid-activated values read 0.5).
+                ins = [s[name][1] for s in at_width] if len(shape) > 1 else []
+                if any(n != shape[1] for n in ins):
+                    hooks.append(module.register_forward_pre_hook(_WidthMask(choice, ins, shape[1], module, inputs=True)))
+        return hooks
+
+    def width_probabilities(self) -> list[dict[int, float]]:
+        """Per stage, the probability of each width option ({} for a stage without width α)."""
+        return [self.width_choices[str(j)].probabilities() if str(j) in self.width_choices else {}
+                for j in range(len(self.space.stages))]
+
+    def width_importance(self, stage: int, width: int) -> float | None:
+        """How much stage `stage` needs `width` rather than a narrower option: the width α's mass
+        at or above `width` over its mass below (the width analogue of the paper's keep/identity
+        ratio of a slot). None when the stage has no width α (a supernet trained at full width)."""
+        probs = self.width_probabilities()[stage]
+        if not probs:
+            return None
+        below = sum(p for w, p in probs.items() if w < width)
+        return sum(p for w, p in probs.items() if w >= width) / max(below, 1e-12)
 
     # ------------------------------------------------------------------ architecture state
     def metapaths(self) -> list[list[MetaPath]]:
@@ -160,7 +222,7 @@ class Supernet(nn.Module):
         if sp.max_width - step < step:
             return []
         narrower = self.space.with_stage(stage, max_width=sp.max_width - step,
-                                         min_width=min(sp.min_width, sp.max_width - step))
+                                         min_width=min(sp.min_width, sp.max_width - step), options=())
         with torch.device("meta"):
             wide = Supernet(self.space, self.num_classes, self.img_size).net.state_dict()
             narrow = Supernet(narrower, self.num_classes, self.img_size).net.state_dict()
@@ -198,3 +260,57 @@ class Supernet(nn.Module):
                 t.copy_(t.index_select(d, perm))
             perms.append(perm)
         return perms
+
+
+def _maskable(module: nn.Module) -> bool:
+    """Leaf layers whose weight's first axis is their output channel axis."""
+    return isinstance(module, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) \
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+class _WidthMask:
+    """Forward hook (pre-hook with ``inputs``): channels beyond the sampled width's prefix are
+    zeroed (soft: the sample-weighted sum of the options' prefix masks). Channels sit on axis 1 for
+    convolutions and norms of maps, on the last axis for Linear and LayerNorm. With a one-hot
+    sample (hard mode) a LayerNorm or one-group GroupNorm is recomputed over the prefix alone, as
+    the sub-network computes it; the soft mixture has no single prefix to normalise over."""
+
+    def __init__(self, choice: WidthChoice, counts: list[int], channels: int, module: nn.Module, inputs: bool = False):
+        self.choice, self.counts, self.inputs = choice, torch.tensor(counts), inputs
+        self.prefix = (torch.arange(channels)[None, :] < self.counts[:, None]).float()   # (options, channels)
+        self.last_axis = isinstance(module, (nn.Linear, nn.LayerNorm))
+        self.renorm = not inputs and (isinstance(module, nn.LayerNorm) or
+                                      (isinstance(module, nn.GroupNorm) and module.num_groups == 1))
+
+    def __call__(self, module: nn.Module, inputs, output: torch.Tensor | None = None):
+        if self.inputs:
+            return (self._masked(module, inputs, inputs[0]), *inputs[1:])
+        return self._masked(module, inputs, output)
+
+    def _masked(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        w = self.choice.weights
+        if self.prefix.device != output.device:
+            self.prefix, self.counts = self.prefix.to(output.device), self.counts.to(output.device)
+        axis = output.ndim - 1 if self.last_axis else 1
+        shape = [1] * output.ndim
+        shape[axis] = output.shape[axis]
+        if self.renorm and self.choice.mode == "hard":
+            i = int(w.detach().argmax())
+            n = int(self.counts[i])
+            if n < output.shape[axis]:
+                x = inputs[0].narrow(axis, 0, n)
+                if isinstance(module, nn.LayerNorm):
+                    y = F.layer_norm(x, (n,), module.weight[:n], module.bias[:n], module.eps)
+                else:
+                    y = F.group_norm(x, 1, module.weight[:n], module.bias[:n], module.eps)
+                pad = list(output.shape)
+                pad[axis] = output.shape[axis] - n
+                output = torch.cat([y, y.new_zeros(pad)], dim=axis)
+        mask = (w.to(output.dtype) @ self.prefix.to(output.dtype)).view(shape)
+        if self.inputs:
+            # Forward: the masked input. Backward: the identity, and nothing to α. The output
+            # masks carry α's gradient, which needs the channels beyond the sampled prefix to
+            # pass their gradient back (with a one-hot sample, a masked backward would give every
+            # width the same gradient, hence α none).
+            return output + (output * (mask.detach() - 1)).detach()
+        return output * mask

@@ -36,13 +36,13 @@ family: mobilevitv3
 resolution: 64
 num_classes: 10
 width_step: 16
-knobs: {flavour: v1, mv2_expansion: 2}
+knobs: {flavour: v1}
 stages:
-  - {max_width: 16, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0}
-  - {max_width: 32, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0}
-  - {max_width: 32, min_width: 16, slots: 2, choices: [transformer, identity], dim: [16, 32]}
-  - {max_width: 48, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48]}
-  - {max_width: 64, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48]}
+  - {max_width: 16, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0, mv2_expansion: 2}
+  - {max_width: 32, min_width: 16, slots: 1, choices: [mv2, identity], min_blocks: 0, mv2_expansion: 2}
+  - {max_width: 32, min_width: 16, slots: 2, choices: [transformer, identity], dim: [16, 32], mv2_expansion: 2}
+  - {max_width: 48, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48], mv2_expansion: 2}
+  - {max_width: 64, min_width: 32, slots: 2, choices: [transformer, identity], dim: [32, 48], mv2_expansion: 2}
 """
 
 

@@ -59,7 +59,7 @@ def test_choice_config_mapping(tiny_space):
     # identity slots are absent from the config; mapping back fills the first slots
     back = Choice.from_config(cfg, tiny_space)
     assert back.kinds[3] == ("mb3d", "identity") and back.widths == choice.widths
-    with pytest.raises(ConfigError, match=r"stages\[3\].width: 96 is outside"):
+    with pytest.raises(ConfigError, match=r"stages\[3\].width: 96 is not a width of the space \(32..64 in steps of 16\)"):
         Choice.from_config(cfg.replace(stages=cfg.stages[:3] + (cfg.stages[3].__class__(96, cfg.stages[3].blocks),)),
                            tiny_space)
 
@@ -69,15 +69,16 @@ def test_stage_knobs_round_trip_through_yaml_choice_and_space(tmp_path):
 
     (tmp_path / "space.yaml").write_text(TINY_MOBILEVIT_SPACE)
     space = SearchSpace.load(tmp_path / "space.yaml")
-    assert space.stages[3].knobs == {"dim": (32, 48)} and space.supernet_knobs(3) == {"dim": 48}
+    assert space.stages[3].knobs == {"dim": (32, 48), "mv2_expansion": (2,)}
+    assert space.supernet_knobs(3) == {"dim": 48, "mv2_expansion": 2}
     assert SearchSpace.from_dict(space.to_dict()) == space
     choice = Choice((16, 32, 32, 48, 64), (("mv2",), (IDENTITY,), ("transformer",) * 2, ("transformer", IDENTITY),
                                            ("transformer",) * 2)).replace_knob(space, 3, "dim", 32)
     cfg = choice.to_config(space)
-    assert [s.knobs for s in cfg.stages] == [{}, {}, {"dim": 32}, {"dim": 32}, {"dim": 48}]
+    assert [s.knobs for s in cfg.stages] == [{"mv2_expansion": 2}] * 2 + [{"dim": d, "mv2_expansion": 2} for d in (32, 32, 48)]
     cfg.save(tmp_path / "c.yaml")
     again = ArchConfig.load(tmp_path / "c.yaml")
-    assert again == cfg and again.knobs == {"flavour": "v1", "mv2_expansion": 2}
+    assert again == cfg and again.knobs == {"flavour": "v1"}
     assert Choice.from_config(again, space) == Choice.from_dict(choice.to_dict()).replace_knob(space, 2, "dim", 32)
     bad = again.to_dict()
     bad["stages"][3]["dim"] = 40

@@ -91,7 +91,7 @@ def _cfg(variant: str, stage: int, **change):
     ("m", 3, {"blocks": [{"kind": "shma", "r": 4}]}, "unknown knob(s) r"),
     ("m", 2, {"width": 200}, "not a multiple of 16"),
     ("m", 1, {"blocks": ["mb4d"]}, "unknown block kind 'mb4d'"),
-    ("m", 1, {"blocks": [{"kind": "conv", "ratio": -1}]}, "ratio: -1 is not a positive number"),
+    ("m", 1, {"blocks": [{"kind": "conv", "ratio": -1}]}, "ratio: -1 is not an expansion ratio"),
 ])
 def test_bad_family_knobs_name_the_field(variant, stage, change, message):
     with pytest.raises(ConfigError, match=rf"stages\[{stage}\]") as e:

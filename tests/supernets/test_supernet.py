@@ -1,10 +1,15 @@
+import random
+
 import pytest
 import torch
+import yaml
 
-from supernets.config import IDENTITY, Choice
+from supernets.config import IDENTITY, Choice, SearchSpace
 from supernets.metapath import MetaPath
+from supernets.registry import random_choice
 from supernets.supernet import Supernet
-from tests.conftest import pick_paths
+from tests.conftest import (TINY_FASTVIT_SPACE, TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE,
+                            pick_paths, randomise)
 
 
 def _trained_like(net: Supernet, seed=0):
@@ -106,3 +111,50 @@ def test_importance_follows_the_paper(tiny_space):
     imp = net.slot_importance()
     assert imp[2][0] == pytest.approx((0.5 + 0.3) / 0.2)
     assert imp[0][0] == pytest.approx(1.0)  # zero logits: p4D = pI
+
+
+@pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
+                                        TINY_FMVIT_SPACE], ids=["efficientformer", "fastvit", "mobilevitv3", "iformer",
+                                                                "fmvit"])
+def test_a_masked_width_computes_exactly_the_narrow_subnet(space_text):
+    """Width training's promise: with one width per stage picked (hard mode), the supernet with
+    its channel masks is the function of the sub-network that inherits those widths."""
+    space = SearchSpace.from_dict(yaml.safe_load(space_text))
+    net = randomise(Supernet(space, img_size=64, train_widths=True))
+    rng = random.Random(0)
+    choice = random_choice(space, rng)
+    kinds = choice.kinds
+    if space.family == "fastvit":
+        # A FastViT stage that can choose attention opens with a RepCPE in the supernet, but a
+        # sub-network keeps it only if it has attention (the published rule), at any width.
+        kinds = kinds[:3] + (("attention",) + kinds[3][1:],)
+    choice = Choice(choice.widths, kinds)                   # knobs: the supernet's own values
+    pick_paths(net, choice.kinds)
+    with torch.no_grad():
+        for j, wc in net.width_choices.items():
+            wc.alpha.copy_(torch.tensor([5.0 if w == choice.widths[int(j)] else 0.0 for w in wc.widths]))
+        for stage in net.knob_choices():                    # α-searched knobs at the supernet's value
+            for kc in stage.values():
+                kc.alpha.copy_(torch.tensor([5.0 if i == len(kc.values) - 1 else 0.0 for i in range(len(kc.values))]))
+    assert len(net.width_choices) and any(w < space.stages[j].max_width for j, w in enumerate(choice.widths))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), net.subnet(choice).eval()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_width_alpha_trains_and_ranks_the_width_action(tiny_space):
+    torch.manual_seed(0)
+    net = Supernet(tiny_space, img_size=64, train_widths=True).train()
+    for mode in ("soft", "hard"):
+        net.set_mixing(mode, 1.0)
+        net.zero_grad()
+        # A hard step that samples a stage's narrowest width teaches its α nothing (the wider
+        # channels are zero before their masks, so every option sees the same gradient), so
+        # accumulate a few steps.
+        for _ in range(6):
+            net(torch.randn(4, 3, 64, 64)).logsumexp(1).sum().backward()
+        assert all(float(wc.alpha.grad.abs().sum()) > 1e-6 for wc in net.width_choices.values()), mode
+    with torch.no_grad():
+        net.width_choices["3"].alpha.copy_(torch.tensor([3.0, 0.0, 0.0]))   # stage 4 prefers its narrowest width
+    assert net.width_importance(3, 64) < net.width_importance(2, 48)   # each at its widest
+    assert Supernet(tiny_space).width_importance(3, 64) is None           # trained at full width: no width α
