@@ -131,6 +131,7 @@ def build_supernet(ckpt: dict[str, Any]) -> Supernet:
         space = SearchSpace.from_dict(ckpt["space"])
     except ConfigError as e:
         raise UserError(f"checkpoint holds an invalid search space: {e}") from None
-    net = Supernet(space, num_classes=ckpt["num_classes"], img_size=ckpt["img_size"])
+    net = Supernet(space, num_classes=ckpt["num_classes"], img_size=ckpt["img_size"],
+                   train_widths=any(k.startswith("width_choices.") for k in ckpt["state_dict"]))
     load_weights(net, ckpt["state_dict"], "supernet checkpoint (its space and weights disagree)")
     return net

@@ -113,7 +113,7 @@ def cmd_train_supernet(args) -> Path:
         _refuse_recipe_changes(args, ckpt["recipe"], "train-supernet", {
             "family": "family", "space": "space", "data": "data", "img_size": "img_size", "batch_size": "batch_size",
             "lr": "lr", "arch_lr": "arch_lr", "mixing": "mixing", "tau_max": "tau_max", "tau_min": "tau_min",
-            "seed": "seed", "amp": "amp"})
+            "seed": "seed", "amp": "amp", "train_widths": "train_widths"})
         recipe = Recipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs
@@ -122,7 +122,8 @@ def cmd_train_supernet(args) -> Path:
         recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=img_size,
                         epochs=args.epochs if args.epochs is not None else Recipe.epochs,
                         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
-                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp, **runtime_flags)
+                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp,
+                        train_widths=args.train_widths, **runtime_flags)
         if recipe.epochs < 1:
             raise UserError(f"--epochs {recipe.epochs} must be >= 1")
         run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
@@ -860,7 +861,7 @@ def cmd_train(args):
             "drop_path_rate": "drop_path_rate", "ema_decay": "ema_decay", "clip_grad": "clip_grad",
             "accum_steps": "accum_steps", "teacher": "teacher", "teacher_weights": "teacher_weights",
             "distill": "distill", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
-            "seed": "seed", "amp": "amp"})
+            "seed": "seed", "amp": "amp", "train_widths": "train_widths"})
         recipe = TrainRecipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs
@@ -994,6 +995,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch-lr", type=float, default=Recipe.arch_lr, help="learning rate of the α logits")
     t.add_argument("--mixing", choices=["soft", "hard"], default=Recipe.mixing,
                    help="soft: weighted sum of all paths (paper eq. 8); hard: straight-through single path")
+    t.add_argument("--train-widths", action=argparse.BooleanOptionalAction, default=Recipe.train_widths,
+                   help="train every stage's width options with α and channel masks (FBNetV2; default); "
+                        "--no-train-widths trains at full width only")
     t.add_argument("--tau-max", type=float, default=Recipe.tau_max)
     t.add_argument("--tau-min", type=float, default=Recipe.tau_min)
     t.add_argument("--seed", type=int, default=Recipe.seed)

@@ -121,12 +121,26 @@ class RecipeBase:
         return Runtime.of(self.device, self.amp, self.channels_last)
 
 
+def cosine_schedule(optimizer, *, lr: float, min_lr: float, epochs: int, warmup_epochs: int, updates_per_epoch: int):
+    """timm's cosine schedule with linear warm-up, stepped per optimizer update rather than per
+    epoch: an epoch-stepped warm-up would spend a whole short run (1-3 epochs) at the warm-up's
+    starting rate. The warm-up lasts `warmup_epochs`, at most a fifth of the run."""
+    from timm.scheduler import CosineLRScheduler
+
+    total = max(epochs * updates_per_epoch, 1)
+    warmup = min(warmup_epochs * updates_per_epoch, total // 5)
+    return CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=min_lr, warmup_t=warmup,
+                             warmup_lr_init=min_lr, warmup_prefix=True, t_in_epochs=False)
+
+
 def train_epoch(model: nn.Module, batches, optimizer, compute_loss: Callable, runtime: Runtime, *,
                 desc: str, progress: bool = True, clip_grad: float | None = None, accum_steps: int = 1,
-                after_update: Callable[[], None] | None = None, postfix: dict | None = None) -> dict:
+                after_update: Callable[[], None] | None = None, postfix: dict | None = None,
+                scheduler=None, updates_done: int = 0) -> dict:
     """One pass over `batches`. ``compute_loss(x, y) -> (loss, logits)`` runs the forward;
-    every `accum_steps` batches (and at the end) the optimizer steps and ``after_update()`` runs
-    (an EMA update). Returns the mean loss, top-1 against the hard labels, samples and seconds."""
+    every `accum_steps` batches (and at the end) the optimizer steps, the per-update `scheduler`
+    moves to the run's update count (`updates_done` before this epoch) and ``after_update()``
+    runs (an EMA update). Returns the mean loss, top-1 against the hard labels, samples and seconds."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     zero = torch.zeros((), device=runtime.device)
     loss_sum, correct, seen = zero.clone(), zero.clone(), 0
@@ -134,6 +148,8 @@ def train_epoch(model: nn.Module, batches, optimizer, compute_loss: Callable, ru
     bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
     n = len(batches) if hasattr(batches, "__len__") else None
     optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step_update(updates_done)
     for i, (x, y) in enumerate(bar):
         x, y = runtime.batch(x, y)
         with runtime.autocast():
@@ -150,6 +166,9 @@ def train_epoch(model: nn.Module, batches, optimizer, compute_loss: Callable, ru
                 optimizer.step()
         if update:
             optimizer.zero_grad(set_to_none=True)
+            updates_done += 1
+            if scheduler is not None:
+                scheduler.step_update(updates_done)
             if after_update is not None:
                 after_update()
         seen += len(y)

@@ -77,7 +77,8 @@ def branches_kept(split: dict[int, float]) -> list[float]:
 
 
 def show_supernet(path: str | Path) -> str:
-    """The architecture distribution a trained supernet holds. For each slot: the probability of
+    """The architecture distribution a trained supernet holds. Per stage, the probability of each
+    width (a supernet trained with width α). For each slot: the probability of
     every choice and the importance (kept mass / identity mass, paper §4.2). For each α-searched
     knob (FMViT's ``hf_branches``): the probability of every value and, per high-frequency
     branch i, the probability that the split keeps it, P(n >= i)."""
@@ -90,8 +91,11 @@ def show_supernet(path: str | Path) -> str:
     lines = [f"{path}  ({net.space.family} supernet, {ckpt['epoch']} epochs, "
              f"val {history[-1].get('val_acc', float('nan')):.1f}% with mixed paths)"]
     importance = net.slot_importance()
+    widths = net.width_probabilities()
     for j, (probs, knobs) in enumerate(zip(net.probabilities(), net.knob_probabilities())):
         lines.append(f"  stage {j + 1}")
+        if widths[j]:
+            lines.append("    width  " + "  ".join(f"{w}: {p:.3f}" for w, p in widths[j].items()))
         for i, p in enumerate(probs):
             dist = "  ".join(f"{k} {v:.3f}" for k, v in p.items())
             lines.append(f"    slot {i + 1}  {dist}   importance {importance[j][i]:.3f}")

@@ -5,8 +5,12 @@ Each step proposes the paper's three actions:
 
 1. ``slot->identity``  – the least important kept slot (importance from α, paper §4.2) becomes I;
 2. ``3d->4d``          – the first token block (MB3D) leaves the 3D partition (becomes MB4D);
-3. ``width-16``        – the least important stage (sum of its kept slots' importance) narrows
-                         to its next width option (one width step on a grid);
+3. ``width-16``        – the least important stage narrows to its next width option (one width
+                         step on a grid). With width α (a supernet trained with
+                         ``--train-widths``, the default) a stage's importance at width w is
+                         P(width >= w) / P(width < w) under its α: the paper's keep/identity
+                         ratio of a slot, read as "keep these channels" against "drop them".
+                         Without width α it is the sum of the stage's kept slots' importance.
 4. ``<knob>-down|up`` – family actions: every elastic stage knob of the space (MobileViT's
                          transformer width ``dim``, iFormer's q/k reduction ``r``, FMViT's
                          high-frequency branches and FM width) steps to its next cheaper value,
@@ -124,7 +128,9 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
     narrowable = []
     for j, (w, kinds) in enumerate(zip(choice.widths, choice.kinds)):
         if space.narrower(j, w) is not None:
-            narrowable.append((sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j))
+            by_alpha = net.width_importance(j, w)
+            narrowable.append((by_alpha if by_alpha is not None else
+                               sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j))
     if narrowable:
         _, j = min(narrowable)
         w = choice.widths[j]

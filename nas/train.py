@@ -5,6 +5,9 @@ Open choices of the paper, as documented defaults (each a flag of ``nas train-su
   in its own AdamW group (``--arch-lr``, no weight decay).
 * τ decays exponentially from ``--tau-max`` 5.0 to ``--tau-min`` 0.5 over the epochs.
 * ``--mixing soft`` (the paper's weighted sum) or ``hard`` (straight-through, one path per step).
+* Widths are trained too (``--no-train-widths``: full width only): per stage an α over its width
+  options samples, with the same mixing and τ, FBNetV2 channel masks over the shared weights
+  (``supernets.metapath.WidthChoice``), so every width trains the prefix its sub-network inherits.
 * The weight recipe follows EfficientFormer's (AdamW, wd 0.025, cosine with warm-up, label
   smoothing 0.1) with budgets scaled to the data; the embedded digits train at 64 px.
 
@@ -21,7 +24,6 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
 
 from nas import checkpoint, data as data_mod, engine, runs
 from nas.engine import RecipeBase, Runtime
@@ -39,6 +41,13 @@ class Recipe(RecipeBase):
     mixing: str = "soft"
     tau_max: float = 5.0
     tau_min: float = 0.5
+    # α over every stage's widths, trained by channel masking (FBNetV2); False: full width only
+    train_widths: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]):
+        # recipes written before width training trained at full width
+        return super().from_dict({"train_widths": False, **raw})
 
     def tau(self, epoch: int) -> float:
         if self.epochs <= 1:
@@ -123,7 +132,6 @@ def run_epoch(net: Supernet, model: nn.Module, optimizer, scheduler, criterion, 
     runtime = runtime or Runtime()
     tau = recipe.tau(epoch)
     net.set_mixing(recipe.mixing, tau)
-    scheduler.step(epoch)
     model.train()
     rank, world = shard
     loader = data_mod.train_loader(data, recipe.batch_size // world, recipe.seed, epoch, recipe.workers, shard=shard,
@@ -134,7 +142,8 @@ def run_epoch(net: Supernet, model: nn.Module, optimizer, scheduler, criterion, 
         return criterion(out, y), out
 
     stats = engine.train_epoch(model, loader, optimizer, compute_loss, runtime, desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                               progress=progress, postfix={"tau": f"{tau:.2f}"})
+                               progress=progress, postfix={"tau": f"{tau:.2f}"}, scheduler=scheduler,
+                               updates_done=epoch * len(loader))
     # Validation never touches the training RNG stream: the Gumbel noise of the next epoch must
     # not depend on whether validation ran, or a resumed run would diverge.
     val_acc = float("nan")
@@ -164,8 +173,10 @@ def build(recipe: Recipe) -> tuple[SearchSpace, data_mod.Data, Supernet, Any, An
     space = load_space(recipe)
     data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
     torch.manual_seed(recipe.seed)
-    net = Supernet(space, num_classes=data.num_classes, img_size=recipe.img_size)
+    net = Supernet(space, num_classes=data.num_classes, img_size=recipe.img_size, train_widths=recipe.train_widths)
     optimizer = create_optimizer_v2(_param_groups(net, recipe), opt="adamw", lr=recipe.lr, weight_decay=0.0)
-    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * 1e-2,
-                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * 1e-2)
+    # every worker of a data-parallel run takes this many updates an epoch (drop_last batches)
+    updates = len(data.train) // recipe.batch_size
+    scheduler = engine.cosine_schedule(optimizer, lr=recipe.lr, min_lr=recipe.lr * 1e-2, epochs=recipe.epochs,
+                                       warmup_epochs=recipe.warmup_epochs, updates_per_epoch=updates)
     return space, data, net, optimizer, scheduler

@@ -10,7 +10,7 @@ Two ways to start, as the papers do:
   an earlier ``model.pt``.
 
 The recipe is timm's parts: ``create_optimizer_v2`` (AdamW; no weight decay on norms, biases and
-the model's ``no_weight_decay()``), ``CosineLRScheduler`` with warm-up, label smoothing
+the model's ``no_weight_decay()``), ``CosineLRScheduler`` with warm-up (stepped per update), label smoothing
 (``LabelSmoothingCrossEntropy``), ``Mixup`` with ``SoftTargetCrossEntropy`` when mixup/cutmix is
 on, ``create_transform`` with RandAugment and random erasing for image folders, ``ModelEmaV3``
 with decay warm-up, stochastic depth (``--drop-path-rate``, timm's ``DropPath`` with timm's
@@ -263,7 +263,6 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
                 resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Trained:
     """Train `config` as `recipe` says into `out_dir` (``model.pt``, ``metrics.csv``, ``curves.png``)."""
     from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3, random_seed
 
     recipe.check()
@@ -303,8 +302,11 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     set_drop_path(model, recipe.drop_path_rate)
     runtime.prepare(model)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = CosineLRScheduler(optimizer, t_initial=recipe.epochs, lr_min=recipe.lr * recipe.min_lr_ratio,
-                                  warmup_t=recipe.warmup_epochs, warmup_lr_init=recipe.lr * recipe.min_lr_ratio)
+    batches_per_epoch = len(data.train) // recipe.batch_size          # drop_last batches
+    updates_per_epoch = -(-batches_per_epoch // recipe.accum_steps)      # the last partial group steps too
+    scheduler = engine.cosine_schedule(optimizer, lr=recipe.lr, min_lr=recipe.lr * recipe.min_lr_ratio,
+                                       epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+                                       updates_per_epoch=updates_per_epoch)
     ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay else None
     loss_fn = Loss(recipe, data.num_classes, teacher, dist_head)
     val = data_mod.loader(data, data.val, recipe.batch_size * 2, workers=recipe.workers,
@@ -335,7 +337,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
             ema.update(model, step=step)
 
     for epoch in range(start_epoch, recipe.epochs):
-        scheduler.step(epoch)
+        scheduler.step_update(epoch * updates_per_epoch)
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         batches = data_mod.train_loader(data, recipe.batch_size, recipe.seed, epoch, recipe.workers,
@@ -343,7 +345,8 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
         stats = engine.train_epoch(step_model, batches, optimizer, lambda x, y: loss_fn(step_model, x, y), runtime,
                                    desc=f"epoch {epoch + 1}/{recipe.epochs}", progress=progress,
                                    clip_grad=recipe.clip_grad or None, accum_steps=recipe.accum_steps,
-                                   after_update=update_ema)
+                                   after_update=update_ema, scheduler=scheduler,
+                                   updates_done=epoch * updates_per_epoch)
         history.append(_epoch_row(epoch + 1, lr, stats, _evaluate(model, ema, val, runtime), stats["seconds"]))
         checkpoint.save_model(ckpt_path, config, model, recipe.img_size, recipe=recipe.to_dict(), epoch=epoch + 1,
                               step=step, history=history, complete=epoch + 1 == recipe.epochs,

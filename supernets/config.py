@@ -17,6 +17,7 @@ import yaml
 from supernets import io
 
 IDENTITY = "identity"
+MAX_WIDTH = 8192        # channels; a larger stage is a typo, not a network (and would not fit in memory)
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,17 @@ def _fail(where: str, msg: str) -> None:
     raise ConfigError(f"{where}: {msg}" if where else msg)
 
 
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to about `limit` characters: messages name a value, they do not echo a file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _names(keys: Iterable) -> str:
+    """Keys of a user's mapping, listed in a stable order whatever their types."""
+    return ", ".join(sorted(short(k) if not isinstance(k, str) else k for k in keys))
+
+
 def _require(mapping: Mapping, key: str, where: str) -> Any:
     if not isinstance(mapping, Mapping):
         _fail(where, f"expected a mapping, got {type(mapping).__name__}")
@@ -35,18 +47,38 @@ def _require(mapping: Mapping, key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _int(value: Any, where: str, minimum: int | None = None) -> int:
+def _int(value: Any, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(where, f"{value!r} is not an integer")
+        _fail(where, f"{short(value)} is not an integer")
     if minimum is not None and value < minimum:
         _fail(where, f"{value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        _fail(where, f"{value} must be <= {maximum}")
     return value
 
 
 def _unknown_keys(mapping: Mapping, allowed: Iterable[str], where: str) -> None:
-    extra = sorted(set(mapping) - set(allowed))
+    extra = set(mapping) - set(allowed)
     if extra:
-        _fail(where, f"unknown field(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(allowed))})")
+        _fail(where, f"unknown field(s) {_names(extra)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _head(raw: Any, options: Mapping[str, tuple], family: str) -> dict:
+    """A config's or space's ``head``: only the family's options, each of its type and range."""
+    head = raw or {}
+    if not isinstance(head, Mapping):
+        _fail("head", f"expected a mapping such as {{distillation: true}}, got {short(head)}")
+    _unknown_keys(head, options, "head") if options else (
+        _fail("head", f"{family} has no head options, got {_names(head)}") if head else None)
+    for name, value in head.items():
+        kind, low, high = options[name]
+        if kind is bool:
+            if not isinstance(value, bool):
+                _fail(f"head.{name}", f"{short(value)} is not true or false")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            _fail(f"head.{name}", f"{short(value)} is not a number in [{low}, {high}]")
+    return dict(head)
 
 
 @dataclass(frozen=True)
@@ -140,7 +172,7 @@ class ArchConfig(_Record):
             if not isinstance(s, Mapping):
                 _fail(where, "expected a mapping with 'width' and 'blocks'")
             _unknown_keys(s, ["width", "blocks", *fam.stage_knobs], where)
-            width = _int(_require(s, "width", where), f"{where}.width", 1)
+            width = _int(_require(s, "width", where), f"{where}.width", 1, MAX_WIDTH)
             if width % width_step:
                 _fail(f"{where}.width", f"{width} is not a multiple of {width_step}")
             blocks_raw = s.get("blocks", [])
@@ -151,14 +183,14 @@ class ArchConfig(_Record):
         stem = raw.get("stem", {}) or {}
         if not isinstance(stem, Mapping):
             _fail("stem", "expected a mapping such as {width: 48}")
-        stem_width = _int(stem.get("width", stages[0].width), "stem.width", 1)
-        head = raw.get("head", {}) or {}
-        if not isinstance(head, Mapping):
-            _fail("head", "expected a mapping such as {distillation: true}")
+        stem_width = _int(stem.get("width", stages[0].width), "stem.width", 1, MAX_WIDTH)
+        head = _head(raw.get("head"), fam.head_options, family)
         knobs = raw.get("knobs", {}) or {}
         if not isinstance(knobs, Mapping):
-            _fail("knobs", "expected a mapping such as {flavour: v1}")
+            _fail("knobs", f"expected a mapping such as {{flavour: v1}}, got {short(knobs)}")
         meta = raw.get("meta", {}) or {}
+        if not isinstance(meta, Mapping):
+            _fail("meta", f"expected a mapping (provenance such as {{device: iphone12}}), got {short(meta)}")
         name = raw.get("name")
         cfg = cls(family, resolution, num_classes, stem_width, tuple(stages), dict(head),
                   str(name) if name is not None else None, dict(meta), width_step, dict(knobs))
@@ -263,10 +295,10 @@ class SearchSpace(_Record):
                 raw_widths = s["widths"]
                 if not isinstance(raw_widths, list) or not raw_widths:
                     _fail(f"{where}.widths", f"expected a non-empty list of widths, got {raw_widths!r}")
-                options = tuple(sorted({_int(w, f"{where}.widths", step) for w in raw_widths}))
+                options = tuple(sorted({_int(w, f"{where}.widths", step, MAX_WIDTH) for w in raw_widths}))
                 min_w, max_w = options[0], options[-1]
             else:
-                max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step)
+                max_w = _int(_require(s, "max_width", where), f"{where}.max_width", step, MAX_WIDTH)
                 min_w = _int(s.get("min_width", step), f"{where}.min_width", step)
             for name, w in (("widths" if options else "max_width", max_w), ("widths" if options else "min_width", min_w),
                             *(("widths", w) for w in options)):
@@ -286,11 +318,14 @@ class SearchSpace(_Record):
                 if name in s:
                     values = s[name] if isinstance(s[name], list) else [s[name]]
                     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                        _fail(f"{where}.{name}", f"expected a number or a non-empty list of numbers, got {s[name]!r}")
+                        _fail(f"{where}.{name}", f"expected a number or a non-empty list of numbers, got {short(s[name])}")
                     knobs[name] = tuple(sorted(set(values), reverse=fam.stage_knobs[name] < 0))
             stages.append(StageSpace(max_w, min_w, slots, tuple(choices), min_blocks, knobs, options))
+        knobs = raw.get("knobs", {}) or {}
+        if not isinstance(knobs, Mapping):
+            _fail("knobs", f"expected a mapping such as {{flavour: v1}}, got {short(knobs)}")
         space = cls(family, resolution, num_classes, step, tuple(stages),
-                    dict(raw.get("head", {}) or {}), dict(raw.get("knobs", {}) or {}))
+                    _head(raw.get("head"), fam.head_options, family), dict(knobs))
         fam.validate_space(space)
         return space
 
@@ -441,6 +476,8 @@ def _load_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to be a config or a space") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

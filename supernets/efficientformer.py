@@ -283,7 +283,7 @@ def validate(config: ArchConfig) -> None:
                 raise ConfigError(f"{where}: unknown block kind {b.kind!r} (efficientformer has {', '.join(BLOCK_KINDS)})")
             extra = set(b.knobs) - {"mlp_ratio"}
             if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mb4d/mb3d take mlp_ratio)")
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (mb4d/mb3d take mlp_ratio)")
             if b.kind == "mb3d":
                 seen_tokens = True
             elif seen_tokens:
@@ -335,6 +335,10 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
             k = re.sub(pat, rep, k)
         out[k] = value
     return out
+
+
+# config `head:` options: name -> (type, low, high)
+HEAD_OPTIONS = {"distillation": (bool, None, None)}
 
 
 FAMILY = register_family(Family.of_module(

@@ -326,7 +326,7 @@ def validate(config: ArchConfig) -> None:
                 raise ConfigError(f"{where}: unknown block kind {b.kind!r} (fastvit has {', '.join(BLOCK_KINDS)})")
             extra = set(b.knobs) - {"mlp_ratio"}
             if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (fastvit blocks take mlp_ratio)")
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (fastvit blocks take mlp_ratio)")
             _check_ratio(b.knobs.get("mlp_ratio", MLP_RATIO), f"{where}.mlp_ratio")
             if b.kind == "attention" and st.width % HEAD_DIM:
                 raise ConfigError(f"stages[{j}].width: {st.width} is not a multiple of the head dim {HEAD_DIM} "
@@ -374,6 +374,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 
 
 # ---------------------------------------------------------------------------- family
+# config `head:` options: name -> (type, low, high)
+HEAD_OPTIONS = {"layer_scale_init": (float, 0.0, 1.0)}
 VARIANTS = ("t8", "t12", "s12", "sa12", "sa24", "sa36", "ma36")
 
 

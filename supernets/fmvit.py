@@ -262,7 +262,7 @@ def _check_stage_knobs(j: int, knobs, width_step: int) -> None:
 
 def validate(config: ArchConfig) -> None:
     if config.knobs:
-        raise ConfigError(f"knobs: fmvit has no family knobs, got {', '.join(sorted(config.knobs))}")
+        raise ConfigError(f"knobs: fmvit has no family knobs, got {', '.join(sorted(map(str, config.knobs)))}")
     for j, st in enumerate(config.stages):
         _check_stage_knobs(j, st.knobs, config.width_step)
         for i, b in enumerate(st.blocks):
@@ -272,7 +272,7 @@ def validate(config: ArchConfig) -> None:
                                   "the FMB is the stage's, set by `fm_width`)")
             extra = set(b.knobs) - {"ratio"}
             if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (fmvit blocks take ratio; "
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (fmvit blocks take ratio; "
                                   "hf_branches, fm_width and out_width belong to the stage)")
 
 

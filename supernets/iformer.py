@@ -251,7 +251,7 @@ def _check_ratio(ratio, where: str) -> None:
 
 def validate(config: ArchConfig) -> None:
     if config.knobs:
-        raise ConfigError(f"knobs: iformer has no family knobs, got {', '.join(sorted(config.knobs))}")
+        raise ConfigError(f"knobs: iformer has no family knobs, got {', '.join(sorted(map(str, config.knobs)))}")
     for j, st in enumerate(config.stages):
         if "r" in st.knobs:
             _check_r(st.knobs["r"], f"stages[{j}].r", st.width)
@@ -264,7 +264,7 @@ def validate(config: ArchConfig) -> None:
                 raise ConfigError(f"{where}: unknown block kind {b.kind!r} (iformer has {', '.join(BLOCK_KINDS)})")
             extra = set(b.knobs) - {"ratio"}
             if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (iformer blocks take ratio; "
+                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (iformer blocks take ratio; "
                                   "the q/k reduction `r` belongs to the stage)")
             if "ratio" in b.knobs:
                 _check_ratio(b.knobs["ratio"], f"{where}.ratio")
@@ -286,6 +286,8 @@ def validate_space(space: SearchSpace) -> None:
 
 
 # ---------------------------------------------------------------------------- family
+# config `head:` options: name -> (type, low, high)
+HEAD_OPTIONS = {"distillation": (bool, None, None), "layer_scale_init": (float, 0.0, 1.0)}
 VARIANTS = ("t", "s", "m", "l", "l2", "h")
 
 

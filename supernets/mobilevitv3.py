@@ -329,7 +329,7 @@ def _validate_knobs(knobs, where: str) -> None:
                           f"`mv2_expansion: {knobs['mv2_expansion']}` on each stage instead")
     extra = set(knobs) - set(KNOB_DEFAULTS)
     if extra:
-        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(extra))} (mobilevitv3 takes flavour, v3)")
+        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (mobilevitv3 takes flavour, v3)")
     if knobs.get("flavour", "v1") not in FLAVOURS:
         raise ConfigError(f"{where}.flavour: {knobs['flavour']!r} is not one of {', '.join(FLAVOURS)}")
     if not isinstance(knobs.get("v3", True), bool):
@@ -446,6 +446,8 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], heads: int = HE
 
 
 # ---------------------------------------------------------------------------- family
+# config `head:` options: name -> (type, low, high)
+HEAD_OPTIONS = {"drop_rate": (float, 0.0, 1.0)}
 VARIANTS = ("xxs", "xs", "s", "xxs_l2", "xs_l2", "s_l2", "050", "075", "100")
 
 

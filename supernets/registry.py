@@ -64,6 +64,8 @@ class Family:
     alpha_knobs: tuple[str, ...] = ()
     # Family-wide knobs (``ArchConfig.knobs``) and the value an absent one means.
     knob_defaults: dict[str, Any] = field(default_factory=dict)
+    # ``head:`` options of a config: name -> (type, low, high); bool options ignore the range.
+    head_options: dict[str, tuple] = field(default_factory=dict)
     variants: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +76,7 @@ class Family:
         found = {"block_kinds": "BLOCK_KINDS", "make_block": "_make_block", "op_nodes": "op_nodes",
                  "validate": "validate", "validate_space": "validate_space", "stem_width": "stem_width",
                  "stage_knobs": "STAGE_KNOBS", "variants": "VARIANTS",
-                 "knob_defaults": "KNOB_DEFAULTS"}
+                 "knob_defaults": "KNOB_DEFAULTS", "head_options": "HEAD_OPTIONS"}
         parts = {field_name: getattr(module, attr) for field_name, attr in found.items() if hasattr(module, attr)}
         return cls(name=name, build=build, **parts, **options)
 

@@ -1,7 +1,8 @@
-"""Training-step time of the supernet (soft and hard Gumbel) relative to the largest single
-config of its space, in one process, same batch, interleaved rounds (torch.utils.benchmark).
+"""Training-step time of the supernet (soft and hard Gumbel, with and without width training)
+relative to the largest single config of its space, in one process, same batch, interleaved
+rounds (torch.utils.benchmark). Width training (the default) adds the FBNetV2 channel masks.
 
-    python experiments/supernet_overhead/run.py
+    python experiments/supernet_overhead/run.py [--space small|paper]
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--family", default="efficientformer")
+    ap.add_argument("--space", default="small", choices=["small", "paper"])
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    space = SearchSpace.load(search_spaces.space_path(args.family))
+    space = SearchSpace.load(search_spaces.space_path(args.family, args.space))
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
     y = torch.randint(0, 10, (args.batch_size,))
 
@@ -59,12 +61,11 @@ def main(argv=None) -> int:
     steps = {}
     for name, m in candidates.items():
         steps[name] = step_fn(m, x, y)
-    soft = Supernet(space, num_classes=10, img_size=args.img_size).train()
-    soft.set_mixing("soft", 1.0)
-    hard = Supernet(space, num_classes=10, img_size=args.img_size).train()
-    hard.set_mixing("hard", 1.0)
-    steps["supernet soft"] = step_fn(soft, x, y)
-    steps["supernet hard"] = step_fn(hard, x, y)
+    for widths in (False, True):
+        for mode in ("soft", "hard"):
+            sup = Supernet(space, num_classes=10, img_size=args.img_size, train_widths=widths).train()
+            sup.set_mixing(mode, 1.0)
+            steps[f"supernet {mode}" + (" + widths" if widths else "")] = step_fn(sup, x, y)
 
     per_round = {n: [] for n in steps}
     for fn in steps.values():
@@ -78,13 +79,15 @@ def main(argv=None) -> int:
     largest = max(singles, key=singles.get)
     lines = [f"| {n} | {med[n]:.1f} | {min(per_round[n]):.1f}–{max(per_round[n]):.1f} | {med[n] / med[largest]:.2f}× |"
              for n in steps]
-    summary = (f"hard {med['supernet hard'] / med[largest]:.2f}×, soft {med['supernet soft'] / med[largest]:.2f}× "
+    summary = (f"with width training (the default): hard {med['supernet hard + widths'] / med[largest]:.2f}×, "
+               f"soft {med['supernet soft + widths'] / med[largest]:.2f}×; without: hard "
+               f"{med['supernet hard'] / med[largest]:.2f}×, soft {med['supernet soft'] / med[largest]:.2f}× "
                f"the largest single config ({largest}: {med[largest]:.1f} ms/step)")
     print(summary)
     with open(HERE / "result.md", "w") as f:
         f.write("# Supernet training-step overhead\n\n")
-        f.write("    python experiments/supernet_overhead/run.py\n\n")
-        f.write(f"{args.family} space, batch {args.batch_size} at {args.img_size} px, {args.threads} threads, "
+        f.write(f"    python experiments/supernet_overhead/run.py --space {args.space}\n\n")
+        f.write(f"{args.family} {args.space} space, batch {args.batch_size} at {args.img_size} px, {args.threads} threads, "
                 f"forward+backward+AdamW step, median of {args.rounds} interleaved rounds "
                 f"(`blocked_autorange`, ≥1 s each). Goal: hard ≤ 1.3×, soft ≤ 2.5×.\n\n")
         f.write(f"**{summary}**\n\n| model | ms/step (median) | min–max over rounds | vs largest single |\n|---|---|---|---|\n")

@@ -12,7 +12,7 @@ from supernets.config import SearchSpace
 @pytest.fixture(scope="module")
 def two_ops():
     """Two small ops of the shipped EfficientFormer space at 64 px (keys `nas lut import` knows)."""
-    space = SearchSpace.load(search_spaces.space_path("efficientformer")).replace(resolution=64)
+    space = SearchSpace.load(search_spaces.space_path("efficientformer", "small")).replace(resolution=64)
     ops = build.space_ops(space, 10)
     keys = sorted(ops, key=lambda k: ops[k]["in_shape"][1])[:2]
     return {k: ops[k] for k in keys}
@@ -57,15 +57,15 @@ def test_timings_round_trip_into_the_user_table(exported, two_ops, tmp_path):
 
 def test_export_converts_only_what_the_device_has_not_measured(two_ops, tmp_path, capsys):
     """Estimated entries are what timings replace: they are exported like missing ones."""
-    space = SearchSpace.load(search_spaces.space_path("efficientformer")).replace(resolution=64)
+    space = SearchSpace.load(search_spaces.space_path("efficientformer", "small")).replace(resolution=64)
     table = build.new_table("iphone12", 64, 1, "coreml")
     lacking = next(iter(two_ops))
     for key in build.space_ops(space, 10):
         table.add(key, 1.0, source="estimated" if key == lacking else "measured")
     table.save(tmp_path / "tables" / "iphone12@64.yaml")
     out = tmp_path / "export"
-    assert main(["lut", "export", "--device", "iphone12", "--family", "efficientformer", "--resolution", "64",
-                 "--tables", str(tmp_path / "tables"), "--out", str(out), "--no-progress"]) == 0
+    assert main(["lut", "export", "--device", "iphone12", "--family", "efficientformer", "--space", "small",
+                 "--resolution", "64", "--tables", str(tmp_path / "tables"), "--out", str(out), "--no-progress"]) == 0
     assert "exporting 1 Core ML packages" in capsys.readouterr().out
     assert [r["key"] for r in csv.DictReader(open(out / apple.MANIFEST))] == [lacking]
 

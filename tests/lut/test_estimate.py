@@ -118,10 +118,11 @@ def test_shipped_tables_cover_every_family_space_and_variant(device, resolution)
     assert table.overhead_ms == pytest.approx(model.overheads[estimate.DEVICE_SOURCE[device]], rel=1e-4)
     assert {e["source"] for e in table.entries.values()} == {"estimated"}
     for fam in FAMILIES:
-        space = SearchSpace.load(search_spaces.space_path(fam)).replace(resolution=resolution)
-        for n in (10, 1000):
-            cfg = random_choice(space, random.Random(n)).to_config(space, n)
-            assert not table.missing(cfg), (fam, n)
+        for name in search_spaces.SPACES:                     # paper-scale and small
+            space = SearchSpace.load(search_spaces.space_path(fam, name)).replace(resolution=resolution)
+            for n in (10, 1000):
+                cfg = random_choice(space, random.Random(n)).to_config(space, n)
+                assert not table.missing(cfg), (fam, name, n)
         for variant in search_spaces.variant_names(fam):
             cfg = ArchConfig.load(search_spaces.variant_path(fam, variant)).replace(resolution=resolution)
             assert not table.missing(cfg), (fam, variant)
@@ -148,10 +149,10 @@ def test_estimate_errors_are_one_line(capsys, tmp_path):
 
 
 def test_estimate_writes_the_users_tables_for_one_family(tmp_path, capsys):
-    assert main(["lut", "estimate", "--device", "iphone13", "--family", "iformer", "--resolution", "224",
-                 "--tables", str(tmp_path), "--no-progress"]) == 0
+    assert main(["lut", "estimate", "--device", "iphone13", "--family", "iformer", "--space", "small",
+                 "--resolution", "224", "--tables", str(tmp_path), "--no-progress"]) == 0
     table = LatencyTable.load(tmp_path / "iphone13@224.yaml")
-    space = SearchSpace.load(search_spaces.space_path("iformer"))
+    space = SearchSpace.load(search_spaces.space_path("iformer", "small"))
     assert set(table.entries) >= set(build.space_ops(space, 10))
     # the shipped table holds the same estimates
     shipped = LatencyTable.load(SHIPPED_TABLES / "iphone13@224.yaml")

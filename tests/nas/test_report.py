@@ -6,7 +6,7 @@ from nas import checkpoint
 from nas.cli import main
 
 
-def test_show_supernet_prints_slot_and_frequency_split_alpha(tiny_fmvit_run, capsys):
+def test_show_supernet_prints_width_slot_and_frequency_split_alpha(tiny_fmvit_run, capsys):
     net = checkpoint.build_supernet(checkpoint.load(tiny_fmvit_run))
     assert main(["show", str(tiny_fmvit_run.parent)]) == 0     # the run directory
     out = capsys.readouterr().out
@@ -21,6 +21,11 @@ def test_show_supernet_prints_slot_and_frequency_split_alpha(tiny_fmvit_run, cap
         assert keep == pytest.approx([sum(q for v, q in want.items() if v >= i) for i in range(1, max(want) + 1)],
                                      abs=1e-3)
     assert out.count("importance") == sum(s.slots for s in net.space.stages)
+    trained = [p for p in net.width_probabilities() if p]          # width α (trained by default)
+    shown_widths = re.findall(r"\n    width  (.*)", out)
+    assert trained and len(shown_widths) == len(trained)
+    for line, want in zip(shown_widths, trained):
+        assert {int(w): float(p) for w, p in re.findall(r"(\d+): ([\d.]+)", line)} == pytest.approx(want, abs=1e-3)
 
 
 def test_show_gives_the_latency_range_slimming_can_reach(tiny_run, tmp_path, capsys):

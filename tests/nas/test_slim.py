@@ -25,8 +25,20 @@ def test_actions_follow_importance(tiny_run):
     assert set(actions) == {"slot->identity", "width-16"} | ({"3d->4d"} if any(
         k == "mb3d" for row in choice.kinds for k in row) else set())
     assert actions["slot->identity"].choice.kinds[2][1] == IDENTITY
-    # least important stage: stage 2 has one slot (lowest summed importance)
-    assert actions["width-16"].choice.widths[1] == choice.widths[1] - 16
+    # width α decides which stage narrows: stage 4's α prefers its narrowest width
+    with torch.no_grad():
+        for wc in net.width_choices.values():
+            wc.alpha.zero_()
+        net.width_choices["3"].alpha[0] = 4.0
+    assert actions_of(net, choice)["width-16"].choice.widths[3] == choice.widths[3] - 16
+    # without width α (a supernet trained at full width): the stage with the lowest summed slot
+    # importance, stage 2 with its one slot
+    net.width_choices = torch.nn.ModuleDict()
+    assert actions_of(net, choice)["width-16"].choice.widths[1] == choice.widths[1] - 16
+
+
+def actions_of(net, choice):
+    return {a.name: a for a in propose(net, choice)}
 
 
 def test_smallest_choices_respect_min_blocks_and_widths(tiny_run):

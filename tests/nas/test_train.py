@@ -74,6 +74,7 @@ def test_every_familys_supernet_in_one_command_resumes_per_family(tmp_path, caps
     for family in family_names():
         ckpt = checkpoint.load(tmp_path / f"every-{family}" / "supernet.pt")
         assert ckpt["space"]["family"] == family and ckpt["epoch"] == 1
+        assert ckpt["recipe"]["space"] == "small" and ckpt["recipe"]["train_widths"]     # the defaults
     # a crash inside one family: its checkpoint survives, the same command finishes it and skips the rest
     info = tmp_path / "every-iformer" / "run.yaml"
     info.write_text(info.read_text().replace("complete: true", "complete: false"))
@@ -82,3 +83,13 @@ def test_every_familys_supernet_in_one_command_resumes_per_family(tmp_path, caps
     out = capsys.readouterr().out
     assert out.count("done already") == len(family_names()) - 1 and "resuming" in out
     assert checkpoint.load(tmp_path / "every-iformer" / "supernet.pt")["epoch"] == 2
+
+
+def test_family_all_takes_a_shipped_space_name_not_a_file(tmp_path, capsys):
+    from nas.cli import main
+
+    assert main(["train-supernet", "--family", "all", "--space", str(tmp_path / "mine.yaml"), "--runs",
+                 str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--space small|paper" in err and "give one --family" in err
+    assert list(tmp_path.iterdir()) == []

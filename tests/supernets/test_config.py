@@ -88,3 +88,36 @@ def test_stage_knobs_round_trip_through_yaml_choice_and_space(tmp_path):
     raw["stages"][2]["dim"] = ["wide"]
     with pytest.raises(ConfigError, match=r"stages\[2\]\.dim: expected a number or a non-empty list"):
         SearchSpace.from_dict(raw)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"head": {"distillation": "maybe"}}, "head.distillation: 'maybe' is not true or false"),
+    ({"head": {"distillation": True, "foo": 1}}, "head: unknown field(s) foo (allowed: distillation)"),
+    ({"head": 5}, "head: expected a mapping"),
+    ({"meta": 5}, "meta: expected a mapping"),
+    ({"knobs": [1]}, "knobs: expected a mapping"),
+    ({1: "a", "foo": "b"}, "config: unknown field(s) 1, foo"),           # keys of mixed types still sort
+    ({"stages": [{"width": 100000, "blocks": ["mb4d"]}] * 4}, "stages[0].width: 100000 must be <= 8192"),
+    ({"stages": [{"width": "x" * 100000, "blocks": ["mb4d"]}] * 4}, "stages[0].width: 'xxxxx"),
+])
+def test_config_values_are_validated_in_one_line(change, message):
+    raw = {**ArchConfig.load(search_spaces.variant_path("efficientformer", "l1")).to_dict(), **change}
+    with pytest.raises(ConfigError) as e:
+        ArchConfig.from_dict(raw)
+    assert message in str(e.value) and len(str(e.value)) < 200 and "\n" not in str(e.value)
+
+
+def test_head_options_are_typed_per_family():
+    fastvit = ArchConfig.load(search_spaces.variant_path("fastvit", "t8")).to_dict()
+    with pytest.raises(ConfigError, match=r"head.layer_scale_init: 'abc' is not a number in \[0.0, 1.0\]"):
+        ArchConfig.from_dict({**fastvit, "head": {"layer_scale_init": "abc"}})
+    fmvit = ArchConfig.load(search_spaces.variant_path("fmvit", "t")).to_dict()
+    with pytest.raises(ConfigError, match="head: fmvit has no head options, got drop_rate"):
+        ArchConfig.from_dict({**fmvit, "head": {"drop_rate": 0.1}})
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        ArchConfig.load(path)
