@@ -116,14 +116,24 @@ def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:
     fields = set(rows[0]) if rows else set()
     if "ms" not in fields or not fields & {"key", "file"}:
         raise TimingsError(f"{path}: expected a CSV with columns 'ms' and 'key' (or 'file' from {MANIFEST})")
+    extra = fields - {"ms", "key", "file", "device", "note"}
+    if extra:
+        raise TimingsError(f"{path}: unknown column(s) {', '.join(sorted(map(str, extra)))[:80]} (expected ms, key or "
+                           "file, and optionally device, note)")
     by_file = {}
     if "key" not in fields:
         manifest = path.parent / MANIFEST
         if not manifest.is_file():
             raise TimingsError(f"{path}: rows name files but there is no {MANIFEST} next to it; "
                                "add a 'key' column or put the file next to the export's manifest")
-        with open(manifest, newline="") as f:
-            by_file = {r["file"]: r["key"] for r in csv.DictReader(f)}
+        try:
+            with open(manifest, newline="") as f:
+                listed = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise TimingsError(f"{manifest}: unreadable manifest ({type(e).__name__})") from None
+        if not listed or not {"file", "key"} <= set(listed[0]):
+            raise TimingsError(f"{manifest}: expected the columns 'file' and 'key' that `nas lut export` writes")
+        by_file = {r["file"]: r["key"] for r in listed}
     out: dict[str, float] = {}
     for line, row in enumerate(rows, start=2):
         key = row.get("key") or by_file.get(row.get("file") or "")

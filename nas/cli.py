@@ -124,8 +124,7 @@ def cmd_train_supernet(args) -> Path:
                         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
                         tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp,
                         train_widths=args.train_widths, **runtime_flags)
-        if recipe.epochs < 1:
-            raise UserError(f"--epochs {recipe.epochs} must be >= 1")
+        recipe.check()
         run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: need at least one worker")

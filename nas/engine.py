@@ -104,6 +104,26 @@ class RecipeBase:
     # Fields that say where and how fast a run goes, not what it computes: a resume may change them.
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "workers", "device", "channels_last", "threads")
 
+    def check(self) -> None:
+        """Every flag in range, as one line naming it (before anything is built or written)."""
+        def flag(name: str) -> str:
+            return "--" + name.replace("_", "-")
+
+        for name in ("epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{flag(name)} {getattr(self, name)} must be >= 1")
+        for name in ("workers", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{flag(name)} {getattr(self, name)} must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr {self.lr} must be a finite number > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"--weight-decay {self.weight_decay} must be a finite number >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"--label-smoothing {self.label_smoothing} must be in [0, 1)")
+        if self.img_size < 32 or self.img_size % 32:
+            raise UserError(f"--img-size {self.img_size} is not a positive multiple of 32 (the network downsamples by 32)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

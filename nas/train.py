@@ -17,6 +17,7 @@ the uninterrupted run exactly.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,16 @@ class Recipe(RecipeBase):
         # recipes written before width training trained at full width
         return super().from_dict({"train_widths": False, **raw})
 
+    def check(self) -> None:
+        super().check()
+        if not (math.isfinite(self.arch_lr) and self.arch_lr > 0):
+            raise UserError(f"--arch-lr {self.arch_lr} must be a finite number > 0")
+        for name in ("tau_max", "tau_min"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a finite number > 0")
+        if self.tau_min > self.tau_max:
+            raise UserError(f"--tau-min {self.tau_min} exceeds --tau-max {self.tau_max} (τ decays from max to min)")
+
     def tau(self, epoch: int) -> float:
         if self.epochs <= 1:
             return self.tau_min
@@ -66,8 +77,6 @@ def load_space(recipe: Recipe) -> SearchSpace:
     space = SearchSpace.load(path)
     if space.family != recipe.family:
         raise UserError(f"--space {path} is a {space.family} space, not {recipe.family}")
-    if recipe.img_size % 32:
-        raise UserError(f"--img-size {recipe.img_size} is not a multiple of 32 (the network downsamples by 32)")
     return space
 
 
@@ -86,6 +95,7 @@ def _param_groups(net: Supernet, recipe: Recipe) -> list[dict]:
 
 def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progress: bool = True,
                    log: Callable[[str], None] = print) -> Path:
+    recipe.check()
     torch.set_num_threads(recipe.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     runtime = recipe.runtime()

@@ -75,9 +75,9 @@ class TrainRecipe(engine.RecipeBase):
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = engine.RecipeBase.RUNTIME_FIELDS + ("compile",)
 
     def check(self) -> None:
-        for name in ("epochs", "batch_size", "accum_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        super().check()
+        if self.accum_steps < 1:
+            raise UserError(f"--accum-steps {self.accum_steps} must be >= 1")
         if self.distill not in DISTILL:
             raise UserError(f"--distill {self.distill!r}: use one of {', '.join(DISTILL)}")
         if (self.distill != "none") != (self.teacher is not None):
@@ -88,8 +88,6 @@ class TrainRecipe(engine.RecipeBase):
             raise UserError(f"--drop-path-rate {self.drop_path_rate}: must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay {self.ema_decay}: must be in [0, 1)")
-        if self.img_size % 32:
-            raise UserError(f"--img-size {self.img_size} is not a multiple of 32 (the network downsamples by 32)")
 
 
 # ---------------------------------------------------------------------------- initial weights

@@ -190,13 +190,18 @@ class Supernet(nn.Module):
         if isinstance(choice, ArchConfig):
             choice = Choice.from_config(choice, self.space)
         config = choice.to_config(self.space, num_classes=self.num_classes)
-        model = self.family.build(config, img_size=self.img_size)
+        # Built on the meta device and then given memory: every tensor is overwritten below, so
+        # the initialisation a normal build runs (seconds for an L7-sized network) is skipped.
+        with torch.device("meta"):
+            model = self.family.build(config, img_size=self.img_size)
+        model = model.to_empty(device=next(self.net.parameters()).device)
         slot_of = {}
         for j, kinds in enumerate(choice.kinds):
             kept = [(s, k) for s, k in enumerate(kinds) if k != IDENTITY]
             slot_of.update({(j, p): sk for p, sk in enumerate(kept)})
-        source = self.net.state_dict()
-        target = model.state_dict()
+        # non-persistent buffers (EfficientFormer's attention bias index) are not in a state dict
+        source = {**dict(self.net.named_buffers()), **self.net.state_dict()}
+        target = {**dict(model.named_buffers()), **model.state_dict()}
         for name, tensor in target.items():
             m = _SLOT_PARAM.match(name)
             if m:
@@ -284,6 +289,9 @@ class _WidthMask:
 
     def __call__(self, module: nn.Module, inputs, output: torch.Tensor | None = None):
         if self.inputs:
+            if self.choice.mode == "hard" and int(self.counts[int(self.choice.weights.detach().argmax())]) >= \
+                    inputs[0].shape[inputs[0].ndim - 1 if self.last_axis else 1]:
+                return None   # a full-width sample: nothing to zero
             return (self._masked(module, inputs, inputs[0]), *inputs[1:])
         return self._masked(module, inputs, output)
 

@@ -77,6 +77,7 @@ def test_export_converts_only_what_the_device_has_not_measured(two_ops, tmp_path
     ("key,ms\n{key},fast\n", "ms 'fast' is not a number"),
     ("op,latency\n{key},1\n", "expected a CSV with columns 'ms' and 'key'"),
     ("file,ms\nop-unknown.mlpackage,1\n", "file 'op-unknown.mlpackage' is not in manifest.csv"),
+    ("key,ms,milliseconds\n{key},1,2\n", "unknown column(s) milliseconds"),
 ])
 def test_bad_timings_are_one_line_exit_2_and_write_nothing(exported, two_ops, tmp_path, capsys, text, message):
     _, out = exported
@@ -92,3 +93,12 @@ def test_bad_timings_are_one_line_exit_2_and_write_nothing(exported, two_ops, tm
 def test_export_is_for_core_ml_devices_only(capsys, tmp_path):
     assert main(["lut", "export", "--device", "cpu", "--tables", str(tmp_path)]) == 2
     assert "use `nas lut build --device cpu`" in capsys.readouterr().err
+
+
+def test_a_manifest_without_its_columns_is_one_line(tmp_path, capsys):
+    (tmp_path / apple.MANIFEST).write_text("name,op\na,b\n")
+    (tmp_path / "timings.csv").write_text("file,ms\na,1\n")
+    assert main(["lut", "import", str(tmp_path / "timings.csv"), "--device", "iphone12", "--resolution", "64",
+                 "--tables", str(tmp_path / "tables")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected the columns 'file' and 'key'" in err and len(err.splitlines()) == 1

@@ -91,5 +91,23 @@ def test_family_all_takes_a_shipped_space_name_not_a_file(tmp_path, capsys):
     assert main(["train-supernet", "--family", "all", "--space", str(tmp_path / "mine.yaml"), "--runs",
                  str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--space small|paper" in err and "give one --family" in err
+    assert err.count("\n") == 0 and "--space paper|small" in err and "give one --family" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, blamed", [
+    (["--batch-size", "0"], "--batch-size 0 must be >= 1"),
+    (["--lr", "nan"], "--lr nan must be a finite number > 0"),
+    (["--threads", "0"], "--threads 0 must be >= 1"),
+    (["--tau-min", "0"], "--tau-min 0.0 must be a finite number > 0"),
+    (["--tau-min", "9"], "--tau-min 9.0 exceeds --tau-max 5.0"),
+    (["--img-size", "48"], "--img-size 48 is not a positive multiple of 32"),
+    (["--arch-lr", "-1"], "--arch-lr -1.0 must be a finite number > 0"),
+])
+def test_a_bad_training_flag_is_one_line_naming_it_and_writes_nothing(flags, blamed, tmp_path, capsys):
+    from nas.cli import main
+
+    assert main(["train-supernet", "--runs", str(tmp_path), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and blamed in err, err
     assert list(tmp_path.iterdir()) == []
