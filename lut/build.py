@@ -27,8 +27,8 @@ def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iter
 
     A key depends only on local facts (kind, width, stage knobs, grid, what the previous stage
     hands on), so it suffices to vary one stage's (width, knob values, kind) at a time and every
-    pair of adjacent stages' widths with the previous stage's knob values (a knob may set the
-    width a stage hands on: FMViT's ``out_width``).
+    pair of adjacent stages' widths with either stage's knob values (a knob may set the width a
+    stage hands on, FMViT's ``out_width``, or how a stage takes it in, MobileViT's MV2 expansion).
     """
     kinds = [[k for k in s.choices if k != IDENTITY] for s in space.stages]
     base = Choice(tuple(s.max_width for s in space.stages),
@@ -43,12 +43,16 @@ def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iter
             row[j] = (kind,) * s.slots
             yield Choice(choice.widths, tuple(row), choice.knobs).to_config(space, num_classes)
     for j in range(1, len(space.stages)):
-        prev = space.stages[j - 1]
-        for a, b, combo in itertools.product(space.widths(j - 1), space.widths(j), itertools.product(*prev.knobs.values())):
-            choice = base.replace_width(j - 1, a).replace_width(j, b)
-            for name, value in zip(prev.knobs, combo):
-                choice = choice.replace_knob(space, j - 1, name, value)
-            yield choice.to_config(space, num_classes)
+        # the ops between stages j-1 and j: both widths with either stage's knob values (the
+        # previous stage's may set what it hands on, this stage's how it takes it in: MobileViT's
+        # MV2 expansion of the downsampling block)
+        for side in (j - 1, j):
+            knobs = space.stages[side].knobs
+            for a, b, combo in itertools.product(space.widths(j - 1), space.widths(j), itertools.product(*knobs.values())):
+                choice = base.replace_width(j - 1, a).replace_width(j, b)
+                for name, value in zip(knobs, combo):
+                    choice = choice.replace_knob(space, side, name, value)
+                yield choice.to_config(space, num_classes)
 
 
 def ops_for(configs: Iterable[ArchConfig]) -> dict[str, dict]:

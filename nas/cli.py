@@ -447,7 +447,7 @@ def cmd_lut_estimate(args) -> list[Path]:
         table.path = table_path(args.device, res, tables_dir)   # the user's copy, never the shipped file
         bar = tqdm(total=len(ops), desc=f"{args.device}@{res}", unit="op", disable=args.no_progress, leave=False)
         try:
-            added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=True)
+            added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=not args.only_missing)
         finally:
             bar.close()
         estimate.describe_table(table, model, source)
@@ -1061,6 +1061,8 @@ def _build_parser() -> argparse.ArgumentParser:
     es.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     es.add_argument("--num-classes", type=int, nargs="+", default=[10, 1000], help="classifier sizes to cover")
     es.add_argument("--refit", action="store_true", help="profile the published models and refit the cost model")
+    es.add_argument("--only-missing", action="store_true",
+                    help="estimate only the ops the table lacks (default: re-estimate every estimated entry)")
     common(es)
     es.set_defaults(func=cmd_lut_estimate)
 
