@@ -860,7 +860,7 @@ def cmd_train(args):
             "drop_path_rate": "drop_path_rate", "ema_decay": "ema_decay", "clip_grad": "clip_grad",
             "accum_steps": "accum_steps", "teacher": "teacher", "teacher_weights": "teacher_weights",
             "distill": "distill", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
-            "seed": "seed", "amp": "amp", "train_widths": "train_widths"})
+            "seed": "seed", "amp": "amp"})
         recipe = TrainRecipe.from_dict({**ckpt["recipe"], **runtime_flags})
         if args.epochs is not None:
             recipe.epochs = args.epochs
