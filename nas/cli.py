@@ -530,7 +530,7 @@ def _supernet_setup(args) -> _Setup:
 
     from nas import checkpoint, data as data_mod, runs
     from nas.evaluate import Evaluator
-    from nas.slim import checked_targets
+    from nas.slim import channel_order, checked_targets
     from nas.train import Recipe
 
     checked_targets(args.target_ms)
@@ -548,7 +548,7 @@ def _supernet_setup(args) -> _Setup:
     calib = data_mod.fixed_subset(data.train, args.calib_images, args.seed)[0]
     val_x, val_y = data_mod.fixed_subset(data.val, args.val_images, args.seed + 1)
     net.eval()
-    if args.channel_order == "importance":
+    if channel_order(args.channel_order, net) == "importance":
         net.reorder_channels()
     return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y), recipe.data)
 
@@ -1094,7 +1094,9 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
         sp.add_argument("--calib-images", type=int, default=256, help="training images for BN recalibration")
         sp.add_argument("--val-images", type=int, default=1000, help="fixed validation subset size")
-        sp.add_argument("--channel-order", choices=["importance", "natural"], default="importance")
+        sp.add_argument("--channel-order", choices=["auto", "importance", "natural"], default="auto",
+                        help="auto (default): the trained order for a supernet with width α, L1 importance "
+                             "order for one trained at full width")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
 

@@ -117,8 +117,8 @@ def initial_state(init: str, config: ArchConfig, config_path: Path | None, data:
 
 
 def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Data | None, seed: int) -> dict:
-    """The config's sub-network of a supernet as slim evaluates it: channels in importance order,
-    prefix slices, BN recalibrated on the same 256 training images."""
+    """The config's sub-network of a supernet as slim evaluates it: channels in slim's default
+    order (``nas.slim.channel_order``), prefix slices, BN recalibrated on the same 256 training images."""
     from nas.evaluate import recalibrate_bn
     from supernets.config import Choice
 
@@ -129,7 +129,10 @@ def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Da
         choice = Choice.from_config(config, net.space)
     except ConfigError as e:
         raise UserError(f"--init {path}: the config is not in that supernet's space ({e})") from None
-    net.reorder_channels()
+    from nas.slim import channel_order
+
+    if channel_order("auto", net) == "importance":
+        net.reorder_channels()
     model = net.subnet(choice)
     if data is not None:
         recalibrate_bn(model, data_mod.fixed_subset(data.train, 256, seed)[0], 128)
