@@ -15,10 +15,12 @@ class Score:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int, only_bn: bool = False) -> None:
     """Replace every BatchNorm's running statistics by exact averages over `images`.
 
     Inherited statistics belong to the supernet's mixed activations; a sub-network needs its own.
+    ``only_bn``: every other module stays in eval mode (a supernet's Gumbel mixers then mix as in
+    its evaluation, deterministically, so the statistics are those of the network evaluated).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -27,7 +29,12 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int) -> N
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all recalibration batches
-    model.train()
+    if only_bn:
+        model.eval()
+        for m in bns:
+            m.train()
+    else:
+        model.train()
     for x in images.split(batch_size):
         model(x)
     for m, momentum in saved.items():

@@ -160,13 +160,12 @@ def run_epoch(net: Supernet, model: nn.Module, optimizer, scheduler, criterion, 
     if validate:
         if len(net.width_choices):
             # BN statistics gathered under sampled width masks trail the weights (the switchable-BN
-            # problem of slimmable networks): recalibrate them as slimming does, on a fixed subset,
-            # leaving the training RNG (Gumbel noise) untouched.
+            # problem of slimmable networks): recalibrate them on a fixed subset under the masks the
+            # evaluation uses (deterministic, so the training RNG is untouched).
             from nas.evaluate import recalibrate_bn
 
-            with torch.random.fork_rng(devices=[]):
-                calib = data_mod.fixed_subset(data.train, 256, recipe.seed)[0].to(runtime.device)
-                recalibrate_bn(net, calib, recipe.batch_size)
+            calib = data_mod.fixed_subset(data.train, 256, recipe.seed)[0].to(runtime.device)
+            recalibrate_bn(net, calib, recipe.batch_size, only_bn=True)
         val = data_mod.loader(data, data.val, recipe.batch_size, workers=recipe.workers)
         val_acc = engine.evaluate(net, val, runtime)["top1"]
     return {"epoch": epoch + 1, "tau": tau, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
