@@ -70,17 +70,10 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fields: list[str] | Non
     return write_text(path, buf.getvalue())
 
 
-# libyaml's implementations of the safe loader and dumper when PyYAML has them: latency tables
-# of the paper-scale spaces hold thousands of entries, which the pure-Python ones parse ~10x slower.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def write_yaml(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, yaml.dump(data, Dumper=_SAFE_DUMPER, sort_keys=False, default_flow_style=None, width=100))
+    return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
-    """``yaml.safe_load`` (through libyaml's safe loader where available)."""
     with open(path) as f:
-        return yaml.load(f, Loader=_SAFE_LOADER)
+        return yaml.safe_load(f)
