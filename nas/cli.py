@@ -6,6 +6,7 @@ to fix it, exits 2, and leaves no partial file behind (all writes are atomic).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from dataclasses import dataclass
 import os
@@ -133,17 +134,19 @@ def cmd_train_supernet(args) -> Path:
     address = args.ray_address or ("local" if args.workers > 1 else None)
     print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel, "
           f"{runtime.device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}) -> {run_dir}", flush=True)
-    if address:
-        from nas import cluster
+    with contextlib.nullcontext() if args.resume else runs.removed_if_stillborn(run_dir):
+        if address:
+            from nas import cluster
 
-        gpus = args.gpus_per_worker if args.gpus_per_worker is not None else float(runtime.device.type == "cuda")
-        with cluster.connected(address):
-            print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if gpus else 'gloo, CPU'}); "
-                  f"a lost worker restarts the group from the last epoch's checkpoint", flush=True)
-            path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=gpus,
-                                        storage_path=args.storage_path, threads=max(1, recipe.threads // args.workers))
-    else:
-        path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+            gpus = args.gpus_per_worker if args.gpus_per_worker is not None else float(runtime.device.type == "cuda")
+            with cluster.connected(address):
+                print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if gpus else 'gloo, CPU'}); "
+                      f"a lost worker restarts the group from the last epoch's checkpoint", flush=True)
+                path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=gpus,
+                                            storage_path=args.storage_path,
+                                            threads=max(1, recipe.threads // args.workers))
+        else:
+            path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"supernet: {path}")
     return path
 
@@ -842,7 +845,7 @@ def _export_trained(path: Path, formats: list[str], stem: Path, args) -> list:
 
 
 def cmd_train(args):
-    from nas import checkpoint
+    from nas import checkpoint, runs
     from nas.train_model import MODEL, TrainRecipe, default_out_dir, run_defaults, train_model
     from supernets.config import ArchConfig
 
@@ -892,8 +895,9 @@ def cmd_train(args):
           f"{', ' + recipe.amp if recipe.amp != 'off' else ''}"
           f"{f', {recipe.distill} distillation from {recipe.teacher}' if recipe.teacher else ''} -> {out_dir}",
           flush=True)
-    result = train_model(config, recipe, out_dir, config_path=config_path, resume=bool(args.resume),
-                         progress=not args.no_progress)
+    with contextlib.nullcontext() if args.resume else runs.removed_if_stillborn(out_dir):
+        result = train_model(config, recipe, out_dir, config_path=config_path, resume=bool(args.resume),
+                             progress=not args.no_progress)
     final = result.final
     ema = f", EMA {final['ema_top1']:.2f}%" if recipe.ema_decay else ""
     print(f"final top-1: raw {final['val_top1']:.2f}%{ema} (started at {result.history[0]['val_top1']:.2f}%)")

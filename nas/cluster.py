@@ -162,6 +162,16 @@ def _train_loop(config: dict) -> None:
             ray.train.report(stats)
 
 
+def _worker_error_line(error: BaseException) -> str:
+    """A worker's own one-line error (a UserError raised inside the training loop) if there is
+    one in Ray's report, else Ray's first line: never the group's multi-page traceback."""
+    text = str(error)
+    marker = f"{UserError.__module__}.{UserError.__name__}: "
+    if marker in text:
+        return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return f"Ray Train failed ({type(error).__name__}: {text.strip().splitlines()[0][:160] if text.strip() else ''})"
+
+
 def train_on_ray(recipe, run_dir, *, workers: int, gpus_per_worker: float = 0.0, storage_path: str | None = None,
                  max_failures: int = 3, threads: int = 1):
     """Train the supernet with Ray Train's TorchTrainer on the attached cluster; checkpoints go
@@ -187,9 +197,13 @@ def train_on_ray(recipe, run_dir, *, workers: int, gpus_per_worker: float = 0.0,
         run_config=RunConfig(name=run_dir.name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    result = trainer.fit()
-    if result.error is not None:
-        raise UserError(f"Ray Train failed ({type(result.error).__name__}: {str(result.error).splitlines()[0][:160]})")
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as e:   # Ray >= 2.4x raises the workers' failure from fit() instead of returning it
+        error = e
+    if error is not None:
+        raise UserError(_worker_error_line(error)) from None
     with result.checkpoint.as_directory() as d:
         shutil.copyfile(Path(d) / "supernet.pt", run_dir / ".supernet.pt.tmp")
     os.replace(run_dir / ".supernet.pt.tmp", run_dir / runs.SUPERNET)

@@ -74,6 +74,27 @@ def in_memory_source(source: str) -> bool:
     return source == DIGITS or source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":")
 
 
+def checked_source(source: str) -> str:
+    """`source` with any folder made absolute (Ray workers and resumes run from other working
+    directories), after the cheap checks that its folder exists: one line before a run starts,
+    not a worker's traceback after it did."""
+    if source == DIGITS:
+        return source
+    if in_memory_source(source):
+        if ":" not in source:
+            return source
+        folder = Path(source.split(":", 1)[1]).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"--data {source}: no such directory; pass --data fashion-mnist:DIR with the IDX files, "
+                            f"or install Debian's package with `{FASHION_MNIST_INSTALL}` and use --data fashion-mnist")
+        return f"{FASHION_MNIST}:{folder}"
+    root = Path(source).expanduser().resolve()
+    if not root.is_dir():
+        raise UserError(f"--data {source}: no such directory; give an ImageFolder root with train/ and val/, "
+                        f"'{FASHION_MNIST}', or omit --data for the embedded digits")
+    return str(root)
+
+
 def load(source: str, img_size: int, seed: int = 0, augment: tuple[str | None, float] = (None, 0.0)) -> Data:
     """`augment` = (timm auto-augment policy, random-erasing probability) for image folders; the
     grey in-memory sets are small centred images that these policies were not made for."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -37,6 +38,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch; use --device cpu (or auto)")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        # Training asks for deterministic algorithms; cuBLAS honours that only with a fixed
+        # workspace, read when its first handle is made (so before any CUDA matmul).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if name == "mps" and not mps:
         raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)")
     return torch.device(name)
@@ -123,6 +128,9 @@ class RecipeBase:
             raise UserError(f"--label-smoothing {self.label_smoothing} must be in [0, 1)")
         if self.img_size < 32 or self.img_size % 32:
             raise UserError(f"--img-size {self.img_size} is not a positive multiple of 32 (the network downsamples by 32)")
+        from nas import data
+
+        self.data = data.checked_source(self.data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

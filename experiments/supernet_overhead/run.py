@@ -3,6 +3,7 @@ relative to the largest single config of its space, in one process, same batch, 
 rounds (torch.utils.benchmark). Width training (the default) adds the FBNetV2 channel masks.
 
     python experiments/supernet_overhead/run.py [--space small|paper]
+    python experiments/supernet_overhead/run.py --device cuda --amp bf16 --out result_cuda.md
 """
 from __future__ import annotations
 
@@ -16,19 +17,24 @@ import torch.nn as nn
 import torch.utils.benchmark as benchmark
 
 import search_spaces
+from nas.engine import Runtime
 from supernets.config import IDENTITY, Choice, SearchSpace
 from supernets.supernet import Supernet
 
 HERE = Path(__file__).resolve().parent
 
 
-def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime):
+    model = runtime.prepare(model)
+    x, y = runtime.batch(x, y)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with runtime.autocast():
+            loss = loss_fn(model(x), y)
+        loss.backward()
         opt.step()
     return step
 
@@ -41,7 +47,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+    ap.add_argument("--amp", default="off", help="off | bf16 | fp16")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--out", default="result.md", help="result file, in this folder")
     args = ap.parse_args(argv)
+    runtime = Runtime.of(args.device, args.amp, args.channels_last)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     space = SearchSpace.load(search_spaces.space_path(args.family, args.space))
@@ -60,12 +71,12 @@ def main(argv=None) -> int:
 
     steps = {}
     for name, m in candidates.items():
-        steps[name] = step_fn(m, x, y)
+        steps[name] = step_fn(m, x, y, runtime)
     for widths in (False, True):
         for mode in ("soft", "hard"):
             sup = Supernet(space, num_classes=10, img_size=args.img_size, train_widths=widths).train()
             sup.set_mixing(mode, 1.0)
-            steps[f"supernet {mode}" + (" + widths" if widths else "")] = step_fn(sup, x, y)
+            steps[f"supernet {mode}" + (" + widths" if widths else "")] = step_fn(sup, x, y, runtime)
 
     per_round = {n: [] for n in steps}
     for fn in steps.values():
@@ -84,10 +95,13 @@ def main(argv=None) -> int:
                f"{med['supernet hard'] / med[largest]:.2f}×, soft {med['supernet soft'] / med[largest]:.2f}× "
                f"the largest single config ({largest}: {med[largest]:.1f} ms/step)")
     print(summary)
-    with open(HERE / "result.md", "w") as f:
+    with open(HERE / args.out, "w") as f:
         f.write("# Supernet training-step overhead\n\n")
-        f.write(f"    python experiments/supernet_overhead/run.py --space {args.space}\n\n")
-        f.write(f"{args.family} {args.space} space, batch {args.batch_size} at {args.img_size} px, {args.threads} threads, "
+        f.write(f"    python experiments/supernet_overhead/run.py {' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
+        where = (f"{args.threads} threads" if runtime.device.type == "cpu" else
+                 f"{torch.cuda.get_device_name() if runtime.device.type == 'cuda' else runtime.device.type}")
+        f.write(f"{args.family} {args.space} space, batch {args.batch_size} at {args.img_size} px, {where}, "
+                f"amp {args.amp}{', channels-last' if args.channels_last else ''}, "
                 f"forward+backward+AdamW step, median of {args.rounds} interleaved rounds "
                 f"(`blocked_autorange`, ≥1 s each). Goal: hard ≤ 1.3×, soft ≤ 2.5×.\n\n")
         f.write(f"**{summary}**\n\n| model | ms/step (median) | min–max over rounds | vs largest single |\n|---|---|---|---|\n")

@@ -152,3 +152,22 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
     assert min(restarts) >= seen["done_at_kill"] + 1 >= 2
     ckpt = checkpoint.load(run / "supernet.pt")
     assert ckpt["epoch"] == 6 and [h["epoch"] for h in ckpt["history"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_workers_own_error_is_one_line_and_leaves_no_run(cluster, tiny_space_path, tmp_path, capsys):
+    """The IDX files are missing: each worker raises our one-line error, which Ray wraps in a
+    multi-page group failure; the user sees the worker's line, and the half-born run is gone."""
+    (tmp_path / "empty").mkdir()
+    argv = _train_argv(tiny_space_path, tmp_path, 1, cluster.address, "nodata")
+    assert main(argv + ["--data", f"fashion-mnist:{tmp_path / 'empty'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte[.gz] not found" in err, err
+    assert not (tmp_path / "nodata").exists()
+
+
+def test_worker_error_lines():
+    from nas.cluster import _worker_error_line
+
+    wrapped = RuntimeError("Training failed\nTraceback ...\n  File x\nnas.errors.UserError: --batch-size 9: too big\n\nmore")
+    assert _worker_error_line(wrapped) == "--batch-size 9: too big"
+    assert _worker_error_line(ValueError("boom\nline 2")) == "Ray Train failed (ValueError: boom)"

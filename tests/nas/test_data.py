@@ -94,3 +94,15 @@ def test_an_image_folder_without_class_folders(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(UserError, match="train/ has no class folders"):
         data_mod.load(str(tmp_path), 32)
+
+
+def test_sources_are_checked_and_made_absolute_before_a_run_starts(idx_folder, monkeypatch):
+    """Ray workers and resumes run from other directories: a relative folder must not reach them."""
+    monkeypatch.chdir(idx_folder.parent)
+    assert data_mod.checked_source(f"fashion-mnist:{idx_folder.name}") == f"fashion-mnist:{idx_folder}"
+    assert data_mod.checked_source(idx_folder.name) == str(idx_folder)
+    assert data_mod.checked_source("digits") == "digits" and data_mod.checked_source("fashion-mnist") == "fashion-mnist"
+    with pytest.raises(UserError, match="fashion-mnist:none: no such directory"):
+        data_mod.checked_source("fashion-mnist:none")
+    with pytest.raises(UserError, match="--data none: no such directory"):
+        data_mod.checked_source("none")

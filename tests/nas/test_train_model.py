@@ -223,3 +223,4 @@ def test_resume_refuses_recipe_flags_it_would_ignore(emitted, tiny_run, tmp_path
     before = (out / "model.pt").read_bytes()
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0   # runtime flags may change
     assert (out / "model.pt").read_bytes() != before
+
