@@ -56,6 +56,25 @@ def load(path: str | os.PathLike, formats: tuple[str, ...] = (FORMAT,)) -> dict[
     return ckpt
 
 
+def load_state_dict_file(path: str | os.PathLike, flag: str) -> dict[str, torch.Tensor]:
+    """A plain weights file given by a user (`flag` names the option): ``torch.save(state_dict)``,
+    or a dict holding one under ``state_dict`` / ``model``, or a nas model checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types (UnpicklingError, zip errors) for a bad file
+        raise UserError(f"{flag} {path}: cannot load a state dict ({type(e).__name__}); pass a file written by "
+                        "torch.save(model.state_dict())") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{flag} {path}: holds no state dict (a mapping of names to tensors); pass a file written "
+                        "by torch.save(model.state_dict())")
+    return state
+
+
 def save_model(path: str | os.PathLike, config: ArchConfig, model: torch.nn.Module, img_size: int,
                **extra: Any) -> Path:
     """A model checkpoint: the config (meta included), its weights and the resolution they were trained at."""

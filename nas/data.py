@@ -189,9 +189,31 @@ def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re
     val = ImageDataset(str(root / "val"), transform=create_transform(img_size, is_training=False))
     if len(train) == 0 or len(val) == 0:
         raise UserError(f"--data {root}: no images found under train/ or val/")
+    for split, dataset in (("train", train), ("val", val)):
+        _check_images_decode(root, split, [Path(f) for f, _ in dataset.reader.samples])
     classes = train.reader.class_to_idx if hasattr(train.reader, "class_to_idx") else None
     num_classes = len(classes) if classes else int(max(t for _, t in train.reader.samples)) + 1
     return Data(train, val, num_classes, str(root), False)
+
+
+def _check_images_decode(root: Path, split: str, files: list[Path], probes: int = 16) -> None:
+    """Decode `probes` files spread over the split. timm skips an undecodable image (and logs it),
+    so a few bad files cost a few samples; but a split where most probes fail would end, mid-epoch,
+    in timm's "Failed to load 10 consecutive samples": say so now, naming a file."""
+    from PIL import Image, UnidentifiedImageError
+
+    picked = files[:: max(1, len(files) // probes)][:probes]
+    bad = []
+    for f in picked:
+        try:
+            with Image.open(f) as im:
+                im.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            bad.append((f, type(e).__name__))
+    if picked and len(bad) * 2 > len(picked):
+        f, why = bad[0]
+        raise UserError(f"--data {root}: {len(bad)} of {len(picked)} sampled {split}/ images do not decode "
+                        f"(e.g. {f}: {why}); re-copy or remove the damaged files")
 
 
 def loader(data: Data, dataset: Dataset, batch_size: int, *, workers: int = 0, shuffle_generator=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nas import checkpoint
 from nas.errors import UserError
 from supernets import io
 from supernets.config import ArchConfig
@@ -40,12 +41,7 @@ class Exported:
 def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -> torch.nn.Module:
     model = get_family(config.family).build(config)
     if weights is not None:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as e:
-            raise UserError(f"--weights {weights}: cannot load a state dict ({type(e).__name__}); pass a file "
-                            "written by torch.save(model.state_dict())") from None
-        state = state.get("model", state) if isinstance(state, dict) else state
+        state = checkpoint.load_state_dict_file(weights, "--weights")
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as e:   # shape mismatches (another width, or a resolution-sized table)

@@ -176,11 +176,8 @@ def load_teacher(spec: str, weights: str | None, num_classes: int, img_size: int
             raise UserError(f"--teacher {spec}: a timm teacher needs --teacher-weights STATE_DICT.pt "
                             "(pretrained weights cannot be downloaded here)")
         teacher = timm.create_model(spec, num_classes=num_classes)
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise UserError(f"--teacher-weights {weights}: cannot load a state dict ({type(e).__name__})") from None
-        checkpoint.load_weights(teacher, state.get("state_dict", state), f"--teacher-weights {weights}")
+        state = checkpoint.load_state_dict_file(weights, "--teacher-weights")
+        checkpoint.load_weights(teacher, state, f"--teacher-weights {weights}")
         classes = num_classes
     if classes != num_classes:
         raise UserError(f"--teacher {spec} predicts {classes} classes, the data has {num_classes}")

@@ -106,3 +106,13 @@ def test_sources_are_checked_and_made_absolute_before_a_run_starts(idx_folder, m
         data_mod.checked_source("fashion-mnist:none")
     with pytest.raises(UserError, match="--data none: no such directory"):
         data_mod.checked_source("none")
+
+
+def test_an_image_folder_of_undecodable_files_is_one_error_not_a_mid_epoch_crash(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(5):
+                (tmp_path / split / cls / f"{i}.jpg").write_bytes(b"not a jpeg" * (i + 1))
+    with pytest.raises(UserError, match=r"10 of 10 sampled train/ images do not decode \(e.g. .*a/0.jpg"):
+        data_mod.load(str(tmp_path), 32)

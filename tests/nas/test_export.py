@@ -46,6 +46,12 @@ def test_export_errors_leave_nothing_behind(small_config, tmp_path, capsys, monk
     torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
     assert main(["export", str(small_config), "--weights", str(tmp_path / "bad.pt")]) == 2
     assert "does not match the config" in capsys.readouterr().err
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 4)          # not a pickle at all
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")                      # loads, but is no state dict
+    for name, says in (("random.pt", "cannot load a state dict (UnpicklingError)"), ("list.pt", "holds no state dict")):
+        assert main(["export", str(small_config), "--weights", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err
 
     def broken(*args, **kwargs):
         raise RuntimeError("cannot trace this")
@@ -54,7 +60,8 @@ def test_export_errors_leave_nothing_behind(small_config, tmp_path, capsys, monk
     assert main(["export", str(small_config), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not trace" in err
-    assert sorted(p.name for p in small_config.parent.iterdir()) == ["bad.pt", "small.yaml", "tiny_space.yaml"]
+    assert sorted(p.name for p in small_config.parent.iterdir()) == ["bad.pt", "list.pt", "random.pt", "small.yaml",
+                                                                    "tiny_space.yaml"]
 
 
 @pytest.mark.slow
