@@ -594,8 +594,13 @@ def _slim_one(args):
                   "inherited_top1": round(step.accuracy, 2), "supernet": str(ckpt_path),
                   **_table_provenance(table), "steps": step.step})
         yaml_path = out_dir / f"{stem.name}.yaml"
-        config.save(yaml_path)
+        # weights first, the YAML last: a config on disk always has its weights beside it
         weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
+        try:
+            config.save(yaml_path)
+        except BaseException:
+            weights.unlink(missing_ok=True)
+            raise
         if step.step == 0:
             print(f"note: {t:g} ms is at or above the supernet's start ({start.latency_ms:.3f} ms, every stage at its "
                   f"widest with every slot kept): no slimming was needed, the start is emitted; a larger space or "
@@ -1220,12 +1225,18 @@ def main(argv: list[str] | None = None) -> int:
     from lut.backends import BackendError
     from lut.devices import DeviceError
     from lut.table import MissingKeysError, TableError
+    from supernets import io
     from supernets.config import ConfigError
 
     try:
         args.func(args)
-    except (UserError, ConfigError, TableError, DeviceError, BackendError, MissingKeysError) as e:
+    except (UserError, ConfigError, TableError, DeviceError, BackendError, MissingKeysError, io.WriteError) as e:
         print(f"nas: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in io.WriteError.ERRNOS:
+            raise
+        print(f"nas: error: {io.WriteError.describe(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)

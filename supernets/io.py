@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io as _io
 import os
 import tempfile
@@ -15,6 +16,31 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
+
+
+class WriteError(OSError):
+    """A write that failed for a reason the user fixes (a full disk, a read-only folder, no
+    permission), as one line: what could not be written and what to do."""
+
+    ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    @staticmethod
+    def describe(e: OSError, path: str | os.PathLike | None = None) -> str:
+        where = path or e.filename or "a file"
+        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "the file system is read-only"}.get(e.errno, "permission denied")
+        return f"cannot write {where}: {reason}; free space or write elsewhere (--runs / --out / --tables)"
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 @contextlib.contextmanager
@@ -29,6 +55,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno in WriteError.ERRNOS:
+            raise WriteError(e.errno, WriteError.describe(e, path)) from None
+        raise
+    except RuntimeError:
+        # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos");
+        # the half-written temp file still holds the space, so the device is (nearly) full now
+        if _disk_full(path.parent):
+            raise WriteError(errno.ENOSPC, WriteError.describe(OSError(errno.ENOSPC, ""), path)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -157,6 +157,23 @@ def test_targets_that_are_not_finite_are_refused(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_full_disk_while_emitting_is_one_line_and_no_config_without_weights(tiny_run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from supernets import io
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2027584 vs 2027472")
+
+    monkeypatch.setattr(torch, "save", fail)                 # torch's zip writer on a full disk
+    monkeypatch.setattr(io, "_disk_full", lambda folder: True)
+    assert main(["slim", "--target-ms", "0.48", "--supernet", str(tiny_run), "--device", "iphone12",
+                 "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "iphone12-0.48ms.pt: no space left on the device" in err, err
+    assert list((tmp_path / "x").iterdir()) == []
+
+
 def test_every_family_at_one_target(tiny_run, tiny_fastvit_run, tiny_mobilevit_run, tiny_iformer_run, tmp_path,
                                     capsys):
     """nas slim --family all: one config per family in one folder, families.csv/png; a family

@@ -28,3 +28,26 @@ def test_a_failed_write_leaves_nothing_and_stale_temps_are_cleaned(tmp_path):
     (tmp_path / ".other.pt.x.tmp").write_text("not ours to clean")
     assert io.remove_stale_temps(tmp_path / "model.pt") == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.x.tmp"]
+
+
+def test_a_full_disk_is_one_write_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    def full(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full)
+    with pytest.raises(io.WriteError) as e:
+        io.write_yaml(tmp_path / "t.yaml", {"a": 1})
+    assert str(e.value).startswith(f"cannot write {tmp_path / 't.yaml'}: no space left on the device; free space")
+    monkeypatch.undo()
+    # torch's zip writer reports a full disk as a RuntimeError; only a (nearly) full device makes it a WriteError
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unexpected pos 10 vs 8")))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        io.atomic_write(tmp_path / "w.pt", lambda p: torch.save({}, p))
+    monkeypatch.setattr(io, "_disk_full", lambda folder: True)
+    with pytest.raises(io.WriteError, match="w.pt: no space left"):
+        io.atomic_write(tmp_path / "w.pt", lambda p: torch.save({}, p))
+    assert list(tmp_path.iterdir()) == []
