@@ -132,7 +132,28 @@ class LatencyTable:
         return table
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the table atomically. Under a lock on the file, entries another process wrote
+        there since this table was read (two `nas lut build` of different families, a slim that
+        measured a missing op) are merged in first, so concurrent writers never drop each
+        other's measurements; for a key both hold, this table's entry wins."""
+        from filelock import FileLock
+
         path = Path(path or self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.with_name(f".{path.name}.lock"))):
+            if path.is_file():
+                try:
+                    on_disk = LatencyTable.load(path, device=self.device, resolution=self.resolution)
+                except TableError:
+                    on_disk = None   # unreadable: this table replaces it
+                if on_disk is not None:
+                    for key, entry in on_disk.entries.items():
+                        self.entries.setdefault(key, entry)
+            self._write(path)
+        self.path = path
+        return path
+
+    def _write(self, path: Path) -> None:
         data = {
             "schema": SCHEMA,
             "device": self.device,
@@ -141,8 +162,6 @@ class LatencyTable:
             "entries": {k: self.entries[k] for k in sorted(self.entries)},
         }
         io.write_yaml(path, data)
-        self.path = path
-        return path
 
     # ------------------------------------------------------------------ queries
     def __contains__(self, key: str) -> bool:

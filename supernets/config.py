@@ -21,7 +21,17 @@ MAX_WIDTH = 8192        # channels; a larger stage is a typo, not a network (and
 
 
 class ConfigError(ValueError):
-    """A config or search space is invalid; the message names the field."""
+    """A config or search space is invalid; the message names the field. One line of at most
+    ``MAX_LENGTH`` characters whatever value a file holds: the middle of a longer one (a value
+    echoed whole) gives way, the field in front and the advice at the end stay."""
+
+    MAX_LENGTH = 400
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split("\n"))
+        if len(message) > self.MAX_LENGTH:
+            message = message[:250] + " [...] " + message[-(self.MAX_LENGTH - 257):]
+        super().__init__(message)
 
 
 def _fail(where: str, msg: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace
+from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace, short
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def family_names() -> list[str]:
 
 def get_family(name: str) -> Family:
     if name not in _FAMILY_MODULES:
-        raise ConfigError(f"family: unknown family {name!r} (known: {', '.join(family_names())})")
+        raise ConfigError(f"family: unknown family {short(name)} (known: {', '.join(family_names())})")
     if name not in _FAMILIES:
         importlib.import_module(_FAMILY_MODULES[name])
     return _FAMILIES[name]

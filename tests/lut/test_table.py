@@ -89,3 +89,35 @@ def test_a_malformed_table_file_is_one_clear_error(tmp_path, body, complaint):
     path.write_text(f"schema: {SCHEMA}\n{body}")
     with pytest.raises(TableError, match=re.escape(complaint)):
         LatencyTable.load(path)
+
+
+def _add_and_save(path, key, barrier):
+    table = LatencyTable.load(path, device="cpu", resolution=64)   # every writer reads the same start
+    barrier.wait()
+    table.add(key, 0.5)
+    table.save()
+
+
+def test_concurrent_writers_keep_each_others_entries(tmp_path):
+    """Two `nas lut build` (or a slim measuring a missing op) writing one table at once: each
+    read the file before the other wrote, and the last writer must not drop the first's entries."""
+    import multiprocessing
+
+    path = tmp_path / "cpu@64.yaml"
+    start = LatencyTable("cpu", 64)
+    start.add("conv:a", 1.0)
+    start.save(path)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    workers = [ctx.Process(target=_add_and_save, args=(path, f"conv:w{i}", barrier)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert set(LatencyTable.load(path, device="cpu", resolution=64).entries) == {"conv:a"} | {f"conv:w{i}" for i in range(4)}
+    # this table's own entry wins over the file's for a key both hold
+    mine = LatencyTable.load(path, device="cpu", resolution=64)
+    mine.entries["conv:a"] = {"ms": 2.0, "source": "measured"}
+    mine.save()
+    assert LatencyTable.load(path, device="cpu", resolution=64).ms("conv:a") == 2.0

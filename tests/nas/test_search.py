@@ -1,5 +1,6 @@
 """nas search: Optuna NSGA-II over a supernet's space, journal storage, resume, concurrent workers."""
 import csv
+from pathlib import Path
 
 import optuna
 import pytest
@@ -64,6 +65,27 @@ def test_search_writes_a_feasible_front_and_resumes(tiny_run, tmp_path, capsys):
         assert ms <= 0.5
         # nothing feasible is at least as accurate and strictly faster, or strictly more accurate and as fast
         assert not any((a >= acc and m < ms - 1e-9) or (a > acc + 1e-9 and m <= ms) for a, m in feasible)
+
+
+def test_several_targets_one_front_and_the_best_member_of_each(tiny_run, tmp_path, capsys):
+    out = tmp_path / "ladder"
+    argv = ["search", "--target-ms", "0.5", "0.47", "0.3", "--supernet", str(tiny_run), "--tables",
+            str(tmp_path / "tables"), "--out", str(out), "--trials", "12", *COMMON]
+    assert main(argv) == 0
+    front = [r for r in _trials(out / "trials.csv") if r["pareto"] == "True"]
+    assert front and all(float(r["latency_ms"]) <= 0.5 for r in front)     # one front, under the largest target
+    best = {r["target_ms"]: r for r in csv.DictReader(open(out / "best_per_target.csv"))}
+    assert list(best) == ["0.5", "0.47", "0.3"]
+    for t, row in best.items():
+        fitting = [r for r in front if float(r["latency_ms"]) <= float(t)]
+        if not fitting:
+            assert row["trial"] == "", row
+            continue
+        top = max(fitting, key=lambda r: float(r["accuracy"]))
+        assert float(row["inherited_top1"]) == pytest.approx(float(top["accuracy"]), abs=1e-3)
+        assert float(row["predicted_ms"]) <= float(t) and Path(row["config"]).is_file()
+    assert best["0.3"]["trial"] == ""           # below the space's floor: said, not dropped
+    assert "0.3 ms: no member of the front is this fast" in capsys.readouterr().out
 
 
 def test_two_concurrent_searches_share_one_journal_study(tiny_run, tmp_path):
