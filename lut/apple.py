@@ -33,12 +33,13 @@ import torch
 from lut import graph
 from lut.table import LatencyTable
 from supernets import io
+from supernets.config import OneLineError
 
 MANIFEST = "manifest.csv"
 MAC_SCRIPT = "time_on_mac.py"
 
 
-class TimingsError(ValueError):
+class TimingsError(OneLineError):
     """A timings file cannot be imported (the message names the row and the fix)."""
 
 

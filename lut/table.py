@@ -24,7 +24,7 @@ import yaml
 
 from lut import graph
 from supernets import io
-from supernets.config import ArchConfig
+from supernets.config import ArchConfig, OneLineError
 
 SCHEMA = 2
 OVERHEAD_KEY = "overhead"
@@ -57,7 +57,7 @@ class CacheModel:
         return cls(float(raw["base"]), float(raw.get("slope", 0.0)), (float(lo), float(hi)))
 
 
-class TableError(ValueError):
+class TableError(OneLineError):
     """A table file is unusable (wrong schema, device or resolution, malformed)."""
 
 

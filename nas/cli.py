@@ -209,10 +209,35 @@ def _train_every_family(args) -> Path:
 
 
 def cmd_lut_build(args) -> Path:
+    tables_dir = _tables_dir(args)
+    with _measuring_alone():
+        return _lut_build(args, tables_dir)
+
+
+@contextlib.contextmanager
+def _measuring_alone():
+    """One `nas lut build` per machine at a time: two would time their ops against each other's
+    load (calibration error 2 % -> 40 %), so a second one is refused, not queued."""
+    import tempfile
+
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(os.path.join(tempfile.gettempdir(), "nas-lut-build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError("another `nas lut build` is measuring on this machine; two at once would time each other's "
+                        "load: wait for it to finish, then run this one") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lut_build(args, tables_dir: Path) -> Path:
     from lut import build
     from lut.devices import get_device
 
-    tables_dir = _tables_dir(args)
     paths = []
     spaces_at = _spaces_at(_families(args.family), args.resolution, get_device(args.device, tables_dir), args.space)
     for res, spaces in spaces_at.items():

@@ -18,12 +18,15 @@ from supernets import io
 
 IDENTITY = "identity"
 MAX_WIDTH = 8192        # channels; a larger stage is a typo, not a network (and would not fit in memory)
+MAX_RESOLUTION = 4096   # pixels per side: 16 M tokens at stride 4 is already beyond any device here
+MAX_CLASSES = 100_000   # ImageNet-22k has 21,841
+MAX_DEPTH = 64          # blocks (or slots) per stage; the deepest published stage has 18
 
 
-class ConfigError(ValueError):
-    """A config or search space is invalid; the message names the field. One line of at most
-    ``MAX_LENGTH`` characters whatever value a file holds: the middle of a longer one (a value
-    echoed whole) gives way, the field in front and the advice at the end stay."""
+class OneLineError(ValueError):
+    """An error in a user's file, as one line of at most ``MAX_LENGTH`` characters whatever value
+    the file holds: the middle of a longer message (a value echoed whole) gives way, the field in
+    front and the advice at the end stay."""
 
     MAX_LENGTH = 400
 
@@ -32,6 +35,10 @@ class ConfigError(ValueError):
         if len(message) > self.MAX_LENGTH:
             message = message[:250] + " [...] " + message[-(self.MAX_LENGTH - 257):]
         super().__init__(message)
+
+
+class ConfigError(OneLineError):
+    """A config or search space is invalid; the message names the field."""
 
 
 def _fail(where: str, msg: str) -> None:
@@ -162,17 +169,17 @@ class ArchConfig(_Record):
             _fail("", f"an ArchConfig must be a mapping, got {type(raw).__name__}")
         _unknown_keys(raw, ["family", "name", "resolution", "num_classes", "width_step", "stem", "stages", "head",
                             "knobs", "meta"], "config")
-        width_step = _int(raw.get("width_step", 16), "width_step", 1)
+        width_step = _int(raw.get("width_step", 16), "width_step", 1, MAX_WIDTH)
         family = _require(raw, "family", "")
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
         from supernets.registry import get_family  # late: the registry imports family modules
 
         fam = get_family(family)
-        resolution = _int(_require(raw, "resolution", ""), "resolution", 32)
+        resolution = _int(_require(raw, "resolution", ""), "resolution", 32, MAX_RESOLUTION)
         if resolution % 32:
             _fail("resolution", f"{resolution} is not a multiple of 32 (the network downsamples by 32)")
-        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1)
+        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1, MAX_CLASSES)
         stages_raw = _require(raw, "stages", "")
         if not isinstance(stages_raw, list) or not stages_raw:
             _fail("stages", "must be a non-empty list")
@@ -188,6 +195,8 @@ class ArchConfig(_Record):
             blocks_raw = s.get("blocks", [])
             if not isinstance(blocks_raw, list):
                 _fail(f"{where}.blocks", "must be a list")
+            if len(blocks_raw) > MAX_DEPTH:
+                _fail(f"{where}.blocks", f"{len(blocks_raw)} blocks; at most {MAX_DEPTH} per stage")
             blocks = tuple(BlockSpec.parse(b, f"{where}.blocks[{k}]") for k, b in enumerate(blocks_raw))
             stages.append(StageConfig(width, blocks, {k: v for k, v in s.items() if k in fam.stage_knobs}))
         stem = raw.get("stem", {}) or {}
@@ -278,11 +287,11 @@ class SearchSpace(_Record):
             _fail("", f"a SearchSpace must be a mapping, got {type(raw).__name__}")
         _unknown_keys(raw, ["family", "resolution", "num_classes", "width_step", "stages", "head", "knobs"], "space")
         family = _require(raw, "family", "")
-        resolution = _int(_require(raw, "resolution", ""), "resolution", 32)
+        resolution = _int(_require(raw, "resolution", ""), "resolution", 32, MAX_RESOLUTION)
         if resolution % 32:
             _fail("resolution", f"{resolution} is not a multiple of 32")
-        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1)
-        step = _int(raw.get("width_step", 16), "width_step", 1)
+        num_classes = _int(raw.get("num_classes", 1000), "num_classes", 1, MAX_CLASSES)
+        step = _int(raw.get("width_step", 16), "width_step", 1, MAX_WIDTH)
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
         from supernets.registry import get_family
@@ -316,7 +325,7 @@ class SearchSpace(_Record):
                     _fail(f"{where}.{name}", f"{w} is not a multiple of {step}")
             if min_w > max_w:
                 _fail(f"{where}.min_width", f"{min_w} exceeds max_width {max_w}")
-            slots = _int(_require(s, "slots", where), f"{where}.slots", 1)
+            slots = _int(_require(s, "slots", where), f"{where}.slots", 1, MAX_DEPTH)
             choices = _require(s, "choices", where)
             if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
                 _fail(f"{where}.choices", "must be a non-empty list of block kind names")

@@ -45,7 +45,7 @@ import torch
 from timm.layers import ClassifierHead
 from torch import nn
 
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import FamilyModel, MultiGroupConv, SplitConvNorm
 from supernets.metapath import KnobChoice
 from supernets.registry import Family, OpNode, register_family
@@ -247,8 +247,8 @@ def _check_knob_values(j: int, name: str, values, width_step: int) -> None:
             raise ConfigError(f"{where}: {v!r} is not an integer")
         if name == "hf_branches" and not 0 <= v <= MAX_HF_BRANCHES:
             raise ConfigError(f"{where}: {v} is out of range 0..{MAX_HF_BRANCHES} (high-frequency CFB branches)")
-        if name != "hf_branches" and (v < width_step or v % width_step):
-            raise ConfigError(f"{where}: {v} is not a positive multiple of {width_step}")
+        if name != "hf_branches" and (v < width_step or v % width_step or v > MAX_WIDTH):
+            raise ConfigError(f"{where}: {v} is not a positive multiple of {width_step} up to {MAX_WIDTH}")
 
 
 def _check_stage_knobs(j: int, knobs, width_step: int) -> None:

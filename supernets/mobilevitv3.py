@@ -362,7 +362,7 @@ def _validate_family(knobs, stages) -> str:
 def validate(config: ArchConfig) -> None:
     flavour = _validate_family(config.knobs, config.stages)
     for j, st in enumerate(config.stages):
-        _check_expansion(_expansion(st), f"stages[{j}].mv2_expansion")
+        _check_expansion(st.knobs.get("mv2_expansion", MV2_EXPANSION), f"stages[{j}].mv2_expansion")
         dim = st.knobs.get("dim")
         if dim is None and "heads" in st.knobs:
             raise ConfigError(f"stages[{j}].heads: only a MobileViT stage (one with `dim`) has attention heads")

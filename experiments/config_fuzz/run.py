@@ -1,5 +1,5 @@
-"""Fuzz the config and space loaders: N mutated YAMLs (seeded), each loaded and built on meta.
-The promise (tests/supernets/config_fuzz.py): built, or one ConfigError line of ≤ 400 chars.
+"""Fuzz the loaders of user files: N mutated configs, spaces, tables and timings CSVs (seeded).
+The promise (tests/input_fuzz.py): built, or one ConfigError line of ≤ 400 chars.
 Writes result.md (counts per outcome and per seed file, every crash with its input) here.
 
     PYTHONPATH=. python experiments/config_fuzz/run.py --inputs 10000 --seed 0
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from tests.supernets.config_fuzz import mutate, outcome, seeds
+from tests.input_fuzz import mutate, outcome, seeds, source
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +34,7 @@ def run(argv=None) -> int:
     t0 = time.time()
     for _ in tqdm(range(args.inputs), desc="fuzz", unit="input"):
         kind, name, doc = rng.choice(sources)
-        text = mutate(rng, doc, yaml.safe_dump(doc, sort_keys=False))
+        text = mutate(rng, doc, source(kind, doc))
         result, detail = outcome(kind, text)
         counts[result] += 1
         per_kind[(kind, result)] += 1
@@ -45,12 +45,14 @@ def run(argv=None) -> int:
     wall = time.time() - t0
     lines = ["# Config / space fuzzing", "",
              f"    PYTHONPATH=. python experiments/config_fuzz/run.py --inputs {args.inputs} --seed {args.seed}", "",
-             f"{args.inputs} mutated YAMLs from {len(sources)} seed files (every shipped space, small and paper, and "
-             f"every published variant), {wall:.0f} s. Each is loaded (`ArchConfig.load` / `SearchSpace.load`) and "
-             "what loads is built on the meta device (a family's model / the supernet).", "",
-             "| outcome | configs | spaces | all |", "|---|---|---|---|"]
+             f"{args.inputs} mutated files from {len(sources)} seeds (every shipped space, small and paper; every "
+             f"published variant; a slice of the shipped iphone12@224 table; a timings CSV of its keys), {wall:.0f} s. "
+             "A config or space is loaded (`ArchConfig.load` / `SearchSpace.load`) and built on the meta device; a "
+             "table is loaded and every entry priced; a timings CSV goes through `read_timings`.", "",
+             "| outcome | configs | spaces | tables | timings CSVs | all |", "|---|---|---|---|---|---|"]
     for result in ("built", "refused", "crash"):
-        lines.append(f"| {result} | {per_kind[('config', result)]} | {per_kind[('space', result)]} | {counts[result]} |")
+        lines.append(f"| {result} | " + " | ".join(str(per_kind[(k, result)]) for k in ("config", "space", "table", "timings"))
+                     + f" | {counts[result]} |")
     lines += ["", f"Longest refusal message: {longest} characters (limit 400, one line).", ""]
     if crashes:
         lines += [f"## {len(crashes)} crashes", ""]

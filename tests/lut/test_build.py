@@ -118,3 +118,20 @@ def test_a_table_calibrated_on_a_busy_machine_is_flagged(tmp_path):
     table.environment["calibration"] = {"median_abs_error_pct": 30.2}
     warning = build.noisy_calibration_warning(table)
     assert "30.2%" in warning and "quiet machine" in warning and len(warning.splitlines()) == 1
+
+
+def test_a_second_build_on_the_machine_is_refused_while_one_measures(tmp_path, capsys):
+    import os
+    import tempfile
+
+    from filelock import FileLock
+
+    from nas.cli import main
+
+    held = FileLock(os.path.join(tempfile.gettempdir(), "nas-lut-build.lock"))
+    with held.acquire(timeout=5):
+        assert main(["lut", "build", "--device", "cpu", "--family", "efficientformer", "--space", "small",
+                     "--tables", str(tmp_path / "tables"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another `nas lut build` is measuring on this machine" in err, err
+    assert not (tmp_path / "tables").exists()

@@ -6,7 +6,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.supernets.config_fuzz import mutate, outcome, seeds
+from tests.input_fuzz import mutate, outcome, seeds, source
 
 SEEDS = seeds()
 
@@ -15,11 +15,11 @@ SEEDS = seeds()
 @given(rng=st.randoms(use_true_random=False), which=st.integers(0, len(SEEDS) - 1))
 def test_a_mutated_file_loads_or_is_one_short_error_line(rng, which):
     kind, name, doc = SEEDS[which]
-    text = mutate(rng, doc, yaml.safe_dump(doc, sort_keys=False))
+    text = mutate(rng, doc, source(kind, doc))
     result, detail = outcome(kind, text)
     assert result != "crash", f"{name} mutated:\n{text[:2000]}\n-> {detail}"
 
 
 @pytest.mark.parametrize("kind, name, doc", SEEDS, ids=[s[1] for s in SEEDS])
 def test_every_seed_builds_unmutated(kind, name, doc):
-    assert outcome(kind, yaml.safe_dump(doc, sort_keys=False)) == ("built", "")
+    assert outcome(kind, source(kind, doc)) == ("built", "")

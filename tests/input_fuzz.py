@@ -1,16 +1,19 @@
-"""Mutated config and space YAMLs, and the promise they are checked against: every file loads
-and builds (on the meta device), or is refused with one ConfigError line of bounded length.
-Nothing else: no other exception type, no multi-line or runaway message.
+"""Mutated user files, and the promise they are checked against: a config or space YAML loads
+and builds (on the meta device), a latency table loads and prices its entries, a timings CSV
+imports; or the file is refused with one line of bounded length (ConfigError, TableError,
+TimingsError). Nothing else: no other exception type, no multi-line or runaway message.
 
-Shared by the property test (`test_config_fuzz.py`, a small budget in CI) and the long run
+Shared by the property test (`tests/test_input_fuzz.py`, a small budget in CI) and the long run
 (`experiments/config_fuzz/run.py`, ≥ 10,000 inputs). Mutations start from every shipped space
-(small and paper) and every published variant, so they probe the fields real files use.
+(small and paper), every published variant, a slice of a shipped table and a timings CSV of its
+keys, so they probe the fields real files use.
 """
 from __future__ import annotations
 
 import math
 import random
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,9 @@ import torch
 import yaml
 
 import search_spaces
+from lut.apple import TimingsError, read_timings
+from lut.devices import SHIPPED_TABLES
+from lut.table import LatencyTable, TableError
 from supernets.config import ArchConfig, ConfigError, SearchSpace
 from supernets.registry import family_names, get_family
 
@@ -39,12 +45,38 @@ def seeds() -> list[tuple[str, str, dict]]:
             out.append(("space", f"{family}/{path.name}", yaml.safe_load(path.read_text())))
         for variant in sorted((Path(search_spaces.__file__).parent / family / "variants").glob("*.yaml")):
             out.append(("config", f"{family}/variants/{variant.name}", yaml.safe_load(variant.read_text())))
+    table = _table_slice()
+    out.append(("table", f"{TABLE_DEVICE}@{TABLE_RESOLUTION}.yaml (slice)", table))
+    out.append(("timings", "timings.csv", _timings(table)))
+    _KNOWN_KEYS[:] = table["entries"]
     return out
+
+
+def source(kind: str, doc: Any) -> str:
+    """The file text of a seed document (a timings seed is its CSV text already)."""
+    return doc if kind == "timings" else yaml.safe_dump(doc, sort_keys=False)
+
+
+TABLE_DEVICE, TABLE_RESOLUTION = "iphone12", 224
+_KNOWN_KEYS: list[str] = []   # the timings seed's keys: what an import may name
+
+
+def _table_slice(entries: int = 24) -> dict:
+    """The shipped iphone12@224 table cut to a few entries."""
+    raw = yaml.safe_load((SHIPPED_TABLES / f"{TABLE_DEVICE}@{TABLE_RESOLUTION}.yaml").read_text())
+    keys = sorted(raw["entries"])[:: max(1, len(raw["entries"]) // entries)][:entries]
+    return {**raw, "entries": {k: raw["entries"][k] for k in keys}}
+
+
+def _timings(table: dict) -> str:
+    return "key,ms,device,note\n" + "".join(f"{k},{e.get('ms', 1.0)},{TABLE_DEVICE},\n" for k, e in table["entries"].items())
 
 
 def _nodes(doc: Any, path: tuple = ()) -> list[tuple]:
     """Paths to every node of a parsed YAML document."""
     found = [path]
+    if len(path) > 12:   # a planted deep nest is one node: mutating inside it tells nothing new
+        return found
     if isinstance(doc, dict):
         for k, v in doc.items():
             found += _nodes(v, path + (k,))
@@ -63,8 +95,18 @@ def _deep(depth: int) -> Any:
 
 def mutate(rng: random.Random, doc: Any, text: str) -> str:
     """One to three mutations of `doc` (values replaced, keys dropped or added, list items
-    dropped or repeated, deep nesting), or a character-level edit of `text`: YAML source."""
-    if rng.random() < 0.15:   # edits of the source itself: broken YAML, merged tokens, tags
+    dropped or repeated, deep nesting), or a character-level edit of `text`: the file's source.
+    A CSV (`doc` is its text) gets cell-level edits too."""
+    if isinstance(doc, str) and rng.random() < 0.6:
+        rows = [line.split(",") for line in text.splitlines()]
+        for _ in range(rng.randint(1, 3)):
+            row = rng.choice(rows)
+            if row:
+                row[rng.randrange(len(row))] = str(rng.choice(ODD_VALUES + ["key", "file", "ms", "x,y", '"']))
+            if rng.random() < 0.2:
+                row.append("extra")
+        return "\n".join(",".join(r) for r in rows) + "\n"
+    if isinstance(doc, str) or rng.random() < 0.15:   # edits of the source itself: broken YAML, merged tokens, tags
         chars = list(text)
         for _ in range(rng.randint(1, 4)):
             i = rng.randrange(len(chars) + 1)
@@ -105,12 +147,19 @@ def mutate(rng: random.Random, doc: Any, text: str) -> str:
 
 
 def outcome(kind: str, text: str) -> tuple[str, str]:
-    """("built" | "refused" | "crash", detail) for one YAML source of a config or a space."""
+    """("built" | "refused" | "crash", detail) for one file: a config, space, table or timings."""
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / f"{kind}.yaml"
+        path = Path(d) / {"table": f"{TABLE_DEVICE}@{TABLE_RESOLUTION}.yaml", "timings": "timings.csv"}.get(
+            kind, f"{kind}.yaml")
         path.write_text(text)
         try:
-            if kind == "config":
+            if kind == "table":
+                table = LatencyTable.load(path, device=TABLE_DEVICE, resolution=TABLE_RESOLUTION)
+                for key in table.entries:
+                    table.ms(key, blend=0.5)
+            elif kind == "timings":
+                read_timings(path, set(_KNOWN_KEYS))
+            elif kind == "config":
                 cfg = ArchConfig.load(path)
                 with torch.device("meta"):
                     get_family(cfg.family).build(cfg)
@@ -120,11 +169,12 @@ def outcome(kind: str, text: str) -> tuple[str, str]:
                 space = SearchSpace.load(path)
                 with torch.device("meta"):
                     Supernet(space, num_classes=10, img_size=space.resolution)
-        except ConfigError as e:
+        except (ConfigError, TableError, TimingsError) as e:
             message = str(e)
             if "\n" in message or len(message) > MAX_MESSAGE:
                 return "crash", f"message of {len(message)} chars / {message.count(chr(10)) + 1} lines: {message[:200]!r}"
             return "refused", message
         except Exception as e:  # noqa: BLE001 - any other type is what this looks for
-            return "crash", f"{type(e).__name__}: {str(e)[:200]}"
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            return "crash", f"{type(e).__name__}: {str(e)[:200]} ({Path(frame.filename).name}:{frame.lineno})"
     return "built", ""
