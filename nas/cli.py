@@ -587,9 +587,12 @@ def _targets_label(targets: list[float]) -> str:
 
 
 def cmd_slim(args) -> Path:
-    if args.family == "all":
-        return _slim_every_family(args)
-    return _slim_one(args)[0][-1]
+    from supernets import io
+
+    with io.all_or_nothing():   # configs, weights, trajectory and plot stand or fall together
+        if args.family == "all":
+            return _slim_every_family(args)
+        return _slim_one(args)[0][-1]
 
 
 def _slim_one(args):

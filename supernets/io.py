@@ -43,31 +43,82 @@ def _disk_full(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < 1 << 20
 
 
+_GROUPS: list[list[Path]] = []   # the open all_or_nothing() groups, innermost last
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[list[Path]]:
+    """The files one command writes (atomically, each) stand or fall together: if the block
+    fails, every file written inside it is removed again, and so is every folder it created
+    that is left empty. A config without its weights or a CSV without its plot is never left."""
+    created: list[Path] = []
+    _GROUPS.append(created)
+    try:
+        yield created
+    except BaseException:
+        for p in reversed(created):
+            if p.is_dir():
+                with contextlib.suppress(OSError):
+                    p.rmdir()          # only if empty
+            else:
+                p.unlink(missing_ok=True)
+        raise
+    finally:
+        _GROUPS.remove(created)
+
+
+def _make_parent(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created (outermost first)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+    return list(reversed(missing))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+    """Yield a temporary path next to `path`; rename it onto `path` only on success. On failure
+    the temp file goes, and so do the folders made for it; a failure the user fixes (a full
+    disk, a read-only folder) becomes one WriteError line naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parent(path.parent)
+    for group in _GROUPS:
+        group.extend(made)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())   # mkstemp makes 0600; a plain write honours the umask
+    existed = path.exists()
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except OSError as e:
-        if e.errno in WriteError.ERRNOS:
-            raise WriteError(e.errno, WriteError.describe(e, path)) from None
+    except BaseException as e:
+        error = _as_write_error(e, path)    # before the temp file frees its space
+        tmp_path.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if error is not None:
+            raise error from None
         raise
-    except RuntimeError:
-        # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos");
-        # the half-written temp file still holds the space, so the device is (nearly) full now
-        if _disk_full(path.parent):
-            raise WriteError(errno.ENOSPC, WriteError.describe(OSError(errno.ENOSPC, ""), path)) from None
-        raise
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    if not existed:   # a file that was there before is replaced, never removed by a group
+        for group in _GROUPS:
+            group.append(path)
+
+
+def _as_write_error(e: BaseException, path: Path) -> "WriteError | None":
+    if isinstance(e, WriteError):
+        return None
+    if isinstance(e, OSError) and e.errno in WriteError.ERRNOS:
+        return WriteError(e.errno, WriteError.describe(e, path))
+    # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos"); the
+    # half-written temp file still holds the space, so the device is (nearly) full right now
+    if isinstance(e, RuntimeError) and _disk_full(path.parent):
+        return WriteError(errno.ENOSPC, WriteError.describe(OSError(errno.ENOSPC, ""), path))
+    return None
 
 
 def _umask() -> int:
