@@ -556,7 +556,7 @@ def _supernet_setup(args) -> _Setup:
     evaluator on fixed calibration/validation subsets."""
     import torch
 
-    from nas import checkpoint, data as data_mod, runs
+    from nas import checkpoint, runs
     from nas.evaluate import Evaluator
     from nas.slim import channel_order, checked_targets
     from nas.train import Recipe
@@ -572,13 +572,12 @@ def _supernet_setup(args) -> _Setup:
     predictor = _predictor(device, table, args)
     recipe = Recipe.from_dict(ckpt["recipe"])
     torch.set_num_threads(args.threads)
-    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
-    calib = data_mod.fixed_subset(data.train, args.calib_images, args.seed)[0]
-    val_x, val_y = data_mod.fixed_subset(data.val, args.val_images, args.seed + 1)
+    evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, args.calib_images, args.val_images,
+                                  args.seed)
     net.eval()
     if channel_order(args.channel_order, net) == "importance":
         net.reorder_channels()
-    return _Setup(ckpt_path, net, table, predictor, Evaluator(calib, val_x, val_y), recipe.data)
+    return _Setup(ckpt_path, net, table, predictor, evaluator, recipe.data)
 
 
 def _targets_label(targets: list[float]) -> str:

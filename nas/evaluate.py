@@ -63,6 +63,19 @@ class Evaluator:
     labels: torch.Tensor
     batch_size: int = 128
 
+    @classmethod
+    def of_data(cls, source: str, img_size: int, data_seed: int, calib_images: int = 256,
+                val_images: int = 1000, seed: int = 0) -> "Evaluator":
+        """The evaluator slimming and search use for a supernet trained on `source`: BN is
+        recalibrated on `calib_images` fixed training images (drawn with `seed`), accuracy
+        measured on `val_images` fixed validation images (drawn with `seed` + 1)."""
+        from nas import data as data_mod
+
+        data = data_mod.load(source, img_size, data_seed)
+        calib = data_mod.fixed_subset(data.train, calib_images, seed)[0]
+        val_x, val_y = data_mod.fixed_subset(data.val, val_images, seed + 1)
+        return cls(calib, val_x, val_y)
+
     def __call__(self, model: nn.Module) -> Score:
         return score(self.recalibrate(model), self.val, self.labels, self.batch_size)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from nas import checkpoint, data as data_mod, runs
+from nas import checkpoint, runs
 from nas.cli import main as nas
 from nas.evaluate import Evaluator
 from nas.train import Recipe
@@ -59,10 +59,7 @@ def _scores(ckpt_path: Path, choices: list[Choice], seed: int) -> dict[str, list
     """Inherited top-1 of each choice, channels in trained order and in importance order."""
     ckpt = checkpoint.load(ckpt_path)
     recipe = Recipe.from_dict(ckpt["recipe"])
-    data = data_mod.load(recipe.data, recipe.img_size, recipe.seed)
-    calib = data_mod.fixed_subset(data.train, 256, seed)[0]
-    val_x, val_y = data_mod.fixed_subset(data.val, 1000, seed + 1)
-    evaluator = Evaluator(calib, val_x, val_y)
+    evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, 256, 1000, seed)
     out = {}
     net = checkpoint.build_supernet(ckpt).eval()
     for order in ("trained", "importance"):
