@@ -83,7 +83,7 @@ def run(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--randoms", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2, help="training seeds of S and L1")
-    ap.add_argument("--step-candidates", type=int, default=6, help="candidates of one slimming step to train (0: none)")
+    ap.add_argument("--step-candidates", type=int, default=4, help="candidates of one slimming step to train (0: none)")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
