@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from timm.layers import make_divisible
 from torch import nn
 
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace, short
 from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, SplitConvNorm
 from supernets.registry import Family, OpNode, register_family
 
@@ -343,10 +343,10 @@ def _check_expansion(e, where: str) -> None:
 
 def _validate_stage_knobs(j: int, dim, heads, flavour: str) -> None:
     where = f"stages[{j}]"
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ConfigError(f"{where}.dim: {dim!r} is not a positive integer transformer width")
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-        raise ConfigError(f"{where}.heads: {heads!r} is not a positive integer")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_WIDTH:
+        raise ConfigError(f"{where}.dim: {short(dim)} is not a positive integer transformer width (at most {MAX_WIDTH})")
+    if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= dim:
+        raise ConfigError(f"{where}.heads: {short(heads)} is not a head count in 1..dim ({dim})")
     if flavour == "v1" and dim % heads:
         raise ConfigError(f"{where}.dim: {dim} is not a multiple of the head count {heads}")
 
