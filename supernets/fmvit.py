@@ -6,8 +6,10 @@ built from the paper, and the readings below are ours.
 Blocks:
 
 * every conv that the paper reparameterizes is a ``MultiGroupConv`` (layers.py): the conv plus
-  parallel Conv-BNs with 2x and 4x its groups and, for k > 1, a 1x1 (our N and Gi, §6.5), one
-  conv at deploy;
+  parallel Conv-BNs with groups of 16 and of 8 input channels and, for k > 1, a 1x1 (our N and
+  Gi, §6.5), one conv at deploy. Groups have a fixed width, not a fixed count, so that narrower
+  widths are whole groups (width training); the patch embeddings and the FMB's reduction, whose
+  input and output widths vary independently, have no grouped branches;
 * ``GMLP`` (ratio 2): 1x1 multi-group -> ReLU -> DW 3x3 (+1x1 branch) with its shortcut folded
   in -> ReLU -> 1x1 multi-group;
 * ``CFB`` (block kind ``cfb``): x + DW3x3(x) as a token mixer (3x3 and 1x1 DW branches and the
@@ -46,7 +48,7 @@ from timm.layers import ClassifierHead
 from torch import nn
 
 from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import FamilyModel, MultiGroupConv, SplitConvNorm
+from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, MultiGroupConv, SplitConvNorm
 from supernets.metapath import KnobChoice
 from supernets.registry import Family, OpNode, register_family
 
@@ -126,7 +128,7 @@ class FMB(nn.Module):
         self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
         self.values = tuple(hf_branches) if isinstance(hf_branches, tuple) else (int(hf_branches),)
         most = max(self.values)
-        self.reduce = MultiGroupConv(dim, fm_width, 1, act=nn.ReLU)
+        self.reduce = MultiGroupConv(dim, fm_width, 1, branches=UNGROUPED_BRANCHES, act=nn.ReLU)
         self.high = nn.ModuleList(CFB(fm_width, ratio) for _ in range(most))
         self.low = RLMHSA(fm_width, sr)
         self.fuse = SplitConvNorm((dim, fm_width) + (fm_width,) * most, out_width)
@@ -159,7 +161,7 @@ class PatchEmbed(nn.Sequential):
     def __init__(self, in_chs: int, out_chs: int, downsample: bool):
         layers = [nn.AvgPool2d(2, 2)] if downsample else []
         if downsample or in_chs != out_chs:
-            layers.append(MultiGroupConv(in_chs, out_chs, 1))
+            layers.append(MultiGroupConv(in_chs, out_chs, 1, branches=UNGROUPED_BRANCHES))
         super().__init__(*layers)
 
 

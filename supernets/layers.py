@@ -4,6 +4,7 @@ parallel branches into one conv, model-level reparameterization, layer scale, an
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -187,10 +188,12 @@ class MultiGroupConv(nn.Module):
     optional activation; the deploy form is one k x k conv with G groups, exactly equal.
 
     The paper gives neither the number of branches nor their groups: ``branches`` lists
-    (kernel, group multiple) pairs, a branch being a Conv-BN with that kernel (None: k; a
-    (kh, kw) pair for the stem's edge branches) and G x multiple groups. A branch whose groups
-    do not divide the channels is left out. ``residual`` adds the input (a shortcut folded into
-    the kernel, as in RepVGG/MobileOne; needs equal channels and stride 1)."""
+    (kernel, groups) pairs, a branch being a Conv-BN with that kernel (None: k; a (kh, kw) pair
+    for the stem's edge branches) and either G x an int multiple of groups or, with
+    ``GroupWidth(c)``, groups of c input channels each. A branch that does not fit (groups not
+    dividing the channels, or not a multiple of G so that it cannot fold) is left out.
+    ``residual`` adds the input (a shortcut folded into the kernel, as in RepVGG/MobileOne; needs
+    equal channels and stride 1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
                  branches: tuple[tuple[int | tuple[int, int] | None, int], ...] | None = None,
@@ -201,10 +204,18 @@ class MultiGroupConv(nn.Module):
         self.stride, self.groups, self.residual = stride, groups, residual
         self.main = ConvNorm(in_chs, out_chs, kernel_size, stride, groups=groups, bias=False)
         extra = []
-        for k, multiple in FMVIT_BRANCHES if branches is None else branches:
-            k, g = _pair(kernel_size if k is None else k), groups * multiple
-            fits = all(a <= kernel_size and a % 2 for a in k) and in_chs % g == 0 and out_chs % g == 0
-            if fits and (k, g) != ((kernel_size, kernel_size), groups):
+        for k, grouping in FMVIT_BRANCHES if branches is None else branches:
+            k = _pair(kernel_size if k is None else k)
+            if isinstance(grouping, GroupWidth):
+                g = in_chs // grouping.channels if in_chs % grouping.channels == 0 else 0
+            else:
+                g = groups * grouping
+            fits = (g > 0 and g % groups == 0 and all(a <= kernel_size and a % 2 for a in k)
+                    and in_chs % g == 0 and out_chs % g == 0)
+            # a branch equal to the main conv adds nothing, except where groups are given by width:
+            # there it exists at every width (one group at the narrowest), so that prefixes hold
+            same = (k, g) == ((kernel_size, kernel_size), groups) and not isinstance(grouping, GroupWidth)
+            if fits and not same:
                 extra.append(ConvNorm(in_chs, out_chs, k, stride, groups=g, bias=False))
         self.extra = nn.ModuleList(extra)
         self.act = act() if act is not None else nn.Identity()
@@ -218,9 +229,25 @@ class MultiGroupConv(nn.Module):
         return conv if isinstance(self.act, nn.Identity) else nn.Sequential(conv, self.act)
 
 
-# Our reading of FMViT's unspecified branches (specs/families.md §6.5): the same kernel with 2x
-# and 4x the groups, and a 1x1 with the same groups (for k > 1).
-FMVIT_BRANCHES = ((None, 2), (None, 4), (1, 1))
+@dataclass(frozen=True)
+class GroupWidth:
+    """A multi-group branch's groups given by their width: `channels` input channels each."""
+
+    channels: int
+
+
+# Our reading of FMViT's unspecified branches (specs/families.md §6.5): the same kernel with
+# groups of 16 and of 8 input channels, and a 1x1 with the same groups (for k > 1). Groups of a
+# fixed width, not a fixed count: where a conv's output width is a fixed multiple of its input
+# width (the MLPs, the attention projection, the stem's 1x1), a narrower width is then made of
+# whole groups with the same inputs per output channel, so a narrow sub-network is exactly the
+# prefix of the wide one's weights, which width training relies on. A fixed count (2 or 4
+# groups, our first reading) moves the group boundaries with the width: the masked supernet
+# computed another function than its sub-networks, and FMViT's width-trained supernet did not
+# learn. Convs whose input and output widths vary independently (patch embeddings, the FMB's
+# reduction) take ``UNGROUPED_BRANCHES``: no grouping keeps prefixes there.
+FMVIT_BRANCHES = ((None, GroupWidth(16)), (None, GroupWidth(8)), (1, 1))
+UNGROUPED_BRANCHES = ((1, 1),)
 
 
 class RepCPE(nn.Module):

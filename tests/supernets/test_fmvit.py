@@ -21,8 +21,8 @@ from tests.conftest import (
 # e.g. MobileNetV1 0.6, RepVGG-A0 1.4). Ours must land within ±10% / ±15% after reparameterization.
 PAPER = {"t": (2.0, 0.3), "s": (6.4, 0.8), "m": (12.8, 2.0), "b": (24.3, 4.2), "l": (35.3, 7.1)}
 # Our reconstruction's exact counts (train -> deploy), pinned so that an unintended change shows.
-OURS = {"t": (3_073_352, 1_986_664), "s": (9_492_088, 6_072_328), "m": (20_231_144, 12_768_552),
-        "b": (39_453_096, 24_076_232), "l": (58_725_608, 35_453_000)}
+OURS = {"t": (2_203_592, 1_986_664), "s": (6_427_576, 6_072_328), "m": (13_321_064, 12_768_552),
+        "b": (25_155_368, 24_076_232), "l": (37_004_904, 35_453_000)}
 
 
 def _parity(variant: str) -> None:

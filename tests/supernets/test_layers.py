@@ -31,12 +31,26 @@ def test_multi_group_reparameterization_is_exact_for_random_shapes(seed):
     assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max().item())
 
 
-def test_default_branches_add_more_groups_and_a_1x1():
-    block = MultiGroupConv(16, 32, 3, groups=2)
+def test_group_multiples_add_more_groups_and_a_1x1():
+    multiples = ((None, 2), (None, 4), (1, 1))
+    block = MultiGroupConv(16, 32, 3, groups=2, branches=multiples)
     kinds = [(b.conv.kernel_size[0], b.conv.groups) for b in block.extra]
     assert kinds == [(3, 4), (3, 8), (1, 2)]
     # 6 channels, 3 groups, 1x1: 6 groups fit, 12 do not, and a 1x1 branch would repeat the main conv
-    assert [b.conv.groups for b in MultiGroupConv(6, 6, 1, groups=3).extra] == [6]
+    assert [b.conv.groups for b in MultiGroupConv(6, 6, 1, groups=3, branches=multiples).extra] == [6]
+
+
+def test_fmvit_branches_have_groups_of_a_fixed_width_so_narrower_widths_are_prefixes():
+    """Groups of 16 and 8 input channels: at 64 -> 128 channels 4 and 8 groups, at 32 -> 64 two
+    and four; output channel o reads the same inputs at both widths (whole groups)."""
+    def groups(c_in, c_out):
+        return [b.conv.groups for b in MultiGroupConv(c_in, c_out, 1).extra]
+
+    assert groups(64, 128) == [4, 8] and groups(32, 64) == [2, 4]
+    assert groups(16, 16) == [1, 2]   # one group at the narrowest: the branch exists at every width
+    wide, narrow = MultiGroupConv(64, 128, 1).extra[0].conv, MultiGroupConv(32, 64, 1).extra[0].conv
+    per_group = lambda conv: (conv.in_channels // conv.groups, conv.out_channels // conv.groups)  # noqa: E731
+    assert per_group(wide) == per_group(narrow) == (16, 32)
     edges = MultiGroupConv(3, 8, 3, 2, branches=(((3, 1), 1), ((1, 3), 1), ((3, 5), 1)))
     assert [b.conv.kernel_size for b in edges.extra] == [(3, 1), (1, 3)]   # 3x5 does not fit in 3x3
 
@@ -59,6 +73,10 @@ def test_expand_groups_places_each_branch_group_inside_its_coarser_group():
 def test_drop_path_rate_grows_linearly_over_blocks_and_never_drops_in_eval(name):
     import timm
     from timm.layers import DropPath
+
+    from supernets.registry import get_family
+
+    get_family(name.split("_")[1])   # registers the family's nas_* models with timm (run alone too)
 
     torch.manual_seed(0)
     plain = timm.create_model(name, num_classes=10).eval()
