@@ -74,6 +74,11 @@ def in_memory_source(source: str) -> bool:
     return source == DIGITS or source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":")
 
 
+def _no_image_folder(source) -> str:
+    return (f"--data {source}: no such directory; give an ImageFolder root with train/ and val/, "
+            f"'{FASHION_MNIST}', or omit --data for the embedded digits")
+
+
 def checked_source(source: str) -> str:
     """`source` with any folder made absolute (Ray workers and resumes run from other working
     directories), after the cheap checks that its folder exists: one line before a run starts,
@@ -90,8 +95,7 @@ def checked_source(source: str) -> str:
         return f"{FASHION_MNIST}:{folder}"
     root = Path(source).expanduser().resolve()
     if not root.is_dir():
-        raise UserError(f"--data {source}: no such directory; give an ImageFolder root with train/ and val/, "
-                        f"'{FASHION_MNIST}', or omit --data for the embedded digits")
+        raise UserError(_no_image_folder(source))
     return str(root)
 
 
@@ -157,8 +161,7 @@ def _fashion_mnist(folder: Path, img_size: int) -> Data:
 
 def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re_prob: float = 0.0) -> Data:
     if not root.is_dir():
-        raise UserError(f"--data {root}: no such directory; give an ImageFolder root with train/ and val/, "
-                        f"'{FASHION_MNIST}', or omit --data for the embedded digits")
+        raise UserError(_no_image_folder(root))
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise UserError(f"--data {root}: missing {split}/ folder; an ImageFolder root needs train/ and val/ "

@@ -10,6 +10,7 @@ keys, so they probe the fields real files use.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import tempfile
@@ -48,7 +49,6 @@ def seeds() -> list[tuple[str, str, dict]]:
     table = _table_slice()
     out.append(("table", f"{TABLE_DEVICE}@{TABLE_RESOLUTION}.yaml (slice)", table))
     out.append(("timings", "timings.csv", _timings(table)))
-    _KNOWN_KEYS[:] = table["entries"]
     return out
 
 
@@ -58,9 +58,9 @@ def source(kind: str, doc: Any) -> str:
 
 
 TABLE_DEVICE, TABLE_RESOLUTION = "iphone12", 224
-_KNOWN_KEYS: list[str] = []   # the timings seed's keys: what an import may name
 
 
+@functools.cache
 def _table_slice(entries: int = 24) -> dict:
     """The shipped iphone12@224 table cut to a few entries."""
     raw = yaml.safe_load((SHIPPED_TABLES / f"{TABLE_DEVICE}@{TABLE_RESOLUTION}.yaml").read_text())
@@ -158,7 +158,7 @@ def outcome(kind: str, text: str) -> tuple[str, str]:
                 for key in table.entries:
                     table.ms(key, blend=0.5)
             elif kind == "timings":
-                read_timings(path, set(_KNOWN_KEYS))
+                read_timings(path, set(_table_slice()["entries"]))   # the keys an import may name
             elif kind == "config":
                 cfg = ArchConfig.load(path)
                 with torch.device("meta"):

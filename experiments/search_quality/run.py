@@ -236,10 +236,9 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
         rows.append({"candidate": name, "ms": round(table.predict(cfg), 4), "inherited": inherited[name],
                      "top1": statistics.mean(scores), "spread": max(scores) - min(scores), "seeds": len(scores),
                      "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9, "config": cfg.summary()})
-    all_rank = [r for r in rows]
     step_rank = [r for r in rows if r["candidate"].startswith("C")]
-    tau_all = kendalltau([r["inherited"] for r in all_rank], [r["top1"] for r in all_rank])[0]
-    rho_all = spearmanr([r["inherited"] for r in all_rank], [r["top1"] for r in all_rank])[0]
+    tau_all = kendalltau([r["inherited"] for r in rows], [r["top1"] for r in rows])[0]
+    rho_all = spearmanr([r["inherited"] for r in rows], [r["top1"] for r in rows])[0]
     step_line = "no step candidates trained"
     if len(step_rank) >= 3:
         tau_s = kendalltau([r["inherited"] for r in step_rank], [r["top1"] for r in step_rank])[0]
@@ -267,7 +266,7 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
     if s_inh:
         lines += ["", f"S trained from its inherited weights: {statistics.mean(s_inh):.2f} "
                   f"(spread {max(s_inh) - min(s_inh):.2f} over {len(s_inh)} seeds)."]
-    lines += ["", f"Rank correlation, inherited vs trained top-1 — all {len(all_rank)} candidates: Kendall τ "
+    lines += ["", f"Rank correlation, inherited vs trained top-1 — all {len(rows)} candidates: Kendall τ "
               f"{tau_all:.2f}, Spearman ρ {rho_all:.2f}; {step_line}.", "",
               f"S {s_row['top1']:.2f} vs L1 {l1_row['top1']:.2f} vs median random "
               f"{statistics.median(randoms):.2f} (randoms {randoms[0]:.2f}–{randoms[-1]:.2f}).", "",
