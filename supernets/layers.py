@@ -224,6 +224,12 @@ class MultiGroupConv(nn.Module):
         out = sum((b(x) for b in self.extra), self.main(x))
         return self.act(out + x if self.residual else out)
 
+    def zero_init(self) -> None:
+        """Every branch's BN scale to 0: the layer starts as its shortcut (or as 0 without one),
+        as the last BN of a residual branch starts in timm's ``zero_init_last``."""
+        for branch in (self.main, *self.extra):
+            nn.init.zeros_(branch.norm.weight)
+
     def reparameterize(self) -> nn.Module:
         conv = fold_branches([self.main, *self.extra] + [None] * self.residual, self.stride, self.groups)
         return conv if isinstance(self.act, nn.Identity) else nn.Sequential(conv, self.act)

@@ -190,3 +190,17 @@ def test_narrower_fm_width_and_out_width_inherit_leading_channels(fmvit_supernet
     assert torch.equal(sub.stages[2].fmb.reduce.main.conv.weight, reduce_super[:16])
     assert sub.head.fc.in_features == 48
     assert sub(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_every_residual_block_starts_as_the_identity():
+    """zero_init_last: FMViT has no layer scale, so a CFB and the FMB's GMLP start as the identity,
+    and a supernet that samples depth sees the same residual stream at every depth at the start."""
+    model = timm.create_model("nas_fmvit_t").eval()
+    cfbs = [m for m in model.modules() if isinstance(m, fm.CFB)]
+    fmbs = [m for m in model.modules() if isinstance(m, fm.FMB)]
+    assert cfbs and fmbs
+    x = torch.randn(2, cfbs[0].mixer.main.conv.in_channels, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(cfbs[0](x), x)
+        y = torch.randn(2, fmbs[0].mlp.fc1.main.conv.in_channels, 8, 8)
+        assert torch.equal(fmbs[0].mlp(y), torch.zeros_like(y))
