@@ -119,6 +119,7 @@ def cmd_train_supernet(args) -> Path:
         if args.epochs is not None:
             recipe.epochs = args.epochs
     else:
+        args.family = args.family or _family_of_space(args.space)
         img_size = args.img_size or _default_img_size(args.data, lambda: _space_of(args).resolution)
         recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=img_size,
                         epochs=args.epochs if args.epochs is not None else Recipe.epochs,
@@ -169,6 +170,13 @@ def _default_img_size(data: str, deploy_resolution) -> int:
     from nas import data as data_mod
 
     return 64 if data_mod.in_memory_source(data) else deploy_resolution()
+
+
+def _family_of_space(space: str) -> str:
+    """The family a --space names: a YAML file's own, the default family's for small/paper."""
+    from supernets.config import SearchSpace
+
+    return DEFAULT_FAMILY if space in ("small", "paper") else SearchSpace.load(space).family
 
 
 def _space_of(args):
@@ -608,7 +616,8 @@ def _slim_one(args):
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
     with cluster.connected(args.ray_address) as on_ray:
         evaluate_map = cluster.evaluate_map(net, evaluator, args.threads) if on_ray else map
-        result = slim(net, predictor, evaluator, targets, evaluate_map=evaluate_map)
+        result = slim(net, predictor, evaluator, targets, evaluate_map=evaluate_map, proposals=args.proposals,
+                      last_step=args.last_step)
     out_dir = Path(args.out) if args.out else ckpt_path.parent / "slim"
     start = result.steps[0]
     paths = []
@@ -619,7 +628,8 @@ def _slim_one(args):
             name=stem.name,
             meta={"device": args.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
                   "inherited_top1": round(step.accuracy, 2), "supernet": str(ckpt_path),
-                  **_table_provenance(table), "steps": step.step})
+                  **_table_provenance(table), "steps": step.step, "proposals": args.proposals,
+                  "last_step": args.last_step})
         yaml_path = out_dir / f"{stem.name}.yaml"
         # weights first, the YAML last: a config on disk always has its weights beside it
         weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
@@ -997,6 +1007,7 @@ def cmd_quickstart(args) -> None:
 # ---------------------------------------------------------------------------- parser
 def _build_parser() -> argparse.ArgumentParser:
     from nas.engine import AMP_MODES, DEVICES
+    from nas.slim import LAST_STEPS, PROPOSALS
     from nas.train import Recipe
 
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
@@ -1016,7 +1027,8 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs)")
 
     t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
-    t.add_argument("--family", default="efficientformer")
+    t.add_argument("--family", default=None, help=f"a family or 'all' (default: a --space file's family, else "
+                   f"{DEFAULT_FAMILY})")
     t.add_argument("--space", default="small", help="small (default: about the family's smallest variant, trains "
                    "in minutes on 2 cores), paper (every published variant is a point of it) or a space YAML")
     t.add_argument("--data", default="digits", help="'digits' (embedded), 'fashion-mnist' (Debian's "
@@ -1139,6 +1151,13 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency "
                        "(--family all: every family's newest supernet, compared)")
     supernet_flags(s, "latency target(s) in ms; several (e.g. 7 3 1.6) slim once and emit a config at each")
+    s.add_argument("--proposals", choices=PROPOSALS, default=PROPOSALS[0],
+                   help="paper (default, §4.2): the network's least important slot and stage by α; per-stage: "
+                        "each action in every stage, the measured accuracy drop per ms picks the stage (~4x the "
+                        "evaluations)")
+    s.add_argument("--last-step", choices=LAST_STEPS, default=LAST_STEPS[0],
+                   help="least-drop (default): the step that meets a target costs the least accuracy, not the "
+                        "least per ms (which overshoots the target); ratio: the paper's rule throughout")
     s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
     s.add_argument("--ray-address", default=None,
                    help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")

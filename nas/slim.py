@@ -29,6 +29,18 @@ Choices the paper leaves open (defaults; flags of ``nas slim``):
   what it trained (reordering them cost 20.6 points of inherited top-1 at min width,
   experiments/width_training), and reorders a supernet trained at full width.
 * ties: equal accuracy drop per ms -> smaller loss increase per ms -> larger saving -> action order.
+* proposals (``--proposals``): ``paper`` (default) proposes the network's least important slot
+  and stage (by α) and its first MB3D; ``per-stage`` proposes each action in every stage and lets
+  the measured accuracy drop per ms choose among stages, for ~4× the evaluations. After a short
+  supernet training α is near its start (experiments/search_quality: slot importances 0.6–1.9
+  after one Fashion-MNIST epoch), which is why per-stage was tried; it gave no better trained
+  network there (experiments/search_quality/result.md), so the cheaper paper rule stays.
+* the step that meets a target (``--last-step``): when the drop-per-ms pick meets the next
+  target, ``least-drop`` (default) takes instead, of the actions that meet it, the one with the
+  smallest accuracy drop, and of equals the one that keeps most latency: never a larger drop than
+  the ratio's pick, never more steps. ``ratio`` keeps the drop-per-ms rule, which favours the
+  largest saving and so overshoots (1.331 ms emitted for a 1.4235 ms target in
+  experiments/search_quality).
 * an action that saves no latency is never taken; a stage keeps at least ``min_blocks`` blocks
   and ``min_width`` channels (search space).
 """
@@ -47,6 +59,8 @@ from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.supernet import Supernet
 
 ACTIONS = ("slot->identity", "3d->4d", "width-16", "<knob>-down|up")
+PROPOSALS = ("paper", "per-stage")   # which slots and stages an action is proposed for
+LAST_STEPS = ("least-drop", "ratio")    # how the step that meets a target is chosen
 
 
 class UnreachableTarget(UserError):
@@ -104,18 +118,24 @@ class SlimResult:
         return self.choices[i], self.steps[i]
 
 
-def propose(net: Supernet, choice: Choice) -> list[Action]:
+def propose(net: Supernet, choice: Choice, proposals: str = "paper") -> list[Action]:
+    """The actions of one step from `choice`. ``paper``: the least important slot and the least
+    important stage's width over the whole network (§4.2), the first MB3D. ``per-stage``: the same
+    three actions in every stage, so that the measured accuracy drop per ms, not α compared across
+    stages, decides which stage gives way."""
+    if proposals not in PROPOSALS:
+        raise UserError(f"--proposals {proposals!r}: choose one of {', '.join(PROPOSALS)}")
     space, token_kinds = net.space, set(net.family.token_kinds)
     importance = net.slot_importance()
+    per_stage = proposals == "per-stage"
     out: list[Action] = []
 
     removable = []
     for j, kinds in enumerate(choice.kinds):
         kept = [s for s, k in enumerate(kinds) if k != IDENTITY]
         if IDENTITY in space.stages[j].choices and len(kept) > space.stages[j].min_blocks:
-            removable += [(importance[j][s], j, s) for s in kept]
-    if removable:
-        _, j, s = min(removable)
+            removable.append([(importance[j][s], j, s) for s in kept])
+    for _, j, s in _least(removable, per_stage):
         out.append(Action("slot->identity", f"stage {j + 1} slot {s + 1} ({choice.kinds[j][s]}) -> identity",
                           choice.replace_kind(j, s, IDENTITY)))
 
@@ -125,16 +145,16 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
         if first is not None and map_kinds:
             out.append(Action("3d->4d", f"stage {j + 1} slot {first + 1} {kinds[first]} -> {map_kinds[0]}",
                               choice.replace_kind(j, first, map_kinds[0])))
-            break
+            if not per_stage:
+                break
 
     narrowable = []
     for j, (w, kinds) in enumerate(zip(choice.widths, choice.kinds)):
         if space.narrower(j, w) is not None:
             by_alpha = net.width_importance(j, w)
-            narrowable.append((by_alpha if by_alpha is not None else
-                               sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j))
-    if narrowable:
-        _, j = min(narrowable)
+            narrowable.append([(by_alpha if by_alpha is not None else
+                                sum(importance[j][s] for s, k in enumerate(kinds) if k != IDENTITY), j)])
+    for _, j in _least(narrowable, per_stage):
         w = choice.widths[j]
         narrower = space.narrower(j, w)
         out.append(Action(f"width-{w - narrower}", f"stage {j + 1} width {w} -> {narrower}",
@@ -150,6 +170,12 @@ def propose(net: Supernet, choice: Choice) -> list[Action]:
                 out.append(Action(f"{name}-{way}", f"stage {j + 1} {name} {current[name]} -> {values[i - 1]}",
                                   choice.replace_knob(space, j, name, values[i - 1])))
     return out
+
+
+def _least(options_per_stage: list[list[tuple]], per_stage: bool) -> list[tuple]:
+    """The least important option of each stage, or only the least of all of them."""
+    least = [min(options) for options in options_per_stage]
+    return least if per_stage else [min(least)] if least else []
 
 
 def smallest_choices(net: Supernet, start: Choice) -> list[Choice]:
@@ -198,10 +224,13 @@ def reachable_floor(net: Supernet, latency: Callable[[ArchConfig], float], start
 def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evaluator,
          target_ms: float | Sequence[float], *, start: Choice | None = None,
          evaluate_map: Callable[[Callable, Iterable], Iterable] = map, log: Callable[[str], None] = print,
-         num_classes: int | None = None, max_steps: int = 10_000) -> SlimResult:
+         num_classes: int | None = None, max_steps: int = 10_000, proposals: str = "paper",
+         last_step: str = "least-drop") -> SlimResult:
     """Slim until the predicted latency meets the smallest target; with several targets (a
     ladder) the first step at or under each one is emitted for it."""
     targets = checked_targets([target_ms] if isinstance(target_ms, (int, float)) else target_ms)
+    if last_step not in LAST_STEPS:
+        raise UserError(f"--last-step {last_step!r}: choose one of {', '.join(LAST_STEPS)}")
     space = net.space
     to_config = lambda c: c.to_config(space, num_classes=num_classes or net.num_classes)  # noqa: E731
     choice = start or net.initial_choice()
@@ -230,7 +259,7 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     while current_ms > targets[-1]:
         if len(steps) > max_steps:
             raise UserError(f"slimming did not reach {targets[-1]:g} ms in {max_steps} steps")
-        actions = propose(net, choice)
+        actions = propose(net, choice, proposals)
         lat = [latency(to_config(a.choice)) for a in actions]
         viable = [(a, ms) for a, ms in zip(actions, lat) if ms < current_ms]
         if not viable:
@@ -242,7 +271,16 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
             saved = current_ms - ms
             drop = current.accuracy - sc.accuracy
             ranked.append(((drop / saved, (sc.loss - current.loss) / saved, -saved, order), a, ms, sc, drop, saved))
-        key, action, ms, sc, drop, saved = min(ranked, key=lambda r: r[0])
+        best = min(ranked, key=lambda r: r[0])
+        rung = max(t for t in targets if t not in result.emitted)
+        meeting = [r for r in ranked if r[2] <= rung]
+        if last_step == "least-drop" and best[2] <= rung:
+            # the ratio's pick ends the slimming (or reaches a rung), and latency saved beyond the
+            # target buys nothing: of the actions that also reach it, the one that costs least
+            # accuracy (then loss), of equals the one that keeps most latency. Only then: a big
+            # drop that reaches the target in one step must not beat two cheap steps
+            best = min(meeting, key=lambda r: (r[4], r[3].loss - current.loss, r[5], r[0][3]))
+        key, action, ms, sc, drop, saved = best
         choice, current, current_ms = action.choice, sc, ms
         step = Step(len(steps), action.name, action.detail, ms, sc.accuracy, sc.loss, -drop, saved, key[0],
                     len(viable), to_config(choice).summary())

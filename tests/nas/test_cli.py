@@ -126,3 +126,23 @@ def test_show_says_why_a_user_table_is_unusable(capsys, tmp_path):
     assert main(["show", str(search_spaces.variant_path("efficientformer", "l1")), "--tables", str(tables)]) == 0
     out = capsys.readouterr().out
     assert "unusable" in out and "named for iphone12@224 but holds iphone13@224" in out
+
+
+def test_a_space_file_trains_its_own_family_without_family(tmp_path, monkeypatch):
+    """`nas train-supernet --space FILE` takes the family from the file (it used to default to
+    EfficientFormer and refuse any other family's space); small/paper keep the default family."""
+    import nas.train
+    from tests.conftest import TINY_FMVIT_SPACE
+
+    class Started(Exception):
+        pass
+
+    def started(recipe, run_dir, **_):
+        raise Started(recipe.family)
+
+    monkeypatch.setattr(nas.train, "train_supernet", started)
+    space = tmp_path / "fm.yaml"
+    space.write_text(TINY_FMVIT_SPACE)
+    for flags, family in ((["--space", str(space)], "fmvit"), ([], "efficientformer")):
+        with pytest.raises(Started, match=family):
+            main(["train-supernet", *flags, "--runs", str(tmp_path / "runs"), "--no-progress"])

@@ -9,7 +9,7 @@ from lut.table import LatencyTable
 from nas import checkpoint
 from nas.cli import main
 from nas.slim import propose, smallest_choices
-from supernets.config import IDENTITY, ArchConfig
+from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.registry import get_family
 
 
@@ -21,7 +21,7 @@ def test_actions_follow_importance(tiny_run):
                 mp.alpha.zero_()
         net.metapaths()[2][1].alpha.copy_(torch.tensor([0.0, 0.0, 3.0]))  # stage 3 slot 2 wants identity
     choice = net.initial_choice()
-    actions = {a.name: a for a in propose(net, choice)}
+    actions = actions_of(net, choice)
     assert set(actions) == {"slot->identity", "width-16"} | ({"3d->4d"} if any(
         k == "mb3d" for row in choice.kinds for k in row) else set())
     assert actions["slot->identity"].choice.kinds[2][1] == IDENTITY
@@ -38,7 +38,66 @@ def test_actions_follow_importance(tiny_run):
 
 
 def actions_of(net, choice):
-    return {a.name: a for a in propose(net, choice)}
+    """The paper's proposals: one action of each kind, for the network's least important slot and stage."""
+    return {a.name: a for a in propose(net, choice, "paper")}
+
+
+def test_per_stage_proposals_offer_each_stages_least_important_slot_and_width(tiny_run):
+    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
+    with torch.no_grad():
+        for stage in net.metapaths():
+            for mp in stage:
+                mp.alpha.zero_()
+        net.metapaths()[3][1].alpha.copy_(torch.tensor([0.0, 0.0, 2.0]))   # stage 4: slot 2 the less important
+        net.metapaths()[3][0].alpha.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    choice = net.initial_choice()
+    per_stage = propose(net, choice, "per-stage")
+    slots = [a for a in per_stage if a.name == "slot->identity"]
+    # every stage that may lose a block offers exactly one, its least important (stage 2 keeps its one)
+    assert [a.detail.split(" slot")[0] for a in slots] == ["stage 1", "stage 3", "stage 4"]
+    assert next(a for a in slots if a.detail.startswith("stage 4")).choice.kinds[3][1] == IDENTITY
+    widths = [a for a in per_stage if a.name.startswith("width-")]
+    assert [a.detail.split(" width")[0] for a in widths] == [f"stage {j + 1}" for j in range(4)
+                                                             if net.space.narrower(j, choice.widths[j]) is not None]
+    # the paper's proposals are the per-stage ones' least important: a subset of them
+    assert {a.detail for a in propose(net, choice, "paper")} <= {a.detail for a in per_stage}
+
+
+@pytest.mark.parametrize("saves, drops, by_rule", [
+    # dropping a stage-1 block saves 0.5 ms for 0.2 points, the best per ms, and overshoots the
+    # 0.95 ms target; narrowing stage 4 meets it for 0.1 point: `least-drop` takes that instead
+    ((0.5, 0.1, 0.01), (0.2, 0.1, 0.1), {"ratio": (0.5, 89.8, 1), "least-drop": (0.9, 89.9, 1)}),
+    # the stage-1 block meets the target at once but costs 3 points, two cheap steps meet it for
+    # 0.2: both rules take the two steps (the ratio's pick did not end the slimming)
+    ((0.1, 0.03, 0.03), (3.0, 0.1, 0.1), {"ratio": (0.94, 89.8, 2), "least-drop": (0.94, 89.8, 2)}),
+])
+def test_the_step_that_meets_the_target_costs_least_accuracy(tiny_run, saves, drops, by_rule):
+    """A made-up table and scorer over three kinds of change from the start: stage 1 loses a
+    block, stage 4 narrows, anything else; each saves and costs its own amount."""
+    from nas.evaluate import Score
+    from nas.slim import slim
+
+    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
+    start = net.initial_choice()
+
+    def changes(c):
+        cut1 = int(c.kinds[0] != start.kinds[0])
+        narrow4 = int(c.widths[3] < start.widths[3])
+        other = sum(a != b for a, b in zip(c.kinds[1:], start.kinds[1:])) + sum(
+            a != b for a, b in zip(c.widths[:3], start.widths[:3]))
+        return cut1, narrow4, other
+
+    def latency(cfg):
+        return 1.0 - sum(s * n for s, n in zip(saves, changes(Choice.from_config(cfg, net.space))))
+
+    def evaluate_map(_, choices):
+        return [Score(90.0 - sum(d * n for d, n in zip(drops, changes(c))), 0.3) for c in choices]
+
+    for rule, (ms, accuracy, steps) in by_rule.items():
+        result = slim(net, latency, lambda sub: Score(90.0, 0.3), 0.95, evaluate_map=evaluate_map,
+                      log=lambda m: None, last_step=rule, proposals="per-stage")
+        assert (result.latency_ms, result.accuracy, len(result.steps) - 1) == (
+            pytest.approx(ms), pytest.approx(accuracy), steps), rule
 
 
 def test_smallest_choices_respect_min_blocks_and_widths(tiny_run):
