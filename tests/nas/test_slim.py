@@ -13,13 +13,22 @@ from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.registry import get_family
 
 
-def test_actions_follow_importance(tiny_run):
+def _uniform_slots(tiny_run, **alphas):
+    """The tiny supernet with every slot's α at 0 but those given as ``s<stage>_<slot>=[...]``
+    (0-based)."""
     net = checkpoint.build_supernet(checkpoint.load(tiny_run))
     with torch.no_grad():
         for stage in net.metapaths():
             for mp in stage:
                 mp.alpha.zero_()
-        net.metapaths()[2][1].alpha.copy_(torch.tensor([0.0, 0.0, 3.0]))  # stage 3 slot 2 wants identity
+        for key, alpha in alphas.items():
+            j, s = map(int, key[1:].split("_"))
+            net.metapaths()[j][s].alpha.copy_(torch.tensor(alpha))
+    return net
+
+
+def test_actions_follow_importance(tiny_run):
+    net = _uniform_slots(tiny_run, s2_1=[0.0, 0.0, 3.0])   # stage 3 slot 2 wants identity
     choice = net.initial_choice()
     actions = actions_of(net, choice)
     assert set(actions) == {"slot->identity", "width-16"} | ({"3d->4d"} if any(
@@ -43,13 +52,7 @@ def actions_of(net, choice):
 
 
 def test_per_stage_proposals_offer_each_stages_least_important_slot_and_width(tiny_run):
-    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
-    with torch.no_grad():
-        for stage in net.metapaths():
-            for mp in stage:
-                mp.alpha.zero_()
-        net.metapaths()[3][1].alpha.copy_(torch.tensor([0.0, 0.0, 2.0]))   # stage 4: slot 2 the less important
-        net.metapaths()[3][0].alpha.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    net = _uniform_slots(tiny_run, s3_1=[0.0, 0.0, 2.0], s3_0=[2.0, 0.0, 0.0])   # stage 4: slot 2 the less important
     choice = net.initial_choice()
     per_stage = propose(net, choice, "per-stage")
     slots = [a for a in per_stage if a.name == "slot->identity"]
