@@ -5,9 +5,11 @@ it) is trained once on Fashion-MNIST with the product's defaults (soft Gumbel, w
 target T is EfficientFormer-L1's predicted ``iphone12`` latency on the shipped table (at the
 dataset's 10 classes). Candidates, all predicted within T −3% … T where the method allows:
 
-* **S**: what ``nas slim --target-ms T`` emits;
+* **S**: what ``nas slim --target-ms T`` emits (the product's defaults);
+* **Sp**: what the paper's rules emit (``--proposals paper --last-step ratio``: the product
+  before this study), **Sps**: with every stage's actions measured (``--proposals per-stage``);
 * **O**: the most accurate trial of ``nas search --target-ms T`` given as many evaluated
-  sub-networks as slimming used;
+  sub-networks as slimming (S) used; **Ops** given as many as Sps used;
 * **L1**: the published architecture (10 classes, no distillation head);
 * **R1…Rn**: configs drawn uniformly from the space (``random_choice``, seed fixed here, never
   tuned), kept if their predicted latency falls in the window;
@@ -17,8 +19,10 @@ dataset's 10 classes). Candidates, all predicted within T −3% … T where the 
 Every candidate is trained from scratch with the same ``nas train`` recipe; S also from its
 inherited weights; S and L1 with ``--seeds`` seeds. Reported: top-1 per candidate (mean ± spread
 over seeds), params, MACs, predicted ms, inherited top-1 (the supernet's estimate, BN
-recalibrated, as slimming scores), Kendall τ and Spearman ρ between inherited and trained top-1
-(all candidates; one step's candidates), a plot, and the wall time of each phase.
+recalibrated, as slimming scores; also its loss, and accuracy on every validation image with 256
+and with 2,048 calibration images, to see which estimate ranks best), Kendall τ and Spearman ρ
+between inherited and trained top-1 (all candidates; one step's candidates), a plot, and the wall
+time of each phase. Trained top-1 is the EMA weights' (what ``nas train`` ships and exports).
 
 Resumable: every phase records its outputs under ``--work``; an interrupted training resumes.
 
@@ -55,6 +59,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEVICE = "iphone12"
 WINDOW = 0.03   # candidates lie within T(1 - WINDOW) ... T
+# the slimming methods compared: S is the product's default, whatever it is
+SLIM_VARIANTS = {"S": [], "Sps": ["--proposals", "per-stage", "--last-step", "least-drop"],
+                 "Sp": ["--proposals", "paper", "--last-step", "ratio"]}
+# the supernet's estimates of a candidate: (name, calibration images, validation images)
+ESTIMATES = (("slim", 256, 1000), ("val-all", 256, 10_000), ("calib-2k", 2048, 10_000))
 
 
 def _timed(times: dict, key: str, work: Path, argv: list[str]) -> None:
@@ -83,6 +92,9 @@ def run(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--randoms", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2, help="training seeds of S and L1")
+    ap.add_argument("--inherited-seeds", type=int, default=1, help="training seeds of S from its inherited weights")
+    ap.add_argument("--hours", type=float, default=0, help="start no training after this many hours (0: no limit); "
+                    "the result reports what was trained, a resume trains the rest")
     ap.add_argument("--step-candidates", type=int, default=4, help="candidates of one slimming step to train (0: none)")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
@@ -116,33 +128,38 @@ def run(argv=None) -> int:
     if not configs["L1"].is_file():
         l1.save(configs["L1"])
 
-    # 3. S: slimming to T; its evaluation count is the search's budget
-    slim_dir = work / "slim"
-    stem = f"efficientformer@{DEVICE}-{target:g}ms"
-    configs["S"] = slim_dir / f"{stem}.yaml"
-    if not configs["S"].is_file():
-        _timed(times, "slim", work, ["slim", "--target-ms", str(target), "--device", DEVICE, "--supernet",
-                                     str(run_dir / runs.SUPERNET), "--tables", str(work / "tables"), "--out",
-                                     str(slim_dir), *quiet])
-    trajectory = _read_csv(slim_dir / f"{stem}.trajectory.csv")
-    budget = 1 + sum(int(r["candidates"]) for r in trajectory)
+    # 3. S: slimming to T with the product's defaults; Sps and Sp with other rules (the methods
+    # this study compared). Each one's evaluation count is the budget its search (O) gets
+    budgets, trajectories = {}, {}
+    for name, flags in SLIM_VARIANTS.items():
+        slim_dir = work / f"slim-{name}"
+        stem = f"efficientformer@{DEVICE}-{target:g}ms"
+        configs[name] = slim_dir / f"{stem}.yaml"
+        if not configs[name].is_file():
+            _timed(times, f"slim {name}", work, ["slim", "--target-ms", str(target), "--device", DEVICE, "--supernet",
+                                                str(run_dir / runs.SUPERNET), "--tables", str(work / "tables"),
+                                                "--out", str(slim_dir), *flags, *quiet])
+        trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
+        budgets[name] = 1 + sum(int(r["candidates"]) for r in trajectories[name])
+    budget = budgets["S"]
 
-    # 4. O: the search with the same number of evaluated sub-networks
-    search_dir = work / "search"
-    if not (search_dir / "trials.csv").is_file():
-        _timed(times, "search", work, ["search", "--target-ms", str(target), "--trials", str(budget), "--device",
-                                       DEVICE, "--supernet", str(run_dir / runs.SUPERNET), "--tables",
-                                       str(work / "tables"), "--out", str(search_dir), *quiet])
-    # the most accurate trial inside the window, as every candidate; only when the search found
-    # none there, its most accurate trial under T (faster than the window; said in the result)
-    feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
-    in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
-    best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
-    configs["O"] = configs_dir / "O.yaml"
-    if not configs["O"].is_file():
-        choice = _choice_at(space, best["config"], l1)
-        choice.to_config(space, num_classes=classes).replace(
-            name="O", meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs["O"])
+    # 4. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
+    for name, of in (("O", "S"), ("Ops", "Sps")):
+        search_dir = work / f"search-{budgets[of]}"
+        if not (search_dir / "trials.csv").is_file():
+            _timed(times, f"search {budgets[of]}", work, [
+                "search", "--target-ms", str(target), "--trials", str(budgets[of]), "--device", DEVICE, "--supernet",
+                str(run_dir / runs.SUPERNET), "--tables", str(work / "tables"), "--out", str(search_dir), *quiet])
+        # the most accurate trial inside the window, as every candidate; only when the search found
+        # none there, its most accurate trial under T (faster than the window; said in the result)
+        feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
+        in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
+        best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
+        configs[name] = configs_dir / f"O-{budgets[of]}.yaml"
+        if not configs[name].is_file():
+            choice = _choice_at(space, best["config"], l1)
+            choice.to_config(space, num_classes=classes).replace(
+                name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs[name])
 
     # 5. R: uniform draws of the space, kept inside the window (seeded here, never tuned); the
     # draws are replayed in full on a resume, so the same configs come out
@@ -165,10 +182,12 @@ def run(argv=None) -> int:
     if channel_order("auto", net) == "importance":
         net.reorder_channels()
     if args.step_candidates:
+        # per-stage proposals: the most candidates in one step
+        trajectory = trajectories["Sps"]
         k = max(range(1, len(trajectory)), key=lambda i: int(trajectory[i]["candidates"]))
-        prev = _choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs["S"]))
+        prev = _choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs["Sps"]))
         prev_ms = table.predict(prev.to_config(space, num_classes=classes))
-        actions = [a for a in propose(net, prev)
+        actions = [a for a in propose(net, prev, "per-stage")
                    if table.predict(a.choice.to_config(space, num_classes=classes)) < prev_ms]
         for j, a in enumerate(actions[:args.step_candidates], start=1):
             path = configs_dir / f"C{j}.yaml"
@@ -177,26 +196,37 @@ def run(argv=None) -> int:
                 a.choice.to_config(space, num_classes=classes).replace(
                     name=f"C{j}", meta={"step": k, "action": f"{a.name}: {a.detail}"}).save(path)
 
-    # 7. the supernet's estimate of every candidate, scored as slimming scores
+    # 7. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
+    # and on every validation image with the default and with 8x the calibration images
     inherited_path = work / "inherited.json"
     inherited = json.loads(inherited_path.read_text()) if inherited_path.is_file() else {}
-    if set(configs) - set(inherited):
-        torch.set_num_threads(2)
-        evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed)
-        for name, path in configs.items():
-            if name not in inherited:
-                choice = Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
-                inherited[name] = round(evaluator(net.subnet(choice)).accuracy, 2)
-        io.write_text(inherited_path, json.dumps(inherited, indent=1))
+    torch.set_num_threads(2)
+    for estimate, calib, val in ESTIMATES:
+        scores = inherited.setdefault(estimate, {})
+        if set(configs) - set(scores):
+            evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib, val)
+            for name, path in configs.items():
+                if name not in scores:
+                    choice = Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
+                    sc = evaluator(net.subnet(choice))
+                    scores[name] = [round(sc.accuracy, 2), round(sc.loss, 4)]
+            io.write_text(inherited_path, json.dumps(inherited, indent=1))
 
-    # 8. training: every candidate from scratch, S also inherited, S and L1 with several seeds
-    jobs = [(name, "scratch", 0) for name in configs]
+    # 8. training: every candidate from scratch, S also inherited, S and L1 with several seeds;
+    # the step candidates last (they answer a side question, and are the largest networks)
+    jobs = [(name, "scratch", 0) for name in sorted(configs, key=lambda n: n not in ("S", "O"))
+            if not name.startswith("C")]
     jobs += [("S", "scratch", s) for s in range(1, args.seeds)] + [("L1", "scratch", s) for s in range(1, args.seeds)]
-    jobs += [("S", "inherited", s) for s in range(args.seeds)]
+    jobs += [("S", "inherited", s) for s in range(args.inherited_seeds)]
+    jobs += [(name, "scratch", 0) for name in configs if name.startswith("C")]
+    deadline = time.time() + args.hours * 3600 if args.hours else None
     for name, init, seed in jobs:
         out = work / "train" / f"{name}-{init}-s{seed}"
         if _trained(out, args.epochs):
             continue
+        if deadline and time.time() > deadline:
+            print(f"--hours {args.hours} spent: {name}-{init}-s{seed} and the jobs after it are left for a resume")
+            break
         flags = (["--resume", str(out)] if (out / MODEL).is_file() else
                  [str(configs[name]), "--init", init, "--data", args.data, "--img-size", str(args.img_size),
                   "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed),
@@ -217,7 +247,9 @@ def _choice_at(space: SearchSpace, summary: str, template: ArchConfig) -> Choice
             kind, _, times = token.partition("×")
             blocks += [kind] * int(times or 1)
         stages.append({"width": int(width.split(",")[0]), "blocks": blocks})
-    cfg = ArchConfig.from_dict({**template.to_dict(), "stages": stages, "name": "", "meta": {}})
+    # EfficientFormer's stem is as wide as its first stage (it has no embedding there)
+    cfg = ArchConfig.from_dict({**template.to_dict(), "stem": {"width": stages[0]["width"]}, "stages": stages,
+                                "name": "", "meta": {}})
     return Choice.from_config(cfg.replace(num_classes=space.num_classes), space)
 
 
@@ -226,51 +258,71 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
 
     top1: dict[tuple[str, str], list[float]] = {}
     for name, init, seed in jobs:
-        hist = checkpoint.load(work / "train" / f"{name}-{init}-s{seed}" / MODEL, (checkpoint.MODEL_FORMAT,))["history"]
-        top1.setdefault((name, init), []).append(hist[-1]["val_top1"])
+        if _trained(work / "train" / f"{name}-{init}-s{seed}", args.epochs):
+            hist = checkpoint.load(work / "train" / f"{name}-{init}-s{seed}" / MODEL, (checkpoint.MODEL_FORMAT,))["history"]
+            top1.setdefault((name, init), []).append(hist[-1]["ema_top1"])
+    untrained = [name for name in configs if (name, "scratch") not in top1]
     rows = []
     for name, path in configs.items():
+        if name in untrained:
+            continue
         cfg = ArchConfig.load(path)
         c = costs(cfg)
         scores = top1[(name, "scratch")]
-        rows.append({"candidate": name, "ms": round(table.predict(cfg), 4), "inherited": inherited[name],
+        rows.append({"candidate": name, "ms": round(table.predict(cfg), 4),
+                     **{f"inherited_{e}": inherited[e][name][0] for e, _, _ in ESTIMATES},
+                     "inherited_loss": inherited["slim"][name][1],
                      "top1": statistics.mean(scores), "spread": max(scores) - min(scores), "seeds": len(scores),
                      "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9, "config": cfg.summary()})
-    step_rank = [r for r in rows if r["candidate"].startswith("C")]
-    tau_all = kendalltau([r["inherited"] for r in rows], [r["top1"] for r in rows])[0]
-    rho_all = spearmanr([r["inherited"] for r in rows], [r["top1"] for r in rows])[0]
-    step_line = "no step candidates trained"
-    if len(step_rank) >= 3:
-        tau_s = kendalltau([r["inherited"] for r in step_rank], [r["top1"] for r in step_rank])[0]
-        rho_s = spearmanr([r["inherited"] for r in step_rank], [r["top1"] for r in step_rank])[0]
-        step_line = f"one slimming step's {len(step_rank)} candidates: Kendall τ {tau_s:.2f}, Spearman ρ {rho_s:.2f}"
+
+    def ranks(subset: list[dict]) -> list[str]:
+        trained = [r["top1"] for r in subset]
+        out = []
+        for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)", f"inherited_{e}", 1)
+                                   for e, calib, val in ESTIMATES), ("loss, slim's subset", "inherited_loss", -1)]:
+            est = [sign * r[key] for r in subset]
+            out.append(f"| {label} | {kendalltau(est, trained)[0]:.2f} | {spearmanr(est, trained)[0]:.2f} |")
+        return out
+
+    step_rows = [r for r in rows if r["candidate"].startswith("C")]
+    equal_latency = [r for r in rows if not r["candidate"].startswith("C")]
     randoms = sorted(r["top1"] for r in rows if r["candidate"].startswith("R"))
-    s_row = next(r for r in rows if r["candidate"] == "S")
-    l1_row = next(r for r in rows if r["candidate"] == "L1")
+    by_name = {r["candidate"]: r for r in rows}
     s_inh = top1.get(("S", "inherited"), [])
+    o_meta = ArchConfig.load(configs["O"]).meta
     lines = ["# Does the search beat hand design? (Fashion-MNIST, equal latency on iphone12)", "",
              "```", f"python experiments/search_quality/run.py --supernet-epochs {args.supernet_epochs} --epochs "
-             f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds}", "```", "",
+             f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
+             f"--step-candidates {args.step_candidates}", "```", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
-             f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming evaluated {budget} sub-networks; the search had "
-             "the same budget.", "",
-             "| candidate | predicted ms | inherited top-1 | trained top-1 (mean) | spread | seeds | params M | MACs G | config |",
+             f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming (S) evaluated {budget} sub-networks; the search had "
+             "the same budget. Trained top-1: EMA weights on all 10,000 validation images, mean over seeds.", "",
+             "| candidate | predicted ms | inherited top-1 | trained top-1 | spread | seeds | params M | MACs G | config |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['candidate']} | {r['ms']:.4f} | {r['inherited']:.2f} | {r['top1']:.2f} | {r['spread']:.2f} | "
-                     f"{r['seeds']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | `{r['config']}` |")
-    o_meta = ArchConfig.load(configs["O"]).meta
+        lines.append(f"| {r['candidate']} | {r['ms']:.4f} | {r['inherited_slim']:.2f} | {r['top1']:.2f} | "
+                     f"{r['spread']:.2f} | {r['seeds']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | `{r['config']}` |")
     lines += ["", f"O is search trial {o_meta.get('trial')}: " + (
         "the most accurate trial inside the window." if o_meta.get("in_window") else
         "no trial fell inside the window, so the most accurate one under T (faster than the window).")]
     if s_inh:
         lines += ["", f"S trained from its inherited weights: {statistics.mean(s_inh):.2f} "
-                  f"(spread {max(s_inh) - min(s_inh):.2f} over {len(s_inh)} seeds)."]
-    lines += ["", f"Rank correlation, inherited vs trained top-1 — all {len(rows)} candidates: Kendall τ "
-              f"{tau_all:.2f}, Spearman ρ {rho_all:.2f}; {step_line}.", "",
-              f"S {s_row['top1']:.2f} vs L1 {l1_row['top1']:.2f} vs median random "
-              f"{statistics.median(randoms):.2f} (randoms {randoms[0]:.2f}–{randoms[-1]:.2f}).", "",
-              "Wall time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()), ""]
+                  f"(over {len(s_inh)} seed{'s' if len(s_inh) > 1 else ''})."]
+    if untrained:
+        lines += ["", f"Not trained yet (a resume trains them): {', '.join(untrained)}."]
+    lines += ["", f"Rank correlation of the supernet's estimate with trained top-1, the {len(equal_latency)} "
+              "candidates at the target (all but the step candidates):", "",
+              "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(equal_latency)]
+    if len(step_rows) >= 3:
+        lines += ["", f"The same over one slimming step's {len(step_rows)} candidates "
+                  f"({ArchConfig.load(configs[step_rows[0]['candidate']]).meta.get('step')}):", "",
+                  "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(step_rows)]
+    lines += ["", "Verdict figures: " + ", ".join(
+        f"{n} {by_name[n]['top1']:.2f}" + (f" (±{by_name[n]['spread'] / 2:.2f})" if by_name[n]["seeds"] > 1 else "")
+        for n in ("S", "Sps", "Sp", "O", "Ops", "L1") if n in by_name) +
+        (f"; median random {statistics.median(randoms):.2f} (randoms {randoms[0]:.2f}–{randoms[-1]:.2f})."
+         if randoms else "; no random config trained yet."), "",
+        "Wall time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()), ""]
     io.write_text(Path(args.results) / "result.md", "\n".join(lines))
     io.write_csv(Path(args.results) / "candidates.csv", rows)
     _plot(rows, target, Path(args.results))
@@ -284,7 +336,8 @@ def _plot(rows, target, folder: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    style = {"S": ("C3", "*", 14), "O": ("C2", "D", 8), "L1": ("C0", "s", 9)}
+    style = {"S": ("C3", "*", 14), "Sps": ("C5", "P", 10), "Sp": ("C4", "P", 10), "O": ("C2", "D", 8),
+             "Ops": ("C2", "d", 8), "L1": ("C0", "s", 9)}
     for r in rows:
         color, marker, size = style.get(r["candidate"], ("C7" if r["candidate"][0] == "R" else "C1", "o", 6))
         ax.errorbar(r["ms"], r["top1"], yerr=r["spread"] / 2 if r["spread"] else None, fmt=marker, c=color,
@@ -292,7 +345,7 @@ def _plot(rows, target, folder: Path) -> None:
         ax.annotate(r["candidate"], (r["ms"], r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(target, ls="--", c="grey", lw=0.8)
     ax.set(xlabel="predicted latency on iphone12 (ms)", ylabel="trained top-1 (%)",
-           title="equal latency: S slim, O search, L1 published, R random, C one step")
+           title="equal latency: S/Sps/Sp slim, O/Ops search, L1 published, R random, C one step")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
