@@ -272,13 +272,13 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
             drop = current.accuracy - sc.accuracy
             ranked.append(((drop / saved, (sc.loss - current.loss) / saved, -saved, order), a, ms, sc, drop, saved))
         best = min(ranked, key=lambda r: r[0])
-        rung = max(t for t in targets if t not in result.emitted)
-        meeting = [r for r in ranked if r[2] <= rung]
+        rung = max(t for t in targets if t not in result.emitted)   # the next target to meet
         if last_step == "least-drop" and best[2] <= rung:
             # the ratio's pick ends the slimming (or reaches a rung), and latency saved beyond the
             # target buys nothing: of the actions that also reach it, the one that costs least
             # accuracy (then loss), of equals the one that keeps most latency. Only then: a big
             # drop that reaches the target in one step must not beat two cheap steps
+            meeting = [r for r in ranked if r[2] <= rung]
             best = min(meeting, key=lambda r: (r[4], r[3].loss - current.loss, r[5], r[0][3]))
         key, action, ms, sc, drop, saved = best
         choice, current, current_ms = action.choice, sc, ms
