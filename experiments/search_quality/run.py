@@ -33,10 +33,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -45,6 +49,7 @@ import search_spaces
 from lut.devices import find_table
 from lut.table import LatencyTable
 from nas import checkpoint, runs
+from nas import data as data_mod
 from nas.cli import main as nas
 from nas.evaluate import Evaluator
 from nas.report import costs
@@ -66,12 +71,31 @@ SLIM_VARIANTS = {"S": [], "Sps": ["--proposals", "per-stage", "--last-step", "le
 ESTIMATES = (("slim", 256, 1000), ("val-all", 256, 10_000), ("calib-2k", 2048, 10_000))
 
 
-def _timed(times: dict, key: str, work: Path, argv: list[str]) -> None:
+_TIMES_LOCK = threading.Lock()
+# `nas ARGV` in a process of its own (parallel trainings): the package is found as this script finds it
+_NAS_MAIN = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _timed(times: dict, key: str, work: Path, argv: list[str], log: Path | None = None) -> None:
+    """`nas ARGV`, in this process, or with `log` in a subprocess whose output goes there."""
     t0 = time.time()
-    if nas(argv):
+    if log is None:
+        failed = nas(argv)
+    else:
+        with open(log, "w") as f:
+            failed = subprocess.run([sys.executable, "-c", _NAS_MAIN, *argv], stdout=f, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).returncode
+        print(f"{key}: {'failed, see ' + str(log) if failed else 'done'} ({time.time() - t0:.0f} s)", flush=True)
+    if failed:
         sys.exit(f"`nas {' '.join(argv)}` failed")
-    times[key] = times.get(key, 0.0) + time.time() - t0
-    io.write_text(work / "times.json", json.dumps(times, indent=1))
+    with _TIMES_LOCK:
+        times[key] = times.get(key, 0.0) + time.time() - t0
+        io.write_text(work / "times.json", json.dumps(times, indent=1))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The two configs build the same network (names and notes aside)."""
+    return ArchConfig.load(a).replace(name="", meta={}).to_dict() == ArchConfig.load(b).replace(name="", meta={}).to_dict()
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -96,29 +120,49 @@ def run(argv=None) -> int:
     ap.add_argument("--hours", type=float, default=0, help="start no training after this many hours (0: no limit); "
                     "the result reports what was trained, a resume trains the rest")
     ap.add_argument("--step-candidates", type=int, default=4, help="candidates of one slimming step to train (0: none)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings at a time, each a `nas train` process (a GPU "
+                    "machine: several; the candidates that need no supernet then train while it does)")
+    ap.add_argument("--eval-threads", type=int, default=2, help="CPU threads of slim, search and the estimates")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
     args = ap.parse_args(argv)
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    (work / "train").mkdir(parents=True, exist_ok=True)
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").is_file() else {}
     quiet = ["--no-progress"]
     space = SearchSpace.load(args.space)
     table = LatencyTable.load(find_table(DEVICE, space.resolution, work / "tables"))   # the shipped table
+    classes = data_mod.load(data_mod.checked_source(args.data), 8).num_classes
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    deadline = time.time() + args.hours * 3600 if args.hours else None
+    trainings: list[tuple[str, str, int]] = []   # (name, init, seed), in the order they were asked for
+    trained_as: dict[str, str] = {}   # candidate -> the first candidate with the same config (trained once)
+    started: set[Path] = set()   # training folders already asked for
 
-    # 1. the supernet, once
-    run_dir = work / "supernet"
-    if not runs.read_info(run_dir).get("complete"):
-        flags = (["--resume", str(run_dir)] if (run_dir / runs.SUPERNET).is_file() else
-                 ["--space", args.space, "--data", args.data, "--img-size", str(args.img_size),
-                  "--epochs", str(args.supernet_epochs), "--batch-size", str(args.batch_size), "--runs", str(work),
-                  "--name", "supernet"])
-        _timed(times, "train-supernet", work, ["train-supernet", *flags, *quiet])
-    ckpt = checkpoint.load(run_dir / runs.SUPERNET)
-    classes = ckpt["num_classes"]
+    def train(configs: dict[str, Path], name: str, init: str = "scratch", seed: int = 0):
+        """Train `name` (a config already trained under another name is not trained again)."""
+        trainings.append((name, init, seed))
+        if name not in trained_as:
+            trained_as[name] = next((trained_as[n] for n in trained_as if _same(configs[n], configs[name])), name)
+        out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
+        if out in started or _trained(out, args.epochs):
+            return None
+        started.add(out)
 
-    # 2. the target: L1's predicted latency at the dataset's class count
+        def job():
+            if deadline and time.time() > deadline:
+                print(f"--hours {args.hours} spent: {out.name} is left for a resume")
+                return
+            flags = (["--resume", str(out)] if (out / MODEL).is_file() else
+                     [str(configs[trained_as[name]]), "--init", init, "--data", args.data, "--img-size",
+                      str(args.img_size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                      "--seed", str(seed), "--out", str(out)])
+            _timed(times, f"train {out.name}", work, ["train", *flags, *quiet],
+                   log=work / "train" / f"{out.name}.log" if args.jobs > 1 else None)
+        return pool.submit(job) if args.jobs > 1 else job()
+
+    # 1. the target: L1's predicted latency at the dataset's class count
     l1 = ArchConfig.load(search_spaces.variant_path("efficientformer", "l1")).replace(
         num_classes=classes, head={"distillation": False}, name="l1", meta={})
     target = round(table.predict(l1), 4)
@@ -128,40 +172,7 @@ def run(argv=None) -> int:
     if not configs["L1"].is_file():
         l1.save(configs["L1"])
 
-    # 3. S: slimming to T with the product's defaults; Sps and Sp with other rules (the methods
-    # this study compared). Each one's evaluation count is the budget its search (O) gets
-    budgets, trajectories = {}, {}
-    for name, flags in SLIM_VARIANTS.items():
-        slim_dir = work / f"slim-{name}"
-        stem = f"efficientformer@{DEVICE}-{target:g}ms"
-        configs[name] = slim_dir / f"{stem}.yaml"
-        if not configs[name].is_file():
-            _timed(times, f"slim {name}", work, ["slim", "--target-ms", str(target), "--device", DEVICE, "--supernet",
-                                                str(run_dir / runs.SUPERNET), "--tables", str(work / "tables"),
-                                                "--out", str(slim_dir), *flags, *quiet])
-        trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
-        budgets[name] = 1 + sum(int(r["candidates"]) for r in trajectories[name])
-    budget = budgets["S"]
-
-    # 4. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
-    for name, of in (("O", "S"), ("Ops", "Sps")):
-        search_dir = work / f"search-{budgets[of]}"
-        if not (search_dir / "trials.csv").is_file():
-            _timed(times, f"search {budgets[of]}", work, [
-                "search", "--target-ms", str(target), "--trials", str(budgets[of]), "--device", DEVICE, "--supernet",
-                str(run_dir / runs.SUPERNET), "--tables", str(work / "tables"), "--out", str(search_dir), *quiet])
-        # the most accurate trial inside the window, as every candidate; only when the search found
-        # none there, its most accurate trial under T (faster than the window; said in the result)
-        feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
-        in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
-        best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
-        configs[name] = configs_dir / f"O-{budgets[of]}.yaml"
-        if not configs[name].is_file():
-            choice = _choice_at(space, best["config"], l1)
-            choice.to_config(space, num_classes=classes).replace(
-                name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs[name])
-
-    # 5. R: uniform draws of the space, kept inside the window (seeded here, never tuned); the
+    # 2. R: uniform draws of the space, kept inside the window (seeded here, never tuned); the
     # draws are replayed in full on a resume, so the same configs come out
     rng, kept, drawn = random.Random(0), [], 0
     while len(kept) < args.randoms:
@@ -175,6 +186,53 @@ def run(argv=None) -> int:
         configs[f"R{i}"] = configs_dir / f"R{i}.yaml"
         if not configs[f"R{i}"].is_file():
             cfg.replace(name=f"R{i}", meta={"draw": drawn}).save(configs[f"R{i}"])
+    # with parallel trainings, the candidates that need no supernet train while it does
+    futures = [train(configs, "L1", seed=s) for s in range(args.seeds)] + \
+        [train(configs, f"R{i}") for i in range(1, args.randoms + 1)] if args.jobs > 1 else []
+
+    # 3. the supernet, once
+    run_dir = work / "supernet"
+    if not runs.read_info(run_dir).get("complete"):
+        flags = (["--resume", str(run_dir)] if (run_dir / runs.SUPERNET).is_file() else
+                 ["--space", args.space, "--data", args.data, "--img-size", str(args.img_size),
+                  "--epochs", str(args.supernet_epochs), "--batch-size", str(args.batch_size), "--runs", str(work),
+                  "--name", "supernet"])
+        _timed(times, "train-supernet", work, ["train-supernet", *flags, *quiet])
+    ckpt = checkpoint.load(run_dir / runs.SUPERNET)
+    evaluation = ["--threads", str(args.eval_threads), "--supernet", str(run_dir / runs.SUPERNET),
+                  "--tables", str(work / "tables"), *quiet]
+
+    # 4. S: slimming to T with the product's defaults; Sps and Sp with other rules (the methods
+    # this study compared). Each one's evaluation count is the budget its search (O) gets
+    budgets, trajectories = {}, {}
+    for name, flags in SLIM_VARIANTS.items():
+        slim_dir = work / f"slim-{name}"
+        stem = f"efficientformer@{DEVICE}-{target:g}ms"
+        configs[name] = slim_dir / f"{stem}.yaml"
+        if not configs[name].is_file():
+            _timed(times, f"slim {name}", work, ["slim", "--target-ms", str(target), "--device", DEVICE,
+                                                "--out", str(slim_dir), *flags, *evaluation])
+        trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
+        budgets[name] = 1 + sum(int(r["candidates"]) for r in trajectories[name])
+    budget = budgets["S"]
+
+    # 5. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
+    for name, of in (("O", "S"), ("Ops", "Sps")):
+        search_dir = work / f"search-{budgets[of]}"
+        if not (search_dir / "trials.csv").is_file():
+            _timed(times, f"search {budgets[of]}", work, [
+                "search", "--target-ms", str(target), "--trials", str(budgets[of]), "--device", DEVICE,
+                "--out", str(search_dir), *evaluation])
+        # the most accurate trial inside the window, as every candidate; only when the search found
+        # none there, its most accurate trial under T (faster than the window; said in the result)
+        feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
+        in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
+        best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
+        configs[name] = configs_dir / f"O-{budgets[of]}.yaml"
+        if not configs[name].is_file():
+            choice = _choice_at(space, best["config"], l1)
+            choice.to_config(space, num_classes=classes).replace(
+                name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs[name])
 
     # 6. C: the candidates of the slimming step that had the most (one step's ranking)
     net = checkpoint.build_supernet(ckpt).eval()
@@ -196,11 +254,24 @@ def run(argv=None) -> int:
                 a.choice.to_config(space, num_classes=classes).replace(
                     name=f"C{j}", meta={"step": k, "action": f"{a.name}: {a.detail}"}).save(path)
 
-    # 7. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
+    # 7. training of the rest: every candidate from scratch, S also inherited, S and L1 with several
+    # seeds; the step candidates last (they answer a side question, and are the largest networks).
+    # Started before the estimates, so that parallel trainings overlap them
+    if args.jobs == 1:
+        futures = [train(configs, name) for name in sorted(configs, key=lambda n: n not in ("S", "O"))
+                   if not name.startswith("C")]
+        futures += [train(configs, "L1", seed=s) for s in range(1, args.seeds)]
+    else:
+        futures += [train(configs, name) for name in ("S", "O", "Sps", "Sp", "Ops")]
+    futures += [train(configs, "S", seed=s) for s in range(1, args.seeds)]
+    futures += [train(configs, "S", "inherited", s) for s in range(args.inherited_seeds)]
+    futures += [train(configs, name) for name in configs if name.startswith("C")]
+
+    # 8. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
     # and on every validation image with the default and with 8x the calibration images
     inherited_path = work / "inherited.json"
     inherited = json.loads(inherited_path.read_text()) if inherited_path.is_file() else {}
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.eval_threads)
     for estimate, calib, val in ESTIMATES:
         scores = inherited.setdefault(estimate, {})
         if set(configs) - set(scores):
@@ -211,29 +282,11 @@ def run(argv=None) -> int:
                     sc = evaluator(net.subnet(choice))
                     scores[name] = [round(sc.accuracy, 2), round(sc.loss, 4)]
             io.write_text(inherited_path, json.dumps(inherited, indent=1))
-
-    # 8. training: every candidate from scratch, S also inherited, S and L1 with several seeds;
-    # the step candidates last (they answer a side question, and are the largest networks)
-    jobs = [(name, "scratch", 0) for name in sorted(configs, key=lambda n: n not in ("S", "O"))
-            if not name.startswith("C")]
-    jobs += [("S", "scratch", s) for s in range(1, args.seeds)] + [("L1", "scratch", s) for s in range(1, args.seeds)]
-    jobs += [("S", "inherited", s) for s in range(args.inherited_seeds)]
-    jobs += [(name, "scratch", 0) for name in configs if name.startswith("C")]
-    deadline = time.time() + args.hours * 3600 if args.hours else None
-    for name, init, seed in jobs:
-        out = work / "train" / f"{name}-{init}-s{seed}"
-        if _trained(out, args.epochs):
-            continue
-        if deadline and time.time() > deadline:
-            print(f"--hours {args.hours} spent: {name}-{init}-s{seed} and the jobs after it are left for a resume")
-            break
-        flags = (["--resume", str(out)] if (out / MODEL).is_file() else
-                 [str(configs[name]), "--init", init, "--data", args.data, "--img-size", str(args.img_size),
-                  "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed),
-                  "--out", str(out)])
-        _timed(times, f"train {name}-{init}-s{seed}", work, ["train", *flags, *quiet])
-
-    report(work, configs, inherited, jobs, table, target, budget, times, args)
+    for f in futures:
+        if f is not None:
+            f.result()
+    pool.shutdown()
+    report(work, configs, inherited, trainings, trained_as, table, target, budget, times, args)
     return 0
 
 
@@ -253,17 +306,22 @@ def _choice_at(space: SearchSpace, summary: str, template: ArchConfig) -> Choice
     return Choice.from_config(cfg.replace(num_classes=space.num_classes), space)
 
 
-def report(work, configs, inherited, jobs, table, target, budget, times, args) -> None:
+def report(work, configs, inherited, jobs, trained_as, table, target, budget, times, args) -> None:
     from scipy.stats import kendalltau, spearmanr
 
-    top1: dict[tuple[str, str], list[float]] = {}
+    by_seed: dict[tuple[str, str], dict[int, float]] = {}   # (candidate trained, init) -> seed -> top-1
     for name, init, seed in jobs:
-        if _trained(work / "train" / f"{name}-{init}-s{seed}", args.epochs):
-            hist = checkpoint.load(work / "train" / f"{name}-{init}-s{seed}" / MODEL, (checkpoint.MODEL_FORMAT,))["history"]
-            top1.setdefault((name, init), []).append(hist[-1]["ema_top1"])
+        out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
+        if _trained(out, args.epochs):
+            hist = checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["history"]
+            by_seed.setdefault((trained_as[name], init), {})[seed] = hist[-1]["ema_top1"]
+    top1 = {(name, init): list(by_seed[(trained_as[name], init)].values())
+            for name in configs for init in ("scratch", "inherited") if (trained_as[name], init) in by_seed}
     untrained = [name for name in configs if (name, "scratch") not in top1]
     rows = []
-    for name, path in configs.items():
+    order = ["S", "Sps", "Sp", "O", "Ops", "L1"]
+    for name, path in sorted(configs.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 9, kv[0][0],
+                                                               int(kv[0][1:]) if kv[0][1:].isdigit() else 0)):
         if name in untrained:
             continue
         cfg = ArchConfig.load(path)
@@ -285,7 +343,8 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
         return out
 
     step_rows = [r for r in rows if r["candidate"].startswith("C")]
-    equal_latency = [r for r in rows if not r["candidate"].startswith("C")]
+    # each network once: a candidate with another's config would count its pair twice
+    equal_latency = [r for r in rows if not r["candidate"].startswith("C") and trained_as[r["candidate"]] == r["candidate"]]
     randoms = sorted(r["top1"] for r in rows if r["candidate"].startswith("R"))
     by_name = {r["candidate"]: r for r in rows}
     s_inh = top1.get(("S", "inherited"), [])
@@ -293,7 +352,8 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
     lines = ["# Does the search beat hand design? (Fashion-MNIST, equal latency on iphone12)", "",
              "```", f"python experiments/search_quality/run.py --supernet-epochs {args.supernet_epochs} --epochs "
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
-             f"--step-candidates {args.step_candidates}", "```", "",
+             f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
+             f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
              f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming (S) evaluated {budget} sub-networks; the search had "
              "the same budget. Trained top-1: EMA weights on all 10,000 validation images, mean over seeds.", "",
@@ -305,13 +365,16 @@ def report(work, configs, inherited, jobs, table, target, budget, times, args) -
     lines += ["", f"O is search trial {o_meta.get('trial')}: " + (
         "the most accurate trial inside the window." if o_meta.get("in_window") else
         "no trial fell inside the window, so the most accurate one under T (faster than the window).")]
+    aliases = [f"{n} has {a}'s config" for n, a in trained_as.items() if a != n]
+    if aliases:
+        lines += ["", f"Trained once for both (the same network): {'; '.join(aliases)}."]
     if s_inh:
         lines += ["", f"S trained from its inherited weights: {statistics.mean(s_inh):.2f} "
                   f"(over {len(s_inh)} seed{'s' if len(s_inh) > 1 else ''})."]
     if untrained:
         lines += ["", f"Not trained yet (a resume trains them): {', '.join(untrained)}."]
     lines += ["", f"Rank correlation of the supernet's estimate with trained top-1, the {len(equal_latency)} "
-              "candidates at the target (all but the step candidates):", "",
+              "distinct networks at the target (all but the step candidates; a duplicate counted once):", "",
               "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(equal_latency)]
     if len(step_rows) >= 3:
         lines += ["", f"The same over one slimming step's {len(step_rows)} candidates "
