@@ -365,6 +365,15 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
     lines += ["", f"O is search trial {o_meta.get('trial')}: " + (
         "the most accurate trial inside the window." if o_meta.get("in_window") else
         "no trial fell inside the window, so the most accurate one under T (faster than the window).")]
+    several = [f"{n} {', '.join(f'{v:.2f}' for v in top1[(n, 'scratch')])}" for n in configs
+               if trained_as[n] == n and len(top1.get((n, "scratch"), [])) > 1]
+    if several:
+        lines += ["", f"Per seed: {'; '.join(several)}."]
+    if len(top1.get(("S", "scratch"), [])) > 1 and len(top1.get(("L1", "scratch"), [])) > 1:
+        from scipy.stats import ttest_ind
+        s_l1 = ttest_ind(top1[("S", "scratch")], top1[("L1", "scratch")], equal_var=False)
+        lines += ["", f"S − L1: {by_name['S']['top1'] - by_name['L1']['top1']:+.2f} points, Welch's t-test "
+                  f"p = {s_l1.pvalue:.3f} (two-sided)."]
     aliases = [f"{n} has {a}'s config" for n, a in trained_as.items() if a != n]
     if aliases:
         lines += ["", f"Trained once for both (the same network): {'; '.join(aliases)}."]
