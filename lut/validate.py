@@ -94,23 +94,16 @@ def write(result: Validation, out_dir: str | Path, title: str) -> list[Path]:
     """``validation.csv`` and ``scatter.png`` (predicted vs measured with the ±10% band)."""
     out = Path(out_dir)
     io.write_csv(out / "validation.csv", result.rows)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.8, 4.6), dpi=110)
-    xs, ys = [r["measured_ms"] for r in result.rows], [r["predicted_ms"] for r in result.rows]
-    lo, hi = min(xs + ys) * 0.9, max(xs + ys) * 1.1
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="±10%")
-    ax.scatter(xs, ys, s=14)
-    ax.set_xlabel("measured end-to-end (ms)")
-    ax.set_ylabel("predicted from table (ms)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = io.atomic_write(out / "scatter.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    png = out / "scatter.png"
+    with io.png_figure(png, figsize=(4.8, 4.6)) as (fig, ax):
+        xs, ys = [r["measured_ms"] for r in result.rows], [r["predicted_ms"] for r in result.rows]
+        lo, hi = min(xs + ys) * 0.9, max(xs + ys) * 1.1
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="±10%")
+        ax.scatter(xs, ys, s=14)
+        ax.set_xlabel("measured end-to-end (ms)")
+        ax.set_ylabel("predicted from table (ms)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
     return [out / "validation.csv", png]

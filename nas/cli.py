@@ -710,31 +710,24 @@ def _slim_every_family(args) -> Path:
 
 
 def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], path: Path, device: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from supernets import io
 
-    fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
-    for n, (family, points) in enumerate(trajectories.items()):
-        color = f"C{n}"
-        ax.plot([p[0] for p in points], [p[1] for p in points], "-", lw=1, color=color, alpha=0.6)
-        emitted = [r for r in rows if r["family"] == family and r["status"] == "ok"]
-        ax.plot([r["predicted_ms"] for r in emitted], [r["inherited_top1"] for r in emitted], "*", ms=11,
-                color=color, label=family)
-    for t in targets:
-        ax.axvline(t, ls="--", color="gray", lw=1)
-    ax.invert_xaxis()
-    ax.set(xlabel=f"predicted latency on {device} (ms)", ylabel="top-1 with inherited weights (%)",
-           title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    io.atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    with io.png_figure(path, figsize=(6.8, 4.4)) as (fig, ax):
+        for n, (family, points) in enumerate(trajectories.items()):
+            color = f"C{n}"
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-", lw=1, color=color, alpha=0.6)
+            emitted = [r for r in rows if r["family"] == family and r["status"] == "ok"]
+            ax.plot([r["predicted_ms"] for r in emitted], [r["inherited_top1"] for r in emitted], "*", ms=11,
+                    color=color, label=family)
+        for t in targets:
+            ax.axvline(t, ls="--", color="gray", lw=1)
+        ax.invert_xaxis()
+        ax.set(xlabel=f"predicted latency on {device} (ms)", ylabel="top-1 with inherited weights (%)",
+               title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
     return path
 
 

@@ -179,21 +179,14 @@ def write_front(result: SearchResult, net: Supernet, out_dir: Path, stem: str, m
 
 
 def _plot(rows: list[dict], target_ms: float, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=110)
-    finite = [r for r in rows if math.isfinite(r["latency_ms"])]
-    ax.scatter([r["latency_ms"] for r in finite], [r["accuracy"] for r in finite], s=10, c="0.7", label="trials")
-    front = sorted((r for r in finite if r["pareto"]), key=lambda r: r["latency_ms"])
-    ax.plot([r["latency_ms"] for r in front], [r["accuracy"] for r in front], "o-", c="C3", ms=4,
-            label="Pareto front (within budget)")
-    ax.axvline(target_ms, ls="--", c="k", lw=0.8, label=f"target {target_ms:g} ms")
-    ax.set(xlabel="predicted latency (ms)", ylabel="inherited top-1 (%)", title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    io.atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    with io.png_figure(path, figsize=(5.6, 4.2)) as (fig, ax):
+        finite = [r for r in rows if math.isfinite(r["latency_ms"])]
+        ax.scatter([r["latency_ms"] for r in finite], [r["accuracy"] for r in finite], s=10, c="0.7", label="trials")
+        front = sorted((r for r in finite if r["pareto"]), key=lambda r: r["latency_ms"])
+        ax.plot([r["latency_ms"] for r in front], [r["accuracy"] for r in front], "o-", c="C3", ms=4,
+                label="Pareto front (within budget)")
+        ax.axvline(target_ms, ls="--", c="k", lw=0.8, label=f"target {target_ms:g} ms")
+        ax.set(xlabel="predicted latency (ms)", ylabel="inherited top-1 (%)", title=title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
     return path

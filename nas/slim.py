@@ -301,31 +301,23 @@ def write_trajectory(result: SlimResult, stem: Path, target_ms: float | Sequence
     for row in rows:
         row["emitted_for"] = " ".join(f"{t:g}" for t, i in sorted(result.emitted.items()) if i == row["step"])
     csv_path = io.write_csv(stem.with_name(stem.name + ".trajectory.csv"), rows)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    xs = [s.latency_ms for s in result.steps]
-    ys = [s.accuracy for s in result.steps]
-    ax.plot(xs, ys, "-o", ms=3, lw=1.2, color="tab:blue", label="slimming step")
-    ax.plot(xs[:1], ys[:1], "s", color="tab:green", label="start")
-    for n, t in enumerate(sorted(targets, reverse=True)):
-        ax.axvline(t, ls="--", color="gray", lw=1, label="targets" if n == 0 else None)
-        ax.annotate(f"{t:g} ms", (t, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="right", va="top",
-                    rotation=90, color="gray")
-    emitted = sorted(set(result.emitted.values()))
-    ax.plot([xs[i] for i in emitted], [ys[i] for i in emitted], "*", ms=12, color="tab:red", label="emitted")
-    ax.invert_xaxis()
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("top-1 with inherited weights (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     png_path = stem.with_name(stem.name + ".trajectory.png")
-    io.atomic_write(png_path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    with io.png_figure(png_path, figsize=(6.4, 4.2)) as (fig, ax):
+        xs = [s.latency_ms for s in result.steps]
+        ys = [s.accuracy for s in result.steps]
+        ax.plot(xs, ys, "-o", ms=3, lw=1.2, color="tab:blue", label="slimming step")
+        ax.plot(xs[:1], ys[:1], "s", color="tab:green", label="start")
+        for n, t in enumerate(sorted(targets, reverse=True)):
+            ax.axvline(t, ls="--", color="gray", lw=1, label="targets" if n == 0 else None)
+            ax.annotate(f"{t:g} ms", (t, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="right", va="top",
+                        rotation=90, color="gray")
+        emitted = sorted(set(result.emitted.values()))
+        ax.plot([xs[i] for i in emitted], [ys[i] for i in emitted], "*", ms=12, color="tab:red", label="emitted")
+        ax.invert_xaxis()
+        ax.set_xlabel("predicted latency (ms)")
+        ax.set_ylabel("top-1 with inherited weights (%)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
     return [csv_path, png_path]

@@ -42,7 +42,7 @@ from nas import checkpoint, data as data_mod, engine, runs
 from nas.errors import UserError
 from supernets import io
 from supernets.config import ArchConfig, ConfigError
-from supernets.layers import DistillationHead, set_drop_path
+from supernets.layers import set_drop_path
 from supernets.registry import get_family
 
 MODEL = "model.pt"
@@ -289,7 +289,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     family = get_family(config.family)
     random_seed(recipe.seed)   # torch, numpy (timm's Mixup draws from it) and Python's random
     model = family.build(config, img_size=recipe.img_size)
-    dist_head = teacher is not None and isinstance(model.head, DistillationHead)
+    dist_head = teacher is not None and model.head.distillable
     if dist_head:
         config, state = _with_distillation_head(config, state)
         random_seed(recipe.seed)
@@ -380,29 +380,21 @@ def write_metrics(history: list[dict], out_dir: Path, title: str) -> list[Path]:
     """``metrics.csv`` (one row per epoch, epoch 0 = the initial weights) and ``curves.png``."""
     rows = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in history]
     csv_path = io.write_csv(out_dir / METRICS, rows)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
-    epochs = [r["epoch"] for r in history]
-    ax_loss.plot(epochs[1:], [r["train_loss"] for r in history[1:]], "-o", ms=3, label="train loss")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "-o", ms=3, label="val loss")
-    ax_loss.set(xlabel="epoch", ylabel="loss")
-    ax_acc.plot(epochs, [r["val_top1"] for r in history], "-o", ms=3, label="val top-1")
-    if any(r["ema_top1"] == r["ema_top1"] for r in history):
-        ax_acc.plot(epochs, [r["ema_top1"] for r in history], "-s", ms=3, label="val top-1 (EMA)")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     png_path = out_dir / CURVES
-    io.atomic_write(png_path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    with io.png_figure(png_path, 1, 2, figsize=(9, 3.6)) as (fig, (ax_loss, ax_acc)):
+        epochs = [r["epoch"] for r in history]
+        ax_loss.plot(epochs[1:], [r["train_loss"] for r in history[1:]], "-o", ms=3, label="train loss")
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], "-o", ms=3, label="val loss")
+        ax_loss.set(xlabel="epoch", ylabel="loss")
+        ax_acc.plot(epochs, [r["val_top1"] for r in history], "-o", ms=3, label="val top-1")
+        if any(r["ema_top1"] == r["ema_top1"] for r in history):
+            ax_acc.plot(epochs, [r["ema_top1"] for r in history], "-s", ms=3, label="val top-1 (EMA)")
+        ax_acc.set(xlabel="epoch", ylabel="top-1 (%)")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
     return [csv_path, png_path]
 
 

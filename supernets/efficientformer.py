@@ -21,9 +21,9 @@ from timm.layers import resize_rel_pos_bias_table_levit
 from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import (
     ConvNorm,
-    DistillationHead,
     FamilyModel,
     LayerScale,
+    DistilledHead,
     Reshape,
     run_blocks,
     to_map,
@@ -176,29 +176,33 @@ class Stage(nn.Module):
         return x
 
 
-class Head(DistillationHead):
-    """LayerNorm on tokens, mean over tokens, classifier (+ distillation classifier, averaged at eval)."""
+class Head(DistilledHead):
+    """LayerNorm on tokens, mean over tokens, classifier (+ distillation classifier, averaged at
+    eval). Unpooled (``global_pool=''``) it gives the normed tokens, as timm's EfficientFormer."""
 
-    def __init__(self, dim: int, num_classes: int, distillation: bool):
-        super().__init__()
+    def __init__(self, dim: int, num_classes: int, distillation: bool, global_pool: str = "avg"):
+        super().__init__(dim, global_pool)
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-        self.head_dist = nn.Linear(dim, num_classes) if distillation else None
+        self.head = self.make_classifier(num_classes) if num_classes else nn.Identity()
+        self.head_dist = (self.make_classifier(num_classes) if num_classes else nn.Identity()) if distillation else None
 
-    def forward(self, x: torch.Tensor):
-        if x.ndim == 4:
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:   # a last stage without mb3d blocks ends in a map
             x = to_tokens(x)
-        return self.classify(self.norm(x).mean(1))
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1) if self.global_pool == "avg" else x
 
 
 class EfficientFormer(FamilyModel):
-    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
-        super().__init__()
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None, in_chans: int = 3,
+                 global_pool: str = "avg"):
+        super().__init__(config, in_chans)
         img_size = img_size or config.resolution
         make_block = make_block or _make_block
-        self.config = config
-        self.num_classes = config.num_classes
-        self.stem = Stem(3, config.stem_width)
+        self.final_grid = (img_size // 32, img_size // 32)   # the last stage's token grid
+        self.stem = Stem(in_chans, config.stem_width)
         in_chs, stages = config.stem_width, []
         for j, st in enumerate(config.stages):
             side = img_size // (4 * 2 ** j)
@@ -206,12 +210,12 @@ class EfficientFormer(FamilyModel):
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, last=j == len(config.stages) - 1))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
-        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
+        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool)
+        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
         self.init_weights()
 
-    @property
-    def num_features(self) -> int:
-        return self.head.norm.normalized_shape[0]
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return to_map(x, self.final_grid) if x.ndim == 3 else x
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -345,4 +349,7 @@ FAMILY = register_family(Family.of_module(
     __name__, "efficientformer", EfficientFormer,
     token_kinds=("mb3d",),
     variants=("l1", "l3", "l7"),
+    # the attention biases are sized for the token grid at the built resolution
+    timm_cfg={"first_conv": "stem.conv1.conv", "classifier": ("head.head", "head.head_dist"),
+              "fixed_input_size": True, "crop_pct": 0.95},
 ))

@@ -28,6 +28,7 @@ from supernets.layers import (
     FamilyModel,
     LayerScale,
     MultiHeadAttention,
+    PooledHead,
     RepCPE,
     branch_kernel,
     conv_with,
@@ -227,25 +228,25 @@ class Stage(nn.Module):
         return x
 
 
-class Head(nn.Module):
+class Head(PooledHead):
     """MobileOne 3x3 conv C -> 2C (groups C) with SE and GELU, global average pool, Linear."""
 
-    def __init__(self, dim: int, num_classes: int):
-        super().__init__()
+    def __init__(self, dim: int, num_classes: int, global_pool: str = "avg"):
+        super().__init__(2 * dim, global_pool)
         self.final_conv = MobileOneBlock(dim, 2 * dim, 3, groups=dim, use_se=True)
-        self.fc = nn.Linear(2 * dim, num_classes)
+        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.final_conv(x).mean((2, 3)))
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_conv(x)
 
 
 class FastViT(FamilyModel):
-    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
-        super().__init__()
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None, in_chans: int = 3,
+                 global_pool: str = "avg"):
+        super().__init__(config, in_chans)
         make_block = make_block or _make_block
-        self.config, self.num_classes = config, config.num_classes
         ls_init = _ls_init(config)
-        self.stem = Stem(3, config.stem_width)
+        self.stem = Stem(in_chans, config.stem_width)
         in_chs, stages = config.stem_width, []
         img_size = img_size or config.resolution
         for j, st in enumerate(config.stages):
@@ -254,7 +255,8 @@ class FastViT(FamilyModel):
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, cpe=_has_cpe(config, j)))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
-        self.head = Head(in_chs, config.num_classes)
+        self.head = Head(in_chs, config.num_classes, global_pool)
+        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
         self.init_weights()
 
 
@@ -381,6 +383,7 @@ VARIANTS = ("t8", "t12", "s12", "sa12", "sa24", "sa36", "ma36")
 
 FAMILY = register_family(Family.of_module(
     __name__, "fastvit", FastViT,
+    timm_cfg={"first_conv": "stem.0.conv_kxk.0.conv", "classifier": ("head.fc",)},
     # The patch embedding ties output channel o to input channel o // 2, which couples the channel
     # orders of adjacent stages: an importance permutation per stage would not preserve the
     # function, so subnets take natural (leading) channels.

@@ -52,11 +52,10 @@ with Gumbel-softmax next to the MetaPaths, see ``KnobChoice``), ``fm_width`` and
 from __future__ import annotations
 
 import torch
-from timm.layers import ClassifierHead
 from torch import nn
 
 from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, MultiGroupConv, SplitConvNorm
+from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, LinearHead, MultiGroupConv, SplitConvNorm
 from supernets.metapath import KnobChoice
 from supernets.registry import Family, OpNode, register_family
 
@@ -166,8 +165,8 @@ class FMB(nn.Module):
 
 
 class Stem(nn.Sequential):
-    def __init__(self, out_chs: int):
-        super().__init__(MultiGroupConv(3, out_chs, 3, 2, branches=EDGE_BRANCHES, act=nn.ReLU),
+    def __init__(self, out_chs: int, in_chs: int = 3):
+        super().__init__(MultiGroupConv(in_chs, out_chs, 3, 2, branches=EDGE_BRANCHES, act=nn.ReLU),
                          _dw(out_chs, stride=2, act=nn.ReLU),
                          MultiGroupConv(out_chs, out_chs, 1, act=nn.ReLU))
 
@@ -209,18 +208,20 @@ def _make_fmb(stage, j: int) -> FMB | None:
 
 
 class FMViT(FamilyModel):
-    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
-        super().__init__()
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None, in_chans: int = 3,
+                 global_pool: str = "avg"):
+        super().__init__(config, in_chans)
         make_block = make_block or _make_block
-        self.config, self.num_classes = config, config.num_classes
-        self.stem = Stem(config.stem_width)
+        self.stem = Stem(config.stem_width, in_chans)
         in_chs, stages = config.stem_width, []
         for j, st in enumerate(config.stages):
             blocks = [make_block(spec, st.width, (0, 0)) for spec in st.blocks]
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, fmb=_make_fmb(st, j)))
             in_chs = stage_out_width(st)
         self.stages = nn.ModuleList(stages)
-        self.head = ClassifierHead(in_chs, config.num_classes, pool_type="avg")
+        self.head = LinearHead(in_chs, config.num_classes, global_pool)
+        self.declare_features([stage_out_width(st) for st in config.stages],
+                              [4 * 2 ** j for j in range(len(config.stages))])
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -261,7 +262,7 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
         c_in = stage_out_width(st)
     side = res // 32
     nodes.append(OpNode("head", f"fm-head:c{c_in}:{side}x{side}:k{config.num_classes}", "head", (1, c_in, side, side),
-                        lambda c=c_in, k=config.num_classes: ClassifierHead(c, k, pool_type="avg")))
+                        lambda c=c_in, k=config.num_classes: LinearHead(c, k)))
     return nodes
 
 
@@ -322,6 +323,7 @@ def stem_width(widths) -> int:
 
 FAMILY = register_family(Family.of_module(
     __name__, "fmvit", FMViT,
+    timm_cfg={"first_conv": "stem.0.main.conv", "classifier": ("head.fc",)},
     alpha_knobs=("hf_branches",),
     # Grouped train-time branches do not survive a channel permutation: keep the trained order.
     extra={"channel_reorder": False},

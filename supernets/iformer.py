@@ -19,11 +19,10 @@ stays, as in the reference.
 from __future__ import annotations
 
 import torch
-from timm.layers import ClassifierHead
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, DistillationHead, FamilyModel, LayerScale, RepCPE
+from supernets.layers import ConvNorm, FamilyModel, LayerScale, DistilledHead, LinearHead, RepCPE
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("conv", "shma")
@@ -105,8 +104,8 @@ class Stem(nn.Sequential):
     """Stride 4: Conv-BN 5x5/2 3 -> C/2, GELU; FusedIB without residual: Conv-BN 5x5/2
     C/2 -> 2C, GELU, Conv-BN 1x1 2C -> C."""
 
-    def __init__(self, out_chs: int):
-        super().__init__(ConvNorm(3, out_chs // 2, 5, 2, bias=False, act=nn.GELU),
+    def __init__(self, out_chs: int, in_chs: int = 3):
+        super().__init__(ConvNorm(in_chs, out_chs // 2, 5, 2, bias=False, act=nn.GELU),
                          ConvNorm(out_chs // 2, 2 * out_chs, 5, 2, bias=False, act=nn.GELU),
                          ConvNorm(2 * out_chs, out_chs, 1, bias=False))
 
@@ -141,41 +140,42 @@ class BNLinear(nn.Sequential):
         return fused
 
 
-class Head(DistillationHead):
+class Head(DistilledHead):
     """Global average pool, BN_Linear (+ a distillation BN_Linear, averaged); deploy: one Linear."""
 
-    def __init__(self, dim: int, num_classes: int, distillation: bool = False):
-        super().__init__()
-        self.head = BNLinear(dim, num_classes)
-        self.head_dist = BNLinear(dim, num_classes) if distillation else None
+    def __init__(self, dim: int, num_classes: int, distillation: bool = False, global_pool: str = "avg"):
+        super().__init__(dim, global_pool)
+        self.head = self.make_classifier(num_classes) if num_classes else nn.Identity()
+        self.head_dist = (self.make_classifier(num_classes) if num_classes else nn.Identity()) if distillation else None
 
-    def forward(self, x: torch.Tensor):
-        return self.classify(x.mean((2, 3)))
+    def make_classifier(self, num_classes: int) -> nn.Module:
+        return BNLinear(self.hidden_size, num_classes)
 
     def reparameterize(self) -> nn.Module:
-        fused = self.head.reparameterize()
-        if self.head_dist is not None:
-            other = self.head_dist.reparameterize()
-            fused.weight.data.add_(other.weight).mul_(0.5)
-            fused.bias.data.add_(other.bias).mul_(0.5)
-        pooled = ClassifierHead(fused.in_features, fused.out_features, pool_type="avg")
-        pooled.fc = fused
-        return pooled
+        deployed = LinearHead(self.hidden_size, 0, self.global_pool)
+        if isinstance(self.head, BNLinear):
+            deployed.fc = self.head.reparameterize()
+            if self.head_dist is not None:
+                other = self.head_dist.reparameterize()
+                deployed.fc.weight.data.add_(other.weight).mul_(0.5)
+                deployed.fc.bias.data.add_(other.bias).mul_(0.5)
+        return deployed
 
 
 class IFormer(FamilyModel):
-    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
-        super().__init__()
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None, in_chans: int = 3,
+                 global_pool: str = "avg"):
+        super().__init__(config, in_chans)
         make_block = make_block or _make_block
-        self.config, self.num_classes = config, config.num_classes
-        self.stem = Stem(config.stem_width)
+        self.stem = Stem(config.stem_width, in_chans)
         in_chs, stages = config.stem_width, []
         for j, st in enumerate(config.stages):
             blocks = [make_block(_with_stage_knobs(spec, st, config), st.width, (0, 0)) for spec in st.blocks]
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
-        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)))
+        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool)
+        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
         self.init_weights()
 
 
@@ -291,4 +291,7 @@ HEAD_OPTIONS = {"distillation": (bool, None, None), "layer_scale_init": (float, 
 VARIANTS = ("t", "s", "m", "l", "l2", "h")
 
 
-FAMILY = register_family(Family.of_module(__name__, "iformer", IFormer))
+FAMILY = register_family(Family.of_module(
+    __name__, "iformer", IFormer,
+    timm_cfg={"first_conv": "stem.0.conv", "classifier": ("head.head.fc", "head.head_dist.fc")},
+))

@@ -164,3 +164,21 @@ def write_yaml(path: str | os.PathLike, data: Any) -> Path:
 def read_yaml(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+@contextlib.contextmanager
+def png_figure(path: str | os.PathLike, nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.2),
+               dpi: int = 110):
+    """``with png_figure(path) as (fig, ax):`` a matplotlib figure (headless Agg backend) that is
+    written to ``path`` as a PNG, atomically, when the block ends without an error, and closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, dpi=dpi)
+    try:
+        yield fig, axes
+        atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    finally:
+        plt.close(fig)

@@ -10,8 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices
 from torch.nn.modules.utils import _pair
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.checkpoint import checkpoint
 
 
 class ConvNorm(nn.Sequential):
@@ -325,21 +327,107 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grid: tuple[int, int]) ->
 
 
 class FamilyModel(nn.Module):
-    """What every family's network shares: stem -> stages -> head, and timm's ViT initialisation
-    of Linears (truncated normal, std 0.02, zero bias). A family sets ``stem``, ``stages`` and
-    ``head`` and then calls ``init_weights()``."""
+    """What every family's network shares: stem -> stages -> head, timm's ViT initialisation of
+    Linears (truncated normal, std 0.02, zero bias), and timm's model interface (features,
+    intermediates, classifier reset, grad checkpointing, parameter groups).
+
+    A family calls ``super().__init__(config, in_chans)``, sets ``stem``, ``stages`` (each with its
+    ``blocks``) and ``head`` (a ``PooledHead``), calls ``declare_features(channels, reductions)``
+    with each stage's output width and total stride, then ``init_weights()``."""
+
+    in_chans = 3
+    output_fmt = "NCHW"
+    __jit_unused_properties__ = ["num_features", "head_hidden_size"]   # Python-side metadata
+
+    def __init__(self, config, in_chans: int = 3) -> None:
+        super().__init__()
+        self.config, self.num_classes, self.in_chans = config, config.num_classes, in_chans
+        self.grad_checkpointing = False
 
     def init_weights(self) -> None:
         self.apply(_init_linear)
 
+    def declare_features(self, channels: list[int], reductions: list[int]) -> None:
+        """timm's ``feature_info``: one entry per stage, the maps ``features_only`` returns."""
+        self.feature_info = [{"num_chs": c, "reduction": r, "module": f"stages.{i}"}
+                             for i, (c, r) in enumerate(zip(channels, reductions))]
+
+    @property
+    def num_features(self) -> int:
+        """Channels of ``forward_features``' output."""
+        return self.feature_info[-1]["num_chs"]
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits features (after the head's own layers, before the classifier)."""
+        return self.head.hidden_size
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage in self.stages:
-            x = stage(x)
+            if not torch.jit.is_scripting() and self.grad_checkpointing and self.training:
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
         return x
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
     def forward(self, x: torch.Tensor):
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """A stage's output as a (B, C, H, W) map (a family whose stages may end in tokens overrides it)."""
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's intermediate features: every stage's (or the ``indices``') output map, and the
+        final features unless ``intermediates_only``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r}: nas models give NCHW feature maps only")
+        take, last = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages[:last + 1] if stop_early else self.stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(self.feature_map(x))
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last one ``indices`` takes (and the classifier)."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:last + 1]
+        self.feature_info = self.feature_info[:last + 1]
+        if prune_head:   # the head's own layers (norm, final conv) read the pruned stages' output: drop them too
+            self.num_classes = 0
+            self.head = LinearHead(self.num_features, 0, "").to(next(self.parameters()).device)
+        return take
+
+    def get_classifier(self) -> nn.Module | tuple[nn.Module, ...]:
+        return self.head.classifiers()
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        like = next(self.parameters())
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, like)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups (layer-wise LR decay): the stem, then each stage (or each block)."""
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)" if coarse else
+                [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)", (0,))]}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
 
 
 def _init_linear(m: nn.Module) -> None:
@@ -349,11 +437,57 @@ def _init_linear(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DistillationHead(nn.Module):
-    """A classifier ``head`` with an optional distillation classifier ``head_dist`` (None when
-    absent): both outputs while ``distilled_training``, their mean otherwise (EfficientFormer,
-    iFormer)."""
+class PooledHead(nn.Module):
+    """A classifier head with timm's interface: the family's layers before pooling
+    (``pre_pool``), global average pooling (``global_pool`` 'avg'; '' keeps the map), then the
+    classifier ``fc``. ``reset`` replaces the classifiers (``make_classifier``; an Identity for 0
+    classes). Written for TorchScript: fixed attribute names, no ``super()`` in forward paths."""
 
+    classifier_names: tuple[str, ...] = ("fc",)
+    distillable = False   # has a distillation classifier (DistilledHead)
+
+    def __init__(self, hidden_size: int, global_pool: str = "avg"):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.global_pool = _checked_pool(global_pool)
+
+    def make_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.hidden_size, num_classes)
+
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3)) if self.global_pool == "avg" else x
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False):
+        x = self.pool(self.pre_pool(x))
+        return x if pre_logits else self.classify(x)
+
+    def classify(self, features: torch.Tensor):
+        return self.fc(features)
+
+    def classifiers(self) -> nn.Module | tuple[nn.Module, ...]:
+        found = tuple(m for m in (getattr(self, n, None) for n in self.classifier_names) if m is not None)
+        return found[0] if len(found) == 1 else found
+
+    def reset(self, num_classes: int, global_pool: str | None, like: torch.Tensor) -> None:
+        """New classifiers for ``num_classes`` on ``like``'s device and dtype, in this head's mode."""
+        if global_pool is not None:
+            self.global_pool = _checked_pool(global_pool)
+        for name in self.classifier_names:
+            if getattr(self, name, None) is not None:
+                new = self.make_classifier(num_classes) if num_classes > 0 else nn.Identity()
+                setattr(self, name, new.to(device=like.device, dtype=like.dtype).train(self.training))
+
+
+class DistilledHead(PooledHead):
+    """A head with the classifier ``head`` and an optional distillation classifier ``head_dist``
+    (None when absent; DeiT-style: both outputs while ``distilled_training``, their mean
+    otherwise): EfficientFormer, iFormer."""
+
+    classifier_names = ("head", "head_dist")
+    distillable = True
     distilled_training = False
 
     def classify(self, features: torch.Tensor):
@@ -364,6 +498,20 @@ class DistillationHead(nn.Module):
         if self.training and self.distilled_training:
             return out, dist
         return (out + dist) / 2
+
+
+class LinearHead(PooledHead):
+    """Global average pool, one Linear ``fc`` (FMViT's head; iFormer's in deploy form)."""
+
+    def __init__(self, dim: int, num_classes: int, global_pool: str = "avg"):
+        super().__init__(dim, global_pool)
+        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
+
+
+def _checked_pool(global_pool: str) -> str:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool {global_pool!r}: nas heads pool by average ('avg') or not at all ('')")
+    return global_pool
 
 
 def set_drop_path(model: nn.Module, rate: float) -> nn.Module:

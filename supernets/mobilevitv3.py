@@ -32,7 +32,7 @@ from timm.layers import make_divisible
 from torch import nn
 
 from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace, short
-from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, SplitConvNorm
+from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, PooledHead, SplitConvNorm
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("mv2", "transformer")
@@ -221,28 +221,31 @@ class Stage(nn.Module):
         return x + out if self.v3 else out
 
 
-class Head(nn.Module):
+class Head(PooledHead):
     """v1: 1x1 Conv-BN-SiLU to min(4 C, 960), pool, dropout, Linear; v2: pool, Linear."""
 
-    def __init__(self, dim: int, num_classes: int, flavour: str, drop_rate: float = 0.0):
-        super().__init__()
+    def __init__(self, dim: int, num_classes: int, flavour: str, drop_rate: float = 0.0, global_pool: str = "avg"):
         exp = min(4 * dim, 960) if flavour == "v1" else None
+        super().__init__(exp or dim, global_pool)
         self.final_conv = ConvNorm(dim, exp, 1, bias=False, act=nn.SiLU) if exp else nn.Identity()
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(exp or dim, num_classes)
+        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.final_conv(x).mean((2, 3))))
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_conv(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(x.mean((2, 3)) if self.global_pool == "avg" else x)
 
 
 class MobileViTv3(FamilyModel):
-    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None):
-        super().__init__()
+    def __init__(self, config: ArchConfig, img_size: int | None = None, make_block=None, in_chans: int = 3,
+                 global_pool: str = "avg"):
+        super().__init__(config, in_chans)
         make_block = make_block or _make_block
-        self.config, self.num_classes = config, config.num_classes
         flavour, v3 = _family_knobs(config)
         img_size = img_size or config.resolution
-        self.stem = ConvNorm(3, config.stem_width, 3, 2, bias=False, act=nn.SiLU)
+        self.stem = ConvNorm(in_chans, config.stem_width, 3, 2, bias=False, act=nn.SiLU)
         in_chs, stages = config.stem_width, []
         for j, st in enumerate(config.stages):
             side = img_size // 2 ** (j + 1)
@@ -253,7 +256,8 @@ class MobileViTv3(FamilyModel):
                                 dim=dim, flavour=flavour, v3=v3))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
-        self.head = Head(in_chs, config.num_classes, flavour, float(config.head.get("drop_rate", 0.0)))
+        self.head = Head(in_chs, config.num_classes, flavour, float(config.head.get("drop_rate", 0.0)), global_pool)
+        self.declare_features([st.width for st in config.stages], [2 ** (j + 1) for j in range(len(config.stages))])
         self.init_weights()
 
 
@@ -453,6 +457,7 @@ VARIANTS = ("xxs", "xs", "s", "xxs_l2", "xs_l2", "s_l2", "050", "075", "100")
 
 FAMILY = register_family(Family.of_module(
     __name__, "mobilevitv3", MobileViTv3,
+    timm_cfg={"first_conv": "stem.conv", "classifier": ("head.fc",)},
     # The fusion conv reads the stage's channels next to the transformer's, and the next stage's
     # MV2 expands them: an importance permutation would have to follow both, so subnets take
     # natural (leading) channels, as in FastViT.

@@ -19,12 +19,14 @@ supernet relies on that name to map a subnet's blocks to the slots they inherit 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import torch
 import torch.nn as nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace, short
@@ -67,6 +69,9 @@ class Family:
     # ``head:`` options of a config: name -> (type, low, high); bool options ignore the range.
     head_options: dict[str, tuple] = field(default_factory=dict)
     variants: tuple[str, ...] = ()
+    # timm pretrained-cfg entries of the variants: ``first_conv`` and ``classifier`` (module names;
+    # a ``head_dist`` one only where the variant has that head), ``fixed_input_size``, ``crop_pct``
+    timm_cfg: dict[str, Any] = field(default_factory=lambda: {"first_conv": "stem.conv", "classifier": ("head.fc",)})
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -93,32 +98,64 @@ _FAMILIES: dict[str, Family] = {}
 
 def register_family(family: Family) -> Family:
     """Register a family, and each of its published variants with timm as
-    ``nas_<family>_<variant>`` (built from ``search_spaces/<family>/variants/<variant>.yaml``)."""
-    _FAMILIES[family.name] = family
-    for variant in family.variants:
-        _register_timm_variant(family, variant)
-    return family
-
-
-def _register_timm_variant(family: Family, variant: str) -> None:
-    from timm.models import register_model
+    ``nas_<family>_<variant>`` (built from ``search_spaces/<family>/variants/<variant>.yaml``),
+    with a pretrained cfg of its own (timm reads it from the family module's ``default_cfgs``)."""
+    from timm.models import generate_default_cfgs, register_model
 
     import search_spaces
 
-    def factory(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError("nas ships no pretrained weights (no network at run time)")
+    _FAMILIES[family.name] = family
+    configs = {f"nas_{family.name}_{v}": ArchConfig.load(search_spaces.variant_path(family.name, v))
+               for v in family.variants}
+    module = sys.modules[family.build.__module__]
+    module.default_cfgs = generate_default_cfgs({name: _pretrained_cfg(family, cfg) for name, cfg in configs.items()})
+    for name, config in configs.items():
+        register_model(_timm_entrypoint(family, name, config))
+    return family
+
+
+def _pretrained_cfg(family: Family, config: ArchConfig) -> dict[str, Any]:
+    """timm's pretrained cfg of a variant: its native input, ImageNet normalisation, the names of
+    its first conv and classifier(s). No weights: nas downloads nothing."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    res = config.resolution
+    classifier = tuple(c for c in family.timm_cfg["classifier"]
+                       if "head_dist" not in c or config.head.get("distillation", False))
+    return {"url": "", "num_classes": config.num_classes, "input_size": (3, res, res),
+            "pool_size": (res // 32, res // 32), "crop_pct": 0.9, "interpolation": "bicubic",
+            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "fixed_input_size": False,
+            **family.timm_cfg, "classifier": classifier[0] if len(classifier) == 1 else classifier}
+
+
+def _timm_entrypoint(family: Family, name: str, config: ArchConfig) -> Callable[..., nn.Module]:
+    """``timm.create_model(name, **kwargs)``: timm's builder (pretrained cfg, ``features_only``
+    through ``forward_intermediates``) around the family's model."""
+    from timm.models import build_model_with_cfg
+
+    def build(num_classes: int | None = None, in_chans: int = 3, img_size: int | tuple[int, int] | None = None,
+              global_pool: str = "avg", drop_path_rate: float = 0.0, device=None, dtype=None) -> nn.Module:
         from supernets.layers import set_drop_path
 
-        cfg = ArchConfig.load(search_spaces.variant_path(family.name, variant))
-        if "num_classes" in kwargs:
-            cfg = cfg.replace(num_classes=kwargs.pop("num_classes"))
-        drop_path_rate = kwargs.pop("drop_path_rate", 0.0)
-        return set_drop_path(family.build(cfg, img_size=kwargs.pop("img_size", None)), drop_path_rate or 0.0)
+        if img_size is not None and not isinstance(img_size, int):
+            if len(set(img_size)) != 1:
+                raise ValueError(f"img_size {tuple(img_size)}: nas models take square inputs")
+            img_size = img_size[0]
+        cfg = config if num_classes is None else config.replace(num_classes=num_classes)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = family.build(cfg, img_size=img_size, in_chans=in_chans, global_pool=global_pool)
+        return set_drop_path(model.to(dtype=dtype) if dtype is not None else model, drop_path_rate)
 
-    factory.__name__ = f"nas_{family.name}_{variant}"
-    factory.__module__ = family.build.__module__
-    register_model(factory)
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError("nas ships no pretrained weights (no network at run time)")
+        out_indices = kwargs.pop("out_indices", tuple(range(len(config.stages))))
+        return build_model_with_cfg(build, name, pretrained, feature_cfg={"feature_cls": "getter",
+                                                                          "out_indices": out_indices}, **kwargs)
+
+    entrypoint.__name__ = name
+    entrypoint.__module__ = family.build.__module__
+    return entrypoint
 
 
 def family_names() -> list[str]:

@@ -96,23 +96,16 @@ def main() -> None:
 
 
 def _plot(pairs, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for src in sorted({r.source for r, _ in pairs}):
-        sel = [(r.ms, p) for r, p in pairs if r.source == src]
-        ax.scatter([a for a, _ in sel], [b for _, b in sel], s=14, label=src)
-    lo, hi = 0.3, 200
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="published ms",
-           ylabel="held-out estimate ms", title="Core ML cost model, leave-one-model-out")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    with io.png_figure(path, figsize=(6, 6)) as (fig, ax):
+        for src in sorted({r.source for r, _ in pairs}):
+            sel = [(r.ms, p) for r, p in pairs if r.source == src]
+            ax.scatter([a for a, _ in sel], [b for _, b in sel], s=14, label=src)
+        lo, hi = 0.3, 200
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="published ms",
+               ylabel="held-out estimate ms", title="Core ML cost model, leave-one-model-out")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
 
 
 if __name__ == "__main__":

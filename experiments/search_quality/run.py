@@ -402,27 +402,20 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
 
 
 def _plot(rows, target, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    style = {"S": ("C3", "*", 14), "Sps": ("C5", "P", 10), "Sp": ("C4", "P", 10), "O": ("C2", "D", 8),
-             "Ops": ("C2", "d", 8), "L1": ("C0", "s", 9)}
-    for r in rows:
-        color, marker, size = style.get(r["candidate"], ("C7" if r["candidate"][0] == "R" else "C1", "o", 6))
-        ax.errorbar(r["ms"], r["top1"], yerr=r["spread"] / 2 if r["spread"] else None, fmt=marker, c=color,
-                    ms=size, capsize=3)
-        ax.annotate(r["candidate"], (r["ms"], r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axvline(target, ls="--", c="grey", lw=0.8)
-    ax.set(xlabel="predicted latency on iphone12 (ms)", ylabel="trained top-1 (%)",
-           title="equal latency: S/Sps/Sp slim, O/Ops search, L1 published, R random, C one step")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    io.atomic_write(folder / "latency_vs_top1.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    with io.png_figure(folder / "latency_vs_top1.png", figsize=(6, 4)) as (fig, ax):
+        style = {"S": ("C3", "*", 14), "Sps": ("C5", "P", 10), "Sp": ("C4", "P", 10), "O": ("C2", "D", 8),
+                 "Ops": ("C2", "d", 8), "L1": ("C0", "s", 9)}
+        for r in rows:
+            color, marker, size = style.get(r["candidate"], ("C7" if r["candidate"][0] == "R" else "C1", "o", 6))
+            ax.errorbar(r["ms"], r["top1"], yerr=r["spread"] / 2 if r["spread"] else None, fmt=marker, c=color,
+                        ms=size, capsize=3)
+            ax.annotate(r["candidate"], (r["ms"], r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axvline(target, ls="--", c="grey", lw=0.8)
+        ax.set(xlabel="predicted latency on iphone12 (ms)", ylabel="trained top-1 (%)",
+               title="equal latency: S/Sps/Sp slim, O/Ops search, L1 published, R random, C one step")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nas import checkpoint
 from nas.cli import main as nas
+from supernets import io
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent
@@ -116,23 +117,17 @@ def report(run_dir: Path, config_path: Path, times: dict, args, exported: str) -
         w.writeheader()
         w.writerows(rows)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for init, color in zip(INITS, ("C0", "C1")):
-        ax.plot([r["epoch"] for r in rows], [r[f"{init}_top1"] for r in rows], "-o", c=color, label=f"{init} (raw)")
-        ax.plot([r["epoch"] for r in rows], [r[f"{init}_ema_top1"] for r in rows], "--", c=color, label=f"{init} (EMA)")
-    ax.set(xlabel="epoch (0 = initial weights)", ylabel="Fashion-MNIST val top-1 (%)",
-           title=f"{config.summary()}\n{config.meta['predicted_ms']} ms on iphone12", )
-    ax.title.set_fontsize(8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(HERE / "top1_per_epoch.png")
-    plt.close(fig)
+    with io.png_figure(HERE / "top1_per_epoch.png", figsize=(6, 4)) as (fig, ax):
+        for init, color in zip(INITS, ("C0", "C1")):
+            ax.plot([r["epoch"] for r in rows], [r[f"{init}_top1"] for r in rows], "-o", c=color, label=f"{init} (raw)")
+            ax.plot([r["epoch"] for r in rows], [r[f"{init}_ema_top1"] for r in rows], "--", c=color,
+                    label=f"{init} (EMA)")
+        ax.set(xlabel="epoch (0 = initial weights)", ylabel="Fashion-MNIST val top-1 (%)",
+               title=f"{config.summary()}\n{config.meta['predicted_ms']} ms on iphone12", )
+        ax.title.set_fontsize(8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
 
     sup = supernet["history"]
     lines = [

@@ -51,3 +51,13 @@ def test_a_full_disk_is_one_write_error_and_leaves_nothing(tmp_path, monkeypatch
     with pytest.raises(io.WriteError, match="w.pt: no space left"):
         io.atomic_write(tmp_path / "w.pt", lambda p: torch.save({}, p))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_png_figure_is_written_whole_or_not_at_all(tmp_path):
+    with io.png_figure(tmp_path / "plot.png", 1, 2) as (fig, axes):
+        axes[0].plot([0, 1], [1, 0])
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RuntimeError):
+        with io.png_figure(tmp_path / "sub" / "failed.png") as (fig, ax):
+            raise RuntimeError("the plotting code failed")
+    assert not (tmp_path / "sub").exists()   # no file, no folder made for it

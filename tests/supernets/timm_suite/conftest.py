@@ -1,0 +1,114 @@
+"""timm's own model tests, run on every ``nas_*`` model as a timm user would run them.
+
+``test_models.py`` here is timm's ``tests/test_models.py`` from the sdist of timm 1.0.31
+(``pip download --no-deps --no-binary :all: timm==1.0.31``), unchanged, under timm's Apache-2.0
+``LICENSE`` beside it. This file only chooses the models it runs on:
+
+* Its model lists come from ``timm.list_models``, replaced here before it is imported, so that
+  every list holds ``nas_*`` models only. A ``nas_<family>_<variant>`` model is filtered as timm
+  filters its counterpart (``efficientformer_l1``, ``fastvit_t8``, ``mobilevit_xxs`` for
+  ``nas_mobilevitv3_xxs``, ...): where timm exempts a kind of model, the nas twin is exempt too.
+  The one exemption this mirrors: EfficientFormer is in timm's ``NON_STD_FILTERS`` (its
+  ``forward_features`` returns tokens, not a feature map), so it runs the non-standard config test
+  and no feature-wrapper test, as timm's own EfficientFormer does.
+* Two of timm's selectors are not applied. ``name_matches_cfg`` is moot (every nas model has a
+  pretrained cfg of its own name). ``module=FEAT_INTER_FILTERS`` lists the timm modules that
+  implement ``forward_intermediates``; every nas family does (``FamilyModel``), so the
+  intermediate-feature tests run on all of them, MobileViTv3 and FMViT included.
+* ``pretrained=True`` lists are empty: nas ships no weights (no network at run time), so the
+  weight-loading tests have nothing to load.
+* Tests that name timm's own models (``resnet18``, ``test_*`` with hub weights) are deselected.
+"""
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+import timm
+
+from supernets.registry import family_names, get_family
+
+for _family in family_names():
+    get_family(_family)   # registers nas_<family>_<variant> with timm before test_models.py is collected
+
+_timm_list_models = timm.list_models
+# a nas family -> the timm model name prefix whose exemptions it shares (None: no timm twin)
+TIMM_TWIN = {"efficientformer": "efficientformer", "fastvit": "fastvit", "iformer": "iformer",
+             "mobilevitv3": "mobilevit", "fmvit": None}
+
+
+def _names(name: str) -> list[str]:
+    """The model's own name and its timm twin's (``nas_mobilevitv3_xxs`` -> ``mobilevit_xxs``)."""
+    family = next(f for f in TIMM_TWIN if name.startswith(f"nas_{f}_"))
+    twin = TIMM_TWIN[family]
+    return [name] + ([f"{twin}_{name[len(f'nas_{family}_'):]}"] if twin else [])
+
+
+def _matches(name: str, patterns) -> bool:
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+    return any(fnmatch.fnmatch(n, p) for n in _names(name) for p in patterns if p)
+
+
+def nas_list_models(filter="", module="", pretrained=False, exclude_filters="", name_matches_cfg=False,
+                    include_tags=None):
+    if pretrained:
+        return []
+    names = _timm_list_models("nas_*")
+    if filter:
+        names = [n for n in names if _matches(n, filter)]
+    return [n for n in names if not _matches(n, exclude_filters)]
+
+
+timm.list_models = nas_list_models
+
+
+def _model_name(item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return str(callspec.params.get("model_name", "")) if callspec else ""
+
+
+# Not supported yet (issue #15), each with the first error it stops at; strict, so a fix that
+# makes one pass fails here until its entry is removed. timm scripts and traces EfficientFormer,
+# FastViT and MobileViT, so those are owed; FMViT has no timm twin.
+NOT_YET = {
+    "test_model_forward_torchscript": {
+        "efficientformer": "TorchScript: `run_blocks` iterates a ModuleList and reads `token_input` with getattr",
+        "fastvit": "TorchScript: `-> list[nn.Module]` annotation of MobileOneBlock.branches",
+        "mobilevitv3": "TorchScript: tuple unpacking of a tensor (q, k, v) in MultiHeadAttention",
+        "fmvit": "TorchScript: `sum()` over a generator of branch outputs",
+    },
+    "test_model_forward_fx": {
+        "efficientformer": "fx: control flow on `x.ndim` (map or tokens) in run_blocks and the head",
+        "fastvit": "fx: control flow on a traced shape",
+        "mobilevitv3": "fx: control flow on traced shapes (`(h, w) != (H, W)` in unfold)",
+    },
+    "test_model_forward_fx_torchscript": {f: "fx + TorchScript: `from __future__ import annotations` leaves "
+                                          "string annotations that fx-generated code cannot script"
+                                          for f in TIMM_TWIN},
+}
+NOT_YET["test_model_backward_fx"] = NOT_YET["test_model_forward_fx"]
+
+
+def pytest_collection_modifyitems(config, items):
+    drop = [i for i in items if i.path.parent.name == "timm_suite" and not _model_name(i).startswith("nas_")]
+    if drop:
+        dropped = set(map(id, drop))
+        items[:] = [i for i in items if id(i) not in dropped]
+        config.hook.pytest_deselected(items=drop)
+    for item in items:
+        if item.path.parent.name == "timm_suite":
+            family = next(f for f in TIMM_TWIN if _model_name(item).startswith(f"nas_{f}_"))
+            reason = NOT_YET.get(item.originalname, {}).get(family)
+            if reason:
+                item.add_marker(pytest.mark.xfail(reason=f"issue #15, not yet: {reason}", strict=True))
+
+
+def pytest_collection_finish(session):
+    timm.list_models = _timm_list_models   # the lists are made; nothing else sees the replacement
+
+
+def pytest_configure(config):
+    # timm's markers (its pyproject.toml registers them); timeout is pytest-timeout's, absent here
+    for mark in ("base", "cfg", "cfg_nonstd", "forward", "backward", "torchscript", "features", "fxforward",
+                 "fxbackward", "timeout"):
+        config.addinivalue_line("markers", f"{mark}: timm's test_models.py marker")
