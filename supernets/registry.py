@@ -10,7 +10,9 @@
 * ``validate(config)`` / ``validate_space(space)`` – family rules, errors naming the field.
 * ``stem_width(widths)`` – how the stem width follows the stage widths (default: the first).
 
-A family module names these by convention (``BLOCK_KINDS``, ``_make_block``, ``op_nodes``,
+A family is one module ``supernets/<family>.py`` and its YAMLs in ``search_spaces/<family>/``
+(``space.yaml``, ``small.yaml``, ``variants/``); the folder is what makes it known. The module
+names these by convention (``BLOCK_KINDS``, ``_make_block``, ``op_nodes``,
 ``validate``, ``validate_space``, optional ``stem_width``, ``STAGE_KNOBS``, ``VARIANTS``) and
 registers itself with ``register_family(Family.of_module(__name__, name, build, ...))``.
 
@@ -29,6 +31,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+import search_spaces
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace, short
 
 
@@ -86,13 +89,10 @@ class Family:
         return cls(name=name, build=build, **parts, **options)
 
 
-_FAMILY_MODULES = {
-    "efficientformer": "supernets.efficientformer",
-    "fastvit": "supernets.fastvit",
-    "fmvit": "supernets.fmvit",
-    "iformer": "supernets.iformer",
-    "mobilevitv3": "supernets.mobilevitv3",
-}
+# Every family: a folder of search_spaces/ with a space.yaml, and the module supernets/<family>.py
+# that registers it when imported (on first use: importing one family never imports the others).
+_FAMILY_MODULES = {p.name: f"supernets.{p.name}" for p in sorted(search_spaces.ROOT.iterdir())
+                   if (p / search_spaces.SPACES["paper"]).is_file()}
 _FAMILIES: dict[str, Family] = {}
 
 
@@ -101,8 +101,6 @@ def register_family(family: Family) -> Family:
     ``nas_<family>_<variant>`` (built from ``search_spaces/<family>/variants/<variant>.yaml``),
     with a pretrained cfg of its own (timm reads it from the family module's ``default_cfgs``)."""
     from timm.models import generate_default_cfgs, register_model
-
-    import search_spaces
 
     _FAMILIES[family.name] = family
     configs = {f"nas_{family.name}_{v}": ArchConfig.load(search_spaces.variant_path(family.name, v))

@@ -23,12 +23,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from supernets import io
+from supernets.registry import family_names
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SUITE = REPO / "tests" / "supernets" / "timm_suite" / "test_models.py"
 GROUPS = ("cfg", "forward", "backward", "features", "torchscript", "fxforward", "fxbackward")
-FAMILIES = ("efficientformer", "fastvit", "fmvit", "iformer", "mobilevitv3")
+FAMILIES = tuple(family_names())
 
 
 def _groups_of_tests() -> dict[str, str]:

@@ -32,16 +32,20 @@ for _family in family_names():
     get_family(_family)   # registers nas_<family>_<variant> with timm before test_models.py is collected
 
 _timm_list_models = timm.list_models
-# a nas family -> the timm model name prefix whose exemptions it shares (None: no timm twin)
+# a nas family -> the timm model name prefix whose exemptions it shares (absent: no timm twin)
 TIMM_TWIN = {"efficientformer": "efficientformer", "fastvit": "fastvit", "iformer": "iformer",
-             "mobilevitv3": "mobilevit", "fmvit": None}
+             "mobilevitv3": "mobilevit"}
 
 
 def _names(name: str) -> list[str]:
     """The model's own name and its timm twin's (``nas_mobilevitv3_xxs`` -> ``mobilevit_xxs``)."""
-    family = next(f for f in TIMM_TWIN if name.startswith(f"nas_{f}_"))
-    twin = TIMM_TWIN[family]
+    family = _family(name)
+    twin = TIMM_TWIN.get(family)
     return [name] + ([f"{twin}_{name[len(f'nas_{family}_'):]}"] if twin else [])
+
+
+def _family(name: str) -> str:
+    return next(f for f in family_names() if name.startswith(f"nas_{f}_"))
 
 
 def _matches(name: str, patterns) -> bool:
@@ -84,7 +88,7 @@ NOT_YET = {
     },
     "test_model_forward_fx_torchscript": {f: "fx + TorchScript: `from __future__ import annotations` leaves "
                                           "string annotations that fx-generated code cannot script"
-                                          for f in TIMM_TWIN},
+                                          for f in family_names()},
 }
 NOT_YET["test_model_backward_fx"] = NOT_YET["test_model_forward_fx"]
 
@@ -97,7 +101,7 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=drop)
     for item in items:
         if item.path.parent.name == "timm_suite":
-            family = next(f for f in TIMM_TWIN if _model_name(item).startswith(f"nas_{f}_"))
+            family = _family(_model_name(item))
             reason = NOT_YET.get(item.originalname, {}).get(family)
             if reason:
                 item.add_marker(pytest.mark.xfail(reason=f"issue #15, not yet: {reason}", strict=True))
