@@ -10,7 +10,6 @@ for the actual token grid (7x7 at 224, 2x2 at 64), not fixed at 7x7 as in timm.
 
 Deploy form: every Conv-BN pair is folded (``ConvNorm.reparameterize``); nothing else changes.
 """
-from __future__ import annotations
 
 import re
 
@@ -25,7 +24,6 @@ from supernets.layers import (
     LayerScale,
     DistilledHead,
     Reshape,
-    run_blocks,
     to_map,
     to_tokens,
 )
@@ -158,20 +156,30 @@ class Stem(nn.Sequential):
 
 
 class Stage(nn.Module):
-    """Optional stride-2 Conv-BN embedding, then the blocks. A non-final stage always returns a
-    (B, C, H, W) map so the next embedding can convolve it; the final one may return tokens."""
+    """Optional stride-2 Conv-BN embedding, then the blocks: the 4D ones on the map, the 3D tail
+    (from ``first_token``) on tokens. A non-final stage always returns a (B, C, H, W) map so the
+    next embedding can convolve it; the final one returns tokens when it has a 3D tail
+    (``ends_in_tokens``). The form is fixed at build, so fx and TorchScript see no shape tests."""
 
     def __init__(self, in_chs: int, dim: int, blocks: list[nn.Module], downsample: bool, last: bool):
         super().__init__()
         self.downsample = ConvNorm(in_chs, dim, 3, stride=2) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(blocks)
         self.last = last
+        forms = [bool(getattr(b, "token_input", False)) for b in blocks]
+        if forms != sorted(forms):
+            raise ConfigError("efficientformer: a stage runs its mb4d blocks before its mb3d blocks")
+        self.first_token = forms.index(True) if True in forms else len(blocks)
+        self.ends_in_tokens = self.first_token < len(blocks) and last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         grid = (x.shape[2], x.shape[3])
-        x = run_blocks(self.blocks, x, grid)
-        if x.ndim == 3 and not self.last:
+        for i, blk in enumerate(self.blocks):
+            if i == self.first_token:
+                x = to_tokens(x)
+            x = blk(x)
+        if self.first_token < len(self.blocks) and not self.last:
             x = to_map(x, grid)
         return x
 
@@ -180,14 +188,16 @@ class Head(DistilledHead):
     """LayerNorm on tokens, mean over tokens, classifier (+ distillation classifier, averaged at
     eval). Unpooled (``global_pool=''``) it gives the normed tokens, as timm's EfficientFormer."""
 
-    def __init__(self, dim: int, num_classes: int, distillation: bool, global_pool: str = "avg"):
+    def __init__(self, dim: int, num_classes: int, distillation: bool, global_pool: str = "avg",
+                 tokens_in: bool = True):
         super().__init__(dim, global_pool)
+        self.tokens_in = tokens_in   # False: the last stage has no mb3d tail and ends in a map
         self.norm = nn.LayerNorm(dim)
         self.head = self.make_classifier(num_classes) if num_classes else nn.Identity()
         self.head_dist = (self.make_classifier(num_classes) if num_classes else nn.Identity()) if distillation else None
 
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:   # a last stage without mb3d blocks ends in a map
+        if not self.tokens_in:
             x = to_tokens(x)
         return self.norm(x)
 
@@ -210,7 +220,8 @@ class EfficientFormer(FamilyModel):
             stages.append(Stage(in_chs, st.width, blocks, downsample=j > 0, last=j == len(config.stages) - 1))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
-        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool)
+        self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool,
+                         tokens_in=stages[-1].ends_in_tokens)
         self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
         self.init_weights()
 
@@ -270,7 +281,8 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
     dist = int(bool(config.head.get("distillation", False)))
     in_shape = (1, side * side, c_in) if form == "tokens" else (1, c_in, side, side)
     nodes.append(OpNode("head", f"head:c{c_in}:{side}x{side}:{form}:k{config.num_classes}:d{dist}", "head", in_shape,
-                        lambda c=c_in, k=config.num_classes, d=bool(dist): Head(c, k, d)))
+                        lambda c=c_in, k=config.num_classes, d=bool(dist), t=form == "tokens": Head(c, k, d,
+                                                                                                 tokens_in=t)))
     return nodes
 
 

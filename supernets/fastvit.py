@@ -15,7 +15,6 @@ Train form -> deploy form (``supernets.layers.reparameterize``):
 Module and parameter names follow timm's ``fastvit.py`` where the structure allows, so a timm
 state dict maps with ``convert_timm_state_dict`` (BN ``bn`` -> ``norm``, layer-scale shapes).
 """
-from __future__ import annotations
 
 import re
 
@@ -81,7 +80,13 @@ class MobileOneBlock(nn.Module):
                 *([self.identity] if self.identity is not None else [])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.se(sum(b(x) for b in self.branches())))
+        out = self.identity(x) if self.identity is not None else None
+        if self.conv_scale is not None:
+            out = self.conv_scale(x) if out is None else out + self.conv_scale(x)
+        for conv in self.conv_kxk:   # a loop and Optional, not sum(branches()): TorchScript scripts this
+            out = conv(x) if out is None else out + conv(x)
+        assert out is not None
+        return self.act(self.se(out))
 
     def reparameterize(self) -> nn.Module:
         return nn.Sequential(fold_branches(self.branches(), self.stride, self.groups), self.se, self.act)
@@ -117,12 +122,16 @@ class PatchEmbed(nn.Module):
         if out_chs % 2:
             raise ConfigError(f"fastvit patch embedding needs an even output width, got {out_chs}")
         self.in_chs, self.reads = in_chs, out_chs // 2
+        # fixed at build (fx traces no shape-dependent branches): how often the input is tiled to
+        # reach the channels read, and whether a prefix of them is taken
+        self.tiles = -(-self.reads // in_chs)
+        self.sliced = self.reads != self.tiles * in_chs
         self.proj = nn.Sequential(ReparamLargeKernelConv(self.reads, out_chs), MobileOneBlock(out_chs, out_chs, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.reads > self.in_chs:
-            x = x.repeat(1, -(-self.reads // self.in_chs), 1, 1)
-        if self.reads != x.shape[1]:
+        if self.tiles > 1:
+            x = x.repeat(1, self.tiles, 1, 1)
+        if self.sliced:
             x = x[:, :self.reads]
         return self.proj(x)
 
@@ -172,7 +181,7 @@ class Attention(MultiHeadAttention):
         super().__init__(dim, dim // head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return to_map(super().forward(to_tokens(x)), (x.shape[2], x.shape[3]))
+        return to_map(self.attend(to_tokens(x)), (x.shape[2], x.shape[3]))
 
 
 class RepMixerBlock(nn.Module):

@@ -49,7 +49,6 @@ Searchable (stage knobs): ``hf_branches`` (0-3, α-searched: the supernet sample
 with Gumbel-softmax next to the MetaPaths, see ``KnobChoice``), ``fm_width`` and
 ``out_width``; slimming steps them down ("one fewer high-frequency branch", "FM width -16").
 """
-from __future__ import annotations
 
 import torch
 from torch import nn

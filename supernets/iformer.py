@@ -16,7 +16,6 @@ Deploy form: every Conv-BN folds, RepCPE's identity goes into its kernel, the BN
 (BatchNorm1d + Linear, optional distillation head) fuses into one Linear; layer scale (H only)
 stays, as in the reference.
 """
-from __future__ import annotations
 
 import torch
 from torch import nn

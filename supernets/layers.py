@@ -1,7 +1,6 @@
 """Mechanics shared by all families: conv-BN folding, structural reparameterization of
 parallel branches into one conv, model-level reparameterization, layer scale, and the
 4D <-> token reshapes of hybrid stages."""
-from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
@@ -67,6 +66,18 @@ class SplitConvNorm(nn.Module):
         return CatConv(fuse_conv_bn_eval(joint.eval(), self.norm.eval()), self.act)
 
 
+
+class PairConvNorm(SplitConvNorm):
+    """``SplitConvNorm`` over exactly two inputs, with a fixed signature (TorchScript cannot
+    compile ``*inputs``): MobileViT's fusion and projection convs."""
+
+    def __init__(self, in_chs: tuple[int, int], out_chs: int, kernel_size: int = 1,
+                 act: type[nn.Module] | None = None):
+        super().__init__(in_chs, out_chs, kernel_size, act)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.convs[0](a) + self.convs[1](b)))
+
 class CatConv(nn.Module):
     """Deploy form of ``SplitConvNorm``: concatenate, one conv, activation."""
 
@@ -98,13 +109,18 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.attend(tokens)
+
+    def attend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The attention itself (subclasses that reshape around it call this: TorchScript has no super())."""
         B, N, C = tokens.shape
-        bias = (torch.cat((self.q.bias, self.k.bias, self.v.bias)) if self.q.bias is not None else None)
-        qkv = F.linear(tokens, torch.cat((self.q.weight, self.k.weight, self.v.weight)), bias)
+        weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+        qkv = F.linear(tokens, weight) if self.q.bias is None else \
+            F.linear(tokens, weight, torch.cat((self.q.bias, self.k.bias, self.v.bias)))
         if self.interleaved:
-            q, k, v = qkv.reshape(B, N, 3, self.head_dim, self.num_heads).permute(2, 0, 4, 1, 3)
+            q, k, v = qkv.reshape(B, N, 3, self.head_dim, self.num_heads).permute(2, 0, 4, 1, 3).unbind(0)
         else:
-            q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
         out = attn @ v                                     # (B, heads, N, head_dim)
         out = out.permute(0, 2, 3, 1) if self.interleaved else out.transpose(1, 2)
@@ -488,15 +504,18 @@ class DistilledHead(PooledHead):
 
     classifier_names = ("head", "head_dist")
     distillable = True
-    distilled_training = False
+
+    def __init__(self, hidden_size: int, global_pool: str = "avg"):
+        super().__init__(hidden_size, global_pool)
+        self.distilled_training = False   # set by `nas train --teacher`: both outputs while training
 
     def classify(self, features: torch.Tensor):
         out = self.head(features)
         if self.head_dist is None:
             return out
         dist = self.head_dist(features)
-        if self.training and self.distilled_training:
-            return out, dist
+        if self.training and self.distilled_training and not torch.jit.is_scripting():
+            return out, dist   # (a scripted model serves inference: one tensor, as timm's distilled heads)
         return (out + dist) / 2
 
 

@@ -13,7 +13,6 @@ A ``KnobChoice`` mixes the same way over the values of a stage knob (FMViT's fre
 Candidates that take tokens are wrapped in a reshape here, so every slot maps (B, C, H, W) to
 (B, C, H, W) and a supernet stage never has to know which path is active.
 """
-from __future__ import annotations
 
 import torch
 import torch.nn as nn

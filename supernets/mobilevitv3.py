@@ -21,18 +21,17 @@ transformer layers are the stage's ``blocks``, so transformer depth L is the num
 and each layer is a supernet slot {transformer, identity}. There is nothing to reparameterize
 except BN folding (train and deploy parameter counts are equal, as published).
 """
-from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import make_divisible
+from timm.layers import make_divisible, register_notrace_function
 from torch import nn
 
 from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace, short
-from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, PooledHead, SplitConvNorm
+from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, PairConvNorm, PooledHead
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("mv2", "transformer")
@@ -73,22 +72,25 @@ class InvertedResidual(nn.Module):
 
 
 # ---------------------------------------------------------------------------- patches
-def unfold(x: torch.Tensor) -> torch.Tensor:
+# unfold / fold branch on the map's size (an odd side is resized): fx treats them as leaf functions
+@register_notrace_function
+def unfold(x: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, P, N): P = 4 pixel positions of a 2x2 patch, N patches. An odd side
     is first resized (bilinear) to the next even one, as in the reference."""
     B, C, H, W = x.shape
-    h, w = -(-H // PATCH) * PATCH, -(-W // PATCH) * PATCH
+    h, w = -(-H // patch) * patch, -(-W // patch) * patch
     if (h, w) != (H, W):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    x = x.reshape(B, C, h // PATCH, PATCH, w // PATCH, PATCH).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(B, C, PATCH * PATCH, (h // PATCH) * (w // PATCH))
+    x = x.reshape(B, C, h // patch, patch, w // patch, patch).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(B, C, patch * patch, (h // patch) * (w // patch))
 
 
-def fold(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+@register_notrace_function
+def fold(x: torch.Tensor, size: tuple[int, int], patch: int = PATCH) -> torch.Tensor:
     """Inverse of ``unfold``: (B, C, P, N) -> (B, C, H, W) at the original `size`."""
     B, C, _, N = x.shape
-    h, w = -(-size[0] // PATCH) * PATCH, -(-size[1] // PATCH) * PATCH
-    x = x.reshape(B, C, PATCH, PATCH, h // PATCH, w // PATCH).permute(0, 1, 4, 2, 5, 3).reshape(B, C, h, w)
+    h, w = -(-size[0] // patch) * patch, -(-size[1] // patch) * patch
+    x = x.reshape(B, C, patch, patch, h // patch, w // patch).permute(0, 1, 4, 2, 5, 3).reshape(B, C, h, w)
     if (h, w) != tuple(size):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x
@@ -140,8 +142,9 @@ class LinearSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.k.out_channels
-        qkv = F.conv2d(x, torch.cat((self.q.weight, self.k.weight, self.v.weight)),
-                       torch.cat((self.q.bias, self.k.bias, self.v.bias)))
+        q_bias, k_bias, v_bias = self.q.bias, self.k.bias, self.v.bias
+        assert q_bias is not None and k_bias is not None and v_bias is not None   # (for TorchScript's types)
+        qkv = F.conv2d(x, torch.cat((self.q.weight, self.k.weight, self.v.weight)), torch.cat((q_bias, k_bias, v_bias)))
         q, k, v = qkv.split([1, d, d], dim=1)
         context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
         return self.out_proj(F.relu(v) * context)
@@ -169,56 +172,96 @@ class LinearAttnLayer(nn.Module):
 
 # ---------------------------------------------------------------------------- stages
 class Stage(nn.Module):
-    """``downsample`` (the stage's first MV2 block), then either further MV2 ``blocks`` or one
-    MobileViT block whose transformer layers are the ``blocks``:
-
-    local = conv_1x1(conv_kxk(x)); global = fold(norm(layers(unfold(local))));
-    v1: out = conv_fusion(local, conv_proj(global)) [+ x]; v2: out = conv_proj(global, local) [+ x].
-    """
+    """``downsample`` (the stage's first MV2 block), then further MV2 ``blocks``."""
 
     def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], *, stride: int, expansion: float,
-                 dim: int | None = None, flavour: str = "v1", v3: bool = True, downsample: bool = True):
+                 downsample: bool = True):
         super().__init__()
         self.downsample = InvertedResidual(in_chs, width, stride, expansion) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(blocks)
-        self.dim, self.flavour, self.v3 = dim, flavour, v3
-        if dim is None:
-            return
-        depthwise = v3 or flavour == "v2"   # v3 change #4 (v1); MobileViTv2 was depthwise already
-        self.conv_kxk = ConvNorm(width, width, 3, groups=width if depthwise else 1, bias=False, act=nn.SiLU)
-        self.conv_1x1 = nn.Conv2d(width, dim, 1, bias=False)
-        self.norm = nn.LayerNorm(dim) if flavour == "v1" else nn.GroupNorm(1, dim)
-        if flavour == "v1":
-            self.conv_proj = ConvNorm(dim, width, 1, bias=False, act=nn.SiLU)
-            # v3: 1x1 over [local (d), global (C)]; v1: 3x3 over [input (C), global (C)]
-            self.conv_fusion = (SplitConvNorm((dim, width), width, 1, act=nn.SiLU) if v3
-                                else SplitConvNorm((width, width), width, 3, act=nn.SiLU))
-        else:
-            self.conv_proj = SplitConvNorm((dim, dim), width, 1) if v3 else ConvNorm(dim, width, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.dim is None:
-            for blk in self.blocks:
-                x = blk(x)
-            return x
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class MobileViTStage(Stage):
+    """``downsample``, then one MobileViT block whose transformer layers are the ``blocks``:
+
+    local = conv_1x1(conv_kxk(x)); global = fold(norm(layers(unfold(local))));
+    v1: out = conv_fusion(local, conv_proj(global)) [+ x]; v2: out = conv_proj(global, local) [+ x].
+
+    One class per flavour (and v2's projection per v3), so that each forward holds only its own
+    calls: TorchScript compiles every branch of a forward."""
+
+    def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], *, stride: int, expansion: float,
+                 dim: int, flavour: str, v3: bool, downsample: bool = True):
+        super().__init__(in_chs, width, blocks, stride=stride, expansion=expansion, downsample=downsample)
+        self.dim, self.v3 = dim, v3
+        depthwise = v3 or flavour == "v2"   # v3 change #4 (v1); MobileViTv2 was depthwise already
+        self.conv_kxk = ConvNorm(width, width, 3, groups=width if depthwise else 1, bias=False, act=nn.SiLU)
+        self.conv_1x1 = nn.Conv2d(width, dim, 1, bias=False)
+
+
+class MobileViTStageV1(MobileViTStage):
+    def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], **kwargs):
+        super().__init__(in_chs, width, blocks, flavour="v1", **kwargs)
+        self.norm = nn.LayerNorm(self.dim)
+        self.conv_proj = ConvNorm(self.dim, width, 1, bias=False, act=nn.SiLU)
+        # v3: 1x1 over [local (d), global (C)]; v1: 3x3 over [input (C), global (C)]
+        self.conv_fusion = (PairConvNorm((self.dim, width), width, 1, act=nn.SiLU) if self.v3
+                            else PairConvNorm((width, width), width, 3, act=nn.SiLU))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        local = self.conv_1x1(self.conv_kxk(x))
+        t = patches_to_tokens(unfold(local))
+        for blk in self.blocks:
+            t = blk(t)
+        glob = fold(tokens_to_patches(self.norm(t), x.shape[0]), (x.shape[2], x.shape[3]))
+        out = self.conv_fusion(local if self.v3 else x, self.conv_proj(glob))
+        return x + out if self.v3 else out
+
+
+class MobileViTStageV2(MobileViTStage):
+    def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], **kwargs):
+        super().__init__(in_chs, width, blocks, flavour="v2", **kwargs)
+        self.norm = nn.GroupNorm(1, self.dim)
+        self.conv_proj = ConvNorm(self.dim, width, 1, bias=False)
+
+    def project(self, glob: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        return self.conv_proj(glob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
         local = self.conv_1x1(self.conv_kxk(x))
         patches = unfold(local)
-        if self.flavour == "v1":
-            t = patches_to_tokens(patches)
-            for blk in self.blocks:
-                t = blk(t)
-            patches = tokens_to_patches(self.norm(t), x.shape[0])
-        else:
-            for blk in self.blocks:
-                patches = blk(patches)
-            patches = self.norm(patches)
-        glob = fold(patches, (x.shape[2], x.shape[3]))
-        if self.flavour == "v1":
-            out = self.conv_fusion(local, self.conv_proj(glob)) if self.v3 else self.conv_fusion(x, self.conv_proj(glob))
-        else:
-            out = self.conv_proj(glob, local) if self.v3 else self.conv_proj(glob)
+        for blk in self.blocks:
+            patches = blk(patches)
+        out = self.project(fold(self.norm(patches), (x.shape[2], x.shape[3])), local)
         return x + out if self.v3 else out
+
+
+class MobileViTStageV2v3(MobileViTStageV2):
+    """v2 with v3's changes: the projection also reads the local features."""
+
+    def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], **kwargs):
+        super().__init__(in_chs, width, blocks, **kwargs)
+        self.conv_proj = PairConvNorm((self.dim, self.dim), width, 1)
+
+    def project(self, glob: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        return self.conv_proj(glob, local)
+
+
+def make_stage(in_chs: int, width: int, blocks: list[nn.Module], *, stride: int, expansion: float,
+               dim: int | None = None, flavour: str = "v1", v3: bool = True, downsample: bool = True) -> Stage:
+    """An MV2 stage (no transformer ``dim``) or a MobileViT stage of the flavour."""
+    if dim is None:
+        return Stage(in_chs, width, blocks, stride=stride, expansion=expansion, downsample=downsample)
+    cls = MobileViTStageV1 if flavour == "v1" else MobileViTStageV2v3 if v3 else MobileViTStageV2
+    return cls(in_chs, width, blocks, stride=stride, expansion=expansion, dim=dim, v3=v3, downsample=downsample)
 
 
 class Head(PooledHead):
@@ -252,8 +295,8 @@ class MobileViTv3(FamilyModel):
             dim, expansion = st.knobs.get("dim"), _expansion(st)
             blocks = [make_block(_with_layer_knobs(spec, st, flavour, expansion), dim or st.width, (side, side))
                       for spec in st.blocks]
-            stages.append(Stage(in_chs, st.width, blocks, stride=1 if j == 0 else 2, expansion=expansion,
-                                dim=dim, flavour=flavour, v3=v3))
+            stages.append(make_stage(in_chs, st.width, blocks, stride=1 if j == 0 else 2, expansion=expansion,
+                                     dim=dim, flavour=flavour, v3=v3))
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, flavour, float(config.head.get("drop_rate", 0.0)), global_pool)
@@ -311,8 +354,8 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
         else:
             nodes.append(OpNode(f"stages.{j}.frame", f"mvit-frame:{tag}:c{c}:d{dim}:{side}x{side}", "frame",
                                 (1, c, side, side),
-                                lambda d=c, t=dim, e=e: Stage(d, d, [], stride=1, expansion=e, dim=t, flavour=flavour,
-                                                         v3=v3, downsample=False)))
+                                lambda d=c, t=dim, e=e: make_stage(d, d, [], stride=1, expansion=e, dim=t,
+                                                                   flavour=flavour, v3=v3, downsample=False)))
             n = (-(-side // PATCH)) ** 2
             shape = (PATCH * PATCH, n, dim) if flavour == "v1" else (1, dim, PATCH * PATCH, n)
             heads = st.knobs.get("heads", HEADS)

@@ -71,26 +71,14 @@ def _model_name(item) -> str:
     return str(callspec.params.get("model_name", "")) if callspec else ""
 
 
-# Not supported yet (issue #15), each with the first error it stops at; strict, so a fix that
-# makes one pass fails here until its entry is removed. timm scripts and traces EfficientFormer,
-# FastViT and MobileViT, so those are owed; FMViT has no timm twin.
+# Not supported (issue #15), with the first error it stops at; strict, so a fix that makes it pass
+# fails here until its entry is removed. timm has no FMViT to mirror; the other families script
+# and trace as their timm twins do.
 NOT_YET = {
     "test_model_forward_torchscript": {
-        "efficientformer": "TorchScript: `run_blocks` iterates a ModuleList and reads `token_input` with getattr",
-        "fastvit": "TorchScript: `-> list[nn.Module]` annotation of MobileOneBlock.branches",
-        "mobilevitv3": "TorchScript: tuple unpacking of a tensor (q, k, v) in MultiHeadAttention",
-        "fmvit": "TorchScript: `sum()` over a generator of branch outputs",
+        "fmvit": "TorchScript: `sum()` over a generator of branch outputs (MultiGroupConv)",
     },
-    "test_model_forward_fx": {
-        "efficientformer": "fx: control flow on `x.ndim` (map or tokens) in run_blocks and the head",
-        "fastvit": "fx: control flow on a traced shape",
-        "mobilevitv3": "fx: control flow on traced shapes (`(h, w) != (H, W)` in unfold)",
-    },
-    "test_model_forward_fx_torchscript": {f: "fx + TorchScript: `from __future__ import annotations` leaves "
-                                          "string annotations that fx-generated code cannot script"
-                                          for f in family_names()},
 }
-NOT_YET["test_model_backward_fx"] = NOT_YET["test_model_forward_fx"]
 
 
 def pytest_collection_modifyitems(config, items):
