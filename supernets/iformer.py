@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, FamilyModel, LayerScale, DistilledHead, LinearHead, RepCPE
+from supernets.layers import ConvNorm, DistilledHead, FamilyModel, LayerScale, LinearHead, PlainStage, RepCPE
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("conv", "shma")
@@ -109,17 +109,9 @@ class Stem(nn.Sequential):
                          ConvNorm(2 * out_chs, out_chs, 1, bias=False))
 
 
-class Stage(nn.Module):
+class Stage(PlainStage):
     def __init__(self, in_chs: int, dim: int, blocks: list[nn.Module], downsample: bool):
-        super().__init__()
-        self.downsample = ConvNorm(in_chs, dim, 3, 2, bias=False) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return x
+        super().__init__(ConvNorm(in_chs, dim, 3, 2, bias=False) if downsample else nn.Identity(), blocks)
 
 
 class BNLinear(nn.Sequential):

@@ -239,7 +239,9 @@ class MultiGroupConv(nn.Module):
         self.act = act() if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = sum((b(x) for b in self.extra), self.main(x))
+        out = self.main(x)
+        for branch in self.extra:   # a loop, not sum(generator): TorchScript scripts this
+            out = out + branch(x)
         return self.act(out + x if self.residual else out)
 
     def zero_init(self) -> None:
@@ -340,6 +342,22 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grid: tuple[int, int]) ->
             x = to_map(x, grid)
         x = blk(x)
     return x
+
+
+class PlainStage(nn.Module):
+    """A stage that is its ``downsample`` module, then its ``blocks`` in order (iFormer's stages,
+    MobileViT's MV2 stages; a family subclasses it to build its own downsample)."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return x
 
 
 class FamilyModel(nn.Module):

@@ -31,7 +31,7 @@ from timm.layers import make_divisible, register_notrace_function
 from torch import nn
 
 from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace, short
-from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, PairConvNorm, PooledHead
+from supernets.layers import ConvNorm, FamilyModel, MultiHeadAttention, PairConvNorm, PlainStage, PooledHead
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("mv2", "transformer")
@@ -171,20 +171,12 @@ class LinearAttnLayer(nn.Module):
 
 
 # ---------------------------------------------------------------------------- stages
-class Stage(nn.Module):
+class Stage(PlainStage):
     """``downsample`` (the stage's first MV2 block), then further MV2 ``blocks``."""
 
     def __init__(self, in_chs: int, width: int, blocks: list[nn.Module], *, stride: int, expansion: float,
                  downsample: bool = True):
-        super().__init__()
-        self.downsample = InvertedResidual(in_chs, width, stride, expansion) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return x
+        super().__init__(InvertedResidual(in_chs, width, stride, expansion) if downsample else nn.Identity(), blocks)
 
 
 class MobileViTStage(Stage):
