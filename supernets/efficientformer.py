@@ -193,8 +193,8 @@ class Head(DistilledHead):
         super().__init__(dim, global_pool)
         self.tokens_in = tokens_in   # False: the last stage has no mb3d tail and ends in a map
         self.norm = nn.LayerNorm(dim)
-        self.head = self.make_classifier(num_classes) if num_classes else nn.Identity()
-        self.head_dist = (self.make_classifier(num_classes) if num_classes else nn.Identity()) if distillation else None
+        self.head = self.classifier(num_classes)
+        self.head_dist = self.classifier(num_classes) if distillation else None
 
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tokens_in:
@@ -222,7 +222,7 @@ class EfficientFormer(FamilyModel):
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool,
                          tokens_in=stages[-1].ends_in_tokens)
-        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
+        self.declare_features([st.width for st in config.stages])
         self.init_weights()
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -243,7 +243,7 @@ class Head(PooledHead):
     def __init__(self, dim: int, num_classes: int, global_pool: str = "avg"):
         super().__init__(2 * dim, global_pool)
         self.final_conv = MobileOneBlock(dim, 2 * dim, 3, groups=dim, use_se=True)
-        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
+        self.fc = self.classifier(num_classes)
 
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_conv(x)
@@ -265,7 +265,7 @@ class FastViT(FamilyModel):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, global_pool)
-        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
+        self.declare_features([st.width for st in config.stages])
         self.init_weights()
 
 

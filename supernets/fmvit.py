@@ -219,8 +219,7 @@ class FMViT(FamilyModel):
             in_chs = stage_out_width(st)
         self.stages = nn.ModuleList(stages)
         self.head = LinearHead(in_chs, config.num_classes, global_pool)
-        self.declare_features([stage_out_width(st) for st in config.stages],
-                              [4 * 2 ** j for j in range(len(config.stages))])
+        self.declare_features([stage_out_width(st) for st in config.stages])
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -136,8 +136,8 @@ class Head(DistilledHead):
 
     def __init__(self, dim: int, num_classes: int, distillation: bool = False, global_pool: str = "avg"):
         super().__init__(dim, global_pool)
-        self.head = self.make_classifier(num_classes) if num_classes else nn.Identity()
-        self.head_dist = (self.make_classifier(num_classes) if num_classes else nn.Identity()) if distillation else None
+        self.head = self.classifier(num_classes)
+        self.head_dist = self.classifier(num_classes) if distillation else None
 
     def make_classifier(self, num_classes: int) -> nn.Module:
         return BNLinear(self.hidden_size, num_classes)
@@ -166,7 +166,7 @@ class IFormer(FamilyModel):
             in_chs = st.width
         self.stages = nn.ModuleList(stages)
         self.head = Head(in_chs, config.num_classes, bool(config.head.get("distillation", False)), global_pool)
-        self.declare_features([st.width for st in config.stages], [4 * 2 ** j for j in range(len(config.stages))])
+        self.declare_features([st.width for st in config.stages])
         self.init_weights()
 
 

@@ -329,21 +329,6 @@ class Reshape(nn.Module):
         return to_tokens(x) if self.target == "tokens" else to_map(x, self.grid)
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Run a stage's blocks, reshaping once where the partition switches form.
-
-    A block with ``token_input = True`` takes (B, N, C); all others take (B, C, H, W).
-    """
-    for blk in blocks:
-        wants_tokens = getattr(blk, "token_input", False)
-        if wants_tokens and x.ndim == 4:
-            x = to_tokens(x)
-        elif not wants_tokens and x.ndim == 3:
-            x = to_map(x, grid)
-        x = blk(x)
-    return x
-
-
 class PlainStage(nn.Module):
     """A stage that is its ``downsample`` module, then its ``blocks`` in order (iFormer's stages,
     MobileViT's MV2 stages; a family subclasses it to build its own downsample)."""
@@ -366,8 +351,8 @@ class FamilyModel(nn.Module):
     intermediates, classifier reset, grad checkpointing, parameter groups).
 
     A family calls ``super().__init__(config, in_chans)``, sets ``stem``, ``stages`` (each with its
-    ``blocks``) and ``head`` (a ``PooledHead``), calls ``declare_features(channels, reductions)``
-    with each stage's output width and total stride, then ``init_weights()``."""
+    ``blocks``) and ``head`` (a ``PooledHead``), calls ``declare_features(channels[, reductions])``
+    with each stage's output width (and total stride), then ``init_weights()``."""
 
     in_chans = 3
     output_fmt = "NCHW"
@@ -381,8 +366,12 @@ class FamilyModel(nn.Module):
     def init_weights(self) -> None:
         self.apply(_init_linear)
 
-    def declare_features(self, channels: list[int], reductions: list[int]) -> None:
-        """timm's ``feature_info``: one entry per stage, the maps ``features_only`` returns."""
+    def declare_features(self, channels: list[int], reductions: list[int] | None = None) -> None:
+        """timm's ``feature_info``: one entry per stage, the maps ``features_only`` returns.
+        ``reductions`` (each stage's total stride) default to a stride-4 stem and stages that each
+        halve the map after the first."""
+        if reductions is None:
+            reductions = [4 * 2 ** j for j in range(len(channels))]
         self.feature_info = [{"num_chs": c, "reduction": r, "module": f"stages.{i}"}
                              for i, (c, r) in enumerate(zip(channels, reductions))]
 
@@ -488,6 +477,10 @@ class PooledHead(nn.Module):
     def make_classifier(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.hidden_size, num_classes)
 
+    def classifier(self, num_classes: int) -> nn.Module:
+        """A classifier for ``num_classes``; for 0 an Identity (the head then gives pre-logits)."""
+        return self.make_classifier(num_classes) if num_classes > 0 else nn.Identity()
+
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
@@ -511,7 +504,7 @@ class PooledHead(nn.Module):
             self.global_pool = _checked_pool(global_pool)
         for name in self.classifier_names:
             if getattr(self, name, None) is not None:
-                new = self.make_classifier(num_classes) if num_classes > 0 else nn.Identity()
+                new = self.classifier(num_classes)
                 setattr(self, name, new.to(device=like.device, dtype=like.dtype).train(self.training))
 
 
@@ -542,7 +535,7 @@ class LinearHead(PooledHead):
 
     def __init__(self, dim: int, num_classes: int, global_pool: str = "avg"):
         super().__init__(dim, global_pool)
-        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
+        self.fc = self.classifier(num_classes)
 
 
 def _checked_pool(global_pool: str) -> str:

@@ -264,7 +264,7 @@ class Head(PooledHead):
         super().__init__(exp or dim, global_pool)
         self.final_conv = ConvNorm(dim, exp, 1, bias=False, act=nn.SiLU) if exp else nn.Identity()
         self.drop = nn.Dropout(drop_rate)
-        self.fc = self.make_classifier(num_classes) if num_classes else nn.Identity()
+        self.fc = self.classifier(num_classes)
 
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_conv(x)
