@@ -59,6 +59,7 @@ from nas.train_model import MODEL
 from supernets import io
 from supernets.config import ArchConfig, Choice, SearchSpace
 from supernets.registry import random_choice
+from tau_ceiling import describe, tau_ceiling   # beside this script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -331,6 +332,7 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
                      **{f"inherited_{e}": inherited[e][name][0] for e, _, _ in ESTIMATES},
                      "inherited_loss": inherited["slim"][name][1],
                      "top1": statistics.mean(scores), "spread": max(scores) - min(scores), "seeds": len(scores),
+                     "per_seed": " ".join(f"{v:.2f}" for v in scores),
                      "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9, "config": cfg.summary()})
 
     def ranks(subset: list[dict]) -> list[str]:
@@ -385,6 +387,9 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
     lines += ["", f"Rank correlation of the supernet's estimate with trained top-1, the {len(equal_latency)} "
               "distinct networks at the target (all but the step candidates; a duplicate counted once):", "",
               "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(equal_latency)]
+    ceiling = tau_ceiling([[float(v) for v in r["per_seed"].split()] for r in equal_latency])
+    if ceiling:
+        lines += ["", describe(ceiling) + " (`tau_ceiling.py` here.)"]
     if len(step_rows) >= 3:
         lines += ["", f"The same over one slimming step's {len(step_rows)} candidates "
                   f"({ArchConfig.load(configs[step_rows[0]['candidate']]).meta.get('step')}):", "",
