@@ -37,6 +37,7 @@ from supernets.config import OneLineError
 
 MANIFEST = "manifest.csv"
 MAC_SCRIPT = "time_on_mac.py"
+EXPORTS = "Core ML packages"   # what `nas lut export` says it writes
 
 
 class TimingsError(OneLineError):
@@ -44,8 +45,10 @@ class TimingsError(OneLineError):
 
 
 def mlprogram(module: torch.nn.Module, x: torch.Tensor, input_name: str = "x"):
-    """The Core ML ML program of a deploy-form module (the conversion path that works with
-    coremltools 9 and numpy < 2.4; see shared/ENVIRONMENT.md)."""
+    """The Core ML ML program of a deploy-form module, through ``torch.export`` and
+    ``run_decompositions({})``: coremltools 9's ``torch.jit.trace`` path fails on every reshape
+    sized from ``x.shape`` (all attention blocks) with numpy 2.4, and the export path fails
+    without the decompositions."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import coremltools as ct
 
@@ -79,6 +82,11 @@ class ExportResult:
     written: int
     skipped: int          # packages already there (a resumed export)
     manifest: Path
+
+
+def how_to_time(out_dir: Path) -> str:
+    """How a user times an export's packages (what `nas lut export` tells them)."""
+    return f"Xcode performance report, or {Path(out_dir) / MAC_SCRIPT} on a Mac"
 
 
 def export_ops(ops: dict[str, dict], out_dir: Path, device: str, resolution: int,

@@ -34,7 +34,14 @@ class Backend:
     available: Callable[[], str | None]          # None when usable here, else why not
     wrap: Callable[[nn.Module, torch.Tensor, int], tuple[nn.Module, torch.Tensor]] | None
     versions: Callable[[], dict]
-    on_this_host: bool = True   # False: timed elsewhere (Core ML) or estimated; this machine is not recorded
+    # How its tables are filled: True, timed on this machine (`nas lut build`); False, timed on the
+    # device and imported (`nas lut import`), or estimated where a device declares a protocol to
+    # estimate with (`Device.estimated_as`). A table it fills does not record this machine.
+    on_this_host: bool = True
+    # The module that writes the files to time on the device (`nas lut export`): it has
+    # ``export_ops(ops, out, device, resolution, progress)``, ``how_to_time(out)`` and ``EXPORTS``
+    # (what it writes, in words), as ``lut.apple``; None: the backend times here, nothing to export
+    exporter: str | None = None
 
 
 def _torch_versions() -> dict:
@@ -133,7 +140,7 @@ BACKENDS = {
     "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions),
     "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
                            _ort_versions),
-    "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False),
+    "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False, exporter="lut.apple"),
 }
 
 

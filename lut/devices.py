@@ -38,6 +38,9 @@ class Device:
     resolution: int | None = None     # the resolution its tables default to (None: the space's)
     description: str = ""
     builtin: bool = True
+    # the published protocol its latencies are estimated as (`lut.estimate`'s cost model); None:
+    # no estimate, only timings (taken here, or on the device and imported)
+    estimated_as: str | None = None
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -48,13 +51,25 @@ class Device:
         """Can `nas` time ops for this device on this machine?"""
         return self.unavailable_reason is None
 
+    @property
+    def fills_here(self) -> bool:
+        """Can `nas` add the ops a table lacks on this machine (timing them, or estimating them)?"""
+        return self.measurable or self.estimated_as is not None
+
+    @property
+    def exporter(self) -> str | None:
+        """The module that exports ops to time on the device (`nas lut export`), if its backend has one."""
+        return get_backend(self.backend).exporter
+
 
 BUILTIN = {
     "cpu": Device("cpu", "torch-eager", 1, description="this machine's CPU, torch eager, 1 thread"),
     "cuda": Device("cuda", "torch-cuda", 1, description="this machine's GPU, torch eager, CUDA events"),
     "onnxruntime": Device("onnxruntime", "onnxruntime", 1, description="ONNX Runtime CPU EP, 1 thread"),
-    "iphone12": Device("iphone12", "coreml", description="Apple A14, Core ML (tables shipped or imported)"),
-    "iphone13": Device("iphone13", "coreml", description="Apple A15, Core ML (tables shipped or imported)"),
+    "iphone12": Device("iphone12", "coreml", description="Apple A14, Core ML (tables shipped or imported)",
+                       estimated_as="A14 iOS16 ModelBench"),
+    "iphone13": Device("iphone13", "coreml", description="Apple A15, Core ML (tables shipped or imported)",
+                       estimated_as="A15 iFormer"),
 }
 
 

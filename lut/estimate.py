@@ -12,7 +12,7 @@ weight bytes, and the number of compute ops). BatchNorm is free: Core ML folds i
 conv before it.
 
 The weights ``w`` (non-negative) are fitted on published on-device latencies
-(``lut/calibration/published_latency.csv``, a copy of ``shared/data``), each model rebuilt with
+(``lut/calibration/published_latency.csv``: latencies the papers publish), each model rebuilt with
 ``timm.create_model(..., pretrained=False)`` (or our own published variants) and profiled on the
 ``meta`` device, so profiling costs no compute. Sources differ in phone, iOS/Core ML stack and
 harness, so each source gets its own scale and per-call overhead (the README's protocol
@@ -39,6 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
+from lut.devices import BUILTIN
 from supernets import io
 
 MODEL_VERSION = "coreml-cost-v1"
@@ -49,8 +50,9 @@ BYTES_PER_ELEMENT = 2   # the Neural Engine computes in float16
 FEATURES = ("dense_gmacs", "attention_gmacs", "depthwise_mb", "elementwise_mb", "activation_mb", "norm_mb",
             "softmax_mb", "layout_mb", "pool_mb", "weight_mb", "ops")
 
-# Which source's protocol each Apple device reproduces (see the module docstring).
-DEVICE_SOURCE = {"iphone12": "A14 iOS16 ModelBench", "iphone13": "A15 iFormer"}
+# Which source's protocol each Apple device reproduces (see the module docstring): declared by
+# the device (`Device.estimated_as`)
+DEVICE_SOURCE = {d.name: d.estimated_as for d in BUILTIN.values() if d.estimated_as}
 REFERENCE_SOURCE = "A14 iOS16 ModelBench"
 
 

@@ -1,12 +1,13 @@
 """Latency measurement with ``torch.utils.benchmark`` (runners from ``lut.backends``).
 
-Protocol (shared/ENVIRONMENT.md, "Timing on this CPU"): fixed thread count (1 by default),
-deploy-form modules in eval/inference mode, batch 1; candidates are timed in *interleaved
-rounds* (every item once per round, ``blocked_autorange`` each time) so a slow phase of the
-shared machine hits all items alike. Within a round an item's value is the median of its
-calls (robust to single spikes); across rounds the estimate is the *fastest* round, because
-contention on a shared machine only ever slows a round down: the fastest round is the most
-reproducible figure for the unloaded device (median and spread are kept alongside).
+Protocol (a shared machine runs whole phases 20-30% slow): fixed thread count (1 by default; 2
+threads are about 1.6x faster but noisier), deploy-form modules in eval/inference mode, batch 1;
+candidates are timed in *interleaved rounds* (every item once per round, ``blocked_autorange``
+each time) so a slow phase of the shared machine hits all items alike. Within a round an item's
+value is the median of its calls (robust to single spikes); across rounds the estimate is the
+*fastest* round, because contention on a shared machine only ever slows a round down: the
+fastest round is the most reproducible figure for the unloaded device (median and spread are
+kept alongside).
 """
 from __future__ import annotations
 

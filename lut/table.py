@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from lut import graph
+from lut.backends import BACKENDS
 from supernets import io
 from supernets.config import ArchConfig, OneLineError
 
@@ -197,7 +198,8 @@ class LatencyTable:
 
     def fill_hint(self, family: str) -> str:
         where = f"--device {self.device} --family {family} --resolution {self.resolution}"
-        if self.environment.get("backend") == "coreml":
+        backend = BACKENDS.get(self.environment.get("backend"))
+        if backend is not None and not backend.on_this_host:   # timed on the device, or estimated
             return (f"estimate them with `nas lut estimate {where}` or time them on the device "
                     f"(`nas lut export {where}`, then `nas lut import`)")
         return f"fill it with `nas lut build {where}`"

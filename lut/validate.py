@@ -4,7 +4,7 @@
 compares them with ``table.predict``. It also re-times the table's calibration networks in the
 same rounds: their speed now against their speed when the table was built is the machine's
 *drift*, reported next to the errors because a shared machine can run a whole phase 20-30% slow
-(shared/ENVIRONMENT.md) and no table can predict that.
+and no table can predict that.
 """
 from __future__ import annotations
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from dataclasses import dataclass
 import os
 import sys
 import time
 from pathlib import Path
 
-from nas.errors import UserError
+from nas.errors import ParameterError, UserError
+from nas.runs import DEFAULT_FAMILY
 
 DEFAULT_RUNS = "runs"
-DEFAULT_FAMILY = "efficientformer"
+# library parameters whose flag is not ``--`` + the name with dashes
+FLAG_OF_PARAMETER = {"study_name": "--study", "runs_dir": "--runs", "tables_dir": "--tables",
+                     "channel_order_rule": "--channel-order"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -34,69 +36,6 @@ def _families(name: str) -> list[str]:
         return [f for f in family_names() if search_spaces.space_path(f).is_file()]
     get_family(name)
     return [name]
-
-
-def _open_table(device_name: str, resolution: int, tables_dir: Path, create: bool):
-    """The device's table at `resolution` (the user's, else the shipped one). With `create`, a
-    device that can fill a table here (measured, or estimated for an Apple device) gets a new one
-    in `tables_dir` when there is none, and tables it may add to are written there, never into the
-    package."""
-    from lut import build, estimate
-    from lut.devices import find_table, get_device, table_path
-    from lut.table import LatencyTable
-
-    device = get_device(device_name, tables_dir)
-    fillable = device.measurable or device_name in estimate.DEVICE_SOURCE
-    found = find_table(device_name, resolution, tables_dir)
-    if found is None:
-        if not (create and fillable):
-            how = (f"build one with `nas lut build --device {device_name}`" if device.measurable else
-                   f"import on-device timings (`nas lut export` / `nas lut import`); {device.unavailable_reason}")
-            raise UserError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
-                            f"shipped tables); {how}")
-        table = build.new_table(device_name, resolution, device.threads, device.backend)
-        table.path = table_path(device_name, resolution, tables_dir)
-        return device, table
-    table = LatencyTable.load(found, device=device_name, resolution=resolution)
-    if build.table_backend(table) != device.backend:
-        raise UserError(f"{found} was measured with backend {build.table_backend(table)}, but device {device_name} "
-                        f"uses {device.backend}; move the table away or rebuild it with `nas lut build`")
-    if fillable and found.parent.resolve() != tables_dir.resolve():
-        table.path = table_path(device_name, resolution, tables_dir)  # never write into the package
-    return device, table
-
-
-def _table_provenance(table) -> dict:
-    """Which table priced a config: the file as used (the user's copy when ops were added to it
-    on demand, else the file it was read from, shipped or not), its content hash, and how its
-    entries were made."""
-    import hashlib
-
-    used = Path(table.path) if table.path and Path(table.path).is_file() else table.loaded_from
-    out = {"table": str(used) if used else "(in memory, not saved)"}
-    if used:
-        out["table_sha256"] = hashlib.sha256(Path(used).read_bytes()).hexdigest()[:16]
-    if table.environment.get("estimated_by"):
-        out["table_estimated_by"] = table.environment["estimated_by"]
-    return out
-
-
-def _predictor(device, table, args):
-    """Prices configs on `table`: a measurable device measures the ops the table lacks, an Apple
-    device with a cost model estimates them (and says so), others need a complete table."""
-    from lut import estimate
-    from lut.build import Predictor
-
-    fill = None
-    if not device.measurable and device.name in estimate.DEVICE_SOURCE:
-        model, source = _cost_model(args)
-
-        def fill(table, ops):
-            print(f"estimating {len(ops)} op(s) {table.device}@{table.resolution} lacks with {model.version} "
-                  f"(saved to {table.path})", flush=True)
-            estimate.estimate_ops(table, ops, model, source)
-            estimate.describe_table(table, model, source)
-    return Predictor(table, device.measurable, threads=device.threads, progress=not args.no_progress, estimate=fill)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -217,85 +156,27 @@ def _train_every_family(args) -> Path:
 
 
 def cmd_lut_build(args) -> Path:
-    tables_dir = _tables_dir(args)
-    with _measuring_alone():
-        return _lut_build(args, tables_dir)
+    from lut import store
 
-
-@contextlib.contextmanager
-def _measuring_alone():
-    """One `nas lut build` per machine at a time: two would time their ops against each other's
-    load (calibration error 2 % -> 40 %), so a second one is refused, not queued."""
-    import tempfile
-
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(os.path.join(tempfile.gettempdir(), "nas-lut-build.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError("another `nas lut build` is measuring on this machine; two at once would time each other's "
-                        "load: wait for it to finish, then run this one") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _lut_build(args, tables_dir: Path) -> Path:
-    from lut import build
-    from lut.devices import get_device
-
-    paths = []
-    spaces_at = _spaces_at(_families(args.family), args.resolution, get_device(args.device, tables_dir), args.space)
-    for res, spaces in spaces_at.items():
-        ops = _ops_of(spaces, args.num_classes)
-        device, table = _open_table(args.device, res, tables_dir, create=True)
-        if not device.measurable:
-            raise UserError(f"device {args.device} cannot be measured on this machine ({device.unavailable_reason})")
-        table.environment.update(build.new_table(args.device, res, device.threads, device.backend).environment)
-        todo = [k for k in ops if k not in table]
-        print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
-              f"{table.path}, measuring {len(todo)}", flush=True)
-        t0 = time.time()
-        if todo or "calibration" not in table.environment or args.recalibrate:
-            cal = build.calibrate(table, spaces_at[res], args.num_classes, ops=ops, samples=args.calibration_samples,
-                                  threads=device.threads, rounds=args.rounds, progress=not args.no_progress)
-            errs = sorted(abs(e) for e in cal.errors_pct)
-            m = cal.cache_model
-            print(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
-                  f"{m.slope:+.3f}*ln(weights/MiB), "
-                  f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%", flush=True)
-        warning = build.noisy_calibration_warning(table)
-        if warning:
-            print(warning, flush=True)
-        table.save()
-        print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
-        paths.append(table.path)
-    return paths[-1]
+    return store.build_tables(args.device, _families(args.family), space=args.space, resolution=args.resolution,
+                              num_classes=args.num_classes, tables_dir=_tables_dir(args), rounds=args.rounds,
+                              calibration_samples=args.calibration_samples, recalibrate=args.recalibrate,
+                              progress=not args.no_progress)[-1]
 
 
 def cmd_lut_devices(args) -> None:
     from collections import Counter
 
+    from lut import store
     from lut.devices import SHIPPED_TABLES, all_devices, tables_of
     from lut.table import LatencyTable, TableError
     from supernets.registry import family_names
 
     tables_dir = _tables_dir(args)
-    needed: dict[tuple[str, int], set] = {}
 
     def coverage(table: LatencyTable) -> str:
-        parts = []
-        for fam in family_names():
-            if (fam, table.resolution) not in needed:
-                spaces = _spaces_at([fam], table.resolution, None, args.space)[table.resolution]
-                needed[fam, table.resolution] = set(_ops_of(spaces, args.num_classes))
-            keys = needed[fam, table.resolution]
-            have = len(keys & set(table.entries))
-            if have:
-                parts.append(f"{fam} {have}/{len(keys)}")
-        return ", ".join(parts) or "no family's space"
+        counts = store.coverage(table, family_names(), args.space, args.num_classes)
+        return ", ".join(f"{fam} {have}/{need}" for fam, (have, need) in counts.items() if have) or "no family's space"
 
     for d in all_devices(tables_dir).values():
         where = "built-in" if d.builtin else f"user ({tables_dir / 'devices.yaml'})"
@@ -317,103 +198,60 @@ def cmd_lut_devices(args) -> None:
             print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
 
 
-def _spaces_at(families: list[str], resolution: int | None, device, which: str = "all") -> dict[int, list]:
-    """resolution -> the families' shipped spaces (``--space small|paper|all``) deployed there
-    (``--resolution``, else the device's default, else each space's own)."""
-    from supernets.config import SearchSpace
-    import search_spaces
-
-    out: dict[int, list] = {}
-    for fam in families:
-        for name in search_spaces.shipped(which):
-            space = SearchSpace.load(search_spaces.space_path(fam, name))
-            res = resolution or (device.resolution if device else None) or space.resolution
-            out.setdefault(res, []).append(space.replace(resolution=res))
-    return out
-
-
-def _ops_of(spaces: list, num_classes: int) -> dict[str, dict]:
-    """Every op key the spaces can need."""
-    from lut import build
-
-    ops: dict[str, dict] = {}
-    for space in spaces:
-        ops.update(build.space_ops(space, num_classes))
-    return ops
-
-
-def _variant_ops(families: list[str], resolution: int) -> dict[str, dict]:
-    """Every op key of the families' published variants deployed at `resolution`."""
-    from lut import build
-    from supernets.config import ArchConfig
-    import search_spaces
-
-    configs = [ArchConfig.load(search_spaces.variant_path(f, v)).replace(resolution=resolution)
-               for f in families for v in search_spaces.variant_names(f)]
-    return build.ops_for(configs)
-
-
 def cmd_lut_export(args) -> Path:
+    import importlib
+
     from tqdm.auto import tqdm
 
-    from lut import apple
-    from lut.devices import find_table, get_device
-    from lut.table import LatencyTable
+    from lut import store
+    from lut.devices import get_device
 
     tables_dir = _tables_dir(args)
     device = get_device(args.device, tables_dir)
-    if device.backend != "coreml":
+    if device.exporter is None:
         raise UserError(f"device {args.device} is measured here ({device.backend}); use `nas lut build --device "
-                        f"{args.device}` (lut export is for Core ML devices)")
-    by_res = _spaces_at(_families(args.family), args.resolution, device, args.space)
+                        f"{args.device}` (lut export is for devices timed elsewhere, such as Core ML's)")
+    exporter = importlib.import_module(device.exporter)
+    by_res = store.spaces_at(_families(args.family), args.resolution, device, args.space)
     if len(by_res) > 1:
         raise UserError(f"the spaces of --family {args.family} deploy at {sorted(by_res)} px; pick one with --resolution")
     (res, spaces), = by_res.items()
-    ops = _ops_of(spaces, args.num_classes)
-    found = find_table(args.device, res, tables_dir)
-    entries = LatencyTable.load(found, device=args.device, resolution=res).entries if found else {}
-    measured = {k for k, e in entries.items() if e.get("source") == "measured"}   # estimates are to be replaced
-    todo = {k: op for k, op in ops.items() if k not in measured}
+    ops = store.ops_of(spaces, args.num_classes)
+    todo = store.not_measured(device, res, tables_dir, ops)
     out = Path(args.out) if args.out else Path(args.runs) / "apple" / f"{args.device}@{res}"
     print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already measured, "
-          f"exporting {len(todo)} Core ML packages to {out}", flush=True)
+          f"exporting {len(todo)} {exporter.EXPORTS} to {out}", flush=True)
     bar = tqdm(total=len(todo), desc="converting", unit="op", disable=args.no_progress, leave=False)
     try:
-        result = apple.export_ops(todo, out, args.device, res, progress=bar.update)
+        result = exporter.export_ops(todo, out, args.device, res, progress=bar.update)
     except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
-        raise UserError(f"Core ML conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+        raise UserError(f"{device.backend} conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                         "packages written so far are kept, re-run to continue") from None
     finally:
         bar.close()
-    print(f"wrote {result.written} packages ({result.skipped} already there) and {result.manifest}")
-    print(f"time them on the device (Xcode performance report, or {out / apple.MAC_SCRIPT} on a Mac), then: "
+    print(f"wrote {result.written} {exporter.EXPORTS} ({result.skipped} already there) and {result.manifest}")
+    print(f"time them on the device ({exporter.how_to_time(out)}), then: "
           f"nas lut import {out / 'timings.csv'} --device {args.device}")
     return result.manifest
 
 
 def cmd_lut_import(args) -> Path:
-    from lut import apple, build
-    from lut.devices import find_table, get_device, table_path
-    from lut.table import LatencyTable
+    from lut import apple, store
+    from lut.devices import get_device
     from supernets.registry import family_names
 
     tables_dir = _tables_dir(args)
     device = get_device(args.device, tables_dir)
-    by_res = _spaces_at(family_names(), args.resolution, device, args.space)
+    by_res = store.spaces_at(family_names(), args.resolution, device, args.space)
     if len(by_res) > 1:
         raise UserError(f"the families' spaces deploy at {sorted(by_res)} px; say which table with --resolution")
     (res, spaces), = by_res.items()
-    known = set(_ops_of(spaces, args.num_classes))
+    known = set(store.ops_of(spaces, args.num_classes))
     try:
         timings = apple.read_timings(Path(args.timings), known)
     except apple.TimingsError as e:
         raise UserError(str(e)) from None
-    found = find_table(args.device, res, tables_dir)
-    if found is not None:
-        table = LatencyTable.load(found, device=args.device, resolution=res)
-    else:
-        table = build.new_table(args.device, res, device.threads, device.backend)
-    table.path = table_path(args.device, res, tables_dir)   # the user's copy, never the shipped file
+    table = store.user_copy(device, res, tables_dir)
     n = apple.import_timings(table, timings, Path(args.timings).name)
     table.save()
     print(f"imported {n} timings into {table.path} ({len(table.entries)} entries)")
@@ -422,47 +260,27 @@ def cmd_lut_import(args) -> Path:
 
 def _cost_model(args):
     """The Core ML cost model (``--refit``: profiled and fitted anew on the published latencies,
-    saved to the tables directory) and the estimate source of ``--device``."""
-    from tqdm.auto import tqdm
-
-    from lut import estimate
+    saved to the tables directory) and the estimate protocol of ``--device``."""
+    from lut import store
     from lut.devices import get_device
 
     tables_dir = _tables_dir(args)
     device = get_device(args.device, tables_dir)
-    if device.backend != "coreml":
-        raise UserError(f"device {args.device} is measured, not estimated; use `nas lut build --device {args.device}`")
-    if args.device not in estimate.DEVICE_SOURCE:
-        raise UserError(f"no published protocol to estimate {args.device} with (estimates exist for "
-                        f"{', '.join(estimate.DEVICE_SOURCE)}); time its ops with `nas lut export` / `nas lut import`")
-    if getattr(args, "refit", False):
-        rows = estimate.calibration_rows()
-        bar = tqdm(total=len({(r.model, r.resolution) for r in rows}), desc="profiling published models",
-                   unit="model", disable=args.no_progress, leave=False)
-        try:
-            features = estimate.calibration_features(rows, progress=bar.update)
-        finally:
-            bar.close()
-        model = estimate.fit_published(rows, features)
-        path = model.save(tables_dir / estimate.SHIPPED_MODEL.name)
-        print(f"fitted {model.version} on {model.fitted_on['rows']} published latencies of "
-              f"{model.fitted_on['models']} models (in-sample median error "
-              f"{model.fitted_on['in_sample_median_ape_pct']}%); saved {path}", flush=True)
-    else:
-        path = estimate.cost_model_path(tables_dir)
-        try:
-            model = estimate.CostModel.load(path)
-        except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"{path}: unusable cost model ({e}); refit it with `nas lut estimate --refit`") from None
-    return model, estimate.DEVICE_SOURCE[args.device]
+    source = store.estimate_protocol(device)
+    if not getattr(args, "refit", False):
+        return store.cost_model(device, tables_dir)
+    model, path = store.refit_cost_model(tables_dir, progress=not args.no_progress)
+    print(f"fitted {model.version} on {model.fitted_on['rows']} published latencies of "
+          f"{model.fitted_on['models']} models (in-sample median error "
+          f"{model.fitted_on['in_sample_median_ape_pct']}%); saved {path}", flush=True)
+    return model, source
 
 
 def cmd_lut_estimate(args) -> list[Path]:
     from tqdm.auto import tqdm
 
-    from lut import build, estimate
-    from lut.devices import find_table, get_device, table_path
-    from lut.table import LatencyTable
+    from lut import estimate, store
+    from lut.devices import get_device
 
     model, source = _cost_model(args)
     tables_dir = _tables_dir(args)
@@ -470,17 +288,12 @@ def cmd_lut_estimate(args) -> list[Path]:
     families = _families(args.family)
     written = []
     for res in args.resolution:
-        (_, spaces), = _spaces_at(families, res, device, args.space).items()
+        (_, spaces), = store.spaces_at(families, res, device, args.space).items()
         ops: dict[str, dict] = {}
         for n in args.num_classes:
-            ops.update(_ops_of(spaces, n))
-        ops.update(_variant_ops(families, res))   # so published variants can be priced next to searched ones
-        found = find_table(args.device, res, tables_dir)
-        table = (LatencyTable.load(found, device=args.device, resolution=res) if found else
-                 build.new_table(args.device, res, device.threads, device.backend))
-        if build.table_backend(table) != "coreml":
-            raise UserError(f"{found} is not a Core ML table (backend {build.table_backend(table)}); move it away")
-        table.path = table_path(args.device, res, tables_dir)   # the user's copy, never the shipped file
+            ops.update(store.ops_of(spaces, n))
+        ops.update(store.variant_ops(families, res))   # so published variants can be priced next to searched ones
+        table = store.user_copy(device, res, tables_dir)
         bar = tqdm(total=len(ops), desc=f"{args.device}@{res}", unit="op", disable=args.no_progress, leave=False)
         try:
             added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=not args.only_missing)
@@ -509,7 +322,7 @@ def cmd_lut_estimate_model(args) -> float:
 
 
 def cmd_lut_validate(args) -> list[Path]:
-    from lut import build, validate
+    from lut import build, store, validate
     from lut.build import Predictor
     from lut.devices import get_device
     from supernets.config import SearchSpace
@@ -522,7 +335,7 @@ def cmd_lut_validate(args) -> list[Path]:
         space = SearchSpace.load(search_spaces.space_path(fam, args.space))
         device = get_device(args.device, _tables_dir(args))
         space = space.replace(resolution=args.resolution or device.resolution or space.resolution)
-        device, table = _open_table(args.device, space.resolution, _tables_dir(args), create=False)
+        device, table = store.open_table(args.device, space.resolution, _tables_dir(args), create=False)
         if not device.measurable:
             raise UserError(f"device {args.device} cannot be measured on this machine, so its table cannot be "
                             "validated here")
@@ -542,55 +355,17 @@ def cmd_lut_validate(args) -> list[Path]:
     return written
 
 
-@dataclass
-class _Setup:
-    ckpt_path: Path
-    net: object            # Supernet, in eval mode, channels ordered as asked
-    table: object          # LatencyTable
-    predictor: object      # config -> ms
-    evaluator: object      # sub-network -> Score
-    data: str              # the supernet's data source
+def _session(args):
+    """The supernet, table, predictor and evaluator that slim and search share (``nas.session``)."""
+    from nas.session import SupernetSession
+    from nas.slim import checked_targets
 
-    def save_inherited(self, config, path: Path) -> Path:
-        """The sub-network of `config` with inherited weights, BN recalibrated as it was scored."""
-        from nas import checkpoint
-
-        model = self.evaluator.recalibrate(self.net.subnet(config))
-        return checkpoint.save_model(path, config, model, self.net.img_size, data=self.data)
-
-
-def _supernet_setup(args) -> _Setup:
-    """What slim and search share: the supernet, the device's table and predictor, and the
-    evaluator on fixed calibration/validation subsets."""
-    import torch
-
-    from nas import checkpoint, runs
-    from nas.evaluate import Evaluator
-    from nas.slim import channel_order, checked_targets
-    from nas.train import Recipe
-
-    checked_targets(args.target_ms)
-    ckpt_path = Path(args.supernet) if args.supernet else runs.latest_supernet(args.runs, args.family or DEFAULT_FAMILY)
-    ckpt = checkpoint.load(ckpt_path)
-    net = checkpoint.build_supernet(ckpt)
-    if args.family and args.family != net.space.family:
-        raise UserError(f"--supernet {ckpt_path} is a {net.space.family} supernet, not --family {args.family}; "
-                        "drop --family or pass that family's supernet")
-    device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
-    predictor = _predictor(device, table, args)
-    recipe = Recipe.from_dict(ckpt["recipe"])
-    torch.set_num_threads(args.threads)
-    evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, args.calib_images, args.val_images,
-                                  args.seed)
-    net.eval()
-    if channel_order(args.channel_order, net) == "importance":
-        net.reorder_channels()
-    return _Setup(ckpt_path, net, table, predictor, evaluator, recipe.data)
-
-
-def _targets_label(targets: list[float]) -> str:
-    """``7-3-1.6ms`` of checked targets (largest first)."""
-    return "-".join(f"{t:g}" for t in targets) + "ms"
+    checked_targets(args.target_ms)   # a bad target is refused before anything loads
+    return SupernetSession.open(
+        supernet=args.supernet, runs_dir=args.runs, family=args.family, device=args.device,
+        tables_dir=_tables_dir(args), threads=args.threads, calib_images=args.calib_images,
+        val_images=args.val_images, seed=args.seed, channel_order_rule=args.channel_order,
+        progress=not args.no_progress)
 
 
 def cmd_slim(args) -> Path:
@@ -599,45 +374,30 @@ def cmd_slim(args) -> Path:
     with io.all_or_nothing():   # configs, weights, trajectory and plot stand or fall together
         if args.family == "all":
             return _slim_every_family(args)
-        return _slim_one(args)[0][-1]
+        return _slim_one(args).configs[-1]
 
 
 def _slim_one(args):
-    """Slim one family's supernet; returns (config paths, SlimResult, setup)."""
+    """Slim one family's supernet (printing what it wrote); returns the `Emitted`."""
     from nas import cluster
-    from nas.slim import checked_targets, slim, write_trajectory
+    from nas.slim import checked_targets
 
-    setup = _supernet_setup(args)
-    ckpt_path, net, table, predictor, evaluator = (setup.ckpt_path, setup.net, setup.table, setup.predictor,
-                                                   setup.evaluator)
-    family = net.space.family
+    session = _session(args)
     targets = checked_targets(args.target_ms)
-    print(f"slimming {family} supernet {ckpt_path} for {args.device}@{net.space.resolution} "
+    print(f"slimming {session.family} supernet {session.ckpt_path} for {args.device}@{session.net.space.resolution} "
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
     with cluster.connected(args.ray_address) as on_ray:
-        evaluate_map = cluster.evaluate_map(net, evaluator, args.threads) if on_ray else map
-        result = slim(net, predictor, evaluator, targets, evaluate_map=evaluate_map, proposals=args.proposals,
-                      last_step=args.last_step)
-    out_dir = Path(args.out) if args.out else ckpt_path.parent / "slim"
-    start = result.steps[0]
-    paths = []
-    for t in targets:
-        choice, step = result.at(t)
-        stem = out_dir / f"{family}@{args.device}-{t:g}ms"
-        config = choice.to_config(net.space, num_classes=net.num_classes).replace(
-            name=stem.name,
-            meta={"device": args.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
-                  "inherited_top1": round(step.accuracy, 2), "supernet": str(ckpt_path),
-                  **_table_provenance(table), "steps": step.step, "proposals": args.proposals,
-                  "last_step": args.last_step})
-        yaml_path = out_dir / f"{stem.name}.yaml"
-        # weights first, the YAML last: a config on disk always has its weights beside it
-        weights = setup.save_inherited(config, yaml_path.with_suffix(".pt"))
-        try:
-            config.save(yaml_path)
-        except BaseException:
-            weights.unlink(missing_ok=True)
-            raise
+        evaluate_map = cluster.evaluate_map(session.net, session.evaluator, args.threads) if on_ray else map
+        emitted = session.slim(targets, Path(args.out) if args.out else session.ckpt_path.parent / "slim",
+                               proposals=args.proposals, last_step=args.last_step, evaluate_map=evaluate_map)
+    _print_emitted(emitted, targets)
+    return emitted
+
+
+def _print_emitted(emitted, targets: list[float]) -> None:
+    start = emitted.result.steps[0]
+    for t, yaml_path, weights in zip(targets, emitted.configs, emitted.weights):
+        _, step = emitted.result.at(t)
         if step.step == 0:
             print(f"note: {t:g} ms is at or above the supernet's start ({start.latency_ms:.3f} ms, every stage at its "
                   f"widest with every slot kept): no slimming was needed, the start is emitted; a larger space or "
@@ -645,61 +405,27 @@ def _slim_one(args):
         print(f"config: {yaml_path}  ({step.latency_ms:.3f} ms predicted, {step.accuracy:.2f}% inherited top-1, "
               f"step {step.step})")
         print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
-        paths.append(yaml_path)
-    traj = out_dir / f"{family}@{args.device}-{_targets_label(targets)}"
-    extra = write_trajectory(result, traj, targets, f"{family} @ {args.device}: slimming to "
-                             f"{', '.join(f'{t:g}' for t in targets)} ms")
-    print(f"trajectory: {extra[0]}  plot: {extra[1]}")
-    return paths, result, setup
+    print(f"trajectory: {emitted.trajectory[0]}  plot: {emitted.trajectory[1]}")
 
 
 def _slim_every_family(args) -> Path:
-    """Each family's newest finished supernet slimmed to the same target(s), every config in one
-    folder, with ``families.csv`` and ``families.png``. A family that cannot reach a target is
-    listed with its floor; one without a trained supernet is listed as such."""
-    from nas import runs
-    from nas.report import costs
-    from nas.slim import UnreachableTarget, checked_targets
-    from supernets import io
-    from supernets.config import ArchConfig
+    """``--family all``: every family's newest supernet to the same target(s), in one folder."""
+    from nas.session import slim_every_family, targets_label
+    from nas.slim import checked_targets
 
     if args.supernet:
         raise UserError("--family all slims each family's newest supernet under --runs; --supernet names one, "
                         "give its --family")
     targets = checked_targets(args.target_ms)
-    out_dir = Path(args.out) if args.out else Path(args.runs) / "families" / f"{args.device}-{_targets_label(targets)}"
-    rows, trajectories = [], {}
-    for family in _families("all"):
-        base = {"family": family, "predicted_ms": "", "inherited_top1": "", "params_m": "", "macs_g": "",
-                "steps": "", "floor_ms": "", "config": ""}
-        try:
-            ckpt = runs.latest_supernet(args.runs, family)
-        except UserError:
-            rows += [{**base, "target_ms": t, "status": "no trained supernet"} for t in targets]
-            print(f"{family}: no trained supernet under {args.runs}/ (nas train-supernet --family {family}); listed, "
-                  "not slimmed")
-            continue
-        print(f"== {family}", flush=True)
-        try:
-            paths, result, setup = _slim_one(argparse.Namespace(**{**vars(args), "family": family,
-                                                                   "supernet": str(ckpt), "out": str(out_dir)}))
-        except UnreachableTarget as e:
-            rows += [{**base, "target_ms": t, "floor_ms": round(e.floor_ms, 4),
-                      "status": "target below the family's floor" if t < e.floor_ms else "not slimmed (the ladder's "
-                      "lowest rung is below the floor)"} for t in targets]
-            print(f"{family}: {e}; listed with its floor")
-            continue
-        trajectories[family] = [(s.latency_ms, s.accuracy) for s in result.steps]
-        for t, path in zip(targets, paths):
-            _, step = result.at(t)
-            c = costs(ArchConfig.load(path))
-            rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
-                         "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
-                         "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
-    fields = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
-              "status", "config"]
-    csv_path = io.write_csv(out_dir / "families.csv", rows, fields)
-    png_path = _plot_families(rows, trajectories, targets, out_dir / "families.png", args.device)
+    out_dir = Path(args.out) if args.out else Path(args.runs) / "families" / f"{args.device}-{targets_label(targets)}"
+
+    def slim_one(family: str, ckpt: Path):
+        return _slim_one(argparse.Namespace(**{**vars(args), "family": family, "supernet": str(ckpt),
+                                               "out": str(out_dir)}))
+
+    rows, csv_path, png_path = slim_every_family(_families("all"), targets, out_dir, runs_dir=args.runs,
+                                                 slim_one=slim_one, device=args.device,
+                                                 log=lambda line: print(line, flush=True))
     print(f"\n{'family':<16s} {'target':>7s} {'ms':>8s} {'top-1':>7s} {'params M':>9s} {'MACs G':>7s} {'steps':>5s}  status")
     for r in rows:
         print(f"{r['family']:<16s} {r['target_ms']:>7g} {str(r['predicted_ms']):>8s} {str(r['inherited_top1']):>7s} "
@@ -709,77 +435,15 @@ def _slim_every_family(args) -> Path:
     return csv_path
 
 
-def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], path: Path, device: str) -> Path:
-    from supernets import io
-
-    with io.png_figure(path, figsize=(6.8, 4.4)) as (fig, ax):
-        for n, (family, points) in enumerate(trajectories.items()):
-            color = f"C{n}"
-            ax.plot([p[0] for p in points], [p[1] for p in points], "-", lw=1, color=color, alpha=0.6)
-            emitted = [r for r in rows if r["family"] == family and r["status"] == "ok"]
-            ax.plot([r["predicted_ms"] for r in emitted], [r["inherited_top1"] for r in emitted], "*", ms=11,
-                    color=color, label=family)
-        for t in targets:
-            ax.axvline(t, ls="--", color="gray", lw=1)
-        ax.invert_xaxis()
-        ax.set(xlabel=f"predicted latency on {device} (ms)", ylabel="top-1 with inherited weights (%)",
-               title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-    return path
-
-
 def cmd_search(args) -> Path:
-    from tqdm.auto import tqdm
-
-    from nas import cluster, search
     from nas.slim import checked_targets
-    from supernets import io
 
-    if args.trials < 1:
-        raise UserError(f"--trials {args.trials}: need at least one trial")
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers}: need at least one worker")
-    setup = _supernet_setup(args)
-    net = setup.net
-    family = net.space.family
     targets = checked_targets(args.target_ms)
-    budget = targets[0]   # the constraint; each smaller target picks from the same front
-    stem = f"{family}@{args.device}-{_targets_label(targets)}"
-    out_dir = Path(args.out) if args.out else setup.ckpt_path.parent / "search" / stem
-    try:
-        study = search.open_study(search.open_storage(args.storage, out_dir), args.study or stem, seed=args.seed,
-                                  population=args.population)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna raise many types for a bad URL
-        raise UserError(f"--storage {args.storage}: cannot open the study ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120]}); give an Optuna storage URL such as sqlite:///study.db") from None
-    print(f"searching {family} supernet {setup.ckpt_path} for {args.device}@{net.space.resolution} under "
-          f"{budget:g} ms: {args.trials} trials, NSGA-II, study {stem!r} in "
-          f"{args.storage or out_dir / search.JOURNAL}", flush=True)
-    try:
-        search.claim(study, budget)
-        with cluster.connected(args.ray_address) as on_ray:
-            if on_ray:
-                print(f"{args.workers} Ray workers share the study", flush=True)
-                cluster.search_workers(args.workers, net, setup.predictor, setup.evaluator, budget,
-                                       storage=args.storage, out_dir=out_dir, study_name=args.study or stem,
-                                       seed=args.seed, population=args.population, trials=args.trials,
-                                       threads=args.threads)
-                result = search.front_of(study)
-            else:
-                bar = tqdm(total=args.trials, desc="trials", unit="trial", disable=args.no_progress, leave=False)
-                try:
-                    result = search.search(net, setup.predictor, setup.evaluator, budget, study,
-                                           trials=args.trials, progress=lambda t: bar.update(1))
-                finally:
-                    bar.close()
-    except ValueError as e:   # a study of another budget, space or objectives under that name
-        raise UserError(f"study {args.study or stem!r}: {e}; pick another --study or --storage") from None
-    meta = {"device": args.device, "target_ms": budget, "supernet": str(setup.ckpt_path),
-            **_table_provenance(setup.table), "study": args.study or stem}
-    written = search.write_front(result, net, out_dir, stem, meta, save_weights=setup.save_inherited)
+    found = _session(args).search(
+        targets, args.out, trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed,
+        population=args.population, ray_address=args.ray_address, workers=args.workers, threads=args.threads,
+        progress=not args.no_progress, log=lambda line: print(line, flush=True))
+    result, out_dir, budget = found.result, found.out_dir, targets[0]
     n = len(result.study.trials)
     if result.best is None:
         print(f"{n} trials, none within {budget:g} ms; trials: {out_dir / 'trials.csv'}")
@@ -787,18 +451,12 @@ def cmd_search(args) -> Path:
         b = result.best
         print(f"{n} trials; Pareto front within {budget:g} ms: {len(result.front)} configs in "
               f"{out_dir / 'pareto'}; best: trial {b.number}, {b.values[0]:.2f}% inherited top-1 at {b.values[1]:.3f} ms")
-    if len(targets) > 1:
-        rows = []
-        for t in targets:
-            best = max((m for m in result.front if m.values[1] <= t), key=lambda m: m.values[0], default=None)
-            rows.append({"target_ms": t, "trial": best.number if best else "", "inherited_top1":
-                         round(best.values[0], 3) if best else "", "predicted_ms": round(best.values[1], 4) if best else "",
-                         "config": str(out_dir / "pareto" / f"{stem}-t{best.number}.yaml") if best else ""})
-            print(f"  {t:g} ms: " + (f"trial {best.number}, {best.values[0]:.2f}% at {best.values[1]:.3f} ms"
-                                     if best else "no member of the front is this fast"))
-        written.insert(0, io.write_csv(out_dir / "best_per_target.csv", rows))
+    for row in found.best_per_target:
+        print(f"  {row['target_ms']:g} ms: " + (f"trial {row['trial']}, {row['inherited_top1']:.2f}% at "
+                                                f"{row['predicted_ms']:.3f} ms" if row["config"] else
+                                                "no member of the front is this fast"))
     print(f"trials: {out_dir / 'trials.csv'}  plot: {out_dir / 'pareto.png'}")
-    return written[-1]
+    return found.written[-1]
 
 
 def cmd_show(args) -> None:
@@ -816,12 +474,13 @@ def cmd_show(args) -> None:
 def _reachable_range(target: Path, args) -> str:
     """The latency range slimming can reach from a supernet on a device's table: the start (every
     stage at its widest, every slot kept) and the floor (the actions' smallest reach)."""
+    from lut import store
     from nas import checkpoint, runs
     from nas.slim import reachable_floor
 
     net = checkpoint.build_supernet(checkpoint.load(target / runs.SUPERNET if target.is_dir() else target))
-    device, table = _open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
-    predict = _predictor(device, table, args)
+    device, table = store.open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
+    predict = store.predictor(device, table, _tables_dir(args), not args.no_progress)
     start = net.initial_choice()
     start_config = start.to_config(net.space, num_classes=net.num_classes)
     return (f"  reachable on {args.device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
@@ -942,6 +601,7 @@ def cmd_train(args):
 
 
 def cmd_eval(args) -> dict:
+    from lut import store
     from nas import data as data_mod, engine
     from nas.report import costs
     from nas.train_model import load_trained, trained_data
@@ -954,41 +614,49 @@ def cmd_eval(args) -> dict:
     runtime = engine.Runtime.of(args.compute)
     runtime.prepare(model)
     scores = engine.evaluate(model, data_mod.loader(data, data.val, 256, workers=4), runtime)
-    device, table = _open_table(args.device, config.resolution, _tables_dir(args), create=True)
-    ms = _predictor(device, table, args)(config)
+    device, table = store.open_table(args.device, config.resolution, _tables_dir(args), create=True)
+    ms = store.predictor(device, table, _tables_dir(args), not args.no_progress)(config)
     c = costs(config, model.cpu())
     print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {data.source} val ({len(data.val)} images, "
           f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")
     print(f"params: {c['params_train'] / 1e6:.3f} M (train form), {c['params_deploy'] / 1e6:.3f} M (deploy)")
-    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({_table_provenance(table)['table']})")
+    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({store.provenance(table)['table']})")
     return {**scores, "latency_ms": ms}
 
 
 def cmd_quickstart(args) -> None:
-    """train-supernet -> lut build -> slim, on the embedded defaults."""
-    from nas import checkpoint
-    from lut.build import Predictor
-    from lut.devices import get_device
+    """train-supernet -> lut build -> slim on the embedded defaults: the library's defaults, which
+    are also each command's flag defaults."""
+    from lut import store
+    from nas import runs
+    from nas.session import SupernetSession
+    from nas.train import Recipe, train_supernet
+    from supernets import io
 
     t0 = time.time()
-    train_args = _parse(["train-supernet", "--runs", args.runs, "--epochs", str(args.epochs)]
-                        + (["--no-progress"] if args.no_progress else []))
-    ckpt_path = cmd_train_supernet(train_args)
-    lut_args = _parse(["lut", "build", "--device", "cpu", "--family", "efficientformer", "--space", "small",
-                       "--runs", args.runs]
-                      + (["--no-progress"] if args.no_progress else []))
-    table_path = cmd_lut_build(lut_args)
+    progress = not args.no_progress
+    recipe = Recipe(epochs=args.epochs)
+    recipe.check()
+    run_dir = runs.new_run_dir(args.runs, recipe.family)
+    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs) -> {run_dir}", flush=True)
+    with runs.removed_if_stillborn(run_dir):
+        ckpt_path = train_supernet(recipe, run_dir, progress=progress)
+    tables_dir = Path(args.runs) / "tables"
+    table_path = store.build_tables("cpu", [recipe.family], space=recipe.space, tables_dir=tables_dir,
+                                    progress=progress)[-1]
+    session = SupernetSession.open(supernet=ckpt_path, runs_dir=args.runs, device="cpu", tables_dir=tables_dir,
+                                   progress=progress)
     target = args.target_ms
     if target is None:
-        net = checkpoint.build_supernet(checkpoint.load(ckpt_path))
-        _, table = _open_table("cpu", net.space.resolution, Path(args.runs) / "tables", create=True)
-        start_ms = Predictor(table, get_device("cpu").measurable, progress=False)(
-            net.initial_choice().to_config(net.space, num_classes=net.num_classes))
+        net = session.net
+        start_ms = session.predictor(net.initial_choice().to_config(net.space, num_classes=net.num_classes))
         target = round(start_ms * args.target_fraction, 1)
         print(f"target: {target:g} ms ({args.target_fraction:g} x the full supernet's {start_ms:.1f} ms)")
-    slim_args = _parse(["slim", "--target-ms", str(target), "--device", "cpu", "--supernet", str(ckpt_path),
-                        "--runs", args.runs] + (["--no-progress"] if args.no_progress else []))
-    config = cmd_slim(slim_args)
+    print(f"slimming to {target:g} ms", flush=True)
+    with io.all_or_nothing():
+        emitted = session.slim([target], ckpt_path.parent / "slim")
+    _print_emitted(emitted, [target])
+    config = emitted.configs[-1]
     print()
     print(f"quickstart done in {time.time() - t0:.0f}s")
     print(f"  supernet       {ckpt_path}")
@@ -1128,7 +796,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_lut_validate)
 
     def supernet_flags(sp, target_help: str):
-        """What `_supernet_setup` reads: the supernet, the device, the evaluation subsets."""
+        """What `_session` reads: the supernet, the device, the evaluation subsets."""
         sp.add_argument("--target-ms", type=float, nargs="+", required=True, help=target_help)
         sp.add_argument("--device", default="cpu")
         sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
@@ -1269,6 +937,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
+    except ParameterError as e:   # a library parameter, said as the flag that sets it
+        print(f"nas: error: {e.as_flag(FLAG_OF_PARAMETER)}", file=sys.stderr)
+        return 2
     except (UserError, ConfigError, TableError, DeviceError, BackendError, MissingKeysError, io.WriteError) as e:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Running on an existing Ray cluster (``--ray-address``); without it nothing about Ray starts.
 
-Ray is imported only here and only when an address is given. Its loopback-safe environment
-(shared/ENVIRONMENT.md: no usage stats, no token auth, no binding to a routable address) is set
-before the import unless the user set it.
+Ray is imported only here and only when an address is given. Its loopback-safe environment is
+set before the import unless the user set it: no usage stats; no token auth (Ray 2.60 turns it
+on by default, and a client of a `ray start` head then fails after a 20 s retry loop unless both
+sides disable it); no binding to the machine's routable address (Ray binds there even when
+given 127.0.0.1 unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``).
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from nas.errors import UserError
 from supernets import io
 
+DEFAULT_FAMILY = "efficientformer"   # the family a command works on when none is named
+
 SUPERNET = "supernet.pt"
 RUN_INFO = "run.yaml"
 

@@ -213,6 +213,7 @@ class ArchConfig(_Record):
         name = raw.get("name")
         cfg = cls(family, resolution, num_classes, stem_width, tuple(stages), dict(head),
                   str(name) if name is not None else None, dict(meta), width_step, dict(knobs))
+        check_shared_rules(fam, cfg)
         fam.validate(cfg)
         return cfg
 
@@ -345,6 +346,7 @@ class SearchSpace(_Record):
             _fail("knobs", f"expected a mapping such as {{flavour: v1}}, got {short(knobs)}")
         space = cls(family, resolution, num_classes, step, tuple(stages),
                     _head(raw.get("head"), fam.head_options, family), dict(knobs))
+        check_shared_rules(fam, space)
         fam.validate_space(space)
         return space
 
@@ -501,3 +503,32 @@ def _load_yaml(path: str | os.PathLike) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+
+
+# ---------------------------------------------------------------------------- rules every family shares
+def check_shared_rules(fam, cfg_or_space) -> None:
+    """What every family requires of a config or a space, from the fields its `Family` declares:
+    family knobs it knows, block kinds it has, block knobs its blocks take, and a space's slot
+    choices among its kinds (or identity). Run before the family's own `validate`."""
+    knobs = cfg_or_space.knobs
+    for k in sorted(map(str, knobs)):
+        if k in fam.stage_knobs:
+            _fail(f"knobs.{k}", f"{k} is a stage knob; write `{k}: {knobs[k]}` on each stage instead")
+    unknown = set(map(str, knobs)) - set(fam.knob_defaults)
+    if unknown:
+        takes = f"takes {', '.join(fam.knob_defaults)}" if fam.knob_defaults else "has no family knobs"
+        _fail("knobs", f"unknown knob(s) {', '.join(sorted(unknown))} ({fam.name} {takes})")
+    for j, st in enumerate(cfg_or_space.stages):
+        for c in getattr(st, "choices", ()):
+            if c not in (*fam.block_kinds, IDENTITY):
+                _fail(f"stages[{j}].choices", f"unknown choice {c!r} ({fam.name} has {', '.join(fam.block_kinds)}, "
+                      "identity)")
+        for i, b in enumerate(getattr(st, "blocks", ())):
+            where = f"stages[{j}].blocks[{i}]"
+            if b.kind not in fam.block_kinds:
+                _fail(where, f"unknown block kind {b.kind!r} ({fam.name} has {', '.join(fam.block_kinds)})")
+            extra = set(map(str, b.knobs)) - set(fam.block_knobs)
+            if extra:
+                stage_owned = f"; {', '.join(fam.stage_knobs)} belong to the stage" if fam.stage_knobs else ""
+                _fail(where, f"unknown knob(s) {', '.join(sorted(extra))} ({fam.name} blocks take "
+                      f"{', '.join(fam.block_knobs) or 'none'}{stage_owned})")

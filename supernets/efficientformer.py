@@ -1,7 +1,8 @@
 """EfficientFormer (v1): dimension-consistent ViT with Meta4D (pool mixer) and Meta3D (MHSA) blocks.
 
 Paper: "EfficientFormer: Vision Transformers at MobileNet Speed" (arXiv 2206.01191), §4.
-Spec: shared/specs/families.md §2. Module names follow timm's ``efficientformer.py`` so that
+Widths, depths and parameter counts of L1/L3/L7 are timm's (checked in the tests). Module names
+follow timm's ``efficientformer.py`` so that
 ``convert_timm_state_dict`` is a renaming, and the counts equal timm's to the parameter.
 
 Kinds: ``mb4d`` (Meta4D, (B, C, H, W)) and ``mb3d`` (Meta3D, (B, N, C)). A stage runs its 4D
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 from timm.layers import resize_rel_pos_bias_table_levit
 
-from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import ArchConfig, BlockSpec, ConfigError
 from supernets.layers import (
     ConvNorm,
     FamilyModel,
@@ -294,25 +295,11 @@ def validate(config: ArchConfig) -> None:
     for j, st in enumerate(config.stages):
         seen_tokens = False
         for i, b in enumerate(st.blocks):
-            where = f"stages[{j}].blocks[{i}]"
-            if b.kind not in BLOCK_KINDS:
-                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (efficientformer has {', '.join(BLOCK_KINDS)})")
-            extra = set(b.knobs) - {"mlp_ratio"}
-            if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (mb4d/mb3d take mlp_ratio)")
             if b.kind == "mb3d":
                 seen_tokens = True
             elif seen_tokens:
-                raise ConfigError(f"{where}: mb4d after mb3d; the 3D blocks of a stage must come after all its "
+                raise ConfigError(f"stages[{j}].blocks[{i}]: mb4d after mb3d; the 3D blocks of a stage must come after all its "
                                   "4D blocks (one reshape per stage)")
-
-
-def validate_space(space: SearchSpace) -> None:
-    for j, st in enumerate(space.stages):
-        for c in st.choices:
-            if c not in BLOCK_KINDS + ("identity",):
-                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (efficientformer has "
-                                  f"{', '.join(BLOCK_KINDS)}, identity)")
 
 
 # ---------------------------------------------------------------------------- timm interop
@@ -357,8 +344,9 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 HEAD_OPTIONS = {"distillation": (bool, None, None)}
 
 
-FAMILY = register_family(Family.of_module(
-    __name__, "efficientformer", EfficientFormer,
+FAMILY = register_family(Family(
+    name="efficientformer", build=EfficientFormer, block_kinds=BLOCK_KINDS, make_block=_make_block, op_nodes=op_nodes,
+    validate=validate, block_knobs=("mlp_ratio",), head_options=HEAD_OPTIONS,
     token_kinds=("mb3d",),
     variants=("l1", "l3", "l7"),
     # the attention biases are sized for the token grid at the built resolution

@@ -21,7 +21,7 @@ import re
 import torch
 from torch import nn
 
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import (
     ConvNorm,
     FamilyModel,
@@ -332,13 +332,7 @@ def validate(config: ArchConfig) -> None:
             raise ConfigError(f"stages[{j}].width: {st.width} must be even (the patch embedding makes two "
                               "output channels per input channel)")
         for i, b in enumerate(st.blocks):
-            where = f"stages[{j}].blocks[{i}]"
-            if b.kind not in BLOCK_KINDS:
-                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (fastvit has {', '.join(BLOCK_KINDS)})")
-            extra = set(b.knobs) - {"mlp_ratio"}
-            if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (fastvit blocks take mlp_ratio)")
-            _check_ratio(b.knobs.get("mlp_ratio", MLP_RATIO), f"{where}.mlp_ratio")
+            _check_ratio(b.knobs.get("mlp_ratio", MLP_RATIO), f"stages[{j}].blocks[{i}].mlp_ratio")
             if b.kind == "attention" and st.width % HEAD_DIM:
                 raise ConfigError(f"stages[{j}].width: {st.width} is not a multiple of the head dim {HEAD_DIM} "
                                   "(attention blocks need whole heads)")
@@ -354,10 +348,6 @@ def validate_space(space: SearchSpace) -> None:
     for j, st in enumerate(space.stages):
         for ratio in st.knobs.get("mlp_ratio", ()):
             _check_ratio(ratio, f"stages[{j}].mlp_ratio")
-        for c in st.choices:
-            if c not in (*BLOCK_KINDS, IDENTITY):
-                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (fastvit has "
-                                  f"{', '.join(BLOCK_KINDS)}, identity)")
 
 
 # ---------------------------------------------------------------------------- timm interop
@@ -390,11 +380,13 @@ HEAD_OPTIONS = {"layer_scale_init": (float, 0.0, 1.0)}
 VARIANTS = ("t8", "t12", "s12", "sa12", "sa24", "sa36", "ma36")
 
 
-FAMILY = register_family(Family.of_module(
-    __name__, "fastvit", FastViT,
+FAMILY = register_family(Family(
+    name="fastvit", build=FastViT, block_kinds=BLOCK_KINDS, make_block=_make_block, op_nodes=op_nodes,
+    validate=validate, validate_space=validate_space,
+    block_knobs=("mlp_ratio",), stage_knobs=STAGE_KNOBS, head_options=HEAD_OPTIONS, variants=VARIANTS,
     timm_cfg={"first_conv": "stem.0.conv_kxk.0.conv", "classifier": ("head.fc",)},
     # The patch embedding ties output channel o to input channel o // 2, which couples the channel
     # orders of adjacent stages: an importance permutation per stage would not preserve the
     # function, so subnets take natural (leading) channels.
-    extra={"channel_reorder": False},
+    channel_reorder=False,
 ))

@@ -46,14 +46,14 @@ widths 64/128/192/256 are T/S/M/L; B takes 224. Stage 1 CFB counts 3/3/3/6 are r
 parameters and FLOPs land within ±10% / ±15% of the paper's Table 2 (checked in the tests).
 
 Searchable (stage knobs): ``hf_branches`` (0-3, α-searched: the supernet samples the split
-with Gumbel-softmax next to the MetaPaths, see ``KnobChoice``), ``fm_width`` and
+with Gumbel-softmax next to the MetaPaths, see ``ElasticFMB``), ``fm_width`` and
 ``out_width``; slimming steps them down ("one fewer high-frequency branch", "FM width -16").
 """
 
 import torch
 from torch import nn
 
-from supernets.config import IDENTITY, MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, LinearHead, MultiGroupConv, SplitConvNorm
 from supernets.metapath import KnobChoice
 from supernets.registry import Family, OpNode, register_family
@@ -132,35 +132,56 @@ class RLMHSA(nn.Module):
 
 
 class FMB(nn.Module):
-    """Multi-frequency fusion block (see the module docstring). ``hf_branches`` is an int, or in
-    the supernet the tuple of searched values: then a ``KnobChoice`` samples the split."""
+    """Multi-frequency fusion block (see the module docstring) with ``hf_branches`` high bands."""
 
-    def __init__(self, dim: int, fm_width: int, out_width: int, hf_branches: int | tuple[int, ...],
-                 sr: int = 1, ratio: float = MLP_RATIO):
+    def __init__(self, dim: int, fm_width: int, out_width: int, hf_branches: int, sr: int = 1,
+                 ratio: float = MLP_RATIO):
         super().__init__()
         self.drop_path = nn.Identity()   # stochastic depth: set_drop_path
-        self.values = tuple(hf_branches) if isinstance(hf_branches, tuple) else (int(hf_branches),)
-        most = max(self.values)
         self.reduce = MultiGroupConv(dim, fm_width, 1, branches=UNGROUPED_BRANCHES, act=nn.ReLU)
-        self.high = nn.ModuleList(CFB(fm_width, ratio) for _ in range(most))
+        self.high = nn.ModuleList(CFB(fm_width, ratio) for _ in range(hf_branches))
         self.low = RLMHSA(fm_width, sr)
-        self.fuse = SplitConvNorm((dim, fm_width) + (fm_width,) * most, out_width)
+        self.fuse = SplitConvNorm((dim, fm_width) + (fm_width,) * hf_branches, out_width)
         self.mlp = GMLP(out_width, ratio)
-        self.split = KnobChoice("hf_branches", self.values) if len(self.values) > 1 else None
+
+    def fused(self, x: torch.Tensor, bands: list[torch.Tensor], n: int) -> torch.Tensor:
+        """The fusion of the input, the low band of the n-th high band, and the first n high bands
+        (``bands[0]`` is the reduced input, ``bands[i]`` the i-th CFB's output)."""
+        return self.fuse([x, self.low(bands[n])] + bands[1:n + 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bands = [self.reduce(x)]
-
-        def fused(n: int) -> torch.Tensor:   # bands are computed once and shared by every split
-            while len(bands) <= n:
-                bands.append(self.high[len(bands) - 1](bands[-1]))
-            return self.fuse(x, self.low(bands[n]), *bands[1:n + 1])
-
-        y = fused(self.values[0]) if self.split is None else self.split.mix(lambda i: fused(self.values[i]))
+        for blk in self.high:
+            bands.append(blk(bands[-1]))
+        y = self.fused(x, bands, len(self.high))
         return y + self.drop_path(self.mlp(y))
 
     def zero_init_last(self) -> None:
         self.mlp.zero_init_last()
+
+
+class ElasticFMB(FMB):
+    """The supernet's FMB: built with the most high bands searched, it mixes the fusions of every
+    searched count with a ``KnobChoice`` (α over ``values``, Gumbel-softmax as a MetaPath). Kept
+    apart from the static `FMB` that configs and published variants build, as OFA keeps its
+    dynamic layers apart from their static twins; a sub-network's FMB is the static one."""
+
+    def __init__(self, dim: int, fm_width: int, out_width: int, hf_branches: tuple[int, ...], sr: int = 1,
+                 ratio: float = MLP_RATIO):
+        super().__init__(dim, fm_width, out_width, max(hf_branches), sr, ratio)
+        self.values = tuple(hf_branches)
+        self.split = KnobChoice("hf_branches", self.values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = [self.reduce(x)]
+
+        def fused(n: int) -> torch.Tensor:   # bands are computed once, as far as a split needs, and shared
+            while len(bands) <= n:
+                bands.append(self.high[len(bands) - 1](bands[-1]))
+            return self.fused(x, bands, n)
+
+        y = self.split.mix(lambda i: fused(self.values[i]))
+        return y + self.drop_path(self.mlp(y))
 
 
 class Stem(nn.Sequential):
@@ -200,10 +221,12 @@ def stage_out_width(stage) -> int:
 
 
 def _make_fmb(stage, j: int) -> FMB | None:
+    """The stage's FMB; the supernet's skeleton gives ``hf_branches`` as the tuple of searched values."""
     if "fm_width" not in stage.knobs:
         return None
-    return FMB(stage.width, stage.knobs["fm_width"], stage_out_width(stage),
-               stage.knobs.get("hf_branches", MAX_HF_BRANCHES), reduction_ratio(j))
+    hf = stage.knobs.get("hf_branches", MAX_HF_BRANCHES)
+    block = ElasticFMB if isinstance(hf, tuple) else FMB
+    return block(stage.width, stage.knobs["fm_width"], stage_out_width(stage), hf, reduction_ratio(j))
 
 
 class FMViT(FamilyModel):
@@ -285,29 +308,15 @@ def _check_stage_knobs(j: int, knobs, width_step: int) -> None:
         _check_knob_values(j, name, values if isinstance(values, tuple) else (values,), width_step)
 
 
+# The FMB is not a block kind: each stage ends in one, set by the stage's `fm_width`.
 def validate(config: ArchConfig) -> None:
-    if config.knobs:
-        raise ConfigError(f"knobs: fmvit has no family knobs, got {', '.join(sorted(map(str, config.knobs)))}")
     for j, st in enumerate(config.stages):
         _check_stage_knobs(j, st.knobs, config.width_step)
-        for i, b in enumerate(st.blocks):
-            where = f"stages[{j}].blocks[{i}]"
-            if b.kind not in BLOCK_KINDS:
-                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (fmvit has {', '.join(BLOCK_KINDS)}; "
-                                  "the FMB is the stage's, set by `fm_width`)")
-            extra = set(b.knobs) - {"ratio"}
-            if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (fmvit blocks take ratio; "
-                                  "hf_branches, fm_width and out_width belong to the stage)")
 
 
 def validate_space(space: SearchSpace) -> None:
     for j, st in enumerate(space.stages):
         _check_stage_knobs(j, st.knobs, space.width_step)
-        for c in st.choices:
-            if c not in (*BLOCK_KINDS, IDENTITY):
-                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (fmvit has {', '.join(BLOCK_KINDS)}, "
-                                  "identity)")
 
 
 # ---------------------------------------------------------------------------- family
@@ -319,10 +328,12 @@ def stem_width(widths) -> int:
     return min(widths[0], 64)
 
 
-FAMILY = register_family(Family.of_module(
-    __name__, "fmvit", FMViT,
+FAMILY = register_family(Family(
+    name="fmvit", build=FMViT, block_kinds=BLOCK_KINDS, make_block=_make_block, op_nodes=op_nodes,
+    validate=validate, validate_space=validate_space,
+    block_knobs=("ratio",), stage_knobs=STAGE_KNOBS, variants=VARIANTS, stem_width=stem_width,
     timm_cfg={"first_conv": "stem.0.main.conv", "classifier": ("head.fc",)},
     alpha_knobs=("hf_branches",),
     # Grouped train-time branches do not survive a channel permutation: keep the trained order.
-    extra={"channel_reorder": False},
+    channel_reorder=False,
 ))

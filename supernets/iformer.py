@@ -20,7 +20,7 @@ stays, as in the reference.
 import torch
 from torch import nn
 
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, ConfigError, SearchSpace
+from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
 from supernets.layers import ConvNorm, DistilledHead, FamilyModel, LayerScale, LinearHead, PlainStage, RepCPE
 from supernets.registry import Family, OpNode, register_family
 
@@ -241,8 +241,6 @@ def _check_ratio(ratio, where: str) -> None:
 
 
 def validate(config: ArchConfig) -> None:
-    if config.knobs:
-        raise ConfigError(f"knobs: iformer has no family knobs, got {', '.join(sorted(map(str, config.knobs)))}")
     for j, st in enumerate(config.stages):
         if "r" in st.knobs:
             _check_r(st.knobs["r"], f"stages[{j}].r", st.width)
@@ -250,23 +248,12 @@ def validate(config: ArchConfig) -> None:
             if name in st.knobs:
                 _check_ratio(st.knobs[name], f"stages[{j}].{name}")
         for i, b in enumerate(st.blocks):
-            where = f"stages[{j}].blocks[{i}]"
-            if b.kind not in BLOCK_KINDS:
-                raise ConfigError(f"{where}: unknown block kind {b.kind!r} (iformer has {', '.join(BLOCK_KINDS)})")
-            extra = set(b.knobs) - {"ratio"}
-            if extra:
-                raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (iformer blocks take ratio; "
-                                  "the q/k reduction `r` belongs to the stage)")
             if "ratio" in b.knobs:
-                _check_ratio(b.knobs["ratio"], f"{where}.ratio")
+                _check_ratio(b.knobs["ratio"], f"stages[{j}].blocks[{i}].ratio")
 
 
 def validate_space(space: SearchSpace) -> None:
     for j, st in enumerate(space.stages):
-        for c in st.choices:
-            if c not in (*BLOCK_KINDS, IDENTITY):
-                raise ConfigError(f"stages[{j}].choices: unknown choice {c!r} (iformer has {', '.join(BLOCK_KINDS)}, "
-                                  "identity)")
         for name in ("conv_ratio", "ffn_ratio"):
             for ratio in st.knobs.get(name, ()):
                 _check_ratio(ratio, f"stages[{j}].{name}")
@@ -282,7 +269,9 @@ HEAD_OPTIONS = {"distillation": (bool, None, None), "layer_scale_init": (float, 
 VARIANTS = ("t", "s", "m", "l", "l2", "h")
 
 
-FAMILY = register_family(Family.of_module(
-    __name__, "iformer", IFormer,
+FAMILY = register_family(Family(
+    name="iformer", build=IFormer, block_kinds=BLOCK_KINDS, make_block=_make_block, op_nodes=op_nodes,
+    validate=validate, validate_space=validate_space,
+    block_knobs=("ratio",), stage_knobs=STAGE_KNOBS, head_options=HEAD_OPTIONS, variants=VARIANTS,
     timm_cfg={"first_conv": "stem.0.conv", "classifier": ("head.head.fc", "head.head_dist.fc")},
 ))

@@ -56,14 +56,22 @@ class SplitConvNorm(nn.Module):
         self.norm = nn.BatchNorm2d(out_chs)
         self.act = act() if act is not None else nn.Identity()
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(sum(conv(x) for conv, x in zip(self.convs, inputs))))
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:   # a list: TorchScript cannot compile *inputs
+        # fewer inputs than convs: the supernet's narrower split reads the leading convs
+        out = inputs[0].new_zeros(())
+        for i, conv in enumerate(self.convs):
+            if i < len(inputs):
+                out = out + conv(inputs[i])
+        return self.act(self.norm(out))
 
-    def reparameterize(self) -> nn.Module:
+    def _joint_conv(self) -> nn.Conv2d:
         k = self.convs[0].kernel_size[0]
         joint = nn.Conv2d(sum(c.in_channels for c in self.convs), self.norm.num_features, k, 1, k // 2, bias=False)
         joint.weight.data.copy_(torch.cat([c.weight for c in self.convs], 1))
-        return CatConv(fuse_conv_bn_eval(joint.eval(), self.norm.eval()), self.act)
+        return fuse_conv_bn_eval(joint.eval(), self.norm.eval())
+
+    def reparameterize(self) -> nn.Module:
+        return CatConv(self._joint_conv(), self.act)
 
 
 
@@ -78,6 +86,9 @@ class PairConvNorm(SplitConvNorm):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.convs[0](a) + self.convs[1](b)))
 
+    def reparameterize(self) -> nn.Module:
+        return PairCatConv(self._joint_conv(), self.act)
+
 class CatConv(nn.Module):
     """Deploy form of ``SplitConvNorm``: concatenate, one conv, activation."""
 
@@ -85,8 +96,15 @@ class CatConv(nn.Module):
         super().__init__()
         self.conv, self.act = conv, act
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return self.act(self.conv(torch.cat(inputs, 1)))
+
+
+class PairCatConv(CatConv):
+    """Deploy form of ``PairConvNorm`` (its two-input signature)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(torch.cat([a, b], 1)))
 
 
 class MultiHeadAttention(nn.Module):

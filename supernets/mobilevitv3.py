@@ -363,12 +363,6 @@ def op_nodes(config: ArchConfig) -> list[OpNode]:
 
 # ---------------------------------------------------------------------------- validation
 def _validate_knobs(knobs, where: str) -> None:
-    if "mv2_expansion" in knobs:
-        raise ConfigError(f"{where}.mv2_expansion: the MV2 expansion is a stage knob; write "
-                          f"`mv2_expansion: {knobs['mv2_expansion']}` on each stage instead")
-    extra = set(knobs) - set(KNOB_DEFAULTS)
-    if extra:
-        raise ConfigError(f"{where}: unknown knob(s) {', '.join(sorted(map(str, extra)))} (mobilevitv3 takes flavour, v3)")
     if knobs.get("flavour", "v1") not in FLAVOURS:
         raise ConfigError(f"{where}.flavour: {knobs['flavour']!r} is not one of {', '.join(FLAVOURS)}")
     if not isinstance(knobs.get("v3", True), bool):
@@ -416,9 +410,6 @@ def validate(config: ArchConfig) -> None:
                 why = ("a MobileViT stage (one with `dim`) holds transformer layers" if dim is not None
                        else "a stage without `dim` holds MV2 blocks; give it `dim` for a MobileViT block")
                 raise ConfigError(f"stages[{j}].blocks[{i}]: {b.kind!r} is not allowed here: {why}")
-            if b.knobs:
-                raise ConfigError(f"stages[{j}].blocks[{i}]: unknown knob(s) {', '.join(sorted(b.knobs))} "
-                                  "(mobilevitv3 blocks take none; `dim` and `heads` belong to the stage)")
 
 
 def validate_space(space: SearchSpace) -> None:
@@ -490,11 +481,14 @@ HEAD_OPTIONS = {"drop_rate": (float, 0.0, 1.0)}
 VARIANTS = ("xxs", "xs", "s", "xxs_l2", "xs_l2", "s_l2", "050", "075", "100")
 
 
-FAMILY = register_family(Family.of_module(
-    __name__, "mobilevitv3", MobileViTv3,
+FAMILY = register_family(Family(
+    name="mobilevitv3", build=MobileViTv3, block_kinds=BLOCK_KINDS, make_block=_make_block, op_nodes=op_nodes,
+    validate=validate, validate_space=validate_space,
+    stage_knobs=STAGE_KNOBS, knob_defaults=KNOB_DEFAULTS, head_options=HEAD_OPTIONS, variants=VARIANTS,
+    stem_width=stem_width,
     timm_cfg={"first_conv": "stem.conv", "classifier": ("head.fc",)},
     # The fusion conv reads the stage's channels next to the transformer's, and the next stage's
     # MV2 expands them: an importance permutation would have to follow both, so subnets take
     # natural (leading) channels, as in FastViT.
-    extra={"channel_reorder": False},
+    channel_reorder=False,
 ))

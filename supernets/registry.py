@@ -12,9 +12,11 @@
 
 A family is one module ``supernets/<family>.py`` and its YAMLs in ``search_spaces/<family>/``
 (``space.yaml``, ``small.yaml``, ``variants/``); the folder is what makes it known. The module
-names these by convention (``BLOCK_KINDS``, ``_make_block``, ``op_nodes``,
-``validate``, ``validate_space``, optional ``stem_width``, ``STAGE_KNOBS``, ``VARIANTS``) and
-registers itself with ``register_family(Family.of_module(__name__, name, build, ...))``.
+declares its `Family` with every field named (a missing or misspelled one is a ``TypeError`` at
+import) and registers it: ``FAMILY = register_family(Family(name=..., build=..., ...))``. The
+rules every family shares (block kinds, block knobs, family knobs, a space's choices) are checked
+once, in ``supernets.config``, from the fields declared here; ``validate`` / ``validate_space``
+hold only a family's own rules.
 
 Every family model has ``model.stages[j].blocks`` (a ModuleList of the stage's blocks); the
 supernet relies on that name to map a subnet's blocks to the slots they inherit from.
@@ -50,6 +52,10 @@ def first_width(widths: Sequence[int]) -> int:
     return widths[0]
 
 
+def no_family_rules(space: SearchSpace) -> None:
+    """A family whose spaces need no rule beyond the shared ones."""
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -57,8 +63,10 @@ class Family:
     build: Callable[..., nn.Module]
     make_block: Callable[[BlockSpec, int, tuple[int, int]], nn.Module]
     op_nodes: Callable[[ArchConfig], list[OpNode]]
-    validate: Callable[[ArchConfig], None]
-    validate_space: Callable[[SearchSpace], None]
+    validate: Callable[[ArchConfig], None]            # the family's own rules (the shared ones: config.py)
+    validate_space: Callable[[SearchSpace], None] = no_family_rules
+    # knobs a block may carry (``{kind: mb4d, mlp_ratio: 4}``); the stage's knobs are `stage_knobs`
+    block_knobs: tuple[str, ...] = ()
     stem_width: Callable[[Sequence[int]], int] = first_width
     token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
     # Stage-level knob names -> cost direction: +1 when a larger value costs more (a width), -1 when
@@ -75,18 +83,10 @@ class Family:
     # timm pretrained-cfg entries of the variants: ``first_conv`` and ``classifier`` (module names;
     # a ``head_dist`` one only where the variant has that head), ``fixed_input_size``, ``crop_pct``
     timm_cfg: dict[str, Any] = field(default_factory=lambda: {"first_conv": "stem.conv", "classifier": ("head.fc",)})
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of_module(cls, module_name: str, name: str, build: Callable[..., nn.Module], **options: Any) -> "Family":
-        """The family a module declares through the conventional names (see the module docstring)."""
-        module = sys.modules[module_name]
-        found = {"block_kinds": "BLOCK_KINDS", "make_block": "_make_block", "op_nodes": "op_nodes",
-                 "validate": "validate", "validate_space": "validate_space", "stem_width": "stem_width",
-                 "stage_knobs": "STAGE_KNOBS", "variants": "VARIANTS",
-                 "knob_defaults": "KNOB_DEFAULTS", "head_options": "HEAD_OPTIONS"}
-        parts = {field_name: getattr(module, attr) for field_name, attr in found.items() if hasattr(module, attr)}
-        return cls(name=name, build=build, **parts, **options)
+    # Whether a supernet may permute each stage's channels by importance (``reorder_channels``).
+    # False where a layer ties the channel orders of adjacent stages, so that no per-stage
+    # permutation preserves the function: subnets then take the natural (leading) channels.
+    channel_reorder: bool = True
 
 
 # Every family: a folder of search_spaces/ with a space.yaml, and the module supernets/<family>.py

@@ -243,7 +243,7 @@ class Supernet(nn.Module):
         """Permute each stage's residual channels by decreasing L1 importance (the normalised
         sum of |w| over every tensor that reads or writes the channel), so prefix slicing keeps
         the most important ones. The network function is unchanged. Returns the permutations."""
-        if not self.family.extra.get("channel_reorder", True):   # the family couples stages' orders
+        if not self.family.channel_reorder:   # the family couples stages' orders
             return [torch.arange(s.max_width) for s in self.space.stages]
         state = self.net.state_dict()
         param_names = {n for n, _ in self.net.named_parameters()}

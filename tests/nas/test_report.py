@@ -4,6 +4,13 @@ import pytest
 
 from nas import checkpoint
 from nas.cli import main
+from nas.report import branches_kept
+
+
+def test_a_branch_is_kept_when_the_split_uses_at_least_that_many():
+    # P(n) = 0.1, 0.2, 0.3, 0.4 for n = 0..3: f1 is kept unless n = 0, f3 only when n = 3
+    assert branches_kept({0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}) == pytest.approx([0.9, 0.7, 0.4])
+    assert branches_kept({1: 0.5, 3: 0.5}) == pytest.approx([1.0, 0.5, 0.5])
 
 
 def test_show_supernet_prints_width_slot_and_frequency_split_alpha(tiny_fmvit_run, capsys):
@@ -18,8 +25,7 @@ def test_show_supernet_prints_width_slot_and_frequency_split_alpha(tiny_fmvit_ru
         want = net.knob_probabilities()[j]["hf_branches"]
         assert shown == pytest.approx(want, abs=1e-3)
         keep = [float(p) for p in re.findall(r"f\d: ([\d.]+)", kept_line)]
-        assert keep == pytest.approx([sum(q for v, q in want.items() if v >= i) for i in range(1, max(want) + 1)],
-                                     abs=1e-3)
+        assert keep == pytest.approx(branches_kept(want), abs=1e-3)
     assert out.count("importance") == sum(s.slots for s in net.space.stages)
     trained = [p for p in net.width_probabilities() if p]          # width α (trained by default)
     shown_widths = re.findall(r"\n    width  (.*)", out)

@@ -239,13 +239,10 @@ def test_a_full_disk_while_emitting_is_one_line_and_no_config_without_weights(ti
 def test_a_failure_after_the_configs_are_written_takes_them_back(tiny_run, tmp_path, capsys, monkeypatch):
     """The plot is the last file slim writes: when it fails, the configs, weights and CSV written
     before it go too (all or nothing), and so does the folder made for them."""
-    from nas import slim as slim_mod
-
     def no_plot(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "x" / "plot.png"))
 
-    monkeypatch.setattr(slim_mod, "write_trajectory", no_plot)
-    monkeypatch.setattr("nas.slim.write_trajectory", no_plot)
+    monkeypatch.setattr("nas.session.write_trajectory", no_plot)   # where slimming's outputs are written
     assert main(["slim", "--target-ms", "0.5", "0.48", "--supernet", str(tiny_run), "--device", "iphone12",
                  "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
     err = capsys.readouterr().err

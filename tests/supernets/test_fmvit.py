@@ -93,13 +93,13 @@ def test_fmb_chains_high_frequency_branches_before_the_attention():
         z0 = block.reduce(x)
         z1 = block.high[0](z0)
         z2 = block.high[1](z1)
-        y = block.fuse(x, block.low(z2), z1, z2)
+        y = block.fuse([x, block.low(z2), z1, z2])
         assert torch.allclose(block(x), y + block.mlp(y), atol=1e-5)
     assert [c.in_channels for c in block.fuse.convs] == [32, 16, 16, 16]
     # no high-frequency branch: the attention reads the reduced input
     bare = randomise(fm.FMB(32, 16, 48, hf_branches=0))
     with torch.no_grad():
-        y = bare.fuse(x, bare.low(bare.reduce(x)))
+        y = bare.fuse([x, bare.low(bare.reduce(x))])
         assert torch.allclose(bare(x), y + bare.mlp(y), atol=1e-5)
 
 

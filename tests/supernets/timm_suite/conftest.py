@@ -71,29 +71,12 @@ def _model_name(item) -> str:
     return str(callspec.params.get("model_name", "")) if callspec else ""
 
 
-# Not supported (issue #15), with the first error it stops at; strict, so a fix that makes it pass
-# fails here until its entry is removed. timm has no FMViT to mirror; the other families script
-# and trace as their timm twins do.
-NOT_YET = {
-    "test_model_forward_torchscript": {
-        "fmvit": "TorchScript: FMB.forward defines a closure and hands the supernet's KnobChoice a lambda (the "
-                 "elastic frequency split lives in the static block)",
-    },
-}
-
-
 def pytest_collection_modifyitems(config, items):
     drop = [i for i in items if i.path.parent.name == "timm_suite" and not _model_name(i).startswith("nas_")]
     if drop:
         dropped = set(map(id, drop))
         items[:] = [i for i in items if id(i) not in dropped]
         config.hook.pytest_deselected(items=drop)
-    for item in items:
-        if item.path.parent.name == "timm_suite":
-            family = _family(_model_name(item))
-            reason = NOT_YET.get(item.originalname, {}).get(family)
-            if reason:
-                item.add_marker(pytest.mark.xfail(reason=f"issue #15, not yet: {reason}", strict=True))
 
 
 def pytest_collection_finish(session):

@@ -1,0 +1,243 @@
+"""The table store: a device's latency table found, opened for adding to, and priced with.
+
+Tables live in two places: the user's tables directory (``--tables``, default ``runs/tables``)
+and the tables shipped in the package (``lut/tables``). A user's table shadows a shipped one of
+the same name, and a table `nas` adds ops to is always written to the user's directory, never
+into the package. How a device's missing ops are filled is what its backend and device declare
+(``lut.backends.Backend.on_this_host``, ``lut.devices.Device.estimated_as``): timed here, or
+estimated with the Core ML cost model; a device that can do neither needs a complete table
+(imported from on-device timings).
+
+The CLI, the experiments and the tests all open tables through here.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+from lut import build, estimate
+from lut.devices import Device, find_table, get_device, table_path
+from lut.table import LatencyTable, TableError
+
+PathLike = str | os.PathLike
+
+
+def open_table(device_name: str, resolution: int, tables_dir: PathLike, create: bool) -> tuple[Device, LatencyTable]:
+    """The device's table at `resolution` (the user's, else the shipped one). With `create`, a
+    device that can fill a table here gets a new, empty one when there is none; the tables it may
+    add to are written to `tables_dir`."""
+    tables_dir = Path(tables_dir)
+    device = get_device(device_name, tables_dir)
+    found = find_table(device_name, resolution, tables_dir)
+    if found is None:
+        if not (create and device.fills_here):
+            how = (f"build one with `nas lut build --device {device_name}`" if device.measurable else
+                   f"import on-device timings (`nas lut export` / `nas lut import`); {device.unavailable_reason}")
+            raise TableError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
+                             f"shipped tables); {how}")
+        table = build.new_table(device_name, resolution, device.threads, device.backend)
+        table.path = table_path(device_name, resolution, tables_dir)
+        return device, table
+    table = LatencyTable.load(found, device=device_name, resolution=resolution)
+    if build.table_backend(table) != device.backend:
+        raise TableError(f"{found} was measured with backend {build.table_backend(table)}, but device {device_name} "
+                         f"uses {device.backend}; move the table away or rebuild it with `nas lut build`")
+    if device.fills_here and found.parent.resolve() != tables_dir.resolve():
+        table.path = table_path(device_name, resolution, tables_dir)  # never write into the package
+    return device, table
+
+
+def user_copy(device: Device, resolution: int, tables_dir: PathLike) -> LatencyTable:
+    """The device's table to add entries to by hand (imported or estimated): the existing one
+    (the user's, else the shipped one), else a new one; saved to `tables_dir` in either case."""
+    found = find_table(device.name, resolution, tables_dir)
+    table = (LatencyTable.load(found, device=device.name, resolution=resolution) if found else
+             build.new_table(device.name, resolution, device.threads, device.backend))
+    if build.table_backend(table) != device.backend:
+        raise TableError(f"{found} holds {build.table_backend(table)} timings, but device {device.name} uses "
+                         f"{device.backend}; move it away")
+    table.path = table_path(device.name, resolution, tables_dir)
+    return table
+
+
+def provenance(table: LatencyTable) -> dict:
+    """Which table priced a config: the file as used (the user's copy when ops were added to it
+    on demand, else the file it was read from, shipped or not), its content hash, and how its
+    entries were made."""
+    used = Path(table.path) if table.path and Path(table.path).is_file() else table.loaded_from
+    out = {"table": str(used) if used else "(in memory, not saved)"}
+    if used:
+        out["table_sha256"] = hashlib.sha256(Path(used).read_bytes()).hexdigest()[:16]
+    if table.environment.get("estimated_by"):
+        out["table_estimated_by"] = table.environment["estimated_by"]
+    return out
+
+
+def estimate_protocol(device: Device) -> str:
+    """The published protocol `device`'s latencies are estimated as (refused for a device without one)."""
+    if device.estimated_as is None:
+        if device.measurable:
+            raise TableError(f"device {device.name} is measured, not estimated; use `nas lut build --device {device.name}`")
+        raise TableError(f"no published protocol to estimate {device.name} with (estimates exist for "
+                         f"{', '.join(estimate.DEVICE_SOURCE)}); time its ops with `nas lut export` / `nas lut import`")
+    return device.estimated_as
+
+
+def cost_model(device: Device, tables_dir: PathLike) -> tuple[estimate.CostModel, str]:
+    """The Core ML cost model to estimate `device`'s ops with (the user's refit in `tables_dir`,
+    else the shipped one) and the published protocol the device is estimated as."""
+    source = estimate_protocol(device)
+    path = estimate.cost_model_path(tables_dir)
+    try:
+        model = estimate.CostModel.load(path)
+    except (OSError, KeyError, ValueError) as e:
+        raise TableError(f"{path}: unusable cost model ({e}); refit it with `nas lut estimate --refit`") from None
+    return model, source
+
+
+def refit_cost_model(tables_dir: PathLike, progress: bool = True) -> tuple[estimate.CostModel, Path]:
+    """The cost model profiled and fitted anew on the published latencies, saved to `tables_dir`
+    (where `cost_model` finds it from then on)."""
+    from tqdm.auto import tqdm
+
+    rows = estimate.calibration_rows()
+    with tqdm(total=len({(r.model, r.resolution) for r in rows}), desc="profiling published models", unit="model",
+              disable=not progress, leave=False) as bar:
+        features = estimate.calibration_features(rows, progress=bar.update)
+    model = estimate.fit_published(rows, features)
+    return model, model.save(Path(tables_dir) / estimate.SHIPPED_MODEL.name)
+
+
+def predictor(device: Device, table: LatencyTable, tables_dir: PathLike, progress: bool = True) -> build.Predictor:
+    """Prices configs on `table`: a measurable device times the ops the table lacks, a device
+    with an estimate protocol estimates them (and says so), others need a complete table."""
+    fill = None
+    if not device.measurable and device.estimated_as is not None:
+        def fill(table, ops):
+            model, source = cost_model(device, tables_dir)
+            print(f"estimating {len(ops)} op(s) {table.device}@{table.resolution} lacks with {model.version} "
+                  f"(saved to {table.path})", flush=True)
+            estimate.estimate_ops(table, ops, model, source)
+            estimate.describe_table(table, model, source)
+    return build.Predictor(table, device.measurable, threads=device.threads, progress=progress, estimate=fill)
+
+
+def spaces_at(families: Iterable[str], resolution: int | None, device: Device | None,
+              which: str = "all") -> dict[int, list]:
+    """resolution -> the families' shipped spaces (``small|paper|all``) deployed there
+    (`resolution`, else the device's default, else each space's own)."""
+    import search_spaces
+    from supernets.config import SearchSpace
+
+    out: dict[int, list] = {}
+    for fam in families:
+        for name in search_spaces.shipped(which):
+            space = SearchSpace.load(search_spaces.space_path(fam, name))
+            res = resolution or (device.resolution if device else None) or space.resolution
+            out.setdefault(res, []).append(space.replace(resolution=res))
+    return out
+
+
+def ops_of(spaces: Iterable, num_classes: int) -> dict[str, dict]:
+    """Every op key the spaces can need."""
+    ops: dict[str, dict] = {}
+    for space in spaces:
+        ops.update(build.space_ops(space, num_classes))
+    return ops
+
+
+def variant_ops(families: Iterable[str], resolution: int) -> dict[str, dict]:
+    """Every op key of the families' published variants deployed at `resolution`."""
+    import search_spaces
+    from supernets.config import ArchConfig
+
+    configs = [ArchConfig.load(search_spaces.variant_path(f, v)).replace(resolution=resolution)
+               for f in families for v in search_spaces.variant_names(f)]
+    return build.ops_for(configs)
+
+
+
+
+def not_measured(device: Device, resolution: int, tables_dir: PathLike, ops: dict[str, dict]) -> dict[str, dict]:
+    """The ops `device`'s table has no timing of (estimated entries count as missing: timings
+    replace them)."""
+    found = find_table(device.name, resolution, tables_dir)
+    entries = LatencyTable.load(found, device=device.name, resolution=resolution).entries if found else {}
+    measured = {k for k, e in entries.items() if e.get("source") == "measured"}
+    return {k: op for k, op in ops.items() if k not in measured}
+
+
+def coverage(table: LatencyTable, families: Iterable[str], space: str = "all",
+             num_classes: int = 10) -> dict[str, tuple[int, int]]:
+    """family -> (ops of its shipped spaces `table` holds, ops they can need), at the table's resolution."""
+    out = {}
+    for fam in families:
+        needed = set(ops_of(spaces_at([fam], table.resolution, None, space)[table.resolution], num_classes))
+        out[fam] = (len(needed & set(table.entries)), len(needed))
+    return out
+
+
+class BuildBusy(TableError):
+    """Another `nas lut build` is timing on this machine."""
+
+
+@contextlib.contextmanager
+def measuring_alone():
+    """One `nas lut build` per machine at a time: two would time their ops against each other's
+    load (calibration error 2 % -> 40 %), so a second one is refused, not queued."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(os.path.join(tempfile.gettempdir(), "nas-lut-build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BuildBusy("another `nas lut build` is measuring on this machine; two at once would time each other's "
+                        "load: wait for it to finish, then run this one") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def build_tables(device_name: str, families: list[str], *, space: str = "all", resolution: int | None = None,
+                 num_classes: int = 10, tables_dir: PathLike, rounds: int = 7, calibration_samples: int = 12,
+                 recalibrate: bool = False, progress: bool = True) -> list[Path]:
+    """Time every op the families' shipped spaces (`space`: small, paper or all) can need on a
+    device measurable here, at each resolution they deploy at, and fit each table's cache blend
+    on random networks timed whole. Ops a table holds already are kept (a re-run resumes); the
+    blend is refitted when ops were added, or with `recalibrate`. Returns the tables written."""
+    tables_dir = Path(tables_dir)
+    paths = []
+    with measuring_alone():
+        by_res = spaces_at(families, resolution, get_device(device_name, tables_dir), space)
+        for res, spaces in by_res.items():
+            ops = ops_of(spaces, num_classes)
+            device, table = open_table(device_name, res, tables_dir, create=True)
+            if not device.measurable:
+                raise TableError(f"device {device_name} cannot be measured on this machine "
+                                 f"({device.unavailable_reason})")
+            table.environment.update(build.new_table(device_name, res, device.threads, device.backend).environment)
+            todo = [k for k in ops if k not in table]
+            print(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
+                  f"{table.path}, measuring {len(todo)}", flush=True)
+            t0 = time.time()
+            if todo or "calibration" not in table.environment or recalibrate:
+                cal = build.calibrate(table, spaces, num_classes, ops=ops, samples=calibration_samples,
+                                      threads=device.threads, rounds=rounds, progress=progress)
+                errs = sorted(abs(e) for e in cal.errors_pct)
+                m = cal.cache_model
+                print(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
+                      f"{m.slope:+.3f}*ln(weights/MiB), "
+                      f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%", flush=True)
+            warning = build.noisy_calibration_warning(table)
+            if warning:
+                print(warning, flush=True)
+            table.save()
+            print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
+            paths.append(table.path)
+    return paths

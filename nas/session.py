@@ -1,0 +1,258 @@
+"""A trained supernet opened for slimming or search, and slimming it with every output written.
+
+`SupernetSession.open` gathers what ``nas slim``, ``nas search`` and the studies share: the
+supernet (eval mode, channels in the order asked), the device's latency table and predictor
+(``lut.store``), and the evaluator on fixed calibration/validation subsets. `SupernetSession.slim`
+runs the iterative slimming (``nas.slim``) and writes, per target, the config and its inherited
+weights, then the trajectory and its plot.
+
+Errors name this module's parameters (``supernet``, ``family``); the CLI says them as its flags.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lut import store
+from lut.table import LatencyTable
+from nas import checkpoint, runs
+from nas.errors import ParameterError, UserError
+from nas.evaluate import Evaluator
+from nas.slim import LAST_STEPS, PROPOSALS, SlimResult, channel_order, checked_targets, slim, write_trajectory
+from nas.train import Recipe
+from supernets.config import ArchConfig
+
+
+def targets_label(targets: list[float]) -> str:
+    """``7-3-1.6ms`` of checked targets (largest first)."""
+    return "-".join(f"{t:g}" for t in targets) + "ms"
+
+
+@dataclass
+class Emitted:
+    """What `SupernetSession.slim` wrote."""
+    configs: list[Path]          # one per target, largest target first
+    weights: list[Path]          # the configs' inherited weights, beside them
+    trajectory: list[Path]       # the trajectory CSV and its plot
+    result: SlimResult
+
+
+@dataclass
+class Searched:
+    """What `SupernetSession.search` found and wrote."""
+    result: object               # nas.search.SearchResult: the study, its feasible front, the best member
+    out_dir: Path
+    stem: str                    # FAMILY@DEVICE-Tms: the study's default name and the configs' prefix
+    written: list[Path]          # front configs (+ weights), trials.csv, pareto.png
+    best_per_target: list[dict] = field(default_factory=list)   # with several targets: one row each
+
+
+@dataclass
+class SupernetSession:
+    ckpt_path: Path
+    net: object                  # Supernet, in eval mode, channels ordered as asked
+    device: str                  # the device name the table prices
+    table: LatencyTable
+    predictor: Callable          # config -> ms
+    evaluator: Evaluator         # sub-network -> Score
+    data: str                    # the supernet's data source
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, *, supernet: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
+             family: str | None = None, device: str = "cpu", tables_dir: str | os.PathLike | None = None,
+             threads: int = 2, calib_images: int = 256, val_images: int = 1000, seed: int = 0,
+             channel_order_rule: str = "auto", progress: bool = True) -> "SupernetSession":
+        """`supernet` (a checkpoint), else the newest finished one of `family` under `runs_dir`."""
+        ckpt_path = Path(supernet) if supernet else runs.latest_supernet(runs_dir, family or runs.DEFAULT_FAMILY)
+        ckpt = checkpoint.load(ckpt_path)
+        net = checkpoint.build_supernet(ckpt)
+        if family and family != net.space.family:
+            raise UserError(f"--supernet {ckpt_path} is a {net.space.family} supernet, not --family {family}; "
+                            "drop --family or pass that family's supernet")
+        tables_dir = Path(tables_dir) if tables_dir is not None else Path(runs_dir) / "tables"
+        dev, table = store.open_table(device, net.space.resolution, tables_dir, create=True)
+        predictor = store.predictor(dev, table, tables_dir, progress)
+        recipe = Recipe.from_dict(ckpt["recipe"])
+        torch.set_num_threads(threads)
+        evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib_images, val_images, seed)
+        net.eval()
+        if channel_order(channel_order_rule, net) == "importance":
+            net.reorder_channels()
+        return cls(ckpt_path, net, device, table, predictor, evaluator, recipe.data)
+
+    @property
+    def family(self) -> str:
+        return self.net.space.family
+
+    def save_inherited(self, config: ArchConfig, path: Path) -> Path:
+        """The sub-network of `config` with inherited weights, BN recalibrated as it was scored."""
+        model = self.evaluator.recalibrate(self.net.subnet(config))
+        return checkpoint.save_model(path, config, model, self.net.img_size, data=self.data)
+
+    def slim(self, targets: list[float], out_dir: str | os.PathLike, *, proposals: str = PROPOSALS[0],
+             last_step: str = LAST_STEPS[0], evaluate_map=map) -> Emitted:
+        """Slim to every target; write each target's config (``FAMILY@DEVICE-Tms.yaml``) with its
+        inherited weights beside it, then the trajectory. The caller makes these all-or-nothing
+        (``io.all_or_nothing``) where a failure must leave none of them."""
+        targets = checked_targets(targets)
+        out_dir = Path(out_dir)
+        result = slim(self.net, self.predictor, self.evaluator, targets, evaluate_map=evaluate_map,
+                      proposals=proposals, last_step=last_step)
+        configs, weights = [], []
+        for t in targets:
+            choice, step = result.at(t)
+            name = f"{self.family}@{self.device}-{t:g}ms"
+            config = choice.to_config(self.net.space, num_classes=self.net.num_classes).replace(
+                name=name,
+                meta={"device": self.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                      "inherited_top1": round(step.accuracy, 2), "supernet": str(self.ckpt_path),
+                      **store.provenance(self.table), "steps": step.step, "proposals": proposals,
+                      "last_step": last_step})
+            yaml_path = out_dir / f"{name}.yaml"
+            # weights first, the YAML last: a config on disk always has its weights beside it
+            pt = self.save_inherited(config, yaml_path.with_suffix(".pt"))
+            try:
+                config.save(yaml_path)
+            except BaseException:
+                pt.unlink(missing_ok=True)
+                raise
+            configs.append(yaml_path)
+            weights.append(pt)
+        stem = out_dir / f"{self.family}@{self.device}-{targets_label(targets)}"
+        trajectory = write_trajectory(result, stem, targets, f"{self.family} @ {self.device}: slimming to "
+                                      f"{', '.join(f'{t:g}' for t in targets)} ms")
+        return Emitted(configs, weights, list(trajectory), result)
+
+    def search(self, targets: list[float], out_dir: str | os.PathLike | None = None, *, trials: int = 60,
+               storage: str | None = None, study_name: str | None = None, seed: int = 0, population: int = 16,
+               ray_address: str | None = None, workers: int = 1, threads: int = 2, progress: bool = True,
+               log: Callable[[str], None] = print) -> Searched:
+        """NSGA-II search under the largest target (``nas.search``): in this process, or by
+        `workers` Ray workers sharing the study when `ray_address` connects. Writes the feasible
+        front (configs and inherited weights), ``trials.csv`` and ``pareto.png`` to `out_dir`;
+        with several targets also ``best_per_target.csv`` (each smaller one picks from the front)."""
+        from tqdm.auto import tqdm
+
+        from nas import cluster, search
+        from supernets import io
+
+        if trials < 1:
+            raise ParameterError("trials", trials, "need at least one trial")
+        if workers < 1:
+            raise ParameterError("workers", workers, "need at least one worker")
+        targets = checked_targets(targets)
+        budget = targets[0]   # the constraint; each smaller target picks from the same front
+        stem = f"{self.family}@{self.device}-{targets_label(targets)}"
+        out_dir = Path(out_dir) if out_dir else self.ckpt_path.parent / "search" / stem
+        name = study_name or stem
+        try:
+            study = search.open_study(search.open_storage(storage, out_dir), name, seed=seed, population=population)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna raise many types for a bad URL
+            raise ParameterError("storage", storage, f"cannot open the study ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:120]}); give an Optuna storage URL such as "
+                                 "sqlite:///study.db") from None
+        log(f"searching {self.family} supernet {self.ckpt_path} for {self.device}@{self.net.space.resolution} under "
+            f"{budget:g} ms: {trials} trials, NSGA-II, study {stem!r} in {storage or out_dir / search.JOURNAL}")
+        try:
+            search.claim(study, budget)
+            with cluster.connected(ray_address) as on_ray:
+                if on_ray:
+                    log(f"{workers} Ray workers share the study")
+                    cluster.search_workers(workers, self.net, self.predictor, self.evaluator, budget,
+                                           storage=storage, out_dir=out_dir, study_name=name, seed=seed,
+                                           population=population, trials=trials, threads=threads)
+                    result = search.front_of(study)
+                else:
+                    with tqdm(total=trials, desc="trials", unit="trial", disable=not progress, leave=False) as bar:
+                        result = search.search(self.net, self.predictor, self.evaluator, budget, study,
+                                               trials=trials, progress=lambda t: bar.update(1))
+        except ValueError as e:   # a study of another budget, space or objectives under that name
+            raise ParameterError("study_name", name, f"{e}; pick another study name or storage") from None
+        meta = {"device": self.device, "target_ms": budget, "supernet": str(self.ckpt_path),
+                **store.provenance(self.table), "study": name}
+        written = search.write_front(result, self.net, out_dir, stem, meta, save_weights=self.save_inherited)
+        rows = []
+        if len(targets) > 1:
+            for t in targets:
+                best = max((m for m in result.front if m.values[1] <= t), key=lambda m: m.values[0], default=None)
+                rows.append({"target_ms": t, "trial": best.number if best else "",
+                             "inherited_top1": round(best.values[0], 3) if best else "",
+                             "predicted_ms": round(best.values[1], 4) if best else "",
+                             "config": str(out_dir / "pareto" / f"{stem}-t{best.number}.yaml") if best else ""})
+            written.insert(0, io.write_csv(out_dir / "best_per_target.csv", rows))
+        return Searched(result, out_dir, stem, written, rows)
+
+
+FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
+                   "status", "config"]
+
+
+def slim_every_family(families: list[str], targets: list[float], out_dir: str | os.PathLike, *,
+                      runs_dir: str | os.PathLike, slim_one: Callable[[str, Path], Emitted], device: str,
+                      log: Callable[[str], None] = print) -> tuple[list[dict], Path, Path]:
+    """Each family's newest finished supernet under `runs_dir` slimmed to the same targets by
+    ``slim_one(family, checkpoint)`` (which writes into `out_dir`), then ``families.csv`` and
+    ``families.png`` there. A family that cannot reach a target is listed with its floor; one
+    without a trained supernet is listed as such. Returns the rows and the two files."""
+    from nas.report import costs
+    from nas.slim import UnreachableTarget
+    from supernets import io
+
+    targets = checked_targets(targets)
+    out_dir = Path(out_dir)
+    rows, trajectories = [], {}
+    for family in families:
+        base = {"family": family, "predicted_ms": "", "inherited_top1": "", "params_m": "", "macs_g": "",
+                "steps": "", "floor_ms": "", "config": ""}
+        try:
+            ckpt = runs.latest_supernet(runs_dir, family)
+        except UserError:
+            rows += [{**base, "target_ms": t, "status": "no trained supernet"} for t in targets]
+            log(f"{family}: no trained supernet under {runs_dir}/ (nas train-supernet --family {family}); listed, "
+                "not slimmed")
+            continue
+        log(f"== {family}")
+        try:
+            emitted = slim_one(family, ckpt)
+        except UnreachableTarget as e:
+            rows += [{**base, "target_ms": t, "floor_ms": round(e.floor_ms, 4),
+                      "status": "target below the family's floor" if t < e.floor_ms else "not slimmed (the ladder's "
+                      "lowest rung is below the floor)"} for t in targets]
+            log(f"{family}: {e}; listed with its floor")
+            continue
+        trajectories[family] = [(s.latency_ms, s.accuracy) for s in emitted.result.steps]
+        for t, path in zip(targets, emitted.configs):
+            _, step = emitted.result.at(t)
+            c = costs(ArchConfig.load(path))
+            rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                         "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
+                         "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
+    csv_path = io.write_csv(out_dir / "families.csv", rows, FAMILIES_FIELDS)
+    return rows, csv_path, _plot_families(rows, trajectories, targets, out_dir / "families.png", device)
+
+
+def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], path: Path, device: str) -> Path:
+    from supernets import io
+
+    with io.png_figure(path, figsize=(6.8, 4.4)) as (fig, ax):
+        for n, (family, points) in enumerate(trajectories.items()):
+            color = f"C{n}"
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-", lw=1, color=color, alpha=0.6)
+            emitted = [r for r in rows if r["family"] == family and r["status"] == "ok"]
+            ax.plot([r["predicted_ms"] for r in emitted], [r["inherited_top1"] for r in emitted], "*", ms=11,
+                    color=color, label=family)
+        for t in targets:
+            ax.axvline(t, ls="--", color="gray", lw=1)
+        ax.invert_xaxis()
+        ax.set(xlabel=f"predicted latency on {device} (ms)", ylabel="top-1 with inherited weights (%)",
+               title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+    return path

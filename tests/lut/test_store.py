@@ -1,0 +1,62 @@
+"""The table store: which table a device gets, where additions go, and how a device's missing ops
+are filled, as its backend and device declare."""
+import pytest
+
+from lut import build, estimate, store
+from lut.devices import SHIPPED_TABLES, get_device
+from lut.table import TableError
+
+
+def _user_device(tmp_path, line: str):
+    (tmp_path / "devices.yaml").write_text(f"devices:\n  - {line}\n")
+
+
+def test_devices_declare_how_their_tables_are_filled(tmp_path):
+    _user_device(tmp_path, "{name: iphone15, backend: coreml}")
+    cpu, iphone12, iphone15 = (get_device(n, tmp_path) for n in ("cpu", "iphone12", "iphone15"))
+    assert (cpu.fills_here, cpu.exporter, cpu.estimated_as) == (True, None, None)          # timed here
+    assert (iphone12.fills_here, iphone12.exporter) == (True, "lut.apple")                 # estimated, or imported
+    assert iphone12.estimated_as == "A14 iOS16 ModelBench"
+    assert (iphone15.fills_here, iphone15.exporter, iphone15.estimated_as) == (False, "lut.apple", None)  # imported only
+    assert estimate.DEVICE_SOURCE == {"iphone12": "A14 iOS16 ModelBench", "iphone13": "A15 iFormer"}
+
+
+def test_a_shipped_table_is_read_in_place_and_written_to_the_users_directory(tmp_path):
+    device, table = store.open_table("iphone12", 224, tmp_path, create=True)
+    assert table.loaded_from == SHIPPED_TABLES / "iphone12@224.yaml"
+    assert table.path == tmp_path / "iphone12@224.yaml"      # additions never go into the package
+    assert store.provenance(table)["table"] == str(SHIPPED_TABLES / "iphone12@224.yaml")
+    assert store.user_copy(device, 224, tmp_path).path == tmp_path / "iphone12@224.yaml"
+
+
+def test_a_device_that_cannot_fill_a_table_gets_none(tmp_path):
+    _user_device(tmp_path, "{name: iphone15, backend: coreml}")
+    with pytest.raises(TableError, match="no latency table for iphone15@224.*nas lut export"):
+        store.open_table("iphone15", 224, tmp_path, create=True)
+    with pytest.raises(TableError, match="no published protocol to estimate iphone15"):
+        store.estimate_protocol(get_device("iphone15", tmp_path))
+    with pytest.raises(TableError, match="cpu is measured, not estimated"):
+        store.estimate_protocol(get_device("cpu"))
+    device, table = store.open_table("cpu", 224, tmp_path, create=True)   # measurable: a new, empty table
+    assert not table.entries and table.path == tmp_path / "cpu@224.yaml" and not table.path.exists()
+
+
+def test_a_table_of_another_backend_is_refused(tmp_path):
+    table = build.new_table("iphone12", 64, 1, "torch-eager")
+    table.path = tmp_path / "iphone12@64.yaml"
+    table.save()
+    with pytest.raises(TableError, match="backend torch-eager, but device iphone12 uses coreml"):
+        store.open_table("iphone12", 64, tmp_path, create=True)
+    with pytest.raises(TableError, match="holds torch-eager timings, but device iphone12 uses coreml"):
+        store.user_copy(get_device("iphone12"), 64, tmp_path)
+
+
+def test_provenance_names_and_fingerprints_the_file_it_was_priced_with(tmp_path):
+    table = build.new_table("cpu", 64, 1, "torch-eager")
+    assert store.provenance(table) == {"table": "(in memory, not saved)"}
+    table.path = tmp_path / "cpu@64.yaml"
+    table.save()
+    first = store.provenance(table)
+    assert first["table"] == str(table.path) and len(first["table_sha256"]) == 16
+    table.path.write_text(table.path.read_text() + "# edited\n")
+    assert store.provenance(table)["table_sha256"] != first["table_sha256"]   # another file, another fingerprint
