@@ -34,6 +34,7 @@ from lut import graph
 from lut.table import LatencyTable
 from supernets import io
 from supernets.config import OneLineError
+from supernets.registry import OpNode
 
 MANIFEST = "manifest.csv"
 MAC_SCRIPT = "time_on_mac.py"
@@ -89,7 +90,7 @@ def how_to_time(out_dir: Path) -> str:
     return f"Xcode performance report, or {Path(out_dir) / MAC_SCRIPT} on a Mac"
 
 
-def export_ops(ops: dict[str, dict], out_dir: Path, device: str, resolution: int,
+def export_ops(ops: dict[str, OpNode], out_dir: Path, device: str, resolution: int,
                progress: Callable[[int], None] | None = None) -> ExportResult:
     """One ``.mlpackage`` per op plus the manifest and the macOS timing script. Packages that
     already exist are kept, so a killed export continues where it stopped."""
@@ -101,10 +102,10 @@ def export_ops(ops: dict[str, dict], out_dir: Path, device: str, resolution: int
         if path.is_dir():
             skipped += 1
         else:
-            x = torch.randn(op["in_shape"], generator=gen)
+            x = torch.randn(op.in_shape, generator=gen)
             save_mlpackage(mlprogram(graph.deploy_module(op), x), path)
             written += 1
-        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op["in_shape"]))})
+        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op.in_shape))})
         if progress:
             progress(1)
     manifest = out_dir / MANIFEST

@@ -19,7 +19,7 @@ from lut.table import CacheModel, LatencyTable
 from supernets import io
 from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
 from supernets.layers import count_params, reparameterize
-from supernets.registry import get_family, random_choice
+from supernets.registry import OpNode, get_family, random_choice
 
 
 def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iterable[ArchConfig]:
@@ -55,16 +55,16 @@ def covering_configs(space: SearchSpace, num_classes: int | None = None) -> Iter
                 yield choice.to_config(space, num_classes)
 
 
-def ops_for(configs: Iterable[ArchConfig]) -> dict[str, dict]:
+def ops_for(configs: Iterable[ArchConfig]) -> dict[str, OpNode]:
     """key -> op (first occurrence) over the configs."""
-    out: dict[str, dict] = {}
+    out: dict[str, OpNode] = {}
     for cfg in configs:
         for op in graph.ops(cfg):
-            out.setdefault(op["key"], op)
+            out.setdefault(op.key, op)
     return out
 
 
-def fill(table: LatencyTable, ops: dict[str, dict], *, calibration: dict[str, ArchConfig] | None = None,
+def fill(table: LatencyTable, ops: dict[str, OpNode], *, calibration: dict[str, ArchConfig] | None = None,
          threads: int = 1, rounds: int = 5, calls: int = 7, save: bool = True, desc: str = "measuring",
          progress: bool = True) -> Calibration | None:
     """Measure every op of `ops` the table lacks (cold and hot, see ``measure.time_rounds``) and,
@@ -123,8 +123,8 @@ def _save_partial(path: Path, record: dict, rounds: int) -> None:
     io.write_yaml(path, {"names": names, "rounds": rounds, "record": record})
 
 
-def _op_items(ops: dict[str, dict]) -> list[measure.Item]:
-    return measure.prepare((k, graph.deploy_module(op), op["in_shape"]) for k, op in ops.items())
+def _op_items(ops: dict[str, OpNode]) -> list[measure.Item]:
+    return measure.prepare((k, graph.deploy_module(op), op.in_shape) for k, op in ops.items())
 
 
 def _model_items(configs: dict[str, ArchConfig]) -> list[measure.Item]:
@@ -190,7 +190,7 @@ class Calibration:
 
 def calibrate(table: LatencyTable, spaces: list[SearchSpace], num_classes: int | None = None, *, samples: int = 12,
               seed: int = 0, threads: int = 1, rounds: int = 5, progress: bool = True, save: bool = True,
-              ops: dict[str, dict] | None = None) -> Calibration:
+              ops: dict[str, OpNode] | None = None) -> Calibration:
     """Fit the table's cache blend on `samples` random networks of `spaces`, measuring `ops` (and
     the networks' own ops) that the table lacks in the same rounds.
 
@@ -241,7 +241,7 @@ def noisy_calibration_warning(table: LatencyTable) -> str | None:
             f"machine (`nas lut build --device {table.device} --recalibrate`, after deleting the file to re-time ops)")
 
 
-def space_ops(space: SearchSpace, num_classes: int) -> dict[str, dict]:
+def space_ops(space: SearchSpace, num_classes: int) -> dict[str, OpNode]:
     return ops_for(covering_configs(space, num_classes))
 
 
@@ -252,7 +252,7 @@ class Predictor:
     model), and the table saved; otherwise a ``MissingKeysError`` names them."""
 
     def __init__(self, table: LatencyTable, measurable: bool, *, threads: int = 1, rounds: int = 5,
-                 progress: bool = True, estimate: Callable[[LatencyTable, dict[str, dict]], None] | None = None):
+                 progress: bool = True, estimate: Callable[[LatencyTable, dict[str, OpNode]], None] | None = None):
         self.table, self.measurable, self.estimate = table, measurable, estimate
         self.threads, self.rounds, self.progress = threads, rounds, progress
         self._cache: dict[str, float] = {}

@@ -41,6 +41,7 @@ from torch.utils.flop_counter import flop_registry
 
 from lut.devices import BUILTIN
 from supernets import io
+from supernets.registry import OpNode
 
 MODEL_VERSION = "coreml-cost-v1"
 CALIBRATION_CSV = Path(__file__).resolve().parent / "calibration" / "published_latency.csv"
@@ -433,7 +434,7 @@ def cost_model_path(tables_dir: str | Path | None) -> Path:
     return user if user is not None and user.is_file() else SHIPPED_MODEL
 
 
-def estimate_ops(table, ops: Mapping[str, dict], model: CostModel, source: str,
+def estimate_ops(table, ops: Mapping[str, OpNode], model: CostModel, source: str,
                  progress: Callable[[int], None] | None = None, *, redo: bool = False) -> int:
     """Add an estimated entry for every op of `ops` the table lacks (with `redo`, also re-estimate
     its estimated entries; measured ones always win). Returns how many were written."""
@@ -442,7 +443,7 @@ def estimate_ops(table, ops: Mapping[str, dict], model: CostModel, source: str,
     added = 0
     for key, op in ops.items():
         if key not in table or (redo and table.entries[key].get("source") == "estimated"):
-            feats = profile(graph.deploy_module(op), tuple(op["in_shape"]))
+            feats = profile(graph.deploy_module(op), tuple(op.in_shape))
             table.add(key, model.op_ms(feats, source), source="estimated", model=model.version,
                       macs=int(round((feats["dense_gmacs"] + feats["attention_gmacs"]) * 1e9)))
             added += 1

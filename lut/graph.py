@@ -1,8 +1,16 @@
-"""Op graph of an ArchConfig: a ``networkx.DiGraph`` of ops in forward order.
+"""The ops of an ArchConfig, in forward order: the family's typed ``OpNode`` list.
 
-Each node carries its LUT key, its input shape and a factory for a standalone deploy-form
-module; ``op_costs`` adds parameters and MACs (``FlopCounterMode``, FLOPs/2). The same graph
-prices a config in a latency table, reports params/MACs and names what must be measured.
+Each ``OpNode`` carries its name, its LUT key, its kind, its input shape and a factory for a
+standalone deploy-form module; ``op_costs`` adds parameters and MACs (``FlopCounterMode``,
+FLOPs/2). The same list prices a config in a latency table, reports params/MACs and names what
+must be measured.
+
+An op is a block or larger (a stem, an embedding, a stage's FMB, the head), timed whole at batch
+1: the branches inside a block (FastViT's reparameterizable branches, FMViT's high bands and
+fusion) are inside one op's timing, and ops run one after another. So the ops form a chain, and a
+table prices a config as the sum over the list. ``op_graph`` gives the same chain as a
+``networkx.DiGraph`` for inspection and drawing (``networkx.draw``, ``write_graphml``); pricing
+never needs more than the list.
 """
 from __future__ import annotations
 
@@ -12,33 +20,30 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from supernets.config import ArchConfig
 from supernets.layers import count_params, reparameterize
-from supernets.registry import get_family
+from supernets.registry import OpNode, get_family
+
+
+def ops(config: ArchConfig) -> list[OpNode]:
+    """The config's ops in forward order (the family's ``op_nodes``)."""
+    return get_family(config.family).op_nodes(config)
 
 
 def op_graph(config: ArchConfig) -> nx.DiGraph:
-    nodes = get_family(config.family).op_nodes(config)
+    """The ops as a networkx chain (node: the op's name; attributes: the OpNode's fields)."""
     g = nx.DiGraph(family=config.family, resolution=config.resolution)
-    prev = None
-    for n in nodes:
-        g.add_node(n.name, key=n.key, kind=n.kind, in_shape=n.in_shape, make=n.make)
-        if prev is not None:
-            g.add_edge(prev, n.name)
-        prev = n.name
+    chain = ops(config)
+    nx.add_path(g, [op.name for op in chain])
+    for op in chain:
+        g.nodes[op.name].update(key=op.key, kind=op.kind, in_shape=op.in_shape, make=op.make)
     return g
 
 
-def ops(config: ArchConfig) -> list[dict]:
-    """Node attribute dicts in forward (topological) order."""
-    g = op_graph(config)
-    return [dict(name=n, **g.nodes[n]) for n in nx.topological_sort(g)]
-
-
 def keys(config: ArchConfig) -> list[str]:
-    return [op["key"] for op in ops(config)]
+    return [op.key for op in ops(config)]
 
 
-def deploy_module(op: dict) -> torch.nn.Module:
-    return reparameterize(op["make"]()).eval()
+def deploy_module(op: OpNode) -> torch.nn.Module:
+    return reparameterize(op.make()).eval()
 
 
 def macs(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -51,8 +56,8 @@ def op_costs(config: ArchConfig) -> list[dict]:
     """Per op: name, key, kind, params (train form), params (deploy form), MACs (deploy form)."""
     rows = []
     for op in ops(config):
-        train = op["make"]()
+        train = op.make()
         deploy = reparameterize(train).eval()
-        rows.append(dict(name=op["name"], key=op["key"], kind=op["kind"], params=count_params(train),
-                         deploy_params=count_params(deploy), macs=macs(deploy, torch.zeros(op["in_shape"]))))
+        rows.append(dict(name=op.name, key=op.key, kind=op.kind, params=count_params(train),
+                         deploy_params=count_params(deploy), macs=macs(deploy, torch.zeros(op.in_shape))))
     return rows

@@ -23,6 +23,7 @@ from typing import Iterable
 from lut import build, estimate
 from lut.devices import Device, find_table, get_device, table_path
 from lut.table import LatencyTable, TableError
+from supernets.registry import OpNode
 
 PathLike = str | os.PathLike
 
@@ -143,15 +144,15 @@ def spaces_at(families: Iterable[str], resolution: int | None, device: Device | 
     return out
 
 
-def ops_of(spaces: Iterable, num_classes: int) -> dict[str, dict]:
+def ops_of(spaces: Iterable, num_classes: int) -> dict[str, OpNode]:
     """Every op key the spaces can need."""
-    ops: dict[str, dict] = {}
+    ops: dict[str, OpNode] = {}
     for space in spaces:
         ops.update(build.space_ops(space, num_classes))
     return ops
 
 
-def variant_ops(families: Iterable[str], resolution: int) -> dict[str, dict]:
+def variant_ops(families: Iterable[str], resolution: int) -> dict[str, OpNode]:
     """Every op key of the families' published variants deployed at `resolution`."""
     import search_spaces
     from supernets.config import ArchConfig
@@ -163,7 +164,7 @@ def variant_ops(families: Iterable[str], resolution: int) -> dict[str, dict]:
 
 
 
-def not_measured(device: Device, resolution: int, tables_dir: PathLike, ops: dict[str, dict]) -> dict[str, dict]:
+def not_measured(device: Device, resolution: int, tables_dir: PathLike, ops: dict[str, OpNode]) -> dict[str, OpNode]:
     """The ops `device`'s table has no timing of (estimated entries count as missing: timings
     replace them)."""
     found = find_table(device.name, resolution, tables_dir)

@@ -188,7 +188,7 @@ class LatencyTable:
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
         blend = self.cache_model.blend(self.weight_bytes(config))
-        rows = [(op["name"], op["key"], self.ms(op["key"], blend)) for op in graph.ops(config)]
+        rows = [(op.name, op.key, self.ms(op.key, blend)) for op in graph.ops(config)]
         if self.overhead_ms:
             rows.append(("call overhead", OVERHEAD_KEY, self.overhead_ms))
         return rows

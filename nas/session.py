@@ -1,12 +1,15 @@
-"""A trained supernet opened for slimming or search, and slimming it with every output written.
+"""A trained supernet opened for slimming or search, with every output written.
 
 `SupernetSession.open` gathers what ``nas slim``, ``nas search`` and the studies share: the
 supernet (eval mode, channels in the order asked), the device's latency table and predictor
 (``lut.store``), and the evaluator on fixed calibration/validation subsets. `SupernetSession.slim`
 runs the iterative slimming (``nas.slim``) and writes, per target, the config and its inherited
-weights, then the trajectory and its plot.
+weights, then the trajectory and its plot; `SupernetSession.search` runs the NSGA-II search
+(``nas.search``) and writes its front; `slim_every_family` slims each family's newest supernet
+to the same targets and tabulates them.
 
-Errors name this module's parameters (``supernet``, ``family``); the CLI says them as its flags.
+A bad parameter value is a ``ParameterError`` naming the parameter (``trials``, ``storage``,
+``study_name``); the CLI says it with the flag that sets it.
 """
 from __future__ import annotations
 
@@ -60,7 +63,6 @@ class SupernetSession:
     predictor: Callable          # config -> ms
     evaluator: Evaluator         # sub-network -> Score
     data: str                    # the supernet's data source
-    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, *, supernet: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",

@@ -14,7 +14,7 @@ def two_ops():
     """Two small ops of the shipped EfficientFormer space at 64 px (keys `nas lut import` knows)."""
     space = SearchSpace.load(search_spaces.space_path("efficientformer", "small")).replace(resolution=64)
     ops = build.space_ops(space, 10)
-    keys = sorted(ops, key=lambda k: ops[k]["in_shape"][1])[:2]
+    keys = sorted(ops, key=lambda k: ops[k].in_shape[1])[:2]
     return {k: ops[k] for k in keys}
 
 
@@ -30,7 +30,7 @@ def test_export_writes_a_package_per_op_a_manifest_and_resumes(exported, two_ops
     rows = list(csv.DictReader(open(result.manifest)))
     assert [r["key"] for r in rows] == list(two_ops)
     assert all((out / r["file"] / "Manifest.json").is_file() for r in rows)       # an .mlpackage directory
-    assert rows[0]["input_shape"] == "x".join(map(str, two_ops[rows[0]["key"]]["in_shape"]))
+    assert rows[0]["input_shape"] == "x".join(map(str, two_ops[rows[0]["key"]].in_shape))
     assert "nas lut import timings.csv --device iphone12" in (out / apple.MAC_SCRIPT).read_text()
     again = apple.export_ops(two_ops, out, "iphone12", 64)
     assert again.written == 0 and again.skipped == 2
