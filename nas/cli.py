@@ -41,7 +41,7 @@ def _families(name: str) -> list[str]:
 # ---------------------------------------------------------------------------- commands
 def cmd_train_supernet(args) -> Path:
     from nas import checkpoint, runs
-    from nas.train import Recipe, train_supernet
+    from nas.train import Recipe, train_supernet_run
 
     if args.family == "all" and not args.resume:
         return _train_every_family(args)
@@ -67,26 +67,10 @@ def cmd_train_supernet(args) -> Path:
                         train_widths=args.train_widths, **runtime_flags)
         recipe.check()
         run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers}: need at least one worker")
-    runtime = recipe.runtime()   # --device cuda without CUDA, --amp fp16 on the CPU: one line, before anything is written
-    # Several workers on one machine go through the same Ray Train path as a cluster: a local one.
-    address = args.ray_address or ("local" if args.workers > 1 else None)
-    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel, "
-          f"{runtime.device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}) -> {run_dir}", flush=True)
-    with contextlib.nullcontext() if args.resume else runs.removed_if_stillborn(run_dir):
-        if address:
-            from nas import cluster
-
-            gpus = args.gpus_per_worker if args.gpus_per_worker is not None else float(runtime.device.type == "cuda")
-            with cluster.connected(address):
-                print(f"Ray Train: {args.workers} DDP workers ({'NCCL, GPU' if gpus else 'gloo, CPU'}); "
-                      f"a lost worker restarts the group from the last epoch's checkpoint", flush=True)
-                path = cluster.train_on_ray(recipe, run_dir, workers=args.workers, gpus_per_worker=gpus,
-                                            storage_path=args.storage_path,
-                                            threads=max(1, recipe.threads // args.workers))
-        else:
-            path = train_supernet(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    path = train_supernet_run(recipe, run_dir, resume=bool(args.resume), workers=args.workers,
+                              ray_address=args.ray_address, gpus_per_worker=args.gpus_per_worker,
+                              storage_path=args.storage_path, progress=not args.no_progress,
+                              log=lambda line: print(line, flush=True))
     print(f"supernet: {path}")
     return path
 
@@ -630,17 +614,15 @@ def cmd_quickstart(args) -> None:
     from lut import store
     from nas import runs
     from nas.session import SupernetSession
-    from nas.train import Recipe, train_supernet
+    from nas.train import Recipe, train_supernet_run
     from supernets import io
 
     t0 = time.time()
     progress = not args.no_progress
     recipe = Recipe(epochs=args.epochs)
     recipe.check()
-    run_dir = runs.new_run_dir(args.runs, recipe.family)
-    print(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs) -> {run_dir}", flush=True)
-    with runs.removed_if_stillborn(run_dir):
-        ckpt_path = train_supernet(recipe, run_dir, progress=progress)
+    ckpt_path = train_supernet_run(recipe, runs.new_run_dir(args.runs, recipe.family), progress=progress,
+                                   log=lambda line: print(line, flush=True))
     tables_dir = Path(args.runs) / "tables"
     table_path = store.build_tables("cpu", [recipe.family], space=recipe.space, tables_dir=tables_dir,
                                     progress=progress)[-1]

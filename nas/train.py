@@ -28,7 +28,7 @@ from timm.optim import create_optimizer_v2
 
 from nas import checkpoint, data as data_mod, engine, runs
 from nas.engine import RecipeBase, Runtime
-from nas.errors import UserError
+from nas.errors import ParameterError, UserError
 from supernets import io
 from supernets.config import SearchSpace
 from supernets.supernet import Supernet
@@ -198,3 +198,31 @@ def build(recipe: Recipe) -> tuple[SearchSpace, data_mod.Data, Supernet, Any, An
     scheduler = engine.cosine_schedule(optimizer, lr=recipe.lr, min_lr=recipe.lr * 1e-2, epochs=recipe.epochs,
                                        warmup_epochs=recipe.warmup_epochs, updates_per_epoch=updates)
     return space, data, net, optimizer, scheduler
+
+
+def train_supernet_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, workers: int = 1,
+                       ray_address: str | None = None, gpus_per_worker: float | None = None,
+                       storage_path: str | None = None, progress: bool = True,
+                       log: Callable[[str], None] = print) -> Path:
+    """Train the supernet into `run_dir` (or continue it, `resume`), here or with Ray Train DDP:
+    several `workers` on one machine go through the same Ray path as a cluster, a local one.
+    A fresh run that fails leaves no run directory behind."""
+    import contextlib
+
+    if workers < 1:
+        raise ParameterError("workers", workers, "need at least one worker")
+    runtime = recipe.runtime()   # a CUDA device without CUDA, fp16 on the CPU: one line, before anything is written
+    address = ray_address or ("local" if workers > 1 else None)
+    log(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel, "
+        f"{runtime.device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}) -> {run_dir}")
+    with contextlib.nullcontext() if resume else runs.removed_if_stillborn(run_dir):
+        if not address:
+            return train_supernet(recipe, run_dir, resume=resume, progress=progress, log=log)
+        from nas import cluster
+
+        gpus = gpus_per_worker if gpus_per_worker is not None else float(runtime.device.type == "cuda")
+        with cluster.connected(address):
+            log(f"Ray Train: {workers} DDP workers ({'NCCL, GPU' if gpus else 'gloo, CPU'}); "
+                "a lost worker restarts the group from the last epoch's checkpoint")
+            return cluster.train_on_ray(recipe, run_dir, workers=workers, gpus_per_worker=gpus,
+                                        storage_path=storage_path, threads=max(1, recipe.threads // workers))
