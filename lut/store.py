@@ -128,6 +128,13 @@ def predictor(device: Device, table: LatencyTable, tables_dir: PathLike, progres
     return build.Predictor(table, device.measurable, threads=device.threads, progress=progress, estimate=fill)
 
 
+def open_predictor(device_name: str, resolution: int, tables_dir: PathLike,
+                   progress: bool = True) -> tuple[LatencyTable, build.Predictor]:
+    """The device's table at `resolution` (made when the device can fill one) and its predictor."""
+    device, table = open_table(device_name, resolution, tables_dir, create=True)
+    return table, predictor(device, table, tables_dir, progress)
+
+
 def spaces_at(families: Iterable[str], resolution: int | None, device: Device | None,
               which: str = "all") -> dict[int, list]:
     """resolution -> the families' shipped spaces (``small|paper|all``) deployed there

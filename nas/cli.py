@@ -18,8 +18,7 @@ from nas.runs import DEFAULT_FAMILY
 
 DEFAULT_RUNS = "runs"
 # library parameters whose flag is not ``--`` + the name with dashes
-FLAG_OF_PARAMETER = {"study_name": "--study", "runs_dir": "--runs", "tables_dir": "--tables",
-                     "channel_order_rule": "--channel-order"}
+FLAG_OF_PARAMETER = {"study_name": "--study"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -463,8 +462,7 @@ def _reachable_range(target: Path, args) -> str:
     from nas.slim import reachable_floor
 
     net = checkpoint.build_supernet(checkpoint.load(target / runs.SUPERNET if target.is_dir() else target))
-    device, table = store.open_table(args.device, net.space.resolution, _tables_dir(args), create=True)
-    predict = store.predictor(device, table, _tables_dir(args), not args.no_progress)
+    _, predict = store.open_predictor(args.device, net.space.resolution, _tables_dir(args), not args.no_progress)
     start = net.initial_choice()
     start_config = start.to_config(net.space, num_classes=net.num_classes)
     return (f"  reachable on {args.device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
@@ -598,8 +596,8 @@ def cmd_eval(args) -> dict:
     runtime = engine.Runtime.of(args.compute)
     runtime.prepare(model)
     scores = engine.evaluate(model, data_mod.loader(data, data.val, 256, workers=4), runtime)
-    device, table = store.open_table(args.device, config.resolution, _tables_dir(args), create=True)
-    ms = store.predictor(device, table, _tables_dir(args), not args.no_progress)(config)
+    table, predict = store.open_predictor(args.device, config.resolution, _tables_dir(args), not args.no_progress)
+    ms = predict(config)
     c = costs(config, model.cpu())
     print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {data.source} val ({len(data.val)} images, "
           f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")

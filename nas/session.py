@@ -49,7 +49,6 @@ class Searched:
     """What `SupernetSession.search` found and wrote."""
     result: object               # nas.search.SearchResult: the study, its feasible front, the best member
     out_dir: Path
-    stem: str                    # FAMILY@DEVICE-Tms: the study's default name and the configs' prefix
     written: list[Path]          # front configs (+ weights), trials.csv, pareto.png
     best_per_target: list[dict] = field(default_factory=list)   # with several targets: one row each
 
@@ -77,8 +76,7 @@ class SupernetSession:
             raise UserError(f"--supernet {ckpt_path} is a {net.space.family} supernet, not --family {family}; "
                             "drop --family or pass that family's supernet")
         tables_dir = Path(tables_dir) if tables_dir is not None else Path(runs_dir) / "tables"
-        dev, table = store.open_table(device, net.space.resolution, tables_dir, create=True)
-        predictor = store.predictor(dev, table, tables_dir, progress)
+        table, predictor = store.open_predictor(device, net.space.resolution, tables_dir, progress)
         recipe = Recipe.from_dict(ckpt["recipe"])
         torch.set_num_threads(threads)
         evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib_images, val_images, seed)
@@ -187,7 +185,7 @@ class SupernetSession:
                              "predicted_ms": round(best.values[1], 4) if best else "",
                              "config": str(out_dir / "pareto" / f"{stem}-t{best.number}.yaml") if best else ""})
             written.insert(0, io.write_csv(out_dir / "best_per_target.csv", rows))
-        return Searched(result, out_dir, stem, written, rows)
+        return Searched(result, out_dir, written, rows)
 
 
 FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
