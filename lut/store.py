@@ -214,7 +214,7 @@ def measuring_alone():
 
 def build_tables(device_name: str, families: list[str], *, space: str = "all", resolution: int | None = None,
                  num_classes: int = 10, tables_dir: PathLike, rounds: int = 7, calibration_samples: int = 12,
-                 recalibrate: bool = False, progress: bool = True) -> list[Path]:
+                 recalibrate: bool = False, progress: bool = True, log=print) -> list[Path]:
     """Time every op the families' shipped spaces (`space`: small, paper or all) can need on a
     device measurable here, at each resolution they deploy at, and fit each table's cache blend
     on random networks timed whole. Ops a table holds already are kept (a re-run resumes); the
@@ -231,21 +231,169 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
                                  f"({device.unavailable_reason})")
             table.environment.update(build.new_table(device_name, res, device.threads, device.backend).environment)
             todo = [k for k in ops if k not in table]
-            print(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
-                  f"{table.path}, measuring {len(todo)}", flush=True)
+            log(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
+                  f"{table.path}, measuring {len(todo)}")
             t0 = time.time()
             if todo or "calibration" not in table.environment or recalibrate:
                 cal = build.calibrate(table, spaces, num_classes, ops=ops, samples=calibration_samples,
                                       threads=device.threads, rounds=rounds, progress=progress)
                 errs = sorted(abs(e) for e in cal.errors_pct)
                 m = cal.cache_model
-                print(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
+                log(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
                       f"{m.slope:+.3f}*ln(weights/MiB), "
-                      f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%", flush=True)
+                      f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%")
             warning = build.noisy_calibration_warning(table)
             if warning:
-                print(warning, flush=True)
+                log(warning)
             table.save()
-            print(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
+            log(f"table: {table.path} ({len(table.entries)} entries, {time.time() - t0:.0f}s)")
             paths.append(table.path)
     return paths
+
+
+def estimate_tables(device_name: str, families: list[str], *, resolutions: Iterable[int], space: str = "all",
+                    num_classes: Iterable[int] = (10,), tables_dir: PathLike, refit: bool = False, redo: bool = True,
+                    progress: bool = True, log=print) -> list[Path]:
+    """Estimate with the cost model (`refit`: fitted anew on the published latencies first) every
+    op the families' spaces and published variants need at each resolution, into the user's
+    copy of the device's table. `redo` False keeps the ops the table holds."""
+    from tqdm.auto import tqdm
+
+    tables_dir = Path(tables_dir)
+    device = get_device(device_name, tables_dir)
+    source = estimate_protocol(device)
+    if refit:
+        model, path = refit_cost_model(tables_dir, progress=progress)
+        log(f"fitted {model.version} on {model.fitted_on['rows']} published latencies of "
+            f"{model.fitted_on['models']} models (in-sample median error "
+            f"{model.fitted_on['in_sample_median_ape_pct']}%); saved {path}")
+    else:
+        model, source = cost_model(device, tables_dir)
+    written = []
+    for res in resolutions:
+        (_, spaces), = spaces_at(families, res, device, space).items()
+        ops: dict[str, OpNode] = {}
+        for n in num_classes:
+            ops.update(ops_of(spaces, n))
+        ops.update(variant_ops(families, res))   # so published variants can be priced next to searched ones
+        table = user_copy(device, res, tables_dir)
+        bar = tqdm(total=len(ops), desc=f"{device_name}@{res}", unit="op", disable=not progress, leave=False)
+        try:
+            added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=redo)
+        finally:
+            bar.close()
+        estimate.describe_table(table, model, source)
+        written.append(table.save())
+        log(f"{table.path}: {added} ops estimated ({len(ops)} in the spaces of {', '.join(families)}; "
+            f"{len(table.entries)} entries), {model.version} as {source}, call overhead {table.overhead_ms:.3f} ms")
+    return written
+
+
+def export_for_timing(device_name: str, families: list[str], *, out_dir: PathLike | None = None,
+                      runs_dir: PathLike = "runs", space: str = "all", resolution: int | None = None,
+                      num_classes: int = 10, tables_dir: PathLike, progress: bool = True, log=print) -> Path:
+    """For a device timed elsewhere (its backend declares an exporter, e.g. Core ML's): write one
+    package per op its table lacks, with the manifest that `import_timings` reads back. Packages
+    already written are kept (a re-run continues). Returns the manifest."""
+    import importlib
+
+    from tqdm.auto import tqdm
+
+    from nas.errors import ParameterError
+
+    tables_dir = Path(tables_dir)
+    device = get_device(device_name, tables_dir)
+    if device.exporter is None:
+        raise TableError(f"device {device_name} is measured here ({device.backend}); use `nas lut build --device "
+                         f"{device_name}` (lut export is for devices timed elsewhere, such as Core ML's)")
+    exporter = importlib.import_module(device.exporter)
+    by_res = spaces_at(families, resolution, device, space)
+    if len(by_res) > 1:
+        raise ParameterError("resolution", resolution, f"the spaces of {', '.join(families)} deploy at "
+                                                       f"{sorted(by_res)} px; pick one")
+    (res, spaces), = by_res.items()
+    ops = ops_of(spaces, num_classes)
+    todo = not_measured(device, res, tables_dir, ops)
+    out = Path(out_dir) if out_dir else Path(runs_dir) / "apple" / f"{device_name}@{res}"
+    log(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already measured, "
+        f"exporting {len(todo)} {exporter.EXPORTS} to {out}")
+    bar = tqdm(total=len(todo), desc="converting", unit="op", disable=not progress, leave=False)
+    try:
+        result = exporter.export_ops(todo, out, device_name, res, progress=bar.update)
+    except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
+        raise TableError(f"{device.backend} conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                         "packages written so far are kept, re-run to continue") from None
+    finally:
+        bar.close()
+    log(f"wrote {result.written} {exporter.EXPORTS} ({result.skipped} already there) and {result.manifest}")
+    log(f"time them on the device ({exporter.how_to_time(out)}), then: "
+        f"nas lut import {out / 'timings.csv'} --device {device_name}")
+    return result.manifest
+
+
+def import_timings(timings: PathLike, device_name: str, *, space: str = "all", resolution: int | None = None,
+                   num_classes: int = 10, tables_dir: PathLike) -> tuple[LatencyTable, int]:
+    """Read the timings measured on the device (by package file or op key; `lut.apple`) into the
+    user's copy of its table. Returns the saved table and how many timings it took."""
+    from lut import apple
+    from nas.errors import ParameterError
+    from supernets.registry import family_names
+
+    tables_dir, timings = Path(tables_dir), Path(timings)
+    device = get_device(device_name, tables_dir)
+    by_res = spaces_at(family_names(), resolution, device, space)
+    if len(by_res) > 1:
+        raise ParameterError("resolution", resolution, f"the families' spaces deploy at {sorted(by_res)} px; "
+                                                       "say which table")
+    (res, spaces), = by_res.items()
+    known = set(ops_of(spaces, num_classes))
+    try:
+        read = apple.read_timings(timings, known)
+    except apple.TimingsError as e:
+        raise TableError(str(e)) from None
+    table = user_copy(device, res, tables_dir)
+    n = apple.import_timings(table, read, timings.name)
+    table.save()
+    return table, n
+
+
+def validate_tables(device_name: str, families: list[str], *, space: str = "small", resolution: int | None = None,
+                    num_classes: int = 10, samples: int = 30, seed: int = 1, rounds: int = 7, tables_dir: PathLike,
+                    out_dir: PathLike | None = None, runs_dir: PathLike = "runs", progress: bool = True,
+                    log=print) -> list[Path]:
+    """Predicted against measured latency of `samples` random configs of each family's shipped
+    `space`, on a device measurable here: ``validation.csv`` and ``scatter.png`` per family in
+    `out_dir` (a sub-folder per family when there are several), else
+    ``runs_dir/validate/DEVICE@RES-FAMILY``."""
+    import search_spaces
+    from lut import validate
+    from nas.errors import ParameterError
+    from supernets.config import SearchSpace
+
+    if samples < 2:
+        raise ParameterError("samples", samples, "need at least 2 configs to report an error distribution")
+    tables_dir = Path(tables_dir)
+    written = []
+    for fam in families:
+        space_ = SearchSpace.load(search_spaces.space_path(fam, space))
+        device = get_device(device_name, tables_dir)
+        space_ = space_.replace(resolution=resolution or device.resolution or space_.resolution)
+        device, table = open_table(device_name, space_.resolution, tables_dir, create=False)
+        if not device.measurable:
+            raise TableError(f"device {device_name} cannot be measured on this machine, so its table cannot be "
+                             "validated here")
+        predict = build.Predictor(table, True, threads=device.threads, progress=progress)
+        log(f"validating {table.path} on {samples} random {fam} configs")
+        result = validate.validate(table, space_, num_classes, samples=samples, seed=seed, threads=device.threads,
+                                   rounds=rounds, predictor=predict, progress=progress)
+        if out_dir is None:
+            out = Path(runs_dir) / "validate" / f"{device_name}@{space_.resolution}-{fam}"
+        else:
+            out = Path(out_dir) / fam if len(families) > 1 else Path(out_dir)
+        written += validate.write(result, out, f"{fam} @ {device_name}{space_.resolution}, {device.threads} thread(s)")
+        log(f"{fam}: {result.summary()}")
+        warning = build.noisy_calibration_warning(table)
+        if warning:
+            log(warning)
+        log(f"  wrote {out / 'validation.csv'} and {out / 'scatter.png'}")
+    return written

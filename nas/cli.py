@@ -6,7 +6,6 @@ to fix it, exits 2, and leaves no partial file behind (all writes are atomic).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -18,7 +17,8 @@ from nas.runs import DEFAULT_FAMILY
 
 DEFAULT_RUNS = "runs"
 # library parameters whose flag is not ``--`` + the name with dashes
-FLAG_OF_PARAMETER = {"study_name": "--study"}
+FLAG_OF_PARAMETER = {"study_name": "--study", "label_smoothing": "--smoothing", "auto_augment": "--aa",
+                     "re_prob": "--reprob"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -26,125 +26,72 @@ def _tables_dir(args) -> Path:
     return Path(args.tables) if args.tables else Path(args.runs) / "tables"
 
 
-def _families(name: str) -> list[str]:
-    from supernets.registry import family_names, get_family
+def _searchable(name: str) -> list[str]:
+    import search_spaces
 
-    if name == "all":  # every family with a searchable space (a family may ship variants first)
-        import search_spaces
-
-        return [f for f in family_names() if search_spaces.space_path(f).is_file()]
-    get_family(name)
-    return [name]
+    return search_spaces.searchable_families(name)
 
 
 # ---------------------------------------------------------------------------- commands
-def cmd_train_supernet(args) -> Path:
-    from nas import checkpoint, runs
-    from nas.train import Recipe, train_supernet_run
-
-    if args.family == "all" and not args.resume:
-        return _train_every_family(args)
-
-    runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads}
-    if args.resume:
-        run_dir = Path(args.resume)
-        ckpt = checkpoint.load(run_dir / runs.SUPERNET)
-        _refuse_recipe_changes(args, ckpt["recipe"], "train-supernet", {
-            "family": "family", "space": "space", "data": "data", "img_size": "img_size", "batch_size": "batch_size",
-            "lr": "lr", "arch_lr": "arch_lr", "mixing": "mixing", "tau_max": "tau_max", "tau_min": "tau_min",
-            "seed": "seed", "amp": "amp", "train_widths": "train_widths"})
-        recipe = Recipe.from_dict({**ckpt["recipe"], **runtime_flags})
-        if args.epochs is not None:
-            recipe.epochs = args.epochs
-    else:
-        args.family = args.family or _family_of_space(args.space)
-        img_size = args.img_size or _default_img_size(args.data, lambda: _space_of(args).resolution)
-        recipe = Recipe(family=args.family, space=args.space, data=args.data, img_size=img_size,
-                        epochs=args.epochs if args.epochs is not None else Recipe.epochs,
-                        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr, mixing=args.mixing,
-                        tau_max=args.tau_max, tau_min=args.tau_min, seed=args.seed, amp=args.amp,
-                        train_widths=args.train_widths, **runtime_flags)
-        recipe.check()
-        run_dir = runs.new_run_dir(args.runs, recipe.family, args.name)
-    path = train_supernet_run(recipe, run_dir, resume=bool(args.resume), workers=args.workers,
-                              ray_address=args.ray_address, gpus_per_worker=args.gpus_per_worker,
-                              storage_path=args.storage_path, progress=not args.no_progress,
-                              log=lambda line: print(line, flush=True))
-    print(f"supernet: {path}")
-    return path
+# the recipe each training command's flags set: flag attribute -> recipe field
+SUPERNET_RECIPE_FLAGS = {name: name for name in (
+    "family", "space", "data", "img_size", "epochs", "batch_size", "lr", "arch_lr", "mixing", "tau_max", "tau_min",
+    "seed", "amp", "train_widths", "device", "channels_last", "threads")}
+MODEL_RECIPE_FLAGS = {
+    **{name: name for name in (
+        "init", "data", "img_size", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "mixup", "cutmix",
+        "drop_path_rate", "ema_decay", "clip_grad", "accum_steps", "teacher", "teacher_weights", "distill",
+        "distill_weight", "distill_temperature", "seed", "amp", "device", "channels_last", "threads", "compile")},
+    "smoothing": "label_smoothing", "aa": "auto_augment", "reprob": "re_prob", "loader_workers": "workers"}
+# the runtime flags a resume always applies (where and how fast, not what is computed)
+RUNTIME_FLAGS = ("device", "channels_last", "threads", "compile", "loader_workers")
 
 
-def _refuse_recipe_changes(args, recorded: dict, command: str, flags: dict[str, str]) -> None:
-    """--resume continues the recorded recipe: a recipe flag given with another value than the
-    run's is an error, never silently ignored (flags left at their defaults are not "given")."""
+def _recipe_fields(args, flags: dict[str, str]) -> dict:
+    """The recipe fields the flags set; None (not given, the library decides) left out."""
+    return {field: getattr(args, attr) for attr, field in flags.items() if getattr(args, attr) is not None}
+
+
+def _resume_changes(args, command: str, flags: dict[str, str]) -> dict:
+    """What a --resume asks to change: the flags given (not at their defaults) and the runtime
+    flags. The library refuses a change to any other recipe field of the run."""
     defaults = vars(_parse([command]))
-    for attr, field in flags.items():
-        value = getattr(args, attr)
-        if value != defaults[attr] and value != recorded.get(field):
-            flag = "--" + attr.replace("_", "-")
-            raise UserError(f"--resume continues the run's recipe: {flag} {value} differs from its "
-                            f"{recorded.get(field)}; drop {flag}, or start a new run (--name / --out)")
+    return {field: getattr(args, attr) for attr, field in flags.items()
+            if attr in RUNTIME_FLAGS or getattr(args, attr) != defaults[attr]}
 
 
-def _default_img_size(data: str, deploy_resolution) -> int:
-    """64 px for the small grey in-memory sets (digits, Fashion-MNIST); an image folder trains at
-    the deploy resolution its latency is priced at (`deploy_resolution()`)."""
-    from nas import data as data_mod
-
-    return 64 if data_mod.in_memory_source(data) else deploy_resolution()
-
-
-def _family_of_space(space: str) -> str:
-    """The family a --space names: a YAML file's own, the default family's for small/paper."""
-    from supernets.config import SearchSpace
-
-    return DEFAULT_FAMILY if space in ("small", "paper") else SearchSpace.load(space).family
-
-
-def _space_of(args):
-    from supernets.config import SearchSpace
-    from supernets.registry import get_family
-    import search_spaces
-
-    get_family(args.family)
-    return SearchSpace.load(search_spaces.resolve(args.family, args.space))
-
-
-def _train_every_family(args) -> Path:
-    """Each family's supernet in turn, as RUNS/NAME-FAMILY. The same command (same --name) again
-    skips finished families and resumes the one a crash interrupted."""
-    import datetime
-
+def cmd_train_supernet(args) -> Path:
     from nas import runs
+    from nas.train import resume_supernet_run, supernet_recipe, train_every_family, train_supernet_run
 
-    import search_spaces
+    ray = {"workers": args.workers, "ray_address": args.ray_address, "gpus_per_worker": args.gpus_per_worker,
+           "storage_path": args.storage_path, "progress": not args.no_progress,
+           "log": lambda line: print(line, flush=True)}
+    if args.resume:
+        path = resume_supernet_run(args.resume, **ray, **_resume_changes(args, "train-supernet", SUPERNET_RECIPE_FLAGS))
+    elif args.family == "all":
+        import datetime
 
-    if args.space not in search_spaces.SPACES:
-        raise UserError(f"--family all trains a shipped space of every family (--space "
-                        f"{'|'.join(search_spaces.SPACES)}); --space {args.space} names one file, give one --family")
-    name = args.name or f"all-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    print(f"training every family's supernet as {args.runs}/{name}-FAMILY (re-run with --name {name} to resume)",
-          flush=True)
-    path = None
-    for family in _families("all"):
-        run_dir = Path(args.runs) / f"{name}-{family}"
-        if runs.read_info(run_dir).get("complete"):
-            print(f"{family}: done already ({run_dir / runs.SUPERNET})")
-            path = run_dir / runs.SUPERNET
-            continue
-        resume = str(run_dir) if (run_dir / runs.SUPERNET).is_file() else None
-        path = cmd_train_supernet(argparse.Namespace(**{**vars(args), "family": family, "name": run_dir.name,
-                                                        "resume": resume}))
+        name = args.name or f"all-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        print(f"training every family's supernet as {args.runs}/{name}-FAMILY (re-run with --name {name} to resume)",
+              flush=True)
+        fields = _recipe_fields(args, SUPERNET_RECIPE_FLAGS)
+        del fields["family"]
+        path = train_every_family(args.runs, name, **ray, **fields)
+    else:
+        recipe = supernet_recipe(**_recipe_fields(args, SUPERNET_RECIPE_FLAGS))
+        path = train_supernet_run(recipe, runs.new_run_dir(args.runs, recipe.family, args.name), **ray)
+    print(f"supernet: {path}")
     return path
 
 
 def cmd_lut_build(args) -> Path:
     from lut import store
 
-    return store.build_tables(args.device, _families(args.family), space=args.space, resolution=args.resolution,
+    return store.build_tables(args.device, _searchable(args.family), space=args.space, resolution=args.resolution,
                               num_classes=args.num_classes, tables_dir=_tables_dir(args), rounds=args.rounds,
                               calibration_samples=args.calibration_samples, recalibrate=args.recalibrate,
-                              progress=not args.no_progress)[-1]
+                              progress=not args.no_progress, log=lambda line: print(line, flush=True))[-1]
 
 
 def cmd_lut_devices(args) -> None:
@@ -182,117 +129,37 @@ def cmd_lut_devices(args) -> None:
 
 
 def cmd_lut_export(args) -> Path:
-    import importlib
-
-    from tqdm.auto import tqdm
-
     from lut import store
-    from lut.devices import get_device
 
-    tables_dir = _tables_dir(args)
-    device = get_device(args.device, tables_dir)
-    if device.exporter is None:
-        raise UserError(f"device {args.device} is measured here ({device.backend}); use `nas lut build --device "
-                        f"{args.device}` (lut export is for devices timed elsewhere, such as Core ML's)")
-    exporter = importlib.import_module(device.exporter)
-    by_res = store.spaces_at(_families(args.family), args.resolution, device, args.space)
-    if len(by_res) > 1:
-        raise UserError(f"the spaces of --family {args.family} deploy at {sorted(by_res)} px; pick one with --resolution")
-    (res, spaces), = by_res.items()
-    ops = store.ops_of(spaces, args.num_classes)
-    todo = store.not_measured(device, res, tables_dir, ops)
-    out = Path(args.out) if args.out else Path(args.runs) / "apple" / f"{args.device}@{res}"
-    print(f"{args.device}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already measured, "
-          f"exporting {len(todo)} {exporter.EXPORTS} to {out}", flush=True)
-    bar = tqdm(total=len(todo), desc="converting", unit="op", disable=args.no_progress, leave=False)
-    try:
-        result = exporter.export_ops(todo, out, args.device, res, progress=bar.update)
-    except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
-        raise UserError(f"{device.backend} conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                        "packages written so far are kept, re-run to continue") from None
-    finally:
-        bar.close()
-    print(f"wrote {result.written} {exporter.EXPORTS} ({result.skipped} already there) and {result.manifest}")
-    print(f"time them on the device ({exporter.how_to_time(out)}), then: "
-          f"nas lut import {out / 'timings.csv'} --device {args.device}")
-    return result.manifest
+    return store.export_for_timing(args.device, _searchable(args.family), out_dir=args.out,
+                                   runs_dir=args.runs, space=args.space, resolution=args.resolution,
+                                   num_classes=args.num_classes, tables_dir=_tables_dir(args),
+                                   progress=not args.no_progress, log=lambda line: print(line, flush=True))
 
 
 def cmd_lut_import(args) -> Path:
-    from lut import apple, store
-    from lut.devices import get_device
-    from supernets.registry import family_names
+    from lut import store
 
-    tables_dir = _tables_dir(args)
-    device = get_device(args.device, tables_dir)
-    by_res = store.spaces_at(family_names(), args.resolution, device, args.space)
-    if len(by_res) > 1:
-        raise UserError(f"the families' spaces deploy at {sorted(by_res)} px; say which table with --resolution")
-    (res, spaces), = by_res.items()
-    known = set(store.ops_of(spaces, args.num_classes))
-    try:
-        timings = apple.read_timings(Path(args.timings), known)
-    except apple.TimingsError as e:
-        raise UserError(str(e)) from None
-    table = store.user_copy(device, res, tables_dir)
-    n = apple.import_timings(table, timings, Path(args.timings).name)
-    table.save()
+    table, n = store.import_timings(args.timings, args.device, space=args.space, resolution=args.resolution,
+                                    num_classes=args.num_classes, tables_dir=_tables_dir(args))
     print(f"imported {n} timings into {table.path} ({len(table.entries)} entries)")
     return table.path
 
 
-def _cost_model(args):
-    """The Core ML cost model (``--refit``: profiled and fitted anew on the published latencies,
-    saved to the tables directory) and the estimate protocol of ``--device``."""
-    from lut import store
-    from lut.devices import get_device
-
-    tables_dir = _tables_dir(args)
-    device = get_device(args.device, tables_dir)
-    source = store.estimate_protocol(device)
-    if not getattr(args, "refit", False):
-        return store.cost_model(device, tables_dir)
-    model, path = store.refit_cost_model(tables_dir, progress=not args.no_progress)
-    print(f"fitted {model.version} on {model.fitted_on['rows']} published latencies of "
-          f"{model.fitted_on['models']} models (in-sample median error "
-          f"{model.fitted_on['in_sample_median_ape_pct']}%); saved {path}", flush=True)
-    return model, source
-
-
 def cmd_lut_estimate(args) -> list[Path]:
-    from tqdm.auto import tqdm
+    from lut import store
 
-    from lut import estimate, store
-    from lut.devices import get_device
-
-    model, source = _cost_model(args)
-    tables_dir = _tables_dir(args)
-    device = get_device(args.device, tables_dir)
-    families = _families(args.family)
-    written = []
-    for res in args.resolution:
-        (_, spaces), = store.spaces_at(families, res, device, args.space).items()
-        ops: dict[str, dict] = {}
-        for n in args.num_classes:
-            ops.update(store.ops_of(spaces, n))
-        ops.update(store.variant_ops(families, res))   # so published variants can be priced next to searched ones
-        table = store.user_copy(device, res, tables_dir)
-        bar = tqdm(total=len(ops), desc=f"{args.device}@{res}", unit="op", disable=args.no_progress, leave=False)
-        try:
-            added = estimate.estimate_ops(table, ops, model, source, progress=bar.update, redo=not args.only_missing)
-        finally:
-            bar.close()
-        estimate.describe_table(table, model, source)
-        written.append(table.save())
-        print(f"{table.path}: {added} ops estimated ({len(ops)} in the spaces of {', '.join(families)}; "
-              f"{len(table.entries)} entries), {model.version} as {source}, call overhead {table.overhead_ms:.3f} ms")
-    return written
+    return store.estimate_tables(args.device, _searchable(args.family),
+                                 resolutions=args.resolution, space=args.space, num_classes=args.num_classes,
+                                 tables_dir=_tables_dir(args), refit=args.refit, redo=not args.only_missing,
+                                 progress=not args.no_progress, log=lambda line: print(line, flush=True))
 
 
 def cmd_lut_estimate_model(args) -> float:
-    from lut import estimate
+    from lut import estimate, store
+    from lut.devices import get_device
 
-    model, source = _cost_model(args)
+    model, source = store.cost_model(get_device(args.device, _tables_dir(args)), _tables_dir(args))
     try:
         feats, res = estimate.model_features(args.timm, args.resolution)
     except RuntimeError as e:
@@ -305,37 +172,13 @@ def cmd_lut_estimate_model(args) -> float:
 
 
 def cmd_lut_validate(args) -> list[Path]:
-    from lut import build, store, validate
-    from lut.build import Predictor
-    from lut.devices import get_device
-    from supernets.config import SearchSpace
-    import search_spaces
+    from lut import store
 
-    if args.samples < 2:
-        raise UserError(f"--samples {args.samples}: need at least 2 configs to report an error distribution")
-    written = []
-    for fam in _families(args.family):
-        space = SearchSpace.load(search_spaces.space_path(fam, args.space))
-        device = get_device(args.device, _tables_dir(args))
-        space = space.replace(resolution=args.resolution or device.resolution or space.resolution)
-        device, table = store.open_table(args.device, space.resolution, _tables_dir(args), create=False)
-        if not device.measurable:
-            raise UserError(f"device {args.device} cannot be measured on this machine, so its table cannot be "
-                            "validated here")
-        predictor = Predictor(table, True, threads=device.threads, progress=not args.no_progress)
-        print(f"validating {table.path} on {args.samples} random {fam} configs", flush=True)
-        result = validate.validate(table, space, args.num_classes, samples=args.samples, seed=args.seed,
-                                   threads=device.threads, rounds=args.rounds, predictor=predictor,
-                                   progress=not args.no_progress)
-        out = Path(args.out) if args.out else Path(args.runs) / "validate" / f"{args.device}@{space.resolution}-{fam}"
-        title = f"{fam} @ {args.device}{space.resolution}, {device.threads} thread(s)"
-        written += validate.write(result, out, title)
-        print(f"{fam}: {result.summary()}")
-        warning = build.noisy_calibration_warning(table)
-        if warning:
-            print(warning)
-        print(f"  wrote {out / 'validation.csv'} and {out / 'scatter.png'}")
-    return written
+    return store.validate_tables(args.device, _searchable(args.family), space=args.space, resolution=args.resolution,
+                                 num_classes=args.num_classes, samples=args.samples, seed=args.seed,
+                                 rounds=args.rounds, tables_dir=_tables_dir(args), out_dir=args.out,
+                                 runs_dir=args.runs, progress=not args.no_progress,
+                                 log=lambda line: print(line, flush=True))
 
 
 def _session(args):
@@ -362,17 +205,15 @@ def cmd_slim(args) -> Path:
 
 def _slim_one(args):
     """Slim one family's supernet (printing what it wrote); returns the `Emitted`."""
-    from nas import cluster
     from nas.slim import checked_targets
 
     session = _session(args)
     targets = checked_targets(args.target_ms)
     print(f"slimming {session.family} supernet {session.ckpt_path} for {args.device}@{session.net.space.resolution} "
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
-    with cluster.connected(args.ray_address) as on_ray:
-        evaluate_map = cluster.evaluate_map(session.net, session.evaluator, args.threads) if on_ray else map
-        emitted = session.slim(targets, Path(args.out) if args.out else session.ckpt_path.parent / "slim",
-                               proposals=args.proposals, last_step=args.last_step, evaluate_map=evaluate_map)
+    emitted = session.slim(targets, Path(args.out) if args.out else session.ckpt_path.parent / "slim",
+                           proposals=args.proposals, last_step=args.last_step, ray_address=args.ray_address,
+                           threads=args.threads)
     _print_emitted(emitted, targets)
     return emitted
 
@@ -406,7 +247,7 @@ def _slim_every_family(args) -> Path:
         return _slim_one(argparse.Namespace(**{**vars(args), "family": family, "supernet": str(ckpt),
                                                "out": str(out_dir)}))
 
-    rows, csv_path, png_path = slim_every_family(_families("all"), targets, out_dir, runs_dir=args.runs,
+    rows, csv_path, png_path = slim_every_family(_searchable("all"), targets, out_dir, runs_dir=args.runs,
                                                  slim_one=slim_one, device=args.device,
                                                  log=lambda line: print(line, flush=True))
     print(f"\n{'family':<16s} {'target':>7s} {'ms':>8s} {'top-1':>7s} {'params M':>9s} {'MACs G':>7s} {'steps':>5s}  status")
@@ -481,7 +322,8 @@ def cmd_export(args) -> list:
     if args.out is None and args.resolution:
         stem = stem.with_name(f"{stem.name}@{args.resolution}")
     if source.suffix == ".pt":
-        done = _export_trained(source, formats, stem, args)
+        done = export.export_trained(source, formats, stem, resolution=args.resolution, ema=not args.no_ema,
+                                     val_images=args.val_images, log=lambda line: print(line, flush=True))
     else:
         cfg = ArchConfig.load(args.config)
         if args.resolution:
@@ -496,86 +338,24 @@ def cmd_export(args) -> list:
     return done
 
 
-def _export_trained(path: Path, formats: list[str], stem: Path, args) -> list:
-    """A model checkpoint (``nas train``'s model.pt, or inherited weights from slim): its EMA
-    weights unless --no-ema, reparameterized, exported at the resolution it was trained at (or
-    --resolution where the weights allow), ONNX checked on the validation subset of its data."""
-    from nas import checkpoint, data as data_mod, export
-    from nas.train_model import load_trained, trained_data
-    from supernets.layers import reparameterize
-
-    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
-    resolution = args.resolution or ckpt["img_size"]
-    model, config, ckpt, use_ema = load_trained(path, ema=not args.no_ema, img_size=resolution)
-    if resolution != config.resolution:
-        print(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
-              f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")
-    val = None
-    if "onnx" in formats and ckpt.get("data"):
-        try:
-            val = data_mod.fixed_subset(trained_data(ckpt, resolution).val, args.val_images, 1)
-        except UserError as e:
-            print(f"note: top-1 check skipped, the training data is not available here ({e})")
-    print(f"exporting {path} ({'EMA' if use_ema else 'raw'} weights, {resolution} px)", flush=True)
-    return export.export_model(reparameterize(model).eval(), resolution, formats, stem, val=val)
-
-
 def cmd_train(args):
-    from nas import checkpoint, runs
-    from nas.train_model import MODEL, TrainRecipe, default_out_dir, run_defaults, train_model
-    from supernets.config import ArchConfig
+    from nas.train_model import resume_training, train_config
 
-    runtime_flags = {"device": args.device, "channels_last": args.channels_last, "threads": args.threads,
-                     "compile": args.compile, "workers": args.loader_workers}
+    log = lambda line: print(line, flush=True)   # noqa: E731
     if args.resume:
-        out_dir = Path(args.resume)
-        ckpt = checkpoint.load(out_dir / MODEL, (checkpoint.MODEL_FORMAT,))
         if args.config is not None:
             raise UserError("--resume continues the config recorded in the run; drop CONFIG")
-        _refuse_recipe_changes(args, ckpt["recipe"], "train", {
-            "init": "init", "data": "data", "img_size": "img_size", "batch_size": "batch_size", "lr": "lr",
-            "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "smoothing": "label_smoothing",
-            "mixup": "mixup", "cutmix": "cutmix", "aa": "auto_augment", "reprob": "re_prob",
-            "drop_path_rate": "drop_path_rate", "ema_decay": "ema_decay", "clip_grad": "clip_grad",
-            "accum_steps": "accum_steps", "teacher": "teacher", "teacher_weights": "teacher_weights",
-            "distill": "distill", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
-            "seed": "seed", "amp": "amp"})
-        recipe = TrainRecipe.from_dict({**ckpt["recipe"], **runtime_flags})
-        if args.epochs is not None:
-            recipe.epochs = args.epochs
-        config, config_path = checkpoint.model_config(ckpt, out_dir / MODEL), None
+        out_dir = Path(args.resume)
+        result = resume_training(out_dir, progress=not args.no_progress, log=log,
+                                 **_resume_changes(args, "train", MODEL_RECIPE_FLAGS))
     else:
         if args.config is None:
             raise UserError("give the ArchConfig YAML to train (e.g. one `nas slim` wrote), or --resume RUN_DIR")
-        config_path = Path(args.config)
-        config = ArchConfig.load(config_path)
-        defaults = run_defaults(config_path)
-        data = args.data or defaults.get("data", "digits")
-        img_size = args.img_size or defaults.get("img_size") or _default_img_size(data, lambda: config.resolution)
-        recipe = TrainRecipe(
-            data=data, img_size=img_size, epochs=args.epochs or TrainRecipe.epochs, batch_size=args.batch_size,
-            lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-            label_smoothing=args.smoothing, mixup=args.mixup, cutmix=args.cutmix, auto_augment=args.aa,
-            re_prob=args.reprob, drop_path_rate=args.drop_path_rate, ema_decay=args.ema_decay,
-            clip_grad=args.clip_grad, accum_steps=args.accum_steps,
-            init=args.init, teacher=args.teacher, teacher_weights=args.teacher_weights, distill=args.distill,
-            distill_weight=args.distill_weight, distill_temperature=args.distill_temperature, seed=args.seed,
-            amp=args.amp, **runtime_flags)
-        init_label = args.init if args.init in ("scratch", "inherited") else Path(args.init).stem
-        name = args.name or f"{config_path.stem}-{init_label}" + (f"-{args.distill}kd" if args.teacher else "")
-        out_dir = Path(args.out) if args.out else default_out_dir(config_path, Path(args.runs), name)
-    recipe.check()
-    runtime = recipe.runtime()
-    print(f"training {config.name or config_path} ({config.family}) from {recipe.init} on {recipe.data} at "
-          f"{recipe.img_size} px, {recipe.epochs} epochs, {runtime.device.type}"
-          f"{', ' + recipe.amp if recipe.amp != 'off' else ''}"
-          f"{f', {recipe.distill} distillation from {recipe.teacher}' if recipe.teacher else ''} -> {out_dir}",
-          flush=True)
-    with contextlib.nullcontext() if args.resume else runs.removed_if_stillborn(out_dir):
-        result = train_model(config, recipe, out_dir, config_path=config_path, resume=bool(args.resume),
-                             progress=not args.no_progress)
+        result = train_config(args.config, out_dir=args.out, runs_dir=args.runs, name=args.name,
+                              progress=not args.no_progress, log=log, **_recipe_fields(args, MODEL_RECIPE_FLAGS))
+        out_dir = result.path.parent
     final = result.final
-    ema = f", EMA {final['ema_top1']:.2f}%" if recipe.ema_decay else ""
+    ema = f", EMA {final['ema_top1']:.2f}%" if result.recipe.ema_decay else ""
     print(f"final top-1: raw {final['val_top1']:.2f}%{ema} (started at {result.history[0]['val_top1']:.2f}%)")
     print(f"model: {result.path}  metrics: {out_dir / 'metrics.csv'}  curves: {out_dir / 'curves.png'}")
     print(f"export it: nas export {result.path}")

@@ -74,6 +74,12 @@ def in_memory_source(source: str) -> bool:
     return source == DIGITS or source == FASHION_MNIST or source.startswith(FASHION_MNIST + ":")
 
 
+def default_img_size(source: str, deploy_resolution) -> int:
+    """64 px for the small grey in-memory sets (digits, Fashion-MNIST); an image folder trains at
+    the deploy resolution its latency is priced at (`deploy_resolution()`, called only then)."""
+    return 64 if in_memory_source(source) else deploy_resolution()
+
+
 def _no_image_folder(source) -> str:
     return (f"--data {source}: no such directory; give an ImageFolder root with train/ and val/, "
             f"'{FASHION_MNIST}', or omit --data for the embedded digits")

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from nas.errors import UserError
+from nas.errors import RecipeChangeError, UserError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("off", "bf16", "fp16")
@@ -139,6 +139,18 @@ class RecipeBase:
     def from_dict(cls, raw: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @classmethod
+    def resumed(cls, recorded: dict[str, Any], changes: dict[str, Any]):
+        """The recipe a run recorded, with `changes`. Only runtime fields may change: any other
+        field given with another value than the run's raises `RecipeChangeError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name, value in changes.items():
+            if name not in names:
+                raise TypeError(f"{cls.__name__} has no field {name!r}")
+            if name not in cls.RUNTIME_FIELDS and value != recorded.get(name):
+                raise RecipeChangeError(name, value, recorded.get(name))
+        return cls.from_dict({**recorded, **changes})
 
     def same_result_as(self, other) -> bool:
         """Whether the two recipes train the same network (runtime fields aside)."""

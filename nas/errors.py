@@ -11,9 +11,30 @@ class ParameterError(UserError):
 
     def __init__(self, parameter: str, value, problem: str):
         self.parameter, self.value, self.problem = parameter, value, problem
-        super().__init__(f"{parameter} {value}: {problem}")
+        super().__init__(self._say(parameter))
 
     def as_flag(self, flags: dict[str, str]) -> str:
         """The message with the flag of the parameter (`flags`, else ``--parameter-name``)."""
+        return self._say(flags.get(self.parameter, "--" + self.parameter.replace("_", "-")))
+
+    def _say(self, name: str) -> str:
+        # a parameter left unset (None) that this case needs is named without a value
+        return f"{name} {self.value}: {self.problem}" if self.value is not None else f"give {name}: {self.problem}"
+
+
+class RecipeChangeError(ParameterError):
+    """A resume asked to change a field that decides what the run computes (not where or how fast
+    it runs): continuing under another recipe would silently mix two experiments."""
+
+    def __init__(self, parameter: str, value, recorded):
+        self.recorded = recorded
+        super().__init__(parameter, value, "")
+
+    def _say(self, name: str) -> str:
+        return (f"{name} {self.value} differs from the run's {self.recorded}: a resume continues the run's recipe; "
+                f"leave {name} out, or start a new run")
+
+    def as_flag(self, flags: dict[str, str]) -> str:
         flag = flags.get(self.parameter, "--" + self.parameter.replace("_", "-"))
-        return f"{flag} {self.value}: {self.problem}"
+        return (f"--resume continues the run's recipe: {flag} {self.value} differs from its {self.recorded}; "
+                f"drop {flag}, or start a new run (--name / --out)")

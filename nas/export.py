@@ -76,6 +76,32 @@ def export_model(model: torch.nn.Module, resolution: int, formats: list[str], ou
     return done
 
 
+def export_trained(path: str | os.PathLike, formats: list[str], out_stem: Path, *, resolution: int | None = None,
+                   ema: bool = True, val_images: int = 1000, log=print) -> list[Exported]:
+    """Export a model checkpoint (``nas train``'s model.pt, or the inherited weights slim writes):
+    its EMA weights unless `ema` is False, reparameterized, at the resolution it was trained at
+    (or `resolution` where the weights allow). ONNX is checked on `val_images` of the validation
+    set of the data it was trained on, when that data is here."""
+    from nas import data as data_mod
+    from nas.train_model import load_trained, trained_data
+
+    path = Path(path)
+    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
+    resolution = resolution or ckpt["img_size"]
+    model, config, ckpt, use_ema = load_trained(path, ema=ema, img_size=resolution)
+    if resolution != config.resolution:
+        log(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
+            f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")
+    val = None
+    if "onnx" in formats and ckpt.get("data"):
+        try:
+            val = data_mod.fixed_subset(trained_data(ckpt, resolution).val, val_images, 1)
+        except UserError as e:
+            log(f"note: top-1 check skipped, the training data is not available here ({e})")
+    log(f"exporting {path} ({'EMA' if use_ema else 'raw'} weights, {resolution} px)")
+    return export_model(reparameterize(model).eval(), resolution, formats, out_stem, val=val)
+
+
 def _rel_diff(out: np.ndarray, ref: torch.Tensor) -> float:
     ref_np = ref.detach().numpy()
     return float(np.abs(out - ref_np).max() / max(np.abs(ref_np).max(), 1e-12))

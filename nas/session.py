@@ -95,14 +95,19 @@ class SupernetSession:
         return checkpoint.save_model(path, config, model, self.net.img_size, data=self.data)
 
     def slim(self, targets: list[float], out_dir: str | os.PathLike, *, proposals: str = PROPOSALS[0],
-             last_step: str = LAST_STEPS[0], evaluate_map=map) -> Emitted:
+             last_step: str = LAST_STEPS[0], ray_address: str | None = None, threads: int = 2) -> Emitted:
         """Slim to every target; write each target's config (``FAMILY@DEVICE-Tms.yaml``) with its
-        inherited weights beside it, then the trajectory. The caller makes these all-or-nothing
-        (``io.all_or_nothing``) where a failure must leave none of them."""
+        inherited weights beside it, then the trajectory. With `ray_address` each step's candidates
+        are scored as Ray tasks (`threads` each); the trajectory is the same. The caller makes the
+        files all-or-nothing (``io.all_or_nothing``) where a failure must leave none of them."""
+        from nas import cluster
+
         targets = checked_targets(targets)
         out_dir = Path(out_dir)
-        result = slim(self.net, self.predictor, self.evaluator, targets, evaluate_map=evaluate_map,
-                      proposals=proposals, last_step=last_step)
+        with cluster.connected(ray_address) as on_ray:
+            evaluate_map = cluster.evaluate_map(self.net, self.evaluator, threads) if on_ray else map
+            result = slim(self.net, self.predictor, self.evaluator, targets, evaluate_map=evaluate_map,
+                          proposals=proposals, last_step=last_step)
         configs, weights = [], []
         for t in targets:
             choice, step = result.at(t)

@@ -226,3 +226,64 @@ def train_supernet_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, w
                 "a lost worker restarts the group from the last epoch's checkpoint")
             return cluster.train_on_ray(recipe, run_dir, workers=workers, gpus_per_worker=gpus,
                                         storage_path=storage_path, threads=max(1, recipe.threads // workers))
+
+
+def family_of_space(space: str) -> str:
+    """The family a space names: a space file's own; the default family's for a shipped name."""
+    import search_spaces
+
+    return runs.DEFAULT_FAMILY if space in search_spaces.SPACES else SearchSpace.load(space).family
+
+
+def supernet_recipe(*, family: str | None = None, space: str = "small", img_size: int | None = None,
+                    **fields) -> Recipe:
+    """A checked `Recipe` for a new run. `family` defaults to the space's (`family_of_space`);
+    `img_size` to 64 px for the in-memory sets and to the space's deploy resolution for an image
+    folder (`data.default_img_size`)."""
+    recipe = Recipe(family=family or family_of_space(space), space=space, **fields)
+    recipe.img_size = img_size or data_mod.default_img_size(recipe.data, lambda: load_space(recipe).resolution)
+    recipe.check()
+    return recipe
+
+
+def resume_supernet_run(run_dir: str | Path, *, workers: int = 1, ray_address: str | None = None,
+                        gpus_per_worker: float | None = None, storage_path: str | None = None,
+                        progress: bool = True, log: Callable[[str], None] = print, **changes) -> Path:
+    """Continue the supernet run in `run_dir` from its last epoch. `changes` may set runtime
+    fields (`epochs`, `device`, `threads`, ...); any other must equal the run's."""
+    run_dir = Path(run_dir)
+    recipe = Recipe.resumed(checkpoint.load(run_dir / runs.SUPERNET)["recipe"], changes)
+    return train_supernet_run(recipe, run_dir, resume=True, workers=workers, ray_address=ray_address,
+                              gpus_per_worker=gpus_per_worker, storage_path=storage_path, progress=progress,
+                              log=log)
+
+
+def train_every_family(runs_dir: str | Path, name: str, *, space: str = "small", progress: bool = True,
+                       log: Callable[[str], None] = print, **options) -> Path:
+    """Each family's supernet in turn, as ``runs_dir/name-FAMILY``, on a shipped `space`. The same
+    call again skips finished families and resumes the one a crash interrupted. `options`: the
+    recipe's fields (None: the default) and `train_supernet_run`'s (workers, ray_address, ...).
+    Returns the last supernet."""
+    import inspect
+
+    import search_spaces
+
+    if space not in search_spaces.SPACES:
+        raise ParameterError("space", space, f"every family trains a shipped space (--space "
+                                             f"{'|'.join(search_spaces.SPACES)}); a file is one family's: give one --family")
+    run_options = {k: options.pop(k) for k in list(options)
+                   if k in inspect.signature(train_supernet_run).parameters}
+    path = None
+    for family in search_spaces.searchable_families():
+        run_dir = Path(runs_dir) / f"{name}-{family}"
+        if runs.read_info(run_dir).get("complete"):
+            log(f"{family}: done already ({run_dir / runs.SUPERNET})")
+            path = run_dir / runs.SUPERNET
+        elif (run_dir / runs.SUPERNET).is_file():   # the same options again: a changed recipe field is refused
+            given = {k: v for k, v in options.items() if v is not None}
+            path = resume_supernet_run(run_dir, progress=progress, log=log, **run_options, **given, space=space)
+        else:
+            recipe = supernet_recipe(family=family, space=space, **{k: v for k, v in options.items() if v is not None})
+            path = train_supernet_run(recipe, runs.new_run_dir(runs_dir, family, run_dir.name), progress=progress,
+                                      log=log, **run_options)
+    return path

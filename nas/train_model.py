@@ -251,6 +251,7 @@ class Loss:
 class Trained:
     path: Path
     history: list[dict]
+    recipe: TrainRecipe
 
     @property
     def final(self) -> dict:
@@ -357,7 +358,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
         log(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['train_loss']:.3f}  val {row['val_top1']:.2f}% "
             f"(top-5 {row['val_top5']:.2f}%)" + (f"  EMA {row['ema_top1']:.2f}%" if ema is not None else "")
             + f"  {row['samples_per_s']:.0f} img/s")
-    return Trained(ckpt_path, history)
+    return Trained(ckpt_path, history, recipe)
 
 
 def _evaluate(model, ema, val, runtime) -> dict:
@@ -396,6 +397,53 @@ def write_metrics(history: list[dict], out_dir: Path, title: str) -> list[Path]:
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
     return [csv_path, png_path]
+
+
+def train_config(config_path: str | Path, *, out_dir: str | Path | None = None, runs_dir: str | Path = "runs",
+                 name: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                 **fields) -> Trained:
+    """`nas train CONFIG`: train the ArchConfig at `config_path` with a `TrainRecipe` of `fields`.
+
+    `data` and `img_size` default to those of the supernet run the config was slimmed from
+    (digits at 64 px otherwise). The output goes to `out_dir`, else ``<run>/train/<name>``, with
+    `name` ``<config>-<init>`` unless given. A run that fails before its first checkpoint leaves
+    no directory behind."""
+    config_path = Path(config_path)
+    config = ArchConfig.load(config_path)
+    defaults = run_defaults(config_path)
+    data = fields.pop("data", None) or defaults.get("data", data_mod.DIGITS)
+    img_size = (fields.pop("img_size", None) or defaults.get("img_size")
+                or data_mod.default_img_size(data, lambda: config.resolution))
+    recipe = TrainRecipe(data=data, img_size=img_size, **fields)
+    recipe.check()
+    if out_dir is None:
+        init = recipe.init if recipe.init in ("scratch", "inherited") else Path(recipe.init).stem
+        name = name or f"{config_path.stem}-{init}" + (f"-{recipe.distill}kd" if recipe.teacher else "")
+        out_dir = default_out_dir(config_path, Path(runs_dir), name)
+    out_dir = Path(out_dir)
+    _log_start(config.name or str(config_path), config.family, recipe, out_dir, log)
+    with runs.removed_if_stillborn(out_dir):
+        return train_model(config, recipe, out_dir, config_path=config_path, progress=progress, log=log)
+
+
+def resume_training(out_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = print,
+                    **changes) -> Trained:
+    """Continue the training in `out_dir` from its last epoch. `changes` may set runtime fields
+    (`epochs`, `device`, `threads`, ...); any other field must equal the run's
+    (`RecipeChangeError` otherwise)."""
+    out_dir = Path(out_dir)
+    ckpt = checkpoint.load(out_dir / MODEL, (checkpoint.MODEL_FORMAT,))
+    recipe = TrainRecipe.resumed(ckpt["recipe"], changes)
+    recipe.check()
+    config = checkpoint.model_config(ckpt, out_dir / MODEL)
+    _log_start(config.name or config.family, config.family, recipe, out_dir, log)
+    return train_model(config, recipe, out_dir, resume=True, progress=progress, log=log)
+
+
+def _log_start(what: str, family: str, recipe: TrainRecipe, out_dir: Path, log: Callable[[str], None]) -> None:
+    log(f"training {what} ({family}) from {recipe.init} on {recipe.data} at {recipe.img_size} px, "
+        f"{recipe.epochs} epochs, {recipe.runtime().device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}"
+        f"{f', {recipe.distill} distillation from {recipe.teacher}' if recipe.teacher else ''} -> {out_dir}")
 
 
 def default_out_dir(config_path: Path, runs_root: Path, name: str) -> Path:

@@ -3,7 +3,7 @@ import csv
 import pytest
 
 import search_spaces
-from lut import apple, build
+from lut import apple, build, store
 from lut.table import LatencyTable
 from nas.cli import main
 from supernets.config import SearchSpace
@@ -42,16 +42,14 @@ def test_timings_round_trip_into_the_user_table(exported, two_ops, tmp_path):
     timings = out / "timings.csv"
     timings.write_text("file,ms\n" + "".join(f"{r['file']},{0.25 * (i + 1)}\n" for i, r in enumerate(rows)))
     tables = tmp_path / "tables"
-    assert main(["lut", "import", str(timings), "--device", "iphone12", "--resolution", "64",
-                 "--tables", str(tables)]) == 0
+    assert store.import_timings(timings, "iphone12", resolution=64, tables_dir=tables)[1] == 2
     table = LatencyTable.load(tables / "iphone12@64.yaml", device="iphone12", resolution=64)
     assert {k: e["ms"] for k, e in table.entries.items()} == {rows[0]["key"]: 0.25, rows[1]["key"]: 0.5}
     assert all(e["source"] == "measured" and e["imported_from"] == "timings.csv" for e in table.entries.values())
     assert table.environment["backend"] == "coreml"
     # a second import by key updates the entry in place
     (tmp_path / "more.csv").write_text(f"key,ms\n{rows[0]['key']},0.3\n")
-    assert main(["lut", "import", str(tmp_path / "more.csv"), "--device", "iphone12", "--resolution", "64",
-                 "--tables", str(tables)]) == 0
+    store.import_timings(tmp_path / "more.csv", "iphone12", resolution=64, tables_dir=tables)
     assert LatencyTable.load(tables / "iphone12@64.yaml").entries[rows[0]["key"]]["ms"] == 0.3
 
 

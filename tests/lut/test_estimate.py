@@ -148,9 +148,11 @@ def test_estimate_errors_are_one_line(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "devices.yaml"]
 
 
-def test_estimate_writes_the_users_tables_for_one_family(tmp_path, capsys):
-    assert main(["lut", "estimate", "--device", "iphone13", "--family", "iformer", "--space", "small",
-                 "--resolution", "224", "--tables", str(tmp_path), "--no-progress"]) == 0
+def test_estimate_writes_the_users_tables_for_one_family(tmp_path):
+    from lut import store
+
+    assert store.estimate_tables("iphone13", ["iformer"], resolutions=[224], space="small", tables_dir=tmp_path,
+                                 progress=False, log=lambda line: None) == [tmp_path / "iphone13@224.yaml"]
     table = LatencyTable.load(tmp_path / "iphone13@224.yaml")
     space = SearchSpace.load(search_spaces.space_path("iformer", "small"))
     assert set(table.entries) >= set(build.space_ops(space, 10))
@@ -162,9 +164,9 @@ def test_estimate_writes_the_users_tables_for_one_family(tmp_path, capsys):
 
 def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path, tmp_path, capsys):
     """A space no shipped table covers (64 px): nas slim --device iphone12 estimates its ops."""
-    from nas.train import Recipe, train_supernet
-
     from nas import checkpoint
+    from nas.session import SupernetSession
+    from nas.train import Recipe, train_supernet
 
     ckpt = train_supernet(Recipe(space=str(tiny_space_path), img_size=32, epochs=1, batch_size=128),
                           tmp_path / "run", progress=False, log=lambda s: None)
@@ -175,11 +177,12 @@ def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path
                                                  (1, 3, 64, 64)), source)
     target = round(model.overheads[source] + 0.6 * (start_ms - model.overheads[source]), 4)
     tables = tmp_path / "tables"
-    assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--supernet", str(ckpt),
-                 "--tables", str(tables), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
+    session = SupernetSession.open(supernet=ckpt, device="iphone12", tables_dir=tables, val_images=100,
+                                   calib_images=32, progress=False)
+    (config,) = session.slim([target], tmp_path / "slim").configs
     out = capsys.readouterr().out
     assert "estimating" in out and "coreml-cost-v1" in out
-    cfg = ArchConfig.load(next((tmp_path / "run" / "slim").glob("efficientformer@iphone12-*.yaml")))
+    cfg = ArchConfig.load(config)
     table = LatencyTable.load(tables / "iphone12@64.yaml")
     assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1
     assert table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)

@@ -7,6 +7,7 @@ import pytest
 
 from nas.cli import main
 from nas.cluster import RAY_ENV
+from nas.session import SupernetSession
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +47,11 @@ def test_slim_on_ray_takes_the_in_process_trajectory(cluster, tiny_run, tmp_path
     table.path = tables / f"cpu@{net.space.resolution}.yaml"
     start_ms = build.Predictor(table, True, rounds=3, progress=False)(
         net.initial_choice().to_config(net.space, num_classes=net.num_classes))
-    argv = ["slim", "--target-ms", f"{0.7 * start_ms:.4f}", "--supernet", str(tiny_run), "--tables", str(tables),
-            "--val-images", "200", "--calib-images", "64", "--no-progress"]
-    assert main(argv + ["--out", str(tmp_path / "local")]) == 0
-    assert main(argv + ["--out", str(tmp_path / "ray"), "--ray-address", cluster.address]) == 0
+    session = SupernetSession.open(supernet=tiny_run, tables_dir=tables, val_images=200, calib_images=64,
+                                   progress=False)
+    target = round(0.7 * start_ms, 4)
+    session.slim([target], tmp_path / "local")
+    session.slim([target], tmp_path / "ray", ray_address=cluster.address)
     assert not ray.is_initialized()          # the driver detached
     local = _trajectory(next((tmp_path / "local").glob("*.trajectory.csv")))
     on_ray = _trajectory(next((tmp_path / "ray").glob("*.trajectory.csv")))
@@ -69,26 +71,29 @@ def test_search_on_ray_workers_share_one_study(cluster, tiny_run, tmp_path):
     from nas import search
 
     out = tmp_path / "search"
-    assert main(["search", "--target-ms", "0.5", "--device", "iphone12", "--supernet", str(tiny_run),
-                 "--tables", str(tmp_path / "tables"), "--out", str(out), "--trials", "10", "--population", "4",
-                 "--val-images", "100", "--calib-images", "32", "--ray-address", cluster.address, "--workers", "2",
-                 "--no-progress"]) == 0
+    session = SupernetSession.open(supernet=tiny_run, device="iphone12", tables_dir=tmp_path / "tables",
+                                   val_images=100, calib_images=32, progress=False)
+    session.search([0.5], out, trials=10, population=4, ray_address=cluster.address, workers=2, progress=False,
+                   log=lambda line: None)
     study = optuna.load_study(study_name="efficientformer@iphone12-0.5ms", storage=search.open_storage(None, out))
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert 10 <= len(finished) <= 11 and len({t.number for t in study.trials}) == len(study.trials)
     assert (out / "trials.csv").is_file() and (out / "pareto.png").is_file()
 
 
-def _train_argv(tiny_space_path, runs, epochs, cluster_address, name):
-    return ["train-supernet", "--space", str(tiny_space_path), "--img-size", "32", "--epochs", str(epochs),
-            "--batch-size", "128", "--runs", str(runs), "--name", name, "--ray-address", cluster_address,
-            "--workers", "2", "--no-progress"]
+def _train_on_ray(tiny_space_path, run_dir, epochs, cluster_address):
+    """`nas train-supernet` on two Ray workers, as a library call."""
+    from nas.train import supernet_recipe, train_supernet_run
+
+    recipe = supernet_recipe(space=str(tiny_space_path), img_size=32, epochs=epochs, batch_size=128)
+    return train_supernet_run(recipe, run_dir, workers=2, ray_address=cluster_address, progress=False,
+                              log=lambda line: None)
 
 
 def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster, tiny_space_path, tmp_path, capsys):
     from nas import checkpoint
 
-    assert main(_train_argv(tiny_space_path, tmp_path, 2, cluster.address, "ddp")) == 0
+    _train_on_ray(tiny_space_path, tmp_path / "ddp", 2, cluster.address)
     ckpt = checkpoint.load(tmp_path / "ddp" / "supernet.pt")
     assert ckpt["epoch"] == 2 and [h["workers"] for h in ckpt["history"]] == [2, 2]
     assert ckpt["history"][-1]["val_acc"] > ckpt["history"][0]["val_acc"]
@@ -141,7 +146,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
 
     watcher = threading.Thread(target=kill_rank_1_after_first_checkpoint, daemon=True)
     watcher.start()
-    assert main(_train_argv(tiny_space_path, tmp_path, 6, cluster.address, "run")) == 0
+    _train_on_ray(tiny_space_path, run, 6, cluster.address)
     watcher.join(timeout=10)
     assert "killed" in seen, seen
     starts = [int(e[-1]) for e in events() if e[5] == "starts"]
@@ -158,8 +163,10 @@ def test_a_workers_own_error_is_one_line_and_leaves_no_run(cluster, tiny_space_p
     """The IDX files are missing: each worker raises our one-line error, which Ray wraps in a
     multi-page group failure; the user sees the worker's line, and the half-born run is gone."""
     (tmp_path / "empty").mkdir()
-    argv = _train_argv(tiny_space_path, tmp_path, 1, cluster.address, "nodata")
-    assert main(argv + ["--data", f"fashion-mnist:{tmp_path / 'empty'}"]) == 2
+    argv = ["train-supernet", "--space", str(tiny_space_path), "--img-size", "32", "--epochs", "1", "--batch-size",
+            "128", "--runs", str(tmp_path), "--name", "nodata", "--ray-address", cluster.address, "--workers", "2",
+            "--no-progress", "--data", f"fashion-mnist:{tmp_path / 'empty'}"]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte[.gz] not found" in err, err
     assert not (tmp_path / "nodata").exists()

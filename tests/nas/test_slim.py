@@ -8,6 +8,7 @@ from lut import build
 from lut.table import LatencyTable
 from nas import checkpoint
 from nas.cli import main
+from nas.session import SupernetSession
 from nas.slim import propose, smallest_choices
 from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.registry import family_names, get_family
@@ -296,10 +297,10 @@ def test_an_emitted_config_names_the_table_that_priced_it(tmp_path):
     ckpt = train_supernet(Recipe(space=str(space), img_size=32, epochs=1, batch_size=128), tmp_path / "run",
                           progress=False, log=lambda s: None)
     tables, shipped = tmp_path / "tables", SHIPPED_TABLES / "iphone12@224.yaml"
-    assert main(["slim", "--target-ms", "100", "--device", "iphone12", "--supernet", str(ckpt), "--out",
-                 str(tmp_path / "o"), "--tables", str(tables), "--val-images", "50", "--calib-images", "32",
-                 "--no-progress"]) == 0
-    meta = ArchConfig.load(tmp_path / "o" / "efficientformer@iphone12-100ms.yaml").meta
+    session = SupernetSession.open(supernet=ckpt, device="iphone12", tables_dir=tables, val_images=50,
+                                   calib_images=32, progress=False)
+    (config,) = session.slim([100], tmp_path / "o").configs
+    meta = ArchConfig.load(config).meta
     assert Path(meta["table"]) == shipped and not (tables / "iphone12@224.yaml").exists()
     assert meta["table_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]
     assert meta["table_estimated_by"].startswith("coreml-cost")

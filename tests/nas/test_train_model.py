@@ -9,6 +9,9 @@ import torch
 
 from nas import checkpoint
 from nas.cli import main
+from nas.errors import RecipeChangeError
+from nas.session import SupernetSession
+from nas.train_model import resume_training, train_config
 from supernets.config import ArchConfig
 from tests.conftest import kill_during_second_epoch
 
@@ -18,10 +21,16 @@ def emitted(tiny_run, tmp_path_factory):
     """A config slimmed from the tiny EfficientFormer supernet (shipped iphone12 cost model), with
     the inherited weights slim writes next to it."""
     out = tmp_path_factory.mktemp("slim")
-    assert main(["slim", "--target-ms", "0.485", "--device", "iphone12", "--supernet", str(tiny_run),
-                 "--tables", str(out / "tables"), "--out", str(out), "--no-progress"]) == 0
-    (config,) = out.glob("*.yaml")
+    session = SupernetSession.open(supernet=tiny_run, device="iphone12", tables_dir=out / "tables", progress=False)
+    (config,) = session.slim([0.485], out).configs
     return config
+
+
+def _train(config, out, **fields):
+    """`nas train` as a library call (`nas.train_model.train_config`), quietly: the lines it logged."""
+    lines = []
+    train_config(config, out_dir=out, progress=False, log=lines.append, **fields)
+    return lines
 
 
 def _metrics(folder):
@@ -50,15 +59,13 @@ def test_inherited_training_starts_at_the_accuracy_slim_reported(emitted, tmp_pa
     ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
     assert ckpt["complete"] and ckpt["ema"] is not None and ckpt["epoch"] == 2
     # scratch, same config and epochs, starts near chance
-    assert main(["train", str(emitted), "--epochs", "1", "--out", str(tmp_path / "scratch"), "--no-progress"]) == 0
+    _train(emitted, tmp_path / "scratch", epochs=1)
     assert float(_metrics(tmp_path / "scratch")[0]["val_top1"]) < 40
 
 
 def test_init_from_the_supernet_file_equals_the_inherited_weights(emitted, tiny_run, tmp_path):
-    assert main(["train", str(emitted), "--init", str(tiny_run), "--epochs", "1", "--out", str(tmp_path / "a"),
-                 "--no-progress"]) == 0
-    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--out", str(tmp_path / "b"),
-                 "--no-progress"]) == 0
+    _train(emitted, tmp_path / "a", init=str(tiny_run), epochs=1)
+    _train(emitted, tmp_path / "b", init="inherited", epochs=1)
     a, b = (checkpoint.load(tmp_path / n / "model.pt", (checkpoint.MODEL_FORMAT,)) for n in "ab")
     assert _metrics(tmp_path / "a")[0]["val_top1"] == _metrics(tmp_path / "b")[0]["val_top1"]
     for name, tensor in a["state_dict"].items():
@@ -90,8 +97,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path
 
 def test_exported_onnx_has_the_trained_models_top1(emitted, tmp_path, capsys):
     out = tmp_path / "m"
-    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
-    capsys.readouterr()
+    _train(emitted, out, init="inherited", epochs=1)
     assert main(["export", str(out / "model.pt"), "--format", "onnx", "--val-images", "200"]) == 0
     printed = capsys.readouterr().out
     torch_top1, ort_top1 = printed.split("torch ")[1].split("%, onnxruntime ")
@@ -107,8 +113,7 @@ def test_exported_onnx_has_the_trained_models_top1(emitted, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_distillation_from_the_supernet(emitted, tiny_run, tmp_path, capsys, kind):
     out = tmp_path / kind
-    assert main(["train", str(emitted), "--init", "inherited", "--epochs", "1", "--teacher", str(tiny_run),
-                 "--distill", kind, "--out", str(out), "--no-progress"]) == 0
+    _train(emitted, out, init="inherited", epochs=1, teacher=str(tiny_run), distill=kind)
     ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
     # EfficientFormer trains its distillation head on the teacher, initialised from the class head
     assert ckpt["config"]["head"]["distillation"] is True
@@ -118,15 +123,13 @@ def test_distillation_from_the_supernet(emitted, tiny_run, tmp_path, capsys, kin
 
 
 def test_bf16_autocast_trains_on_the_cpu(emitted, tmp_path):
-    assert main(["train", str(emitted), "--epochs", "1", "--amp", "bf16", "--device", "cpu", "--channels-last",
-                 "--out", str(tmp_path / "bf16"), "--no-progress"]) == 0
+    _train(emitted, tmp_path / "bf16", epochs=1, amp="bf16", device="cpu", channels_last=True)
     assert float(_metrics(tmp_path / "bf16")[-1]["train_loss"]) > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_with_bf16(emitted, tmp_path):
-    assert main(["train", str(emitted), "--epochs", "1", "--device", "cuda", "--amp", "bf16", "--channels-last",
-                 "--out", str(tmp_path / "cuda"), "--no-progress"]) == 0
+    _train(emitted, tmp_path / "cuda", epochs=1, device="cuda", amp="bf16", channels_last=True)
     assert float(_metrics(tmp_path / "cuda")[-1]["val_top1"]) > 20
 
 
@@ -184,15 +187,13 @@ def test_weights_trained_small_export_and_train_at_another_resolution(tiny_space
     assert table.shape == (8, 49)
     corner = small.state_dict()["stages.3.blocks.0.token_mixer.attention_biases"]
     assert torch.allclose(table.mean(1), corner.mean(1), atol=0.3)       # resampled, not re-initialised
-    assert main(["train", str(tmp_path / "attn.yaml"), "--init", "inherited", "--img-size", "64", "--epochs", "1",
-                 "--out", str(tmp_path / "at64"), "--no-progress"]) == 0
-    assert "trained at 32 px, training goes on at 64 px" in capsys.readouterr().out
+    logged = _train(tmp_path / "attn.yaml", tmp_path / "at64", init="inherited", img_size=64, epochs=1)
+    assert any("trained at 32 px, training goes on at 64 px" in line for line in logged)
 
 
 def test_training_on_an_image_folder_takes_its_classes(emitted, digit_folder, tmp_path, capsys):
     out = tmp_path / "folder"
-    assert main(["train", str(emitted), "--data", str(digit_folder), "--img-size", "32", "--epochs", "1",
-                 "--batch-size", "8", "--loader-workers", "2", "--out", str(out), "--no-progress"]) == 0
+    _train(emitted, out, data=str(digit_folder), img_size=32, epochs=1, batch_size=8, workers=2)
     ckpt = checkpoint.load(out / "model.pt", (checkpoint.MODEL_FORMAT,))
     assert ckpt["config"]["num_classes"] == 3 and ckpt["state_dict"]["head.head.weight"].shape[0] == 3
     # the inherited 10-class head does not fit 3 classes: named, one line
@@ -217,8 +218,11 @@ def test_resume_refuses_recipe_flags_it_would_ignore(emitted, tiny_run, tmp_path
            "--lr 0.5 differs from its 0.002")
     _fails(capsys, ["train-supernet", "--resume", str(tiny_run.parent), "--mixing", "hard"], "--mixing hard differs")
     out = tmp_path / "m"
-    assert main(["train", str(emitted), "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    _train(emitted, out, epochs=1)
+    with pytest.raises(RecipeChangeError, match="seed 3 differs from the run's 0"):   # the library names the field
+        resume_training(out, seed=3, progress=False)
     _fails(capsys, ["train", "--resume", str(out), "--seed", "3"], "--seed 3 differs from its 0")
+    _fails(capsys, ["train", "--resume", str(out), "--smoothing", "0.2"], "--smoothing 0.2 differs from its 0.1")
     _fails(capsys, ["train", "--resume", str(out), "--init", "inherited"], "--init inherited differs")
     before = (out / "model.pt").read_bytes()
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0   # runtime flags may change
