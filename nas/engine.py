@@ -144,6 +144,7 @@ class RecipeBase:
     def resumed(cls, recorded: dict[str, Any], changes: dict[str, Any]):
         """The recipe a run recorded, with `changes`. Only runtime fields may change: any other
         field given with another value than the run's raises `RecipeChangeError`."""
+        recorded = cls.from_dict(recorded).to_dict()   # with the defaults of fields added since it was written
         names = {f.name for f in dataclasses.fields(cls)}
         for name, value in changes.items():
             if name not in names:

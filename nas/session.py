@@ -198,18 +198,24 @@ FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "inherited_top1", "par
 
 
 def slim_every_family(families: list[str], targets: list[float], out_dir: str | os.PathLike, *,
-                      runs_dir: str | os.PathLike, slim_one: Callable[[str, Path], Emitted], device: str,
-                      log: Callable[[str], None] = print) -> tuple[list[dict], Path, Path]:
+                      runs_dir: str | os.PathLike, device: str,
+                      slim_one: Callable[[str, Path], Emitted] | None = None, log: Callable[[str], None] = print,
+                      **session_options) -> tuple[list[dict], Path, Path]:
     """Each family's newest finished supernet under `runs_dir` slimmed to the same targets by
-    ``slim_one(family, checkpoint)`` (which writes into `out_dir`), then ``families.csv`` and
-    ``families.png`` there. A family that cannot reach a target is listed with its floor; one
-    without a trained supernet is listed as such. Returns the rows and the two files."""
+    ``slim_one(family, checkpoint)`` (which writes into `out_dir`; by default a `SupernetSession`
+    opened with `session_options`), then ``families.csv`` and ``families.png`` there. A family
+    that cannot reach a target is listed with its floor; one without a trained supernet is
+    listed as such. Returns the rows and the two files."""
     from nas.report import costs
     from nas.slim import UnreachableTarget
     from supernets import io
 
     targets = checked_targets(targets)
     out_dir = Path(out_dir)
+    if slim_one is None:
+        def slim_one(family: str, ckpt: Path) -> Emitted:
+            session = SupernetSession.open(supernet=ckpt, runs_dir=runs_dir, device=device, **session_options)
+            return session.slim(targets, out_dir)
     rows, trajectories = [], {}
     for family in families:
         base = {"family": family, "predicted_ms": "", "inherited_top1": "", "params_m": "", "macs_g": "",

@@ -258,11 +258,26 @@ def resume_supernet_run(run_dir: str | Path, *, workers: int = 1, ray_address: s
                               log=log)
 
 
+def train_or_resume(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
+                    log: Callable[[str], None] = print, **run_options) -> Path:
+    """The supernet of `run_dir`: there already when the run finished, continued from its last
+    epoch when it was interrupted (the recipe must match the run's but for runtime fields), else
+    trained afresh. `run_options`: `train_supernet_run`'s (workers, ray_address, ...)."""
+    run_dir = Path(run_dir)
+    if runs.read_info(run_dir).get("complete"):
+        log(f"{recipe.family}: done already ({run_dir / runs.SUPERNET})")
+        return run_dir / runs.SUPERNET
+    if (run_dir / runs.SUPERNET).is_file():
+        recipe = Recipe.resumed(checkpoint.load(run_dir / runs.SUPERNET)["recipe"], recipe.to_dict())
+        return train_supernet_run(recipe, run_dir, resume=True, progress=progress, log=log, **run_options)
+    return train_supernet_run(recipe, run_dir, progress=progress, log=log, **run_options)
+
+
 def train_every_family(runs_dir: str | Path, name: str, *, space: str = "small", progress: bool = True,
                        log: Callable[[str], None] = print, **options) -> Path:
     """Each family's supernet in turn, as ``runs_dir/name-FAMILY``, on a shipped `space`. The same
-    call again skips finished families and resumes the one a crash interrupted. `options`: the
-    recipe's fields (None: the default) and `train_supernet_run`'s (workers, ray_address, ...).
+    call again skips finished families and resumes the one a crash interrupted (`train_or_resume`).
+    `options`: the recipe's fields and `train_supernet_run`'s (workers, ray_address, ...).
     Returns the last supernet."""
     import inspect
 
@@ -275,15 +290,6 @@ def train_every_family(runs_dir: str | Path, name: str, *, space: str = "small",
                    if k in inspect.signature(train_supernet_run).parameters}
     path = None
     for family in search_spaces.searchable_families():
-        run_dir = Path(runs_dir) / f"{name}-{family}"
-        if runs.read_info(run_dir).get("complete"):
-            log(f"{family}: done already ({run_dir / runs.SUPERNET})")
-            path = run_dir / runs.SUPERNET
-        elif (run_dir / runs.SUPERNET).is_file():   # the same options again: a changed recipe field is refused
-            given = {k: v for k, v in options.items() if v is not None}
-            path = resume_supernet_run(run_dir, progress=progress, log=log, **run_options, **given, space=space)
-        else:
-            recipe = supernet_recipe(family=family, space=space, **{k: v for k, v in options.items() if v is not None})
-            path = train_supernet_run(recipe, runs.new_run_dir(runs_dir, family, run_dir.name), progress=progress,
-                                      log=log, **run_options)
+        recipe = supernet_recipe(family=family, space=space, **options)
+        path = train_or_resume(recipe, Path(runs_dir) / f"{name}-{family}", progress=progress, log=log, **run_options)
     return path

@@ -25,11 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from lut import validate
+from lut import store, validate
 from lut.table import LatencyTable
 from nas import checkpoint
-from nas.cli import main as nas
 from nas.report import branches_kept
+from nas.session import SupernetSession
+from nas.train import supernet_recipe, train_supernet_run
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent
@@ -40,15 +41,11 @@ def run_family(family: str, args) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         runs, tables = Path(tmp) / "runs", Path(tmp) / "tables"
         t0 = time.time()
-        if nas(["train-supernet", "--family", family, "--epochs", str(args.epochs), "--runs", str(runs),
-                "--name", family, "--no-progress"]):
-            raise SystemExit(1)
+        ckpt = train_supernet_run(supernet_recipe(family=family, epochs=args.epochs), runs / family, progress=False,
+                                  log=lambda line: None)
         trained = time.time()
-        if nas(["lut", "build", "--device", "cpu", "--family", family, "--tables", str(tables),
-                "--rounds", str(args.rounds), "--no-progress"]):
-            raise SystemExit(1)
+        store.build_tables("cpu", [family], tables_dir=tables, rounds=args.rounds, progress=False)
         built = time.time()
-        ckpt = runs / family / "supernet.pt"
         net = checkpoint.build_supernet(checkpoint.load(ckpt))
         table = LatencyTable.load(next(tables.glob("cpu@*.yaml")))
         start = net.initial_choice().to_config(net.space, num_classes=net.num_classes)
@@ -62,9 +59,8 @@ def run_family(family: str, args) -> str:
             target = round(fraction * table.predict(start), 2)
             out = Path(tmp) / f"slim-{fraction:g}"
             t1 = time.time()
-            if nas(["slim", "--family", family, "--target-ms", str(target), "--device", "cpu", "--supernet",
-                    str(ckpt), "--tables", str(tables), "--out", str(out), "--no-progress"]):
-                raise SystemExit(1)
+            SupernetSession.open(supernet=ckpt, family=family, device="cpu", tables_dir=tables,
+                                 progress=False).slim([target], out)
             stem = f"{family}@cpu-{target:g}ms"
             cfg = ArchConfig.load(out / f"{stem}.yaml")
             emitted[f"emitted {fraction:g}x"] = cfg

@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import search_spaces
+from lut import store
 from lut.table import LatencyTable
 from lut.validate import error_stats
-from nas.cli import main as nas
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ["efficientformer", "fastvit", "mobilevitv3", "iformer", "fmvit"]
 
 
 def run(argv=None) -> int:
@@ -37,18 +37,15 @@ def run(argv=None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tables:
         t0 = time.time()
-        if nas(["lut", "build", "--device", "cpu", "--family", "all", "--tables", tables, "--rounds", str(args.rounds),
-                "--no-progress"]):
-            return 1
+        store.build_tables("cpu", search_spaces.searchable_families(), tables_dir=tables, rounds=args.rounds,
+                           progress=False)
         build_s = time.time() - t0
         built = {p.name: LatencyTable.load(p) for p in sorted(Path(tables).glob("cpu@*.yaml"))}
         results = {}
-        for fam in FAMILIES:
+        for fam in search_spaces.searchable_families():
             t1 = time.time()
-            if nas(["lut", "validate", "--device", "cpu", "--family", fam, "--tables", tables, "--samples",
-                    str(args.samples), "--seed", str(args.seed), "--rounds", str(args.rounds), "--out", str(HERE / fam),
-                    "--no-progress"]):
-                return 1
+            store.validate_tables("cpu", [fam], samples=args.samples, seed=args.seed, rounds=args.rounds,
+                                  tables_dir=tables, out_dir=HERE / fam, progress=False)
             with open(HERE / fam / "validation.csv") as f:
                 rows = list(csv.DictReader(f))
             results[fam] = (rows, time.time() - t1)

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lut import store
 from lut.table import LatencyTable
 from lut.validate import error_stats
-from nas.cli import main as nas
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,14 +34,10 @@ def _cells(st: dict[str, float]) -> str:
 def one_repeat(args, seed: int, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as tables:
         t0 = time.time()
-        if nas(["lut", "build", "--device", "cpu", "--family", args.family, "--tables", tables,
-                "--rounds", str(args.rounds), "--no-progress"]):
-            raise SystemExit(1)
+        store.build_tables("cpu", [args.family], tables_dir=tables, rounds=args.rounds, progress=False)
         built = time.time()
-        if nas(["lut", "validate", "--device", "cpu", "--family", args.family, "--tables", tables,
-                "--samples", str(args.samples), "--seed", str(seed), "--rounds", str(args.rounds),
-                "--out", str(out), "--no-progress"]):
-            raise SystemExit(1)
+        store.validate_tables("cpu", [args.family], samples=args.samples, seed=seed, rounds=args.rounds,
+                              tables_dir=tables, out_dir=out, progress=False)
         table = LatencyTable.load(next(Path(tables).glob("cpu@*.yaml")))
     with open(out / "validation.csv") as f:
         rows = list(csv.DictReader(f))

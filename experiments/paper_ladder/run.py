@@ -20,8 +20,9 @@ import search_spaces
 from lut.devices import find_table
 from lut.table import LatencyTable
 from nas import runs
-from nas.cli import main as nas
 from nas.report import costs
+from nas.session import SupernetSession
+from nas.train import supernet_recipe, train_or_resume
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent
@@ -51,13 +52,10 @@ def run(argv=None) -> int:
 
     run_dir = work / "supernet"
     if not runs.read_info(run_dir).get("complete"):
-        argv_train = (["train-supernet", "--resume", str(run_dir)] if (run_dir / runs.SUPERNET).is_file() else
-                      ["train-supernet", "--space", "paper", "--data", args.data, "--img-size", str(args.img_size),
-                       "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--runs", str(work),
-                       "--name", "supernet"])
+        recipe = supernet_recipe(space="paper", data=args.data, img_size=args.img_size, epochs=args.epochs,
+                                 batch_size=args.batch_size)
         t0 = time.time()
-        if nas(argv_train + ["--no-progress"]):
-            sys.exit("supernet training failed")
+        train_or_resume(recipe, run_dir, progress=False)
         times["train_supernet_s"] = times.get("train_supernet_s", 0.0) + time.time() - t0
         times_path.write_text(json.dumps(times, indent=1))
 
@@ -66,10 +64,10 @@ def run(argv=None) -> int:
     t0 = time.time()
     if "ladder_s" in times and trajectory_csv.is_file():
         pass   # the ladder ran: only the table is rewritten
-    elif nas(["slim", "--target-ms", *map(str, LADDER), "--device", "iphone12", "--supernet", str(run_dir / runs.SUPERNET),
-            "--runs", str(work), "--no-progress"]):
-        sys.exit("slimming failed")
     else:
+        session = SupernetSession.open(supernet=run_dir / runs.SUPERNET, runs_dir=work, device="iphone12",
+                                       progress=False)
+        session.slim(list(LADDER), slim_dir)
         times["ladder_s"] = time.time() - t0
         times_path.write_text(json.dumps(times, indent=1))
 

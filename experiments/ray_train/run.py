@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from nas import checkpoint
-from nas.cli import main as nas
 from nas.cluster import RAY_ENV
+from nas.train import supernet_recipe, train_supernet_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,9 +35,13 @@ def run(argv=None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = ["train-supernet", "--family", args.family, "--epochs", str(args.epochs), "--runs", tmp, "--no-progress"]
+        recipe = supernet_recipe(family=args.family, epochs=args.epochs)
+
+        def train(name: str, **ray) -> None:   # `nas train-supernet` as a library call
+            train_supernet_run(recipe, Path(tmp) / name, progress=False, log=lambda line: None, **ray)
+
         t0 = time.time()
-        assert nas(base + ["--name", "single"]) == 0
+        train("single")
         rows.append(("single process (2 threads)", time.time() - t0, Path(tmp) / "single"))
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 * 2**20,
                                                                   "node_ip_address": "127.0.0.1"})
@@ -46,8 +50,7 @@ def run(argv=None) -> int:
         try:
             for workers in (1, 2):
                 t0 = time.time()
-                assert nas(base + ["--name", f"ray{workers}", "--ray-address", cluster.address,
-                                   "--workers", str(workers)]) == 0
+                train(f"ray{workers}", ray_address=cluster.address, workers=workers)
                 rows.append((f"Ray Train, {workers} worker(s) ({2 // workers} thread(s) each)", time.time() - t0,
                              Path(tmp) / f"ray{workers}"))
         finally:

@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas.cli import main as nas
+from nas import runs as runs_mod
+from nas.session import SupernetSession
+from nas.train import supernet_recipe, train_supernet_run
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent
@@ -38,28 +40,25 @@ def run(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         t0 = time.time()
-        if nas(["train-supernet", "--family", args.family, "--epochs", str(args.epochs), "--runs", str(runs),
-                "--no-progress"]):
-            return 1
+        ckpt = train_supernet_run(supernet_recipe(family=args.family, epochs=args.epochs),
+                                  runs_mod.new_run_dir(runs, args.family), progress=False, log=lambda line: None)
         train_s = time.time() - t0
-        common = ["--family", args.family, "--device", args.device, "--runs", str(runs), "--no-progress"]
+        # one session for both methods: same table, BN-recalibration and validation subsets
+        session = SupernetSession.open(supernet=ckpt, device=args.device, runs_dir=runs, progress=False)
         # the start: slimming to a huge target takes no step and reports the initial choice
-        if nas(["slim", "--target-ms", "1000", *common]):
-            return 1
-        start = ArchConfig.load(next(runs.glob("*/slim/*-1000ms.yaml")))
+        (start,) = session.slim([1000], ckpt.parent / "slim").configs
+        start = ArchConfig.load(start)
         start_ms, start_acc = start.meta["predicted_ms"], start.meta["inherited_top1"]
         for frac in fractions:
             target = round(frac * start_ms, 3)
             t1 = time.time()
-            if nas(["slim", "--target-ms", str(target), *common]):
-                return 1
+            (slimmed,) = session.slim([target], ckpt.parent / "slim").configs
             slim_s = time.time() - t1
-            slimmed = ArchConfig.load(next(runs.glob(f"*/slim/*-{target:g}ms.yaml")))
+            slimmed = ArchConfig.load(slimmed)
             t2 = time.time()
-            if nas(["search", "--target-ms", str(target), "--trials", str(args.trials), *common]):
-                return 1
+            found = session.search([target], trials=args.trials, progress=False, log=lambda line: None)
             search_s = time.time() - t2
-            trials = list(csv.DictReader(open(next(runs.glob(f"*/search/*-{target:g}ms/trials.csv")))))
+            trials = list(csv.DictReader(open(found.out_dir / "trials.csv")))
             feasible = [r for r in trials if r["feasible"] == "True"]
             best = max(feasible, key=lambda r: (float(r["accuracy"]), -float(r["latency_ms"])), default=None)
             # how many trials the search needed to first match the slimmed accuracy within budget
@@ -72,7 +71,7 @@ def run(argv=None) -> int:
              f"Supernet: {args.epochs} epochs on the embedded digits ({train_s:.0f} s); initial choice "
              f"{start_ms:.3f} ms, {start_acc:.2f} % inherited top-1. Accuracy is the inherited top-1 on the fixed "
              "validation subset (`--val-images 1000`, i.e. the whole 360-image digits validation split) after BN recalibration (same for both). Times are wall-clock on 2 shared "
-             "cores.", "",
+             "cores, of the slimming or search alone (one session, opened once, serves both).", "",
              "| target | slim: top-1 % | ms | steps | time s | search: best top-1 % in budget | ms | feasible / trials "
              "| time s | trials to match slim |", "|---|---|---|---|---|---|---|---|---|---|"]
     for frac, target, s, slim_s, best, search_s, n_feasible, n_trials, matched in rows:

@@ -30,27 +30,24 @@ from pathlib import Path
 import torch
 
 from nas import checkpoint, runs
-from nas.cli import main as nas
 from nas.evaluate import Evaluator
-from nas.train import Recipe
+from nas.session import SupernetSession
+from nas.train import Recipe, supernet_recipe, train_or_resume
 from supernets.config import ArchConfig, Choice
 from supernets.registry import random_choice
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-MODES = {"widths trained": [], "full width only": ["--no-train-widths"]}
+MODES = {"widths trained": True, "full width only": False}   # the recipe's train_widths
 
 
-def _train(work: Path, name: str, flags: list[str], args, times: dict) -> Path:
+def _train(work: Path, name: str, train_widths: bool, args, times: dict) -> Path:
     run_dir = work / name
     if not runs.read_info(run_dir).get("complete"):
-        argv = (["train-supernet", "--resume", str(run_dir)] if (run_dir / runs.SUPERNET).is_file() else
-                ["train-supernet", "--space", "small", "--data", args.data, "--img-size", str(args.img_size),
-                 "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--runs", str(work),
-                 "--name", name, *flags])
+        recipe = supernet_recipe(space="small", data=args.data, img_size=args.img_size, epochs=args.epochs,
+                                 batch_size=args.batch_size, train_widths=train_widths)
         t0 = time.time()
-        if nas(argv + ["--no-progress"]):
-            sys.exit(f"failed: nas {' '.join(argv)}")
+        train_or_resume(recipe, run_dir, progress=False)
         times[f"train {name}"] = times.get(f"train {name}", 0.0) + time.time() - t0
     return run_dir / runs.SUPERNET
 
@@ -86,8 +83,8 @@ def run(argv=None) -> int:
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
 
     ckpts = {}
-    for mode, flags in MODES.items():
-        ckpts[mode] = _train(work, "widths" if not flags else "full", flags, args, times)
+    for mode, train_widths in MODES.items():
+        ckpts[mode] = _train(work, "widths" if train_widths else "full", train_widths, args, times)
         times_path.write_text(json.dumps(times, indent=1))
 
     net = checkpoint.build_supernet(checkpoint.load(ckpts["widths trained"]))
@@ -108,12 +105,11 @@ def run(argv=None) -> int:
     for mode, path in ckpts.items():
         for order in ("natural", "importance"):
             t0 = time.time()
-            # slim writes next to the supernet (RUN/slim/), so each run's configs are read at once
-            if nas(["slim", "--target-ms", *map(str, args.targets), "--device", "iphone12", "--supernet", str(path),
-                    "--channel-order", order, "--runs", str(work), "--no-progress"]):
-                sys.exit("slimming failed")
-            for t in args.targets:
-                cfg = ArchConfig.load(path.parent / "slim" / f"efficientformer@iphone12-{t:g}ms.yaml")
+            session = SupernetSession.open(supernet=path, runs_dir=work, device="iphone12", channel_order_rule=order,
+                                           progress=False)
+            emitted = session.slim(args.targets, path.parent / "slim")
+            for t, config in zip(args.targets, emitted.configs):
+                cfg = ArchConfig.load(config)
                 slims.append({"supernet": mode, "channel order": order, "target ms": t,
                               "predicted ms": cfg.meta["predicted_ms"], "inherited top-1": cfg.meta["inherited_top1"],
                               "steps": cfg.meta["steps"], "slim s": round(time.time() - t0), "config": cfg.summary()})
