@@ -363,27 +363,15 @@ def cmd_train(args):
 
 
 def cmd_eval(args) -> dict:
-    from lut import store
-    from nas import data as data_mod, engine
-    from nas.report import costs
-    from nas.train_model import load_trained, trained_data
+    from nas.train_model import evaluate_trained
 
-    path = Path(args.model)
-    model, config, ckpt, use_ema = load_trained(path, ema=not args.no_ema)
-    data = trained_data(ckpt, ckpt["img_size"], args.data)
-    if data.num_classes != config.num_classes:
-        raise UserError(f"--data {data.source} has {data.num_classes} classes, the model predicts {config.num_classes}")
-    runtime = engine.Runtime.of(args.compute)
-    runtime.prepare(model)
-    scores = engine.evaluate(model, data_mod.loader(data, data.val, 256, workers=4), runtime)
-    table, predict = store.open_predictor(args.device, config.resolution, _tables_dir(args), not args.no_progress)
-    ms = predict(config)
-    c = costs(config, model.cpu())
-    print(f"{path} ({'EMA' if use_ema else 'raw'} weights) on {data.source} val ({len(data.val)} images, "
-          f"{ckpt['img_size']} px): top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}%")
-    print(f"params: {c['params_train'] / 1e6:.3f} M (train form), {c['params_deploy'] / 1e6:.3f} M (deploy)")
-    print(f"latency on {args.device}@{config.resolution}: {ms:.3f} ms predicted ({store.provenance(table)['table']})")
-    return {**scores, "latency_ms": ms}
+    r = evaluate_trained(args.model, device=args.device, tables_dir=_tables_dir(args), data=args.data,
+                         ema=not args.no_ema, compute=args.compute, progress=not args.no_progress)
+    print(f"{args.model} ({'EMA' if r['ema'] else 'raw'} weights) on {r['data']} val ({r['images']} images, "
+          f"{r['img_size']} px): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%")
+    print(f"params: {r['params_train'] / 1e6:.3f} M (train form), {r['params_deploy'] / 1e6:.3f} M (deploy)")
+    print(f"latency on {args.device}@{r['resolution']}: {r['latency_ms']:.3f} ms predicted ({r['table']})")
+    return r
 
 
 def cmd_quickstart(args) -> None:
@@ -430,6 +418,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from nas.engine import AMP_MODES, DEVICES
     from nas.slim import LAST_STEPS, PROPOSALS
     from nas.train import Recipe
+    from nas.train_model import TrainRecipe
 
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
                                 "slimming for efficient vision transformers.")
@@ -622,7 +611,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train one ArchConfig as a standalone model (from scratch or inherited weights)")
     tr.add_argument("config", nargs="?", default=None, help="ArchConfig YAML (e.g. one `nas slim` wrote)")
-    tr.add_argument("--init", default="scratch",
+    tr.add_argument("--init", default=TrainRecipe.init,
                     help="scratch | inherited (the .pt slim wrote next to the config) | PATH (a supernet.pt: the "
                     "sub-network's slices; or a model.pt)")
     tr.add_argument("--data", default=None, help="digits | fashion-mnist[:DIR] | ImageFolder root "
@@ -630,30 +619,30 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--img-size", type=int, default=None,
                     help="training resolution (default: the supernet's, else 64 px for digits and fashion-mnist and "
                     "the config's deploy resolution for an image folder)")
-    tr.add_argument("--epochs", type=int, default=None, help="default 30")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--weight-decay", type=float, default=0.025)
-    tr.add_argument("--warmup-epochs", type=int, default=1)
-    tr.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
-    tr.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup; 0 = off)")
-    tr.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
-    tr.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment policy for image folders ('' = off)")
-    tr.add_argument("--reprob", type=float, default=0.25, help="random erasing probability for image folders")
-    tr.add_argument("--drop-path-rate", type=float, default=0.0,
+    tr.add_argument("--epochs", type=int, default=None, help=f"default {TrainRecipe.epochs}")
+    tr.add_argument("--batch-size", type=int, default=TrainRecipe.batch_size)
+    tr.add_argument("--lr", type=float, default=TrainRecipe.lr)
+    tr.add_argument("--weight-decay", type=float, default=TrainRecipe.weight_decay)
+    tr.add_argument("--warmup-epochs", type=int, default=TrainRecipe.warmup_epochs)
+    tr.add_argument("--smoothing", type=float, default=TrainRecipe.label_smoothing, help="label smoothing")
+    tr.add_argument("--mixup", type=float, default=TrainRecipe.mixup, help="mixup alpha (timm Mixup; 0 = off)")
+    tr.add_argument("--cutmix", type=float, default=TrainRecipe.cutmix, help="cutmix alpha (0 = off)")
+    tr.add_argument("--aa", default=TrainRecipe.auto_augment, help="RandAugment policy for image folders ('' = off)")
+    tr.add_argument("--reprob", type=float, default=TrainRecipe.re_prob, help="random erasing probability for image folders")
+    tr.add_argument("--drop-path-rate", type=float, default=TrainRecipe.drop_path_rate,
                     help="stochastic depth at the last block, linear from 0 at the first (timm DropPath)")
-    tr.add_argument("--ema-decay", type=float, default=0.9998, help="EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
-    tr.add_argument("--clip-grad", type=float, default=0.0, help="gradient norm clip (0 = off)")
-    tr.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps")
+    tr.add_argument("--ema-decay", type=float, default=TrainRecipe.ema_decay, help="EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
+    tr.add_argument("--clip-grad", type=float, default=TrainRecipe.clip_grad, help="gradient norm clip (0 = off)")
+    tr.add_argument("--accum-steps", type=int, default=TrainRecipe.accum_steps, help="gradient accumulation steps")
     tr.add_argument("--teacher", default=None,
                     help="distillation teacher: a supernet.pt or model.pt, or a timm model name with --teacher-weights")
     tr.add_argument("--teacher-weights", default=None, help="state dict of a timm teacher")
-    tr.add_argument("--distill", choices=["none", "soft", "hard"], default="none")
-    tr.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term")
-    tr.add_argument("--distill-temperature", type=float, default=1.0, help="temperature of soft distillation")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=2)
-    tr.add_argument("--loader-workers", type=int, default=4, help="data loader processes for image folders")
+    tr.add_argument("--distill", choices=["none", "soft", "hard"], default=TrainRecipe.distill)
+    tr.add_argument("--distill-weight", type=float, default=TrainRecipe.distill_weight, help="weight of the distillation term")
+    tr.add_argument("--distill-temperature", type=float, default=TrainRecipe.distill_temperature, help="temperature of soft distillation")
+    tr.add_argument("--seed", type=int, default=TrainRecipe.seed)
+    tr.add_argument("--threads", type=int, default=TrainRecipe.threads)
+    tr.add_argument("--loader-workers", type=int, default=TrainRecipe.workers, help="data loader processes for image folders")
     accelerator_flags(tr)
     tr.add_argument("--compile", action="store_true", help="torch.compile the training step")
     tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")

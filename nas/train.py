@@ -200,7 +200,7 @@ def build(recipe: Recipe) -> tuple[SearchSpace, data_mod.Data, Supernet, Any, An
     return space, data, net, optimizer, scheduler
 
 
-def train_supernet_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, workers: int = 1,
+def train_supernet_run(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, workers: int = 1,
                        ray_address: str | None = None, gpus_per_worker: float | None = None,
                        storage_path: str | None = None, progress: bool = True,
                        log: Callable[[str], None] = print) -> Path:
@@ -209,6 +209,7 @@ def train_supernet_run(recipe: Recipe, run_dir: Path, *, resume: bool = False, w
     A fresh run that fails leaves no run directory behind."""
     import contextlib
 
+    run_dir = Path(run_dir)
     if workers < 1:
         raise ParameterError("workers", workers, "need at least one worker")
     runtime = recipe.runtime()   # a CUDA device without CUDA, fp16 on the CPU: one line, before anything is written

@@ -446,6 +446,30 @@ def _log_start(what: str, family: str, recipe: TrainRecipe, out_dir: Path, log: 
         f"{f', {recipe.distill} distillation from {recipe.teacher}' if recipe.teacher else ''} -> {out_dir}")
 
 
+def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: str | Path = "runs/tables",
+                     data: str | None = None, ema: bool = True, compute: str = "auto", progress: bool = True) -> dict:
+    """`nas eval MODEL.pt`: top-1 and top-5 of a model checkpoint on the validation split of the
+    data it was trained on (or `data`, with the same classes), its params, and its latency
+    predicted on `device`'s table."""
+    from lut import store
+    from nas.report import costs
+
+    path = Path(path)
+    model, config, ckpt, use_ema = load_trained(path, ema=ema)
+    source = trained_data(ckpt, ckpt["img_size"], data)
+    if source.num_classes != config.num_classes:
+        raise UserError(f"--data {source.source} has {source.num_classes} classes, the model predicts "
+                        f"{config.num_classes}")
+    runtime = engine.Runtime.of(compute)
+    runtime.prepare(model)
+    scores = engine.evaluate(model, data_mod.loader(source, source.val, 256, workers=4), runtime)
+    table, predict = store.open_predictor(device, config.resolution, Path(tables_dir), progress)
+    c = costs(config, model.cpu())
+    return {**scores, "latency_ms": predict(config), "table": store.provenance(table)["table"], "ema": use_ema,
+            "data": source.source, "images": len(source.val), "img_size": ckpt["img_size"],
+            "resolution": config.resolution, "params_train": c["params_train"], "params_deploy": c["params_deploy"]}
+
+
 def default_out_dir(config_path: Path, runs_root: Path, name: str) -> Path:
     """``<run>/train/<name>`` for a config inside a supernet run (``<run>/slim/x.yaml``), else
     ``<runs>/train/<name>``."""

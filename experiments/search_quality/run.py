@@ -17,7 +17,7 @@ dataset's 10 classes). Candidates, all predicted within T −3% … T where the 
   rank within one step.
 
 Every candidate is trained from scratch with the same ``nas train`` recipe; S also from its
-inherited weights; S and L1 with ``--seeds`` seeds. Reported: top-1 per candidate (mean ± spread
+inherited weights; S and L1 with ``--seeds`` seeds, the others with ``--all-seeds``. Reported: top-1 per candidate (mean ± spread
 over seeds), params, MACs, predicted ms, inherited top-1 (the supernet's estimate, BN
 recalibrated, as slimming scores; also its loss, and accuracy on every validation image with 256
 and with 2,048 calibration images, to see which estimate ranks best), Kendall τ and Spearman ρ
@@ -117,6 +117,9 @@ def run(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--randoms", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2, help="training seeds of S and L1")
+    ap.add_argument("--all-seeds", type=int, default=1,
+                    help="training seeds of every other candidate (R, O, Sps, ...); with 2 each mean has σ/√2 of "
+                         "seed noise, which raises τ's ceiling")
     ap.add_argument("--inherited-seeds", type=int, default=1, help="training seeds of S from its inherited weights")
     ap.add_argument("--hours", type=float, default=0, help="start no training after this many hours (0: no limit); "
                     "the result reports what was trained, a resume trains the rest")
@@ -266,6 +269,8 @@ def run(argv=None) -> int:
         futures += [train(configs, name) for name in ("S", "O", "Sps", "Sp", "Ops")]
     futures += [train(configs, "S", seed=s) for s in range(1, args.seeds)]
     futures += [train(configs, "S", "inherited", s) for s in range(args.inherited_seeds)]
+    futures += [train(configs, name, seed=s) for s in range(1, args.all_seeds)
+                for name in configs if name not in ("S", "L1") and not name.startswith("C")]
     futures += [train(configs, name) for name in configs if name.startswith("C")]
 
     # 8. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
@@ -354,7 +359,7 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
     lines = ["# Does the search beat hand design? (Fashion-MNIST, equal latency on iphone12)", "",
              "```", f"python experiments/search_quality/run.py --supernet-epochs {args.supernet_epochs} --epochs "
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
-             f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
+             + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
              f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
              f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming (S) evaluated {budget} sub-networks; the search had "

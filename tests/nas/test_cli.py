@@ -146,3 +146,19 @@ def test_a_space_file_trains_its_own_family_without_family(tmp_path, monkeypatch
     for flags, family in ((["--space", str(space)], "fmvit"), ([], "efficientformer")):
         with pytest.raises(Started, match=family):
             main(["train-supernet", *flags, "--runs", str(tmp_path / "runs"), "--no-progress"])
+
+
+def test_the_training_flags_default_to_the_recipes():
+    """`nas train` and `nas train-supernet` pass their flags to the recipes: a flag's default that
+    differed from the field's would train differently from the library. --device is the one
+    deliberate difference: the command takes a GPU when there is one ('auto'), the library the CPU."""
+    from nas.cli import MODEL_RECIPE_FLAGS, SUPERNET_RECIPE_FLAGS, _parse
+    from nas.train import Recipe
+    from nas.train_model import TrainRecipe
+
+    for argv, flags, recipe in ((["train", "x.yaml"], MODEL_RECIPE_FLAGS, TrainRecipe()),
+                                (["train-supernet"], SUPERNET_RECIPE_FLAGS, Recipe())):
+        given = vars(_parse(argv))
+        differ = {attr for attr, field in flags.items()
+                  if given[attr] is not None and given[attr] != getattr(recipe, field)}
+        assert differ == {"device"}, (argv[0], differ)

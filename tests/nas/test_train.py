@@ -111,3 +111,31 @@ def test_a_bad_training_flag_is_one_line_naming_it_and_writes_nothing(flags, bla
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and blamed in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_or_resume_skips_a_finished_run_and_resumes_an_interrupted_one(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from nas import checkpoint, runs, train
+    from nas.errors import RecipeChangeError
+
+    recipe = train.Recipe.from_dict(checkpoint.load(tiny_run)["recipe"])
+    logged = []
+    assert train.train_or_resume(recipe, tiny_run.parent, log=logged.append) == tiny_run   # finished: nothing runs
+    assert logged == [f"efficientformer: done already ({tiny_run})"]
+    run_dir = tmp_path / "interrupted"
+    shutil.copytree(tiny_run.parent, run_dir)
+    info = run_dir / runs.RUN_INFO
+    info.write_text(info.read_text().replace("complete: true", "complete: false"))
+    assert not runs.read_info(run_dir).get("complete")
+    calls = []
+    monkeypatch.setattr(train, "train_supernet_run", lambda r, d, **kw: calls.append((r, d, kw)) or d / runs.SUPERNET)
+    train.train_or_resume(recipe.__class__.from_dict({**recipe.to_dict(), "epochs": 3, "threads": 1}), run_dir,
+                          progress=False)
+    (resumed, where, options), = calls
+    assert where == run_dir and options["resume"] and resumed.epochs == 3 and resumed.lr == recipe.lr
+    with pytest.raises(RecipeChangeError, match="lr 0.5 differs"):   # another experiment, not a resume
+        train.train_or_resume(recipe.__class__.from_dict({**recipe.to_dict(), "lr": 0.5}), run_dir)
+    fresh = tmp_path / "fresh"
+    train.train_or_resume(recipe, fresh)
+    assert calls[-1][1] == fresh and not calls[-1][2].get("resume")
