@@ -31,6 +31,7 @@ Resumable: every phase records its outputs under ``--work``; an interrupted trai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -53,8 +54,9 @@ from nas import data as data_mod
 from nas.cli import main as nas
 from nas.evaluate import Evaluator
 from nas.report import costs
+from nas.session import SupernetSession
 from nas.slim import channel_order, propose
-from nas.train import Recipe
+from nas.train import Recipe, supernet_recipe, train_or_resume
 from nas.train_model import MODEL
 from supernets import io
 from supernets.config import ArchConfig, Choice, SearchSpace
@@ -66,8 +68,8 @@ REPO = HERE.parent.parent
 DEVICE = "iphone12"
 WINDOW = 0.03   # candidates lie within T(1 - WINDOW) ... T
 # the slimming methods compared: S is the product's default, whatever it is
-SLIM_VARIANTS = {"S": [], "Sps": ["--proposals", "per-stage", "--last-step", "least-drop"],
-                 "Sp": ["--proposals", "paper", "--last-step", "ratio"]}
+SLIM_VARIANTS = {"S": {}, "Sps": {"proposals": "per-stage", "last_step": "least-drop"},
+                 "Sp": {"proposals": "paper", "last_step": "ratio"}}
 # the supernet's estimates of a candidate: (name, calibration images, validation images)
 ESTIMATES = (("slim", 256, 1000), ("val-all", 256, 10_000), ("calib-2k", 2048, 10_000))
 
@@ -77,21 +79,30 @@ _TIMES_LOCK = threading.Lock()
 _NAS_MAIN = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def _timed(times: dict, key: str, work: Path, argv: list[str], log: Path | None = None) -> None:
-    """`nas ARGV`, in this process, or with `log` in a subprocess whose output goes there."""
+@contextlib.contextmanager
+def _timing(times: dict, key: str, work: Path):
+    """Add the block's wall time to `times[key]` (``times.json``, so a resume adds to it)."""
     t0 = time.time()
-    if log is None:
-        failed = nas(argv)
-    else:
-        with open(log, "w") as f:
-            failed = subprocess.run([sys.executable, "-c", _NAS_MAIN, *argv], stdout=f, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).returncode
-        print(f"{key}: {'failed, see ' + str(log) if failed else 'done'} ({time.time() - t0:.0f} s)", flush=True)
-    if failed:
-        sys.exit(f"`nas {' '.join(argv)}` failed")
+    yield
     with _TIMES_LOCK:
         times[key] = times.get(key, 0.0) + time.time() - t0
         io.write_text(work / "times.json", json.dumps(times, indent=1))
+
+
+def _timed(times: dict, key: str, work: Path, argv: list[str], log: Path | None = None) -> None:
+    """`nas ARGV` (the candidates' trainings are what `nas train` gives a user): in this process,
+    or with `log` in a subprocess of its own whose output goes there (parallel trainings)."""
+    with _timing(times, key, work):
+        t0 = time.time()
+        if log is None:
+            failed = nas(argv)
+        else:
+            with open(log, "w") as f:
+                failed = subprocess.run([sys.executable, "-c", _NAS_MAIN, *argv], stdout=f, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).returncode
+            print(f"{key}: {'failed, see ' + str(log) if failed else 'done'} ({time.time() - t0:.0f} s)", flush=True)
+        if failed:
+            sys.exit(f"`nas {' '.join(argv)}` failed")
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -197,25 +208,27 @@ def run(argv=None) -> int:
     # 3. the supernet, once
     run_dir = work / "supernet"
     if not runs.read_info(run_dir).get("complete"):
-        flags = (["--resume", str(run_dir)] if (run_dir / runs.SUPERNET).is_file() else
-                 ["--space", args.space, "--data", args.data, "--img-size", str(args.img_size),
-                  "--epochs", str(args.supernet_epochs), "--batch-size", str(args.batch_size), "--runs", str(work),
-                  "--name", "supernet"])
-        _timed(times, "train-supernet", work, ["train-supernet", *flags, *quiet])
+        with _timing(times, "train-supernet", work):   # `nas train-supernet`, as a library call
+            train_or_resume(supernet_recipe(space=args.space, data=args.data, img_size=args.img_size,
+                                            epochs=args.supernet_epochs, batch_size=args.batch_size,
+                                            device="auto"), run_dir, progress=False)
     ckpt = checkpoint.load(run_dir / runs.SUPERNET)
-    evaluation = ["--threads", str(args.eval_threads), "--supernet", str(run_dir / runs.SUPERNET),
-                  "--tables", str(work / "tables"), *quiet]
+
+    def session() -> SupernetSession:
+        """What `nas slim` / `nas search` open (afresh for each, as each command did)."""
+        return SupernetSession.open(supernet=run_dir / runs.SUPERNET, device=DEVICE, tables_dir=work / "tables",
+                                    threads=args.eval_threads, progress=False)
 
     # 4. S: slimming to T with the product's defaults; Sps and Sp with other rules (the methods
     # this study compared). Each one's evaluation count is the budget its search (O) gets
     budgets, trajectories = {}, {}
-    for name, flags in SLIM_VARIANTS.items():
+    for name, rules in SLIM_VARIANTS.items():
         slim_dir = work / f"slim-{name}"
         stem = f"efficientformer@{DEVICE}-{target:g}ms"
         configs[name] = slim_dir / f"{stem}.yaml"
         if not configs[name].is_file():
-            _timed(times, f"slim {name}", work, ["slim", "--target-ms", str(target), "--device", DEVICE,
-                                                "--out", str(slim_dir), *flags, *evaluation])
+            with _timing(times, f"slim {name}", work), io.all_or_nothing():
+                session().slim([target], slim_dir, **rules)
         trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
         budgets[name] = 1 + sum(int(r["candidates"]) for r in trajectories[name])
     budget = budgets["S"]
@@ -224,9 +237,8 @@ def run(argv=None) -> int:
     for name, of in (("O", "S"), ("Ops", "Sps")):
         search_dir = work / f"search-{budgets[of]}"
         if not (search_dir / "trials.csv").is_file():
-            _timed(times, f"search {budgets[of]}", work, [
-                "search", "--target-ms", str(target), "--trials", str(budgets[of]), "--device", DEVICE,
-                "--out", str(search_dir), *evaluation])
+            with _timing(times, f"search {budgets[of]}", work):
+                session().search([target], search_dir, trials=budgets[of], progress=False, log=lambda line: None)
         # the most accurate trial inside the window, as every candidate; only when the search found
         # none there, its most accurate trial under T (faster than the window; said in the result)
         feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
@@ -356,8 +368,10 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
     by_name = {r["candidate"]: r for r in rows}
     s_inh = top1.get(("S", "inherited"), [])
     o_meta = ArchConfig.load(configs["O"]).meta
-    lines = ["# Does the search beat hand design? (Fashion-MNIST, equal latency on iphone12)", "",
-             "```", f"python experiments/search_quality/run.py --supernet-epochs {args.supernet_epochs} --epochs "
+    data_label = "Fashion-MNIST" if args.data.startswith("fashion-mnist") else args.data
+    lines = [f"# Does the search beat hand design? ({data_label}, equal latency on iphone12)", "",
+             "```", "python experiments/search_quality/run.py "
+             + (f"--data {args.data} " if args.data != "fashion-mnist" else "") + f"--supernet-epochs {args.supernet_epochs} --epochs "
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
              + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
              f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
