@@ -375,40 +375,17 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_quickstart(args) -> None:
-    """train-supernet -> lut build -> slim on the embedded defaults: the library's defaults, which
-    are also each command's flag defaults."""
-    from lut import store
-    from nas import runs
-    from nas.session import SupernetSession
-    from nas.train import Recipe, train_supernet_run
-    from supernets import io
+    from nas.session import quickstart
 
     t0 = time.time()
-    progress = not args.no_progress
-    recipe = Recipe(epochs=args.epochs)
-    recipe.check()
-    ckpt_path = train_supernet_run(recipe, runs.new_run_dir(args.runs, recipe.family), progress=progress,
-                                   log=lambda line: print(line, flush=True))
-    tables_dir = Path(args.runs) / "tables"
-    table_path = store.build_tables("cpu", [recipe.family], space=recipe.space, tables_dir=tables_dir,
-                                    progress=progress)[-1]
-    session = SupernetSession.open(supernet=ckpt_path, runs_dir=args.runs, device="cpu", tables_dir=tables_dir,
-                                   progress=progress)
-    target = args.target_ms
-    if target is None:
-        net = session.net
-        start_ms = session.predictor(net.initial_choice().to_config(net.space, num_classes=net.num_classes))
-        target = round(start_ms * args.target_fraction, 1)
-        print(f"target: {target:g} ms ({args.target_fraction:g} x the full supernet's {start_ms:.1f} ms)")
-    print(f"slimming to {target:g} ms", flush=True)
-    with io.all_or_nothing():
-        emitted = session.slim([target], ckpt_path.parent / "slim")
-    _print_emitted(emitted, [target])
-    config = emitted.configs[-1]
+    done = quickstart(args.runs, epochs=args.epochs, target_ms=args.target_ms, target_fraction=args.target_fraction,
+                      progress=not args.no_progress, log=lambda line: print(line, flush=True))
+    _print_emitted(done.emitted, [done.target_ms])
+    config = done.emitted.configs[-1]
     print()
     print(f"quickstart done in {time.time() - t0:.0f}s")
-    print(f"  supernet       {ckpt_path}")
-    print(f"  latency table  {table_path}")
+    print(f"  supernet       {done.supernet}")
+    print(f"  latency table  {done.table}")
     print(f"  slimmed config {config}")
     print(f"  inspect it     nas show {config}")
 

@@ -267,3 +267,39 @@ def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], p
         ax.legend(fontsize=8)
         fig.tight_layout()
     return path
+
+
+@dataclass
+class QuickStarted:
+    """What `quickstart` made."""
+    supernet: Path
+    table: Path
+    target_ms: float
+    emitted: Emitted
+
+
+def quickstart(runs_dir: str | os.PathLike = "runs", *, epochs: int = Recipe.epochs, target_ms: float | None = None,
+               target_fraction: float = 0.6, progress: bool = True,
+               log: Callable[[str], None] = print) -> QuickStarted:
+    """`nas quickstart`: train-supernet, lut build and slim on the embedded defaults (the library's
+    defaults, which are also each command's flag defaults), on this machine's CPU. The target is
+    `target_ms`, else `target_fraction` of the full supernet's predicted latency."""
+    from nas.train import supernet_recipe, train_supernet_run
+    from supernets import io
+
+    recipe = supernet_recipe(epochs=epochs)
+    ckpt_path = train_supernet_run(recipe, runs.new_run_dir(runs_dir, recipe.family), progress=progress, log=log)
+    tables_dir = Path(runs_dir) / "tables"
+    table_path = store.build_tables("cpu", [recipe.family], space=recipe.space, tables_dir=tables_dir,
+                                    progress=progress, log=log)[-1]
+    session = SupernetSession.open(supernet=ckpt_path, runs_dir=runs_dir, device="cpu", tables_dir=tables_dir,
+                                   progress=progress)
+    if target_ms is None:
+        net = session.net
+        start_ms = session.predictor(net.initial_choice().to_config(net.space, num_classes=net.num_classes))
+        target_ms = round(start_ms * target_fraction, 1)
+        log(f"target: {target_ms:g} ms ({target_fraction:g} x the full supernet's {start_ms:.1f} ms)")
+    log(f"slimming to {target_ms:g} ms")
+    with io.all_or_nothing():
+        emitted = session.slim([target_ms], ckpt_path.parent / "slim")
+    return QuickStarted(ckpt_path, table_path, target_ms, emitted)

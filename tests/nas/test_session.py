@@ -3,7 +3,7 @@ import inspect
 
 from nas import cli
 from nas import checkpoint
-from nas.session import SupernetSession, targets_label
+from nas.session import SupernetSession, quickstart, targets_label
 from nas.slim import reachable_floor
 from supernets.config import ArchConfig
 
@@ -19,6 +19,10 @@ def test_the_cli_flags_default_to_the_library_defaults():
     slimmed = inspect.signature(SupernetSession.slim).parameters
     assert slimmed["proposals"].default == slim["proposals"]
     assert slimmed["last_step"].default == slim["last_step"]
+    started = inspect.signature(quickstart).parameters
+    flags = vars(cli._parse(["quickstart"]))
+    for param in ("epochs", "target_ms", "target_fraction"):
+        assert started[param].default == flags[param], param
 
 
 def test_targets_label_lists_the_targets_largest_first():
