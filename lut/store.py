@@ -23,6 +23,7 @@ from typing import Iterable
 from lut import build, estimate
 from lut.devices import Device, find_table, get_device, table_path
 from lut.table import LatencyTable, TableError
+from supernets.errors import ParameterError
 from supernets.registry import OpNode
 
 PathLike = str | os.PathLike
@@ -151,6 +152,18 @@ def spaces_at(families: Iterable[str], resolution: int | None, device: Device | 
     return out
 
 
+def spaces_at_one(families: list[str], resolution: int | None, device: Device,
+                  which: str = "all") -> tuple[int, list]:
+    """`spaces_at` for a caller that fills one table: the one resolution the spaces deploy at
+    (a `ParameterError` naming `resolution` when they deploy at several and none was given)."""
+    by_res = spaces_at(families, resolution, device, which)
+    if len(by_res) > 1:
+        raise ParameterError("resolution", resolution, f"the spaces of {', '.join(families)} deploy at "
+                                                       f"{sorted(by_res)} px; say which table")
+    (res, spaces), = by_res.items()
+    return res, spaces
+
+
 def ops_of(spaces: Iterable, num_classes: int) -> dict[str, OpNode]:
     """Every op key the spaces can need."""
     ops: dict[str, OpNode] = {}
@@ -271,7 +284,7 @@ def estimate_tables(device_name: str, families: list[str], *, resolutions: Itera
         model, source = cost_model(device, tables_dir)
     written = []
     for res in resolutions:
-        (_, spaces), = spaces_at(families, res, device, space).items()
+        _, spaces = spaces_at_one(families, res, device, space)
         ops: dict[str, OpNode] = {}
         for n in num_classes:
             ops.update(ops_of(spaces, n))
@@ -299,7 +312,6 @@ def export_for_timing(device_name: str, families: list[str], *, out_dir: PathLik
 
     from tqdm.auto import tqdm
 
-    from nas.errors import ParameterError
 
     tables_dir = Path(tables_dir)
     device = get_device(device_name, tables_dir)
@@ -307,11 +319,7 @@ def export_for_timing(device_name: str, families: list[str], *, out_dir: PathLik
         raise TableError(f"device {device_name} is measured here ({device.backend}); use `nas lut build --device "
                          f"{device_name}` (lut export is for devices timed elsewhere, such as Core ML's)")
     exporter = importlib.import_module(device.exporter)
-    by_res = spaces_at(families, resolution, device, space)
-    if len(by_res) > 1:
-        raise ParameterError("resolution", resolution, f"the spaces of {', '.join(families)} deploy at "
-                                                       f"{sorted(by_res)} px; pick one")
-    (res, spaces), = by_res.items()
+    res, spaces = spaces_at_one(families, resolution, device, space)
     ops = ops_of(spaces, num_classes)
     todo = not_measured(device, res, tables_dir, ops)
     out = Path(out_dir) if out_dir else Path(runs_dir) / "apple" / f"{device_name}@{res}"
@@ -336,16 +344,11 @@ def import_timings(timings: PathLike, device_name: str, *, space: str = "all", r
     """Read the timings measured on the device (by package file or op key; `lut.apple`) into the
     user's copy of its table. Returns the saved table and how many timings it took."""
     from lut import apple
-    from nas.errors import ParameterError
     from supernets.registry import family_names
 
     tables_dir, timings = Path(tables_dir), Path(timings)
     device = get_device(device_name, tables_dir)
-    by_res = spaces_at(family_names(), resolution, device, space)
-    if len(by_res) > 1:
-        raise ParameterError("resolution", resolution, f"the families' spaces deploy at {sorted(by_res)} px; "
-                                                       "say which table")
-    (res, spaces), = by_res.items()
+    res, spaces = spaces_at_one(family_names(), resolution, device, space)
     known = set(ops_of(spaces, num_classes))
     try:
         read = apple.read_timings(timings, known)
@@ -365,19 +368,14 @@ def validate_tables(device_name: str, families: list[str], *, space: str = "smal
     `space`, on a device measurable here: ``validation.csv`` and ``scatter.png`` per family in
     `out_dir` (a sub-folder per family when there are several), else
     ``runs_dir/validate/DEVICE@RES-FAMILY``."""
-    import search_spaces
     from lut import validate
-    from nas.errors import ParameterError
-    from supernets.config import SearchSpace
 
     if samples < 2:
         raise ParameterError("samples", samples, "need at least 2 configs to report an error distribution")
     tables_dir = Path(tables_dir)
     written = []
     for fam in families:
-        space_ = SearchSpace.load(search_spaces.space_path(fam, space))
-        device = get_device(device_name, tables_dir)
-        space_ = space_.replace(resolution=resolution or device.resolution or space_.resolution)
+        _, (space_,) = spaces_at_one([fam], resolution, get_device(device_name, tables_dir), space)
         device, table = open_table(device_name, space_.resolution, tables_dir, create=False)
         if not device.measurable:
             raise TableError(f"device {device_name} cannot be measured on this machine, so its table cannot be "

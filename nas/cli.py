@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import search_spaces
 from nas.errors import ParameterError, UserError
 from nas.runs import DEFAULT_FAMILY
 
@@ -22,14 +23,13 @@ FLAG_OF_PARAMETER = {"study_name": "--study", "label_smoothing": "--smoothing", 
 
 
 # ---------------------------------------------------------------------------- helpers
+def _say(line: str) -> None:
+    """The library's progress lines (`log=`), shown as they come."""
+    print(line, flush=True)
+
+
 def _tables_dir(args) -> Path:
     return Path(args.tables) if args.tables else Path(args.runs) / "tables"
-
-
-def _searchable(name: str) -> list[str]:
-    import search_spaces
-
-    return search_spaces.searchable_families(name)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -66,7 +66,7 @@ def cmd_train_supernet(args) -> Path:
 
     ray = {"workers": args.workers, "ray_address": args.ray_address, "gpus_per_worker": args.gpus_per_worker,
            "storage_path": args.storage_path, "progress": not args.no_progress,
-           "log": lambda line: print(line, flush=True)}
+           "log": _say}
     if args.resume:
         path = resume_supernet_run(args.resume, **ray, **_resume_changes(args, "train-supernet", SUPERNET_RECIPE_FLAGS))
     elif args.family == "all":
@@ -88,10 +88,10 @@ def cmd_train_supernet(args) -> Path:
 def cmd_lut_build(args) -> Path:
     from lut import store
 
-    return store.build_tables(args.device, _searchable(args.family), space=args.space, resolution=args.resolution,
+    return store.build_tables(args.device, search_spaces.searchable_families(args.family), space=args.space, resolution=args.resolution,
                               num_classes=args.num_classes, tables_dir=_tables_dir(args), rounds=args.rounds,
                               calibration_samples=args.calibration_samples, recalibrate=args.recalibrate,
-                              progress=not args.no_progress, log=lambda line: print(line, flush=True))[-1]
+                              progress=not args.no_progress, log=_say)[-1]
 
 
 def cmd_lut_devices(args) -> None:
@@ -131,10 +131,10 @@ def cmd_lut_devices(args) -> None:
 def cmd_lut_export(args) -> Path:
     from lut import store
 
-    return store.export_for_timing(args.device, _searchable(args.family), out_dir=args.out,
+    return store.export_for_timing(args.device, search_spaces.searchable_families(args.family), out_dir=args.out,
                                    runs_dir=args.runs, space=args.space, resolution=args.resolution,
                                    num_classes=args.num_classes, tables_dir=_tables_dir(args),
-                                   progress=not args.no_progress, log=lambda line: print(line, flush=True))
+                                   progress=not args.no_progress, log=_say)
 
 
 def cmd_lut_import(args) -> Path:
@@ -149,10 +149,10 @@ def cmd_lut_import(args) -> Path:
 def cmd_lut_estimate(args) -> list[Path]:
     from lut import store
 
-    return store.estimate_tables(args.device, _searchable(args.family),
+    return store.estimate_tables(args.device, search_spaces.searchable_families(args.family),
                                  resolutions=args.resolution, space=args.space, num_classes=args.num_classes,
                                  tables_dir=_tables_dir(args), refit=args.refit, redo=not args.only_missing,
-                                 progress=not args.no_progress, log=lambda line: print(line, flush=True))
+                                 progress=not args.no_progress, log=_say)
 
 
 def cmd_lut_estimate_model(args) -> float:
@@ -174,11 +174,11 @@ def cmd_lut_estimate_model(args) -> float:
 def cmd_lut_validate(args) -> list[Path]:
     from lut import store
 
-    return store.validate_tables(args.device, _searchable(args.family), space=args.space, resolution=args.resolution,
+    return store.validate_tables(args.device, search_spaces.searchable_families(args.family), space=args.space, resolution=args.resolution,
                                  num_classes=args.num_classes, samples=args.samples, seed=args.seed,
                                  rounds=args.rounds, tables_dir=_tables_dir(args), out_dir=args.out,
                                  runs_dir=args.runs, progress=not args.no_progress,
-                                 log=lambda line: print(line, flush=True))
+                                 log=_say)
 
 
 def _session(args):
@@ -247,9 +247,9 @@ def _slim_every_family(args) -> Path:
         return _slim_one(argparse.Namespace(**{**vars(args), "family": family, "supernet": str(ckpt),
                                                "out": str(out_dir)}))
 
-    rows, csv_path, png_path = slim_every_family(_searchable("all"), targets, out_dir, runs_dir=args.runs,
+    rows, csv_path, png_path = slim_every_family(search_spaces.searchable_families("all"), targets, out_dir, runs_dir=args.runs,
                                                  slim_one=slim_one, device=args.device,
-                                                 log=lambda line: print(line, flush=True))
+                                                 log=_say)
     print(f"\n{'family':<16s} {'target':>7s} {'ms':>8s} {'top-1':>7s} {'params M':>9s} {'MACs G':>7s} {'steps':>5s}  status")
     for r in rows:
         print(f"{r['family']:<16s} {r['target_ms']:>7g} {str(r['predicted_ms']):>8s} {str(r['inherited_top1']):>7s} "
@@ -266,7 +266,7 @@ def cmd_search(args) -> Path:
     found = _session(args).search(
         targets, args.out, trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed,
         population=args.population, ray_address=args.ray_address, workers=args.workers, threads=args.threads,
-        progress=not args.no_progress, log=lambda line: print(line, flush=True))
+        progress=not args.no_progress, log=_say)
     result, out_dir, budget = found.result, found.out_dir, targets[0]
     n = len(result.study.trials)
     if result.best is None:
@@ -323,7 +323,7 @@ def cmd_export(args) -> list:
         stem = stem.with_name(f"{stem.name}@{args.resolution}")
     if source.suffix == ".pt":
         done = export.export_trained(source, formats, stem, resolution=args.resolution, ema=not args.no_ema,
-                                     val_images=args.val_images, log=lambda line: print(line, flush=True))
+                                     val_images=args.val_images, log=_say)
     else:
         cfg = ArchConfig.load(args.config)
         if args.resolution:
@@ -341,18 +341,17 @@ def cmd_export(args) -> list:
 def cmd_train(args):
     from nas.train_model import resume_training, train_config
 
-    log = lambda line: print(line, flush=True)   # noqa: E731
     if args.resume:
         if args.config is not None:
             raise UserError("--resume continues the config recorded in the run; drop CONFIG")
         out_dir = Path(args.resume)
-        result = resume_training(out_dir, progress=not args.no_progress, log=log,
+        result = resume_training(out_dir, progress=not args.no_progress, log=_say,
                                  **_resume_changes(args, "train", MODEL_RECIPE_FLAGS))
     else:
         if args.config is None:
             raise UserError("give the ArchConfig YAML to train (e.g. one `nas slim` wrote), or --resume RUN_DIR")
         result = train_config(args.config, out_dir=args.out, runs_dir=args.runs, name=args.name,
-                              progress=not args.no_progress, log=log, **_recipe_fields(args, MODEL_RECIPE_FLAGS))
+                              progress=not args.no_progress, log=_say, **_recipe_fields(args, MODEL_RECIPE_FLAGS))
         out_dir = result.path.parent
     final = result.final
     ema = f", EMA {final['ema_top1']:.2f}%" if result.recipe.ema_decay else ""
@@ -379,7 +378,7 @@ def cmd_quickstart(args) -> None:
 
     t0 = time.time()
     done = quickstart(args.runs, epochs=args.epochs, target_ms=args.target_ms, target_fraction=args.target_fraction,
-                      progress=not args.no_progress, log=lambda line: print(line, flush=True))
+                      progress=not args.no_progress, log=_say)
     _print_emitted(done.emitted, [done.target_ms])
     config = done.emitted.configs[-1]
     print()

@@ -153,11 +153,6 @@ class RecipeBase:
                 raise RecipeChangeError(name, value, recorded.get(name))
         return cls.from_dict({**recorded, **changes})
 
-    def same_result_as(self, other) -> bool:
-        """Whether the two recipes train the same network (runtime fields aside)."""
-        keep = {name: getattr(other, name) for name in self.RUNTIME_FIELDS}
-        return dataclasses.replace(self, **keep) == other
-
     def runtime(self) -> "Runtime":
         return Runtime.of(self.device, self.amp, self.channels_last)
 

@@ -1,25 +1,8 @@
-"""Errors a user can cause. The CLI prints them as one line and exits 2."""
+"""Errors a user can cause. The CLI prints them as one line and exits 2. `UserError` and
+`ParameterError` live in the bottom layer (``supernets.errors``) so that ``lut`` raises them too."""
+from supernets.errors import ParameterError, UserError
 
-
-class UserError(Exception):
-    """Bad input: the message says what is wrong and how to fix it."""
-
-
-class ParameterError(UserError):
-    """A bad value of a library parameter, named as the library names it (``study_name``). The
-    CLI says it with the flag that sets that parameter (``--study``): `as_flag`."""
-
-    def __init__(self, parameter: str, value, problem: str):
-        self.parameter, self.value, self.problem = parameter, value, problem
-        super().__init__(self._say(parameter))
-
-    def as_flag(self, flags: dict[str, str]) -> str:
-        """The message with the flag of the parameter (`flags`, else ``--parameter-name``)."""
-        return self._say(flags.get(self.parameter, "--" + self.parameter.replace("_", "-")))
-
-    def _say(self, name: str) -> str:
-        # a parameter left unset (None) that this case needs is named without a value
-        return f"{name} {self.value}: {self.problem}" if self.value is not None else f"give {name}: {self.problem}"
+__all__ = ["ParameterError", "RecipeChangeError", "UserError"]
 
 
 class RecipeChangeError(ParameterError):
@@ -35,6 +18,6 @@ class RecipeChangeError(ParameterError):
                 f"leave {name} out, or start a new run")
 
     def as_flag(self, flags: dict[str, str]) -> str:
-        flag = flags.get(self.parameter, "--" + self.parameter.replace("_", "-"))
+        flag = self.flag(flags)
         return (f"--resume continues the run's recipe: {flag} {self.value} differs from its {self.recorded}; "
                 f"drop {flag}, or start a new run (--name / --out)")

@@ -86,9 +86,8 @@ def export_trained(path: str | os.PathLike, formats: list[str], out_stem: Path, 
     from nas.train_model import load_trained, trained_data
 
     path = Path(path)
-    ckpt = checkpoint.load(path, (checkpoint.MODEL_FORMAT,))
-    resolution = resolution or ckpt["img_size"]
     model, config, ckpt, use_ema = load_trained(path, ema=ema, img_size=resolution)
+    resolution = resolution or ckpt["img_size"]
     if resolution != config.resolution:
         log(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
             f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")

@@ -107,9 +107,7 @@ def train_supernet(recipe: Recipe, run_dir: Path, *, resume: bool = False, progr
         if not ckpt_path.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
         ckpt = checkpoint.load(ckpt_path)
-        saved = Recipe.from_dict(ckpt["recipe"])
-        if not saved.same_result_as(recipe):
-            raise UserError(f"--resume: {ckpt_path} was trained with a different recipe; resume with the same flags")
+        Recipe.resumed(ckpt["recipe"], recipe.to_dict())   # the run's recipe but for runtime fields, or raises
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -268,29 +266,29 @@ def train_or_resume(recipe: Recipe, run_dir: str | Path, *, progress: bool = Tru
     if runs.read_info(run_dir).get("complete"):
         log(f"{recipe.family}: done already ({run_dir / runs.SUPERNET})")
         return run_dir / runs.SUPERNET
-    if (run_dir / runs.SUPERNET).is_file():
+    if (run_dir / runs.SUPERNET).is_file():   # refused here, before a Ray cluster is joined for it
         recipe = Recipe.resumed(checkpoint.load(run_dir / runs.SUPERNET)["recipe"], recipe.to_dict())
         return train_supernet_run(recipe, run_dir, resume=True, progress=progress, log=log, **run_options)
     return train_supernet_run(recipe, run_dir, progress=progress, log=log, **run_options)
 
 
-def train_every_family(runs_dir: str | Path, name: str, *, space: str = "small", progress: bool = True,
-                       log: Callable[[str], None] = print, **options) -> Path:
-    """Each family's supernet in turn, as ``runs_dir/name-FAMILY``, on a shipped `space`. The same
-    call again skips finished families and resumes the one a crash interrupted (`train_or_resume`).
-    `options`: the recipe's fields and `train_supernet_run`'s (workers, ray_address, ...).
-    Returns the last supernet."""
-    import inspect
-
+def train_every_family(runs_dir: str | Path, name: str, *, space: str = "small", workers: int = 1,
+                       ray_address: str | None = None, gpus_per_worker: float | None = None,
+                       storage_path: str | None = None, progress: bool = True,
+                       log: Callable[[str], None] = print, **fields) -> Path:
+    """Each family's supernet in turn, as ``runs_dir/name-FAMILY``, on a shipped `space`, with the
+    recipe `fields` and `train_supernet_run`'s options. The same call again skips finished
+    families and resumes the one a crash interrupted (`train_or_resume`). Returns the last
+    supernet."""
     import search_spaces
 
     if space not in search_spaces.SPACES:
         raise ParameterError("space", space, f"every family trains a shipped space (--space "
                                              f"{'|'.join(search_spaces.SPACES)}); a file is one family's: give one --family")
-    run_options = {k: options.pop(k) for k in list(options)
-                   if k in inspect.signature(train_supernet_run).parameters}
     path = None
     for family in search_spaces.searchable_families():
-        recipe = supernet_recipe(family=family, space=space, **options)
-        path = train_or_resume(recipe, Path(runs_dir) / f"{name}-{family}", progress=progress, log=log, **run_options)
+        recipe = supernet_recipe(family=family, space=space, **fields)
+        path = train_or_resume(recipe, Path(runs_dir) / f"{name}-{family}", workers=workers, ray_address=ray_address,
+                               gpus_per_worker=gpus_per_worker, storage_path=storage_path, progress=progress,
+                               log=log)
     return path

@@ -273,8 +273,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     saved = None
     if resume:
         saved = checkpoint.load(ckpt_path, (checkpoint.MODEL_FORMAT,))
-        if not TrainRecipe.from_dict(saved["recipe"]).same_result_as(recipe):
-            raise UserError(f"--resume: {ckpt_path} was trained with a different recipe; resume with the same flags")
+        TrainRecipe.resumed(saved["recipe"], recipe.to_dict())   # the run's recipe but for runtime fields, or raises
     elif ckpt_path.exists():
         raise UserError(f"{out_dir} already holds a model; use --resume {out_dir} to continue it or choose --name")
 
