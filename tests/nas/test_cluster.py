@@ -174,7 +174,10 @@ def test_a_workers_own_error_is_one_line_and_leaves_no_run(cluster, tiny_space_p
 
 def test_worker_error_lines():
     from nas.cluster import _worker_error_line
+    from nas.errors import UserError
 
-    wrapped = RuntimeError("Training failed\nTraceback ...\n  File x\nnas.errors.UserError: --batch-size 9: too big\n\nmore")
+    # Ray's report names the class by the module that defines it (supernets.errors since lut raises it too)
+    wrapped = RuntimeError("Training failed\nTraceback ...\n  File x\n"
+                           f"{UserError.__module__}.UserError: --batch-size 9: too big\n\nmore")
     assert _worker_error_line(wrapped) == "--batch-size 9: too big"
     assert _worker_error_line(ValueError("boom\nline 2")) == "Ray Train failed (ValueError: boom)"
