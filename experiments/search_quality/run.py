@@ -178,8 +178,7 @@ def run(argv=None) -> int:
         return pool.submit(job) if args.jobs > 1 else job()
 
     # 1. the target: L1's predicted latency at the dataset's class count
-    l1 = ArchConfig.load(search_spaces.variant_path("efficientformer", "l1")).replace(
-        num_classes=classes, head={"distillation": False}, name="l1", meta={})
+    l1 = published_l1(classes)
     target = round(table.predict(l1), 4)
     low = target * (1 - WINDOW)
     configs_dir = work / "configs"
@@ -208,10 +207,9 @@ def run(argv=None) -> int:
     # 3. the supernet, once
     run_dir = work / "supernet"
     if not runs.read_info(run_dir).get("complete"):
-        with _timing(times, "train-supernet", work):   # `nas train-supernet`, as a library call
-            train_or_resume(supernet_recipe(space=args.space, data=args.data, img_size=args.img_size,
-                                            epochs=args.supernet_epochs, batch_size=args.batch_size,
-                                            device="auto"), run_dir, progress=False)
+        with _timing(times, "train-supernet", work):
+            train_study_supernet(run_dir, space=args.space, data=args.data, img_size=args.img_size,
+                                 epochs=args.supernet_epochs, batch_size=args.batch_size)
     ckpt = checkpoint.load(run_dir / runs.SUPERNET)
 
     def session() -> SupernetSession:
@@ -287,25 +285,60 @@ def run(argv=None) -> int:
 
     # 8. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
     # and on every validation image with the default and with 8x the calibration images
-    inherited_path = work / "inherited.json"
-    inherited = json.loads(inherited_path.read_text()) if inherited_path.is_file() else {}
     torch.set_num_threads(args.eval_threads)
-    for estimate, calib, val in ESTIMATES:
-        scores = inherited.setdefault(estimate, {})
-        if set(configs) - set(scores):
-            evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib, val)
-            for name, path in configs.items():
-                if name not in scores:
-                    choice = Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
-                    sc = evaluator(net.subnet(choice))
-                    scores[name] = [round(sc.accuracy, 2), round(sc.loss, 4)]
-            io.write_text(inherited_path, json.dumps(inherited, indent=1))
+    inherited = supernet_estimates(net, recipe, {
+        name: Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
+        for name, path in configs.items()}, work / "inherited.json")
     for f in futures:
         if f is not None:
             f.result()
     pool.shutdown()
     report(work, configs, inherited, trainings, trained_as, table, target, budget, times, args)
     return 0
+
+
+def published_l1(classes: int) -> ArchConfig:
+    """EfficientFormer-L1 as the study trains it: the dataset's classes, no distillation head."""
+    return ArchConfig.load(search_spaces.variant_path("efficientformer", "l1")).replace(
+        num_classes=classes, head={"distillation": False}, name="l1", meta={})
+
+
+def train_study_supernet(run_dir: Path, **fields) -> None:
+    """`nas train-supernet` with the study's recipe (`fields` over the product's defaults), as a
+    library call: a finished run is kept, an interrupted one resumed."""
+    train_or_resume(supernet_recipe(device="auto", **fields), run_dir, progress=False)
+
+
+def supernet_estimates(net, recipe: Recipe, choices: dict[str, Choice], path: Path) -> dict:
+    """Each estimate of ESTIMATES for every named sub-network, ``{estimate: {name: [top-1, loss]}}``:
+    BN recalibrated, inherited weights, as slimming scores. Kept in `path`; a resume adds the missing."""
+    inherited = json.loads(path.read_text()) if path.is_file() else {}
+    for estimate, calib, val in ESTIMATES:
+        scores = inherited.setdefault(estimate, {})
+        if set(choices) - set(scores):
+            evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib, val)
+            for name, choice in choices.items():
+                if name not in scores:
+                    sc = evaluator(net.subnet(choice))
+                    scores[name] = [round(sc.accuracy, 2), round(sc.loss, 4)]
+            io.write_text(path, json.dumps(inherited, indent=1))
+    return inherited
+
+
+def rank_lines(rows: list[dict]) -> list[str]:
+    """Markdown table rows: Kendall τ and Spearman ρ of each estimate (``inherited_*`` columns;
+    the loss negated) against the rows' trained ``top1``; then of params and MACs, the rankings
+    that need no supernet, which an estimate has to beat to be worth its training."""
+    from scipy.stats import kendalltau, spearmanr
+
+    trained = [float(r["top1"]) for r in rows]
+    out = []
+    for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)", f"inherited_{e}", 1)
+                               for e, calib, val in ESTIMATES), ("loss, slim's subset", "inherited_loss", -1),
+                             ("params (no supernet)", "params_m", 1), ("MACs (no supernet)", "macs_g", 1)]:
+        est = [sign * float(r[key]) for r in rows]
+        out.append(f"| {label} | {kendalltau(est, trained)[0]:.2f} | {spearmanr(est, trained)[0]:.2f} |")
+    return out
 
 
 def _choice_at(space: SearchSpace, summary: str, template: ArchConfig) -> Choice:
@@ -325,8 +358,6 @@ def _choice_at(space: SearchSpace, summary: str, template: ArchConfig) -> Choice
 
 
 def report(work, configs, inherited, jobs, trained_as, table, target, budget, times, args) -> None:
-    from scipy.stats import kendalltau, spearmanr
-
     by_seed: dict[tuple[str, str], dict[int, float]] = {}   # (candidate trained, init) -> seed -> top-1
     for name, init, seed in jobs:
         out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
@@ -351,15 +382,6 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
                      "top1": statistics.mean(scores), "spread": max(scores) - min(scores), "seeds": len(scores),
                      "per_seed": " ".join(f"{v:.2f}" for v in scores),
                      "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9, "config": cfg.summary()})
-
-    def ranks(subset: list[dict]) -> list[str]:
-        trained = [r["top1"] for r in subset]
-        out = []
-        for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)", f"inherited_{e}", 1)
-                                   for e, calib, val in ESTIMATES), ("loss, slim's subset", "inherited_loss", -1)]:
-            est = [sign * r[key] for r in subset]
-            out.append(f"| {label} | {kendalltau(est, trained)[0]:.2f} | {spearmanr(est, trained)[0]:.2f} |")
-        return out
 
     step_rows = [r for r in rows if r["candidate"].startswith("C")]
     # each network once: a candidate with another's config would count its pair twice
@@ -405,14 +427,14 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
         lines += ["", f"Not trained yet (a resume trains them): {', '.join(untrained)}."]
     lines += ["", f"Rank correlation of the supernet's estimate with trained top-1, the {len(equal_latency)} "
               "distinct networks at the target (all but the step candidates; a duplicate counted once):", "",
-              "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(equal_latency)]
+              "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *rank_lines(equal_latency)]
     ceiling = tau_ceiling([[float(v) for v in r["per_seed"].split()] for r in equal_latency])
     if ceiling:
         lines += ["", describe(ceiling) + " (`tau_ceiling.py` here.)"]
     if len(step_rows) >= 3:
         lines += ["", f"The same over one slimming step's {len(step_rows)} candidates "
                   f"({ArchConfig.load(configs[step_rows[0]['candidate']]).meta.get('step')}):", "",
-                  "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *ranks(step_rows)]
+                  "| estimate | Kendall τ | Spearman ρ |", "|---|---|---|", *rank_lines(step_rows)]
     lines += ["", "Verdict figures: " + ", ".join(
         f"{n} {by_name[n]['top1']:.2f}" + (f" (±{by_name[n]['spread'] / 2:.2f})" if by_name[n]["seeds"] > 1 else "")
         for n in ("S", "Sps", "Sp", "O", "Ops", "L1") if n in by_name) +
