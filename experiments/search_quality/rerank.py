@@ -7,7 +7,10 @@ hard``, ...), scores the study's recorded candidates with the same estimates (``
 run.py), and reports Kendall τ and Spearman ρ against the recorded trained top-1s, beside the
 recorded supernet's (the "before", recomputed from the same rows) and the τ a perfect estimator
 could reach against them (``tau_ceiling.py``). It answers "would this supernet rank better?"
-without training a candidate; whether the slim then emits a better network is ``run.py``'s.
+without training a candidate. With ``--slim-seeds N`` it also slims this supernet to the study's
+target (L1's predicted latency) and trains the emitted S from scratch with the study's ``nas
+train`` recipe and N seeds, beside the recorded S and L1: the first look at whether the better
+ranking emits a better network (the whole study, with its randoms and search, is ``run.py``'s).
 
     python experiments/search_quality/rerank.py --mixing hard --supernet-epochs 8 --batch-size 256
 """
@@ -16,18 +19,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
 import torch
 
+from lut.devices import find_table
+from lut.table import LatencyTable
 from nas import checkpoint, runs
+from nas.session import SupernetSession
 from nas.slim import channel_order
 from nas.train import Recipe
+from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
-from supernets.config import SearchSpace
-from run import (ESTIMATES, HERE, REPO, _choice_at, _timing, published_l1, rank_lines,  # beside this script
-                 supernet_estimates, train_study_supernet)
+from supernets.config import ArchConfig, SearchSpace
+from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _timing, _trained, published_l1,  # beside this script
+                 rank_lines, supernet_estimates, train_study_supernet)
 from tau_ceiling import describe, tau_ceiling
 
 
@@ -56,12 +64,17 @@ def run(argv=None) -> int:
     ap.add_argument("--tau-max", type=float)
     ap.add_argument("--tau-min", type=float)
     ap.add_argument("--arch-lr", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--slim-seeds", type=int, default=0, help="also slim to the target and train S with this "
+                    "many seeds (0: rank only)")
+    ap.add_argument("--epochs", type=int, default=4, help="nas train epochs of S (the study's: 4 in h200-8ep)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of training and the estimates")
     ap.add_argument("--label", help="the variant's name (default: from the changed fields and epochs)")
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality_rerank"))
     ap.add_argument("--results", default=str(HERE / "rerank"), help="where LABEL.md and LABEL.json go")
     args = ap.parse_args(argv)
-    changes = {k: getattr(args, k) for k in ("mixing", "tau_max", "tau_min", "arch_lr") if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("mixing", "tau_max", "tau_min", "arch_lr", "seed")
+               if getattr(args, k) is not None}
     label = args.label or "-".join([*(f"{k.replace('_', '-')}-{v:g}" if isinstance(v, float) else str(v)
                                       for k, v in changes.items()), f"{args.supernet_epochs}ep"])
     candidates_csv = Path(args.study) / "candidates.csv"
@@ -98,7 +111,8 @@ def run(argv=None) -> int:
              "```", "python experiments/search_quality/rerank.py " + " ".join(
                  [*(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
                     for k, v in changes.items()), f"--supernet-epochs {args.supernet_epochs}",
-                  f"--batch-size {args.batch_size}", f"--img-size {args.img_size}"]), "```", "",
+                  f"--batch-size {args.batch_size}", f"--img-size {args.img_size}",
+                  *([f"--slim-seeds {args.slim_seeds} --epochs {args.epochs}"] if args.slim_seeds else [])]), "```", "",
              f"Supernet trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'} "
              f"({args.threads} threads), recipe {json.dumps(rec)}. Trained top-1s: `{candidates_csv.relative_to(REPO)}` "
              f"(`nas train` from scratch, mean over seeds), {len(networks)} distinct networks at the target.", "",
@@ -113,12 +127,51 @@ def run(argv=None) -> int:
               *rank_lines(after), ""]
     if ceiling:
         lines += [describe(ceiling), ""]
+    if args.slim_seeds:
+        lines += slim_and_train(args, work, times, networks, space) + [""]
     lines += ["Wall time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()), ""]
     out = Path(args.results)
     io.write_text(out / f"{label}.md", "\n".join(lines))
     io.write_text(out / f"{label}.json", json.dumps({"recipe": ckpt["recipe"], "estimates": scores}, indent=1))
     print("\n".join(lines))
     return 0
+
+
+def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: SearchSpace) -> list[str]:
+    """Slim this supernet to the study's target, train the emitted S with `--slim-seeds` seeds as
+    run.py trains every candidate (`nas train` from scratch, the same flags), and report it."""
+    table = LatencyTable.load(find_table(DEVICE, space.resolution, work / "tables"))
+    target = round(table.predict(published_l1(10)), 4)
+    stem = f"efficientformer@{DEVICE}-{target:g}ms"
+    config = work / "slim" / f"{stem}.yaml"
+    if not config.is_file():
+        with _timing(times, "slim S", work), io.all_or_nothing():
+            SupernetSession.open(supernet=work / "supernet" / runs.SUPERNET, device=DEVICE, tables_dir=work / "tables",
+                                 threads=args.threads, progress=False).slim([target], work / "slim")
+    top1 = []
+    for seed in range(args.slim_seeds):
+        out = work / "train" / f"S-scratch-s{seed}"
+        if not _trained(out, args.epochs):
+            with _timing(times, f"train {out.name}", work):
+                if (out / MODEL).is_file():
+                    resume_training(out, progress=False)
+                else:
+                    train_config(config, out_dir=out, init="scratch", data=args.data, img_size=args.img_size,
+                                 epochs=args.epochs, batch_size=args.batch_size, seed=seed, device="auto",
+                                 threads=args.threads, progress=False)
+        top1.append(checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["history"][-1]["ema_top1"])
+    cfg = ArchConfig.load(config)
+    recorded = {r["candidate"]: r for r in networks}
+    lines = [f"This supernet slimmed to T = {target:g} ms emits `{cfg.summary()}` at {table.predict(cfg):.4f} ms "
+             f"(inherited top-1 on slim's subset {cfg.meta.get('inherited_top1', 'n/a')}).", "",
+             "| network | trained top-1 (mean) | seeds | per seed |", "|---|---|---|---|",
+             f"| S of this supernet | {statistics.mean(top1):.2f} | {len(top1)} | {' '.join(f'{v:.2f}' for v in top1)} |"]
+    for name in ("S", "L1"):
+        r = recorded.get(name)
+        if r:
+            lines.append(f"| {name} recorded (`{Path(args.study).name}`) | {float(r['top1']):.2f} | {r['seeds']} | "
+                         f"{r['per_seed']} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ def run(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="trainings at a time, each a `nas train` process (a GPU "
                     "machine: several; the candidates that need no supernet then train while it does)")
     ap.add_argument("--eval-threads", type=int, default=2, help="CPU threads of slim, search and the estimates")
+    ap.add_argument("--mixing", choices=["soft", "hard"], help="the supernet's Gumbel mixing (default: the product's)")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
@@ -209,7 +210,8 @@ def run(argv=None) -> int:
     if not runs.read_info(run_dir).get("complete"):
         with _timing(times, "train-supernet", work):
             train_study_supernet(run_dir, space=args.space, data=args.data, img_size=args.img_size,
-                                 epochs=args.supernet_epochs, batch_size=args.batch_size)
+                                 epochs=args.supernet_epochs, batch_size=args.batch_size,
+                                 **({"mixing": args.mixing} if args.mixing else {}))
     ckpt = checkpoint.load(run_dir / runs.SUPERNET)
 
     def session() -> SupernetSession:
@@ -395,7 +397,8 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
              "```", "python experiments/search_quality/run.py "
              + (f"--data {args.data} " if args.data != "fashion-mnist" else "") + f"--supernet-epochs {args.supernet_epochs} --epochs "
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
-             + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
+             + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "")
+             + (f"--mixing {args.mixing} " if args.mixing else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
              f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
              f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming (S) evaluated {budget} sub-networks; the search had "
