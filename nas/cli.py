@@ -395,6 +395,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from nas.slim import LAST_STEPS, PROPOSALS
     from nas.train import Recipe
     from nas.train_model import TrainRecipe
+    from supernets.metapath import MODES
 
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
                                 "slimming for efficient vision transformers.")
@@ -426,8 +427,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    "fashion-mnist, the space's deploy resolution for an image folder)")
     t.add_argument("--lr", type=float, default=Recipe.lr)
     t.add_argument("--arch-lr", type=float, default=Recipe.arch_lr, help="learning rate of the α logits")
-    t.add_argument("--mixing", choices=["soft", "hard"], default=Recipe.mixing,
-                   help="soft: weighted sum of all paths (paper eq. 8); hard: straight-through single path")
+    t.add_argument("--mixing", choices=MODES, default=Recipe.mixing,
+                   help="soft: weighted sum of all paths (paper eq. 8); hard: straight-through single path "
+                        "drawn from α; uniform: single path drawn uniformly, α learned straight-through")
     t.add_argument("--train-widths", action=argparse.BooleanOptionalAction, default=Recipe.train_widths,
                    help="train every stage's width options with α and channel masks (FBNetV2; default); "
                         "--no-train-widths trains at full width only")

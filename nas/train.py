@@ -4,7 +4,8 @@ Open choices of the paper, as documented defaults (each a flag of ``nas train-su
 * α is trained jointly with the weights on the same batches (the paper's eq. 8 derivatives),
   in its own AdamW group (``--arch-lr``, no weight decay).
 * τ decays exponentially from ``--tau-max`` 5.0 to ``--tau-min`` 0.5 over the epochs.
-* ``--mixing soft`` (the paper's weighted sum) or ``hard`` (straight-through, one path per step).
+* ``--mixing soft`` (the paper's weighted sum), ``hard`` (straight-through, one path per step,
+  drawn from α) or ``uniform`` (one path drawn uniformly, α learned straight-through).
 * Widths are trained too (``--no-train-widths``: full width only): per stage an α over its width
   options samples, with the same mixing and τ, FBNetV2 channel masks over the shared weights
   (``supernets.metapath.WidthChoice``), so every width trains the prefix its sub-network inherits.
@@ -31,6 +32,7 @@ from nas.engine import RecipeBase, Runtime
 from nas.errors import ParameterError, UserError
 from supernets import io
 from supernets.config import SearchSpace
+from supernets.metapath import MODES
 from supernets.supernet import Supernet
 
 
@@ -52,6 +54,8 @@ class Recipe(RecipeBase):
 
     def check(self) -> None:
         super().check()
+        if self.mixing not in MODES:
+            raise UserError(f"--mixing {self.mixing} is not a mixing mode: give one of {', '.join(MODES)}")
         if not (math.isfinite(self.arch_lr) and self.arch_lr > 0):
             raise UserError(f"--arch-lr {self.arch_lr} must be a finite number > 0")
         for name in ("tau_max", "tau_min"):
@@ -212,7 +216,7 @@ def train_supernet_run(recipe: Recipe, run_dir: str | Path, *, resume: bool = Fa
         raise ParameterError("workers", workers, "need at least one worker")
     runtime = recipe.runtime()   # a CUDA device without CUDA, fp16 on the CPU: one line, before anything is written
     address = ray_address or ("local" if workers > 1 else None)
-    log(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} Gumbel, "
+    log(f"training {recipe.family} supernet on {recipe.data} ({recipe.epochs} epochs, {recipe.mixing} mixing, "
         f"{runtime.device.type}{', ' + recipe.amp if recipe.amp != 'off' else ''}) -> {run_dir}")
     with contextlib.nullcontext() if resume else runs.removed_if_stillborn(run_dir):
         if not address:

@@ -7,8 +7,16 @@ draw a Gumbel sample is made from):
 * ``soft`` – weighted sum of every candidate (the paper's form);
 * ``hard`` – straight-through: one sampled candidate runs forward, the gradient reaches α
   through its soft weight. Only the sampled block is computed, so a step costs about one path.
+* ``uniform`` – as hard, but the one candidate is drawn uniformly (single-path one-shot, Guo et
+  al. 2020), not from α: every option's weights train equally often whatever α says, and α
+  learns through the candidate's weight in softmax(α/τ) (straight-through, no Gumbel noise: the
+  uniform draw explores). In expectation α's gradient is the soft mixture's (Σ_i ∂L/∂w_i ·
+  ∂softmax_i/∂α, each term at the path alone), scaled by 1/options. Why it exists: a hard
+  supernet samples what α favours, α favours what trained fastest, and the options it starves
+  rank badly (experiments/search_quality/rerank).
 
-In eval mode the mixing is deterministic: soft uses softmax(α/τ), hard runs the argmax path.
+In eval mode the mixing is deterministic: soft uses softmax(α/τ), hard and uniform run the argmax
+path.
 A ``KnobChoice`` mixes the same way over the values of a stage knob (FMViT's frequency split).
 Candidates that take tokens are wrapped in a reshape here, so every slot maps (B, C, H, W) to
 (B, C, H, W) and a supernet stage never has to know which path is active.
@@ -21,7 +29,8 @@ import torch.nn.functional as F
 from supernets.config import IDENTITY
 from supernets.layers import to_map, to_tokens
 
-MODES = ("soft", "hard")
+MODES = ("soft", "hard", "uniform")
+SINGLE_PATH = ("hard", "uniform")   # the modes that run one sampled option per step
 
 
 class Mixer(nn.Module):
@@ -34,12 +43,22 @@ class Mixer(nn.Module):
         self.mode = "soft"
         self.tau = 1.0
 
+    def one_hot_sample(self) -> torch.Tensor:
+        """A training sample of a single-path mode: one-hot in value, α's gradient through the
+        chosen option's soft weight (straight-through). Hard draws it from Gumbel-softmax(α, τ),
+        uniform draws the option uniformly (torch's RNG, so a resumed run draws the same)."""
+        if self.mode == "hard":
+            return F.gumbel_softmax(self.alpha, tau=self.tau, hard=True)
+        soft = F.softmax(self.alpha / self.tau, dim=0)
+        index = torch.randint(len(soft), ())
+        return F.one_hot(index, len(soft)).to(soft.dtype) - soft.detach() + soft
+
     def mix(self, run) -> torch.Tensor:
         """Mix ``run(i)`` (the output of option i) over the options as the mode says."""
-        if self.mode == "hard":
+        if self.mode in SINGLE_PATH:
             if self.training:
-                weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=True)
-                index = int(weights.argmax())
+                weights = self.one_hot_sample()
+                index = int(weights.detach().argmax())
                 return weights[index] * run(index)
             return run(int(self.alpha.argmax()))
         if self.training:
@@ -106,11 +125,12 @@ class WidthChoice(Mixer):
     """α over a stage's width options, trained by channel masking (FBNetV2): every module whose
     output channels follow the stage width gets, per forward, the mask Σ_i w_i·[c < n_i(width_i)]
     over its channels, with w the Gumbel-softmax sample over the options. Soft mode: the weighted
-    sum of prefix masks; hard mode: one width per step (straight-through), so every width trains
-    the prefix of the shared weights its sub-network inherits, at about the memory of one path.
+    sum of prefix masks; hard and uniform modes: one width per step (straight-through), so every
+    width trains the prefix of the shared weights its sub-network inherits, at about the memory of
+    one path.
 
     ``sample()`` draws the weights once per supernet forward (``Supernet.forward``); the masking
-    hooks read them. In eval mode the weights are deterministic (soft: softmax(α/τ); hard: argmax).
+    hooks read them. In eval mode the weights are deterministic (soft: softmax(α/τ); hard, uniform: argmax).
     """
 
     def __init__(self, widths: tuple[int, ...]):
@@ -120,8 +140,9 @@ class WidthChoice(Mixer):
 
     def sample(self) -> torch.Tensor:
         if self.training:
-            self.weights = F.gumbel_softmax(self.alpha, tau=self.tau, hard=self.mode == "hard")
-        elif self.mode == "hard":
+            self.weights = (self.one_hot_sample() if self.mode in SINGLE_PATH
+                            else F.gumbel_softmax(self.alpha, tau=self.tau, hard=False))
+        elif self.mode in SINGLE_PATH:
             self.weights = F.one_hot(self.alpha.argmax(), len(self.widths)).to(self.alpha.dtype)
         else:
             self.weights = F.softmax(self.alpha / self.tau, dim=0)

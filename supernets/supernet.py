@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, SearchSpace, StageConfig
-from supernets.metapath import MODES, KnobChoice, MetaPath, Mixer, WidthChoice
+from supernets.metapath import MODES, SINGLE_PATH, KnobChoice, MetaPath, Mixer, WidthChoice
 from supernets.registry import Family, get_family
 
 _SLOT_PARAM = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.*)$")
@@ -277,7 +277,7 @@ class _WidthMask:
     """Forward hook (pre-hook with ``inputs``): channels beyond the sampled width's prefix are
     zeroed (soft: the sample-weighted sum of the options' prefix masks). Channels sit on axis 1 for
     convolutions and norms of maps, on the last axis for Linear and LayerNorm. With a one-hot
-    sample (hard mode) a LayerNorm or one-group GroupNorm is recomputed over the prefix alone, as
+    sample (hard, uniform) a LayerNorm or one-group GroupNorm is recomputed over the prefix alone, as
     the sub-network computes it; the soft mixture has no single prefix to normalise over."""
 
     def __init__(self, choice: WidthChoice, counts: list[int], channels: int, module: nn.Module, inputs: bool = False):
@@ -289,7 +289,7 @@ class _WidthMask:
 
     def __call__(self, module: nn.Module, inputs, output: torch.Tensor | None = None):
         if self.inputs:
-            if self.choice.mode == "hard" and int(self.counts[int(self.choice.weights.detach().argmax())]) >= \
+            if self.choice.mode in SINGLE_PATH and int(self.counts[int(self.choice.weights.detach().argmax())]) >= \
                     inputs[0].shape[inputs[0].ndim - 1 if self.last_axis else 1]:
                 return None   # a full-width sample: nothing to zero
             return (self._masked(module, inputs, inputs[0]), *inputs[1:])
@@ -302,7 +302,7 @@ class _WidthMask:
         axis = output.ndim - 1 if self.last_axis else 1
         shape = [1] * output.ndim
         shape[axis] = output.shape[axis]
-        if self.renorm and self.choice.mode == "hard":
+        if self.renorm and self.choice.mode in SINGLE_PATH:
             i = int(w.detach().argmax())
             n = int(self.counts[i])
             if n < output.shape[axis]:

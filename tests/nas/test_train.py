@@ -113,6 +113,14 @@ def test_a_bad_training_flag_is_one_line_naming_it_and_writes_nothing(flags, bla
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_library_recipe_with_an_unknown_mixing_mode_names_the_modes():
+    from nas.errors import UserError
+    from nas.train import supernet_recipe
+
+    with pytest.raises(UserError, match="--mixing gumbel is not a mixing mode: give one of soft, hard, uniform"):
+        supernet_recipe(mixing="gumbel")
+
+
 def test_train_or_resume_skips_a_finished_run_and_resumes_an_interrupted_one(tiny_run, tmp_path, monkeypatch):
     import shutil
 

@@ -70,7 +70,7 @@ def test_channel_reorder_preserves_the_function_and_sorts_importance(tiny_space)
     assert all(torch.equal(p, torch.arange(len(p))) for p in again)
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("mode", ["soft", "hard", "uniform"])
 def test_gumbel_mixing_trains_alpha(tiny_space, mode):
     torch.manual_seed(0)
     net = Supernet(tiny_space, img_size=64).train()
@@ -102,6 +102,41 @@ def test_hard_mixing_runs_one_path():
     mp.mode = "soft"
     mp(torch.ones(1, 1, 2, 2))
     assert sorted(calls) == ["a", "b"]
+
+
+def test_uniform_mixing_trains_every_option_equally_often_whatever_alpha_says():
+    """Uniform mode's promise (single-path one-shot): the option run is drawn uniformly, not from
+    α, and runs at its own scale (weight 1 in value); hard mode draws what α favours."""
+    calls = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x * 2
+
+    torch.manual_seed(0)
+    mp = MetaPath({"a": Probe("a"), "b": Probe("b")}, ("a", "b", IDENTITY)).train()
+    with torch.no_grad():
+        mp.alpha.copy_(torch.tensor([6.0, 0.0, 0.0]))   # α all but certain of "a"
+    x = torch.ones(1, 1, 2, 2)
+    counts = {}
+    for mode in ("uniform", "hard"):
+        mp.mode = mode
+        calls.clear()
+        outs = [mp(x) for _ in range(600)]
+        counts[mode] = {k: calls.count(k) for k in ("a", "b")}
+        assert len(calls) <= 600 and all(torch.equal(o.detach(), x * 2) or torch.equal(o.detach(), x) for o in outs)
+    assert all(150 < n < 250 for n in counts["uniform"].values()), counts   # 200 expected each
+    assert counts["hard"]["a"] > 580, counts
+    mp.mode = "uniform"
+    mp.eval()
+    calls.clear()
+    mp(x)
+    assert calls == ["a"]   # eval runs α's argmax, as hard does
 
 
 def test_importance_follows_the_paper(tiny_space):
@@ -150,7 +185,7 @@ def _check_masked_width_is_the_subnet(space, seed):
 def test_width_alpha_trains_and_ranks_the_width_action(tiny_space):
     torch.manual_seed(0)
     net = Supernet(tiny_space, img_size=64, train_widths=True).train()
-    for mode in ("soft", "hard"):
+    for mode in ("soft", "hard", "uniform"):
         net.set_mixing(mode, 1.0)
         net.zero_grad()
         # A hard step that samples a stage's narrowest width teaches its α nothing (the wider
