@@ -34,6 +34,7 @@ from nas.train import Recipe
 from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
 from supernets.config import ArchConfig, SearchSpace
+from supernets.metapath import MODES
 from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _timing, _trained, published_l1,  # beside this script
                  rank_lines, supernet_estimates, train_study_supernet)
 from tau_ceiling import describe, tau_ceiling
@@ -60,7 +61,7 @@ def run(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     # the supernet recipe's fields that this compares; unset: the product's default
-    ap.add_argument("--mixing", choices=["soft", "hard"])
+    ap.add_argument("--mixing", choices=MODES)
     ap.add_argument("--tau-max", type=float)
     ap.add_argument("--tau-min", type=float)
     ap.add_argument("--arch-lr", type=float)

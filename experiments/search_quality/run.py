@@ -60,6 +60,7 @@ from nas.train import Recipe, supernet_recipe, train_or_resume
 from nas.train_model import MODEL
 from supernets import io
 from supernets.config import ArchConfig, Choice, SearchSpace
+from supernets.metapath import MODES
 from supernets.registry import random_choice
 from tau_ceiling import describe, tau_ceiling   # beside this script
 
@@ -138,7 +139,7 @@ def run(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="trainings at a time, each a `nas train` process (a GPU "
                     "machine: several; the candidates that need no supernet then train while it does)")
     ap.add_argument("--eval-threads", type=int, default=2, help="CPU threads of slim, search and the estimates")
-    ap.add_argument("--mixing", choices=["soft", "hard"], help="the supernet's Gumbel mixing (default: the product's)")
+    ap.add_argument("--mixing", choices=MODES, help="the supernet's mixing (default: the product's)")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
