@@ -528,8 +528,10 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="cpu")
         sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
         sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
-        sp.add_argument("--calib-images", type=int, default=256, help="training images for BN recalibration")
-        sp.add_argument("--val-images", type=int, default=1000, help="fixed validation subset size")
+        sp.add_argument("--calib-images", type=int, default=None, help="training images for BN recalibration "
+                        "(default 2048, fewer where 2048 + 10000 images would exceed 2 GiB at the training size)")
+        sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
+                        "10000, fewer as --calib-images; a smaller set is used whole)")
         sp.add_argument("--channel-order", choices=["auto", "importance", "natural"], default="auto",
                         help="auto (default): the trained order for a supernet with width α, L1 importance "
                              "order for one trained at full width")

@@ -66,7 +66,7 @@ class SupernetSession:
     @classmethod
     def open(cls, *, supernet: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
              family: str | None = None, device: str = "cpu", tables_dir: str | os.PathLike | None = None,
-             threads: int = 2, calib_images: int = 256, val_images: int = 1000, seed: int = 0,
+             threads: int = 2, calib_images: int | None = None, val_images: int | None = None, seed: int = 0,
              channel_order_rule: str = "auto", progress: bool = True) -> "SupernetSession":
         """`supernet` (a checkpoint), else the newest finished one of `family` under `runs_dir`."""
         ckpt_path = Path(supernet) if supernet else runs.latest_supernet(runs_dir, family or runs.DEFAULT_FAMILY)

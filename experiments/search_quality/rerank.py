@@ -113,7 +113,8 @@ def run(argv=None) -> int:
                  [*(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
                     for k, v in changes.items()), f"--supernet-epochs {args.supernet_epochs}",
                   f"--batch-size {args.batch_size}", f"--img-size {args.img_size}",
-                  *([f"--slim-seeds {args.slim_seeds} --epochs {args.epochs}"] if args.slim_seeds else [])]), "```", "",
+                  *([f"--slim-seeds {args.slim_seeds} --epochs {args.epochs}"] if args.slim_seeds else []),
+                  *([f"--label {args.label}"] if args.label else [])]), "```", "",
              f"Supernet trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'} "
              f"({args.threads} threads), recipe {json.dumps(rec)}. Trained top-1s: `{candidates_csv.relative_to(REPO)}` "
              f"(`nas train` from scratch, mean over seeds), {len(networks)} distinct networks at the target.", "",

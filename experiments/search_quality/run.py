@@ -1,7 +1,7 @@
 """Does the search beat hand design? Accuracy at equal latency on Fashion-MNIST (issue #14).
 
 One EfficientFormer supernet (``space.yaml`` here: larger than L1 in every stage, L1 a point of
-it) is trained once on Fashion-MNIST with the product's defaults (soft Gumbel, width α). The
+it) is trained once on Fashion-MNIST with the product's defaults (its mixing, width α). The
 target T is EfficientFormer-L1's predicted ``iphone12`` latency on the shipped table (at the
 dataset's 10 classes). Candidates, all predicted within T −3% … T where the method allows:
 
@@ -73,6 +73,8 @@ SLIM_VARIANTS = {"S": {}, "Sps": {"proposals": "per-stage", "last_step": "least-
                  "Sp": {"proposals": "paper", "last_step": "ratio"}}
 # the supernet's estimates of a candidate: (name, calibration images, validation images)
 ESTIMATES = (("slim", 256, 1000), ("val-all", 256, 10_000), ("calib-2k", 2048, 10_000))
+# "slim" names slimming's subsets when the study began; its defaults are calib-2k's since rerank.py
+SUBSETS_NOTE = {"slim": ": slim's before rerank.py", "calib-2k": ": slim's default since"}
 
 
 _TIMES_LOCK = threading.Lock()
@@ -336,7 +338,8 @@ def rank_lines(rows: list[dict]) -> list[str]:
 
     trained = [float(r["top1"]) for r in rows]
     out = []
-    for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)", f"inherited_{e}", 1)
+    for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)" + SUBSETS_NOTE.get(e, ""),
+                                f"inherited_{e}", 1)
                                for e, calib, val in ESTIMATES), ("loss, slim's subset", "inherited_loss", -1),
                              ("params (no supernet)", "params_m", 1), ("MACs (no supernet)", "macs_g", 1)]:
         est = [sign * float(r[key]) for r in rows]
