@@ -118,8 +118,9 @@ def initial_state(init: str, config: ArchConfig, config_path: Path | None, data:
 
 def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Data | None, seed: int) -> dict:
     """The config's sub-network of a supernet as slim evaluates it: channels in slim's default
-    order (``nas.slim.channel_order``), prefix slices, BN recalibrated on the same 256 training images."""
-    from nas.evaluate import recalibrate_bn
+    order (``nas.slim.channel_order``), prefix slices, BN recalibrated on the same training images
+    (slim's default calibration subset)."""
+    from nas.evaluate import default_subsets, recalibrate_bn
     from supernets.config import Choice
 
     net = checkpoint.build_supernet(ckpt).eval()
@@ -135,7 +136,8 @@ def _from_supernet(ckpt: dict, path: Path, config: ArchConfig, data: data_mod.Da
         net.reorder_channels()
     model = net.subnet(choice)
     if data is not None:
-        recalibrate_bn(model, data_mod.fixed_subset(data.train, 256, seed)[0], 128)
+        calib_images = default_subsets(ckpt["img_size"])[0]
+        recalibrate_bn(model, data_mod.fixed_subset(data.train, calib_images, seed)[0], 128)
     return model.state_dict()
 
 
