@@ -81,19 +81,22 @@ def test_gumbel_mixing_trains_alpha(tiny_space, mode):
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
+class _Probe(torch.nn.Module):
+    """A candidate block that records each call in `calls` and doubles its input."""
+
+    def __init__(self, name, calls):
+        super().__init__()
+        self.name, self.calls = name, calls
+
+    def forward(self, x):
+        self.calls.append(self.name)
+        return x * 2
+
+
 def test_hard_mixing_runs_one_path():
     calls = []
 
-    class Probe(torch.nn.Module):
-        def __init__(self, name):
-            super().__init__()
-            self.name = name
-
-        def forward(self, x):
-            calls.append(self.name)
-            return x * 2
-
-    mp = MetaPath({"a": Probe("a"), "b": Probe("b")}, ("a", "b", IDENTITY)).train()
+    mp = MetaPath({"a": _Probe("a", calls), "b": _Probe("b", calls)}, ("a", "b", IDENTITY)).train()
     mp.mode = "hard"
     for _ in range(20):
         mp(torch.ones(1, 1, 2, 2))
@@ -109,17 +112,8 @@ def test_uniform_mixing_trains_every_option_equally_often_whatever_alpha_says():
     α, and runs at its own scale (weight 1 in value); hard mode draws what α favours."""
     calls = []
 
-    class Probe(torch.nn.Module):
-        def __init__(self, name):
-            super().__init__()
-            self.name = name
-
-        def forward(self, x):
-            calls.append(self.name)
-            return x * 2
-
     torch.manual_seed(0)
-    mp = MetaPath({"a": Probe("a"), "b": Probe("b")}, ("a", "b", IDENTITY)).train()
+    mp = MetaPath({"a": _Probe("a", calls), "b": _Probe("b", calls)}, ("a", "b", IDENTITY)).train()
     with torch.no_grad():
         mp.alpha.copy_(torch.tensor([6.0, 0.0, 0.0]))   # α all but certain of "a"
     x = torch.ones(1, 1, 2, 2)
