@@ -7,10 +7,13 @@ hard``, ...), scores the study's recorded candidates with the same estimates (``
 run.py), and reports Kendall τ and Spearman ρ against the recorded trained top-1s, beside the
 recorded supernet's (the "before", recomputed from the same rows) and the τ a perfect estimator
 could reach against them (``tau_ceiling.py``). It answers "would this supernet rank better?"
-without training a candidate. With ``--slim-seeds N`` it also slims this supernet to the study's
-target (L1's predicted latency) and trains the emitted S from scratch with the study's ``nas
-train`` recipe and N seeds, beside the recorded S and L1: the first look at whether the better
-ranking emits a better network (the whole study, with its randoms and search, is ``run.py``'s).
+without training a candidate. With ``--slim paper per-stage`` it also slims this supernet to the
+study's target (L1's predicted latency) with each proposal rule (``nas slim --proposals``) and
+reports what each emits, at how many evaluated sub-networks, with this supernet's estimates beside
+L1's (the importance rule compared by the estimate the ranking above validates); with
+``--slim-seeds N`` it trains each emitted network from scratch with the study's ``nas train``
+recipe and N seeds, beside the recorded S and L1: the first look at whether the better ranking
+emits a better network (the whole study, with its randoms and search, is ``run.py``'s).
 
     python experiments/search_quality/rerank.py --mixing hard --supernet-epochs 8 --batch-size 256
 """
@@ -29,11 +32,11 @@ from lut.devices import find_table
 from lut.table import LatencyTable
 from nas import checkpoint, runs
 from nas.session import SupernetSession
-from nas.slim import channel_order
+from nas.slim import PROPOSALS, channel_order
 from nas.train import Recipe
 from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
-from supernets.config import ArchConfig, SearchSpace
+from supernets.config import ArchConfig, Choice, SearchSpace
 from supernets.metapath import MODES
 from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _timing, _trained, published_l1,  # beside this script
                  rank_lines, supernet_estimates, train_study_supernet)
@@ -66,14 +69,21 @@ def run(argv=None) -> int:
     ap.add_argument("--tau-min", type=float)
     ap.add_argument("--arch-lr", type=float)
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--slim-seeds", type=int, default=0, help="also slim to the target and train S with this "
-                    "many seeds (0: rank only)")
+    ap.add_argument("--slim", nargs="*", choices=PROPOSALS, default=[], metavar="PROPOSALS",
+                    help=f"also slim to the target with each of these proposal rules ({', '.join(PROPOSALS)})")
+    ap.add_argument("--slim-subsets", nargs=2, type=int, metavar=("CALIB", "VAL"),
+                    help="slim on this many calibration and validation images (default: the product's); "
+                    "what is emitted is then scored with every estimate all the same")
+    ap.add_argument("--slim-seeds", type=int, default=0, help="train each slimmed network with this many seeds "
+                    "(with no --slim: slim with the product's default rule)")
     ap.add_argument("--epochs", type=int, default=4, help="nas train epochs of S (the study's: 4 in h200-8ep)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of training and the estimates")
     ap.add_argument("--label", help="the variant's name (default: from the changed fields and epochs)")
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality_rerank"))
     ap.add_argument("--results", default=str(HERE / "rerank"), help="where LABEL.md and LABEL.json go")
     args = ap.parse_args(argv)
+    if args.slim_seeds and not args.slim:
+        args.slim = [PROPOSALS[0]]
     changes = {k: getattr(args, k) for k in ("mixing", "tau_max", "tau_min", "arch_lr", "seed")
                if getattr(args, k) is not None}
     label = args.label or "-".join([*(f"{k.replace('_', '-')}-{v:g}" if isinstance(v, float) else str(v)
@@ -113,6 +123,8 @@ def run(argv=None) -> int:
                  [*(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
                     for k, v in changes.items()), f"--supernet-epochs {args.supernet_epochs}",
                   f"--batch-size {args.batch_size}", f"--img-size {args.img_size}",
+                  *([f"--slim {' '.join(args.slim)}"] if args.slim else []),
+                  *([f"--slim-subsets {' '.join(map(str, args.slim_subsets))}"] if args.slim_subsets else []),
                   *([f"--slim-seeds {args.slim_seeds} --epochs {args.epochs}"] if args.slim_seeds else []),
                   *([f"--label {args.label}"] if args.label else [])]), "```", "",
              f"Supernet trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'} "
@@ -129,45 +141,73 @@ def run(argv=None) -> int:
               *rank_lines(after), ""]
     if ceiling:
         lines += [describe(ceiling), ""]
-    if args.slim_seeds:
-        lines += slim_and_train(args, work, times, networks, space) + [""]
+    if args.slim:
+        lines += slim_and_train(args, work, times, networks, space, net, recipe, template) + [""]
     lines += ["Wall time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()), ""]
     out = Path(args.results)
     io.write_text(out / f"{label}.md", "\n".join(lines))
-    io.write_text(out / f"{label}.json", json.dumps({"recipe": ckpt["recipe"], "estimates": scores}, indent=1))
+    io.write_text(out / f"{label}.json", json.dumps({"recipe": ckpt["recipe"],   # with the slimmed networks' estimates
+                                                           "estimates": json.loads((work / "inherited.json").read_text())},
+                                                          indent=1))
     print("\n".join(lines))
     return 0
 
 
-def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: SearchSpace) -> list[str]:
-    """Slim this supernet to the study's target, train the emitted S with `--slim-seeds` seeds as
-    run.py trains every candidate (`nas train` from scratch, the same flags), and report it."""
+def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: SearchSpace, net, recipe: Recipe,
+                   template: ArchConfig) -> list[str]:
+    """Slim this supernet to the study's target with each rule of `--slim`, score what each emits
+    with this supernet's estimates (beside L1's), train it with `--slim-seeds` seeds as run.py
+    trains every candidate (`nas train` from scratch, the same flags), and report it."""
     table = LatencyTable.load(find_table(DEVICE, space.resolution, work / "tables"))
     target = round(table.predict(published_l1(10)), 4)
     stem = f"efficientformer@{DEVICE}-{target:g}ms"
-    config = work / "slim" / f"{stem}.yaml"
-    if not config.is_file():
-        with _timing(times, "slim S", work), io.all_or_nothing():
-            SupernetSession.open(supernet=work / "supernet" / runs.SUPERNET, device=DEVICE, tables_dir=work / "tables",
-                                 threads=args.threads, progress=False).slim([target], work / "slim")
-    top1 = []
-    for seed in range(args.slim_seeds):
-        out = work / "train" / f"S-scratch-s{seed}"
-        if not _trained(out, args.epochs):
-            with _timing(times, f"train {out.name}", work):
-                if (out / MODEL).is_file():
-                    resume_training(out, progress=False)
-                else:
-                    train_config(config, out_dir=out, init="scratch", data=args.data, img_size=args.img_size,
-                                 epochs=args.epochs, batch_size=args.batch_size, seed=seed, device="auto",
-                                 threads=args.threads, progress=False)
-        top1.append(checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["history"][-1]["ema_top1"])
-    cfg = ArchConfig.load(config)
+    calib, val = args.slim_subsets or (None, None)
+    subsets = f"-{calib}-{val}" if args.slim_subsets else ""
+    emitted = {}   # rule -> (config path, evaluated sub-networks)
+    for rule in args.slim:
+        folder = work / f"slim-{rule}{subsets}"
+        if not (folder / f"{stem}.yaml").is_file():
+            with _timing(times, f"slim {rule}{subsets}", work), io.all_or_nothing():
+                SupernetSession.open(supernet=work / "supernet" / runs.SUPERNET, device=DEVICE,
+                                     tables_dir=work / "tables", threads=args.threads, calib_images=calib,
+                                     val_images=val, progress=False).slim([target], folder, proposals=rule)
+        with open(folder / f"{stem}.trajectory.csv", newline="") as f:
+            evaluated = 1 + sum(int(r["candidates"]) for r in csv.DictReader(f))
+        emitted[rule] = (folder / f"{stem}.yaml", evaluated)
+    with _timing(times, "estimates", work):
+        scores = supernet_estimates(net, recipe, {
+            f"S-{rule}{subsets}": Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
+            for rule, (path, _) in emitted.items()}, work / "inherited.json")
+    names = {f"S-{rule}{subsets}": rule for rule in emitted}
+    lines = [f"Slimmed to T = {target:g} ms with each proposal rule (`nas slim --proposals`"
+             + (f", scoring on {calib} calibration / {val} validation images" if subsets else "")
+             + "), and L1; this supernet's estimates (top-1 %):", "",
+             "| network | rule | evaluated | predicted ms | " + " | ".join(e for e, _, _ in ESTIMATES) + " | config |",
+             "|---|---|---|---|" + "---|" * len(ESTIMATES) + "---|"]
+    for name, rule in [*names.items(), ("L1", None)]:
+        cfg = ArchConfig.load(emitted[rule][0]) if rule else template
+        lines.append(f"| {name} | {rule or 'published'} | {emitted[rule][1] if rule else '–'} | "
+                     f"{table.predict(cfg):.4f} | " + " | ".join(f"{scores[e][name][0]:.2f}" for e, _, _ in ESTIMATES)
+                     + f" | `{cfg.summary()}` |")
+    if not args.slim_seeds:
+        return lines
+    lines += ["", "| network | trained top-1 (mean) | seeds | per seed |", "|---|---|---|---|"]
+    for rule, (config, _) in emitted.items():
+        top1 = []
+        for seed in range(args.slim_seeds):
+            out = work / "train" / f"S-{rule}{subsets}-scratch-s{seed}"
+            if not _trained(out, args.epochs):
+                with _timing(times, f"train {out.name}", work):
+                    if (out / MODEL).is_file():
+                        resume_training(out, progress=False)
+                    else:
+                        train_config(config, out_dir=out, init="scratch", data=args.data, img_size=args.img_size,
+                                     epochs=args.epochs, batch_size=args.batch_size, seed=seed, device="auto",
+                                     threads=args.threads, progress=False)
+            top1.append(checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["history"][-1]["ema_top1"])
+        lines.append(f"| S-{rule}{subsets} of this supernet | {statistics.mean(top1):.2f} | {len(top1)} | "
+                     f"{' '.join(f'{v:.2f}' for v in top1)} |")
     recorded = {r["candidate"]: r for r in networks}
-    lines = [f"This supernet slimmed to T = {target:g} ms emits `{cfg.summary()}` at {table.predict(cfg):.4f} ms "
-             f"(inherited top-1 on slim's subset {cfg.meta.get('inherited_top1', 'n/a')}).", "",
-             "| network | trained top-1 (mean) | seeds | per seed |", "|---|---|---|---|",
-             f"| S of this supernet | {statistics.mean(top1):.2f} | {len(top1)} | {' '.join(f'{v:.2f}' for v in top1)} |"]
     for name in ("S", "L1"):
         r = recorded.get(name)
         if r:
