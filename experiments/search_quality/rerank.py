@@ -20,7 +20,6 @@ emits a better network (the whole study, with its randoms and search, is ``run.p
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -36,17 +35,16 @@ from nas.slim import PROPOSALS, channel_order
 from nas.train import Recipe
 from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
-from supernets.config import ArchConfig, Choice, SearchSpace
+from supernets.config import ArchConfig, SearchSpace
 from supernets.metapath import MODES
-from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _timing, _trained, published_l1,  # beside this script
-                 rank_lines, supernet_estimates, train_study_supernet)
+from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _read_csv, _timing, _trained,  # beside this script
+                 choice_of, evaluated, published_l1, rank_lines, supernet_estimates, train_study_supernet)
 from tau_ceiling import describe, tau_ceiling
 
 
 def recorded_networks(candidates_csv: Path) -> list[dict]:
     """The study's candidates at the target, each network once (S = Sp is one), step candidates aside."""
-    with open(candidates_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not r["candidate"].startswith("C")]
+    rows = [r for r in _read_csv(candidates_csv) if not r["candidate"].startswith("C")]
     seen, out = set(), []
     for r in rows:
         if r["config"] not in seen:
@@ -146,9 +144,8 @@ def run(argv=None) -> int:
     lines += ["Wall time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()), ""]
     out = Path(args.results)
     io.write_text(out / f"{label}.md", "\n".join(lines))
-    io.write_text(out / f"{label}.json", json.dumps({"recipe": ckpt["recipe"],   # with the slimmed networks' estimates
-                                                           "estimates": json.loads((work / "inherited.json").read_text())},
-                                                          indent=1))
+    estimates = json.loads((work / "inherited.json").read_text())   # with the slimmed networks'
+    io.write_text(out / f"{label}.json", json.dumps({"recipe": ckpt["recipe"], "estimates": estimates}, indent=1))
     print("\n".join(lines))
     return 0
 
@@ -171,13 +168,10 @@ def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: S
                 SupernetSession.open(supernet=work / "supernet" / runs.SUPERNET, device=DEVICE,
                                      tables_dir=work / "tables", threads=args.threads, calib_images=calib,
                                      val_images=val, progress=False).slim([target], folder, proposals=rule)
-        with open(folder / f"{stem}.trajectory.csv", newline="") as f:
-            evaluated = 1 + sum(int(r["candidates"]) for r in csv.DictReader(f))
-        emitted[rule] = (folder / f"{stem}.yaml", evaluated)
+        emitted[rule] = (folder / f"{stem}.yaml", evaluated(_read_csv(folder / f"{stem}.trajectory.csv")))
     with _timing(times, "estimates", work):
-        scores = supernet_estimates(net, recipe, {
-            f"S-{rule}{subsets}": Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
-            for rule, (path, _) in emitted.items()}, work / "inherited.json")
+        scores = supernet_estimates(net, recipe, {f"S-{rule}{subsets}": choice_of(path, space)
+                                                  for rule, (path, _) in emitted.items()}, work / "inherited.json")
     names = {f"S-{rule}{subsets}": rule for rule in emitted}
     lines = [f"Slimmed to T = {target:g} ms with each proposal rule (`nas slim --proposals`"
              + (f", scoring on {calib} calibration / {val} validation images" if subsets else "")

@@ -118,6 +118,17 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def evaluated(trajectory: list[dict]) -> int:
+    """Sub-networks a slimming trajectory scored: its start and every step's candidates (the
+    budget its search gets)."""
+    return 1 + sum(int(r["candidates"]) for r in trajectory)
+
+
+def choice_of(config: Path, space: SearchSpace) -> Choice:
+    """The supernet choice of a config file (at the space's class count, as the supernet has)."""
+    return Choice.from_config(ArchConfig.load(config).replace(num_classes=space.num_classes), space)
+
+
 def _trained(out: Path, epochs: int) -> bool:
     return (out / MODEL).is_file() and checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["epoch"] >= epochs
 
@@ -233,7 +244,7 @@ def run(argv=None) -> int:
             with _timing(times, f"slim {name}", work), io.all_or_nothing():
                 session().slim([target], slim_dir, **rules)
         trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
-        budgets[name] = 1 + sum(int(r["candidates"]) for r in trajectories[name])
+        budgets[name] = evaluated(trajectories[name])
     budget = budgets["S"]
 
     # 5. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
@@ -292,8 +303,7 @@ def run(argv=None) -> int:
     # and on every validation image with the default and with 8x the calibration images
     torch.set_num_threads(args.eval_threads)
     inherited = supernet_estimates(net, recipe, {
-        name: Choice.from_config(ArchConfig.load(path).replace(num_classes=space.num_classes), space)
-        for name, path in configs.items()}, work / "inherited.json")
+        name: choice_of(path, space) for name, path in configs.items()}, work / "inherited.json")
     for f in futures:
         if f is not None:
             f.result()
