@@ -193,12 +193,19 @@ def not_measured(device: Device, resolution: int, tables_dir: PathLike, ops: dic
     return {k: op for k, op in ops.items() if k not in measured}
 
 
-def coverage(table: LatencyTable, families: Iterable[str], space: str = "all",
-             num_classes: int = 10) -> dict[str, tuple[int, int]]:
-    """family -> (ops of its shipped spaces `table` holds, ops they can need), at the table's resolution."""
+def coverage(table: LatencyTable, families: Iterable[str], space: str = "all", num_classes: int = 10,
+             needed_ops: dict | None = None) -> dict[str, tuple[int, int]]:
+    """family -> (ops of its shipped spaces `table` holds, ops they can need), at the table's resolution.
+    `needed_ops`, a dict the caller keeps, holds each family's needs across calls: listing a space's
+    ops is the slow part, and tables of one resolution need the same ones."""
+    needed_ops = {} if needed_ops is None else needed_ops
     out = {}
     for fam in families:
-        needed = set(ops_of(spaces_at([fam], table.resolution, None, space)[table.resolution], num_classes))
+        key = (fam, table.resolution, space, num_classes)
+        if key not in needed_ops:
+            spaces = spaces_at([fam], table.resolution, None, space)[table.resolution]
+            needed_ops[key] = set(ops_of(spaces, num_classes))
+        needed = needed_ops[key]
         out[fam] = (len(needed & set(table.entries)), len(needed))
     return out
 

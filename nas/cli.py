@@ -104,8 +104,10 @@ def cmd_lut_devices(args) -> None:
 
     tables_dir = _tables_dir(args)
 
+    needed_ops: dict = {}     # shared by the tables: those of one resolution need the same ops
+
     def coverage(table: LatencyTable) -> str:
-        counts = store.coverage(table, family_names(), args.space, args.num_classes)
+        counts = store.coverage(table, family_names(), args.space, args.num_classes, needed_ops)
         return ", ".join(f"{fam} {have}/{need}" for fam, (have, need) in counts.items() if have) or "no family's space"
 
     for d in all_devices(tables_dir).values():

@@ -60,3 +60,25 @@ def test_provenance_names_and_fingerprints_the_file_it_was_priced_with(tmp_path)
     assert first["table"] == str(table.path) and len(first["table_sha256"]) == 16
     table.path.write_text(table.path.read_text() + "# edited\n")
     assert store.provenance(table)["table_sha256"] != first["table_sha256"]   # another file, another fingerprint
+
+
+def test_coverage_lists_a_familys_ops_once_per_resolution(monkeypatch):
+    """`nas lut devices` prices every table's coverage: tables of one resolution share the listing
+    of each family's ops (the slow part), and a table at another resolution gets its own."""
+    listings = []
+    listed = store.ops_of
+    monkeypatch.setattr(store, "ops_of", lambda spaces, n: listings.append(n) or listed(spaces, n))
+    needed_ops: dict = {}
+    first, second, other = build.new_table("cpu", 64, 1), build.new_table("ort", 64, 1), build.new_table("cpu", 96, 1)
+    key = next(iter(store.ops_of(store.spaces_at(["efficientformer"], 64, None, "small")[64], 10)))
+    first.add(key, 1.0, source="estimated")
+    listings.clear()
+    cover = store.coverage(first, ["efficientformer"], "small", 10, needed_ops)
+    assert cover["efficientformer"][0] == 1 and cover["efficientformer"][1] > 1
+    assert store.coverage(second, ["efficientformer"], "small", 10, needed_ops)["efficientformer"] == \
+        (0, cover["efficientformer"][1])
+    assert len(listings) == 1
+    store.coverage(other, ["efficientformer"], "small", 10, needed_ops)
+    assert len(listings) == 2
+    assert store.coverage(first, ["efficientformer"], "small", 10) == cover     # no dict: listed afresh
+    assert len(listings) == 3
