@@ -264,7 +264,8 @@ def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], p
                title=f"every family at {', '.join(f'{t:g}' for t in targets)} ms (lines: slimming trajectories)")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if trajectories:    # no family slimmed (every target below every floor): nothing to label
+            ax.legend(fontsize=8)
         fig.tight_layout()
     return path
 
