@@ -243,10 +243,10 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     def evaluate(c: Choice) -> Score:
         return evaluator(net.subnet(c))
 
-    def cheaper(actions: list[Action]) -> list[tuple[Action, float]]:
-        # each action with its predicted latency, if that is below the current network's
+    def cheaper(actions: list[Action], than_ms: float) -> list[tuple[Action, float]]:
+        # each action with its predicted latency, if that is below `than_ms`
         lat = [latency(to_config(a.choice)) for a in actions]
-        return [(a, ms) for a, ms in zip(actions, lat) if ms < current_ms]
+        return [(a, ms) for a, ms in zip(actions, lat) if ms < than_ms]
 
     current_ms = latency(to_config(choice))
     current = evaluate(choice)
@@ -266,12 +266,12 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
     while current_ms > targets[-1]:
         if len(steps) > max_steps:
             raise UserError(f"slimming did not reach {targets[-1]:g} ms in {max_steps} steps")
-        viable = cheaper(propose(net, choice, proposals))
+        viable = cheaper(propose(net, choice, proposals), current_ms)
         if not viable and proposals == "paper":
             # A measured table can price the paper's one width step no cheaper than the current
             # network (timing noise on a small op) while other stages still have steps that save
             # latency: rather than stop short of a reachable target, take every stage's proposals.
-            viable = cheaper(propose(net, choice, "per-stage"))
+            viable = cheaper(propose(net, choice, "per-stage"), current_ms)
             if viable:
                 log(f"  note: no least-important action saves latency at {current_ms:.3f} ms; "
                     "this step weighs every stage's least important action")
