@@ -242,7 +242,16 @@ def noisy_calibration_warning(table: LatencyTable) -> str | None:
 
 
 def space_ops(space: SearchSpace, num_classes: int) -> dict[str, OpNode]:
-    return ops_for(covering_configs(space, num_classes))
+    """Every op key any config of `space` can produce (a fresh dict; the listing is computed once
+    per process and space: building every covering config's op list takes seconds per space, and
+    `nas lut import/devices/export` and the table store ask for the same spaces again)."""
+    key = (repr(space.to_dict()), num_classes)
+    if key not in _SPACE_OPS:
+        _SPACE_OPS[key] = ops_for(covering_configs(space, num_classes))
+    return dict(_SPACE_OPS[key])
+
+
+_SPACE_OPS: dict[tuple[str, int], dict[str, OpNode]] = {}
 
 
 

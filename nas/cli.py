@@ -364,14 +364,18 @@ def cmd_train(args):
 
 
 def cmd_eval(args) -> dict:
-    from nas.train_model import evaluate_trained
+    from nas.train_model import evaluate_trained, finetune_hint
 
     r = evaluate_trained(args.model, device=args.device, tables_dir=_tables_dir(args), data=args.data,
                          ema=not args.no_ema, compute=args.compute, progress=not args.no_progress)
     print(f"{args.model} ({'EMA' if r['ema'] else 'raw'} weights) on {r['data']} val ({r['images']} images, "
           f"{r['img_size']} px): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%")
-    print(f"params: {r['params_train'] / 1e6:.3f} M (train form), {r['params_deploy'] / 1e6:.3f} M (deploy)")
+    print(f"params: {r['params_train'] / 1e6:.3f} M (train form), {r['params_deploy'] / 1e6:.3f} M (deploy); "
+          f"MACs: {r['macs'] / 1e9:.3f} G (at the deploy resolution, {r['resolution']} px)")
     print(f"latency on {args.device}@{r['resolution']}: {r['latency_ms']:.3f} ms predicted ({r['table']})")
+    if r["img_size"] != r["resolution"]:
+        print(f"note: trained at {r['img_size']} px, priced at {r['resolution']} px; a model does not carry across "
+              f"such a change: fine-tune it there before deploying ({finetune_hint(args.model, r['resolution'])})")
     return r
 
 
@@ -592,10 +596,12 @@ def _build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     tr = sub.add_parser("train", help="train one ArchConfig as a standalone model (from scratch or inherited weights)")
-    tr.add_argument("config", nargs="?", default=None, help="ArchConfig YAML (e.g. one `nas slim` wrote)")
-    tr.add_argument("--init", default=TrainRecipe.init,
+    tr.add_argument("config", nargs="?", default=None,
+                    help="ArchConfig YAML (e.g. one `nas slim` wrote), or a trained model.pt to fine-tune (e.g. at "
+                    "its deploy resolution with --img-size)")
+    tr.add_argument("--init", default=None,
                     help="scratch | inherited (the .pt slim wrote next to the config) | PATH (a supernet.pt: the "
-                    "sub-network's slices; or a model.pt)")
+                    f"sub-network's slices; or a model.pt) (default: {TrainRecipe.init}; a model.pt CONFIG: itself)")
     tr.add_argument("--data", default=None, help="digits | fashion-mnist[:DIR] | ImageFolder root "
                     "(default: the data of the supernet the config came from, else digits)")
     tr.add_argument("--img-size", type=int, default=None,

@@ -76,29 +76,74 @@ def export_model(model: torch.nn.Module, resolution: int, formats: list[str], ou
     return done
 
 
+# A drop of top-1 (points) between the training and the export resolution that export warns about:
+# beyond the ~1-point noise of a 1,000-image subset, the model is no longer the one trained.
+RESOLUTION_DROP_WARN = 3.0
+
+
+@dataclass(frozen=True)
+class ResolutionCheck:
+    """Torch top-1 (%) of a trained model on one validation subset, at the resolution it was
+    trained at and at the one it is exported at."""
+    trained_px: int
+    trained_top1: float
+    export_px: int
+    export_top1: float
+
+    @property
+    def drop(self) -> float:
+        return self.trained_top1 - self.export_top1
+
+    def lines(self, model_path) -> list[str]:
+        from nas.train_model import finetune_hint
+
+        out = [f"top-1 on the validation subset (torch): {self.trained_top1:.2f}% at {self.trained_px} px (trained "
+               f"there), {self.export_top1:.2f}% at {self.export_px} px (exported)"]
+        if self.drop > RESOLUTION_DROP_WARN:
+            out.append(f"warning: top-1 falls {self.drop:.1f} points at {self.export_px} px: the model does not carry "
+                       f"across this change of resolution; fine-tune it there before deploying "
+                       f"({finetune_hint(model_path, self.export_px)}) and export that model")
+        return out
+
+
 def export_trained(path: str | os.PathLike, formats: list[str], out_stem: Path, *, resolution: int | None = None,
                    ema: bool = True, val_images: int = 1000, log=print) -> list[Exported]:
     """Export a model checkpoint (``nas train``'s model.pt, or the inherited weights slim writes):
     its EMA weights unless `ema` is False, reparameterized, at the resolution it was trained at
-    (or `resolution` where the weights allow). ONNX is checked on `val_images` of the validation
-    set of the data it was trained on, when that data is here."""
+    (or `resolution` where the weights allow). When the data it was trained on is here, ONNX is
+    checked on `val_images` of its validation set, and an export at another resolution than the
+    training one reports top-1 at both (``ResolutionCheck``), warning when it falls."""
     from nas import data as data_mod
     from nas.train_model import load_trained, trained_data
 
     path = Path(path)
     model, config, ckpt, use_ema = load_trained(path, ema=ema, img_size=resolution)
-    resolution = resolution or ckpt["img_size"]
+    trained_px = ckpt["img_size"]
+    resolution = resolution or trained_px
     if resolution != config.resolution:
-        log(f"note: exporting at {resolution} px (trained there); its latency was priced at the config's "
-            f"{config.resolution} px: export with --resolution {config.resolution} to deploy that")
+        log(f"note: exporting at {resolution} px; its latency was priced at the config's {config.resolution} px: "
+            f"export with --resolution {config.resolution} to deploy that")
     val = None
-    if "onnx" in formats and ckpt.get("data"):
+    if ckpt.get("data") and ("onnx" in formats or resolution != trained_px):
         try:
             val = data_mod.fixed_subset(trained_data(ckpt, resolution).val, val_images, 1)
         except UserError as e:
-            log(f"note: top-1 check skipped, the training data is not available here ({e})")
+            log(f"note: top-1 checks skipped, the training data is not available here ({e})")
     log(f"exporting {path} ({'EMA' if use_ema else 'raw'} weights, {resolution} px)")
-    return export_model(reparameterize(model).eval(), resolution, formats, out_stem, val=val)
+    deployed = reparameterize(model).eval()
+    if val is not None and resolution != trained_px:
+        trained = load_trained(path, ema=use_ema)[0]
+        at_trained = data_mod.fixed_subset(trained_data(ckpt, trained_px).val, val_images, 1)
+        check = ResolutionCheck(trained_px, _top1(trained, *at_trained), resolution, _top1(deployed, *val))
+        for line in check.lines(path):
+            log(line)
+    return export_model(deployed, resolution, formats, out_stem, val=val if "onnx" in formats else None)
+
+
+@torch.no_grad()
+def _top1(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    pred = torch.cat([model(b).argmax(1) for b in images.split(64)])
+    return 100.0 * float((pred == labels).sum()) / max(len(labels), 1)
 
 
 def _rel_diff(out: np.ndarray, ref: torch.Tensor) -> float:
@@ -135,10 +180,8 @@ def _top1_pair(model, session, images: torch.Tensor, labels: torch.Tensor) -> tu
     """Top-1 (%) of the torch model and of the ONNX Runtime session on the same images (the
     export has batch 1, so ONNX Runtime sees them one at a time)."""
     name = session.get_inputs()[0].name
-    torch_pred = torch.cat([model(b).argmax(1) for b in images.split(64)])
     ort_pred = torch.tensor([int(np.argmax(session.run(None, {name: img[None].numpy()})[0])) for img in images])
-    n = max(len(labels), 1)
-    return 100.0 * float((torch_pred == labels).sum()) / n, 100.0 * float((ort_pred == labels).sum()) / n
+    return _top1(model, images, labels), 100.0 * float((ort_pred == labels).sum()) / max(len(labels), 1)
 
 
 def _coreml(model, x, ref, path: Path) -> Exported:

@@ -33,10 +33,12 @@ def _tables(tables_dir: Path, resolution: int, device: str | None) -> list[Laten
     return out
 
 
-def costs(cfg: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, int]:
-    """Parameters (train and deploy form) and MACs (deploy form, at the config's resolution) of
-    `cfg`, or of `model` (its train form) when given."""
-    model = (model or get_family(cfg.family).build(cfg)).eval()
+def costs(cfg: ArchConfig) -> dict[str, int]:
+    """Parameters (train and deploy form) and MACs (deploy form) of `cfg` built at its deploy
+    resolution, where its latency is priced. A trained model's own weights do not change these,
+    but its resolution can: EfficientFormer's attention-bias tables grow with the token grid, so
+    a model trained at 64 px has fewer parameters than the 224 px network it deploys as."""
+    model = get_family(cfg.family).build(cfg).eval()
     deploy = reparameterize(model)
     macs = graph.macs(deploy, torch.zeros(1, 3, cfg.resolution, cfg.resolution))
     return {"params_train": count_params(model), "params_deploy": count_params(deploy), "macs": macs}

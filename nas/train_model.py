@@ -111,8 +111,8 @@ def initial_state(init: str, config: ArchConfig, config_path: Path | None, data:
         return ckpt["state_dict"], ckpt["img_size"]
     path = Path(init)
     ckpt = checkpoint.load(path, (checkpoint.FORMAT, checkpoint.MODEL_FORMAT))
-    if ckpt["format"] == checkpoint.MODEL_FORMAT:
-        return ckpt["state_dict"], ckpt["img_size"]
+    if ckpt["format"] == checkpoint.MODEL_FORMAT:   # a trained model: the weights eval and export use
+        return (ckpt.get("ema") or ckpt["state_dict"]), ckpt["img_size"]
     return _from_supernet(ckpt, path, config, data, seed), ckpt["img_size"]
 
 
@@ -406,18 +406,30 @@ def train_config(config_path: str | Path, *, out_dir: str | Path | None = None, 
     """`nas train CONFIG`: train the ArchConfig at `config_path` with a `TrainRecipe` of `fields`.
 
     `data` and `img_size` default to those of the supernet run the config was slimmed from
-    (digits at 64 px otherwise). The output goes to `out_dir`, else ``<run>/train/<name>``, with
+    (digits at 64 px otherwise). `config_path` may be a trained ``model.pt``: its config is
+    trained from its weights (unless `init` says otherwise) on its data, by default at its
+    resolution; ``--img-size`` then fine-tunes it at the resolution it deploys at, into
+    ``<its folder>-<px>px`` beside its own folder. The output goes to `out_dir`, else ``<run>/train/<name>``, with
     `name` ``<config>-<init>`` unless given. A run that fails before its first checkpoint leaves
     no directory behind."""
     config_path = Path(config_path)
-    config = ArchConfig.load(config_path)
-    defaults = run_defaults(config_path)
+    if config_path.suffix == ".pt":   # a trained model: its own config, fine-tuned from its weights
+        ckpt = checkpoint.load(config_path, (checkpoint.MODEL_FORMAT,))
+        config = checkpoint.model_config(ckpt, config_path)
+        defaults = {"data": ckpt.get("data") or data_mod.DIGITS, "img_size": ckpt["img_size"]}
+        fields["init"] = fields.get("init") or str(config_path)
+    else:
+        config = ArchConfig.load(config_path)
+        defaults = run_defaults(config_path)
     data = fields.pop("data", None) or defaults.get("data", data_mod.DIGITS)
     img_size = (fields.pop("img_size", None) or defaults.get("img_size")
                 or data_mod.default_img_size(data, lambda: config.resolution))
-    recipe = TrainRecipe(data=data, img_size=img_size, **fields)
+    recipe = TrainRecipe(data=data, img_size=img_size, **{k: v for k, v in fields.items() if v is not None})
     recipe.check()
-    if out_dir is None:
+    if out_dir is None and config_path.suffix == ".pt":
+        # next to the model's own folder: <run>/train/<its name>-<px>px
+        out_dir = config_path.resolve().parent.parent / (name or f"{config_path.parent.name}-{img_size}px")
+    elif out_dir is None:
         init = recipe.init if recipe.init in ("scratch", "inherited") else Path(recipe.init).stem
         name = name or f"{config_path.stem}-{init}" + (f"-{recipe.distill}kd" if recipe.teacher else "")
         out_dir = default_out_dir(config_path, Path(runs_dir), name)
@@ -450,8 +462,9 @@ def _log_start(what: str, family: str, recipe: TrainRecipe, out_dir: Path, log: 
 def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: str | Path = "runs/tables",
                      data: str | None = None, ema: bool = True, compute: str = "auto", progress: bool = True) -> dict:
     """`nas eval MODEL.pt`: top-1 and top-5 of a model checkpoint on the validation split of the
-    data it was trained on (or `data`, with the same classes), its params, and its latency
-    predicted on `device`'s table."""
+    data it was trained on (or `data`, with the same classes), at the resolution it was trained
+    at; its params, MACs and latency on `device`'s table at the config's deploy resolution (the
+    network that would ship; ``nas.report.costs``)."""
     from lut import store
     from nas.report import costs
 
@@ -465,10 +478,14 @@ def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: 
     runtime.prepare(model)
     scores = engine.evaluate(model, data_mod.loader(source, source.val, 256, workers=4), runtime)
     table, predict = store.open_predictor(device, config.resolution, Path(tables_dir), progress)
-    c = costs(config, model.cpu())
     return {**scores, "latency_ms": predict(config), "table": store.provenance(table)["table"], "ema": use_ema,
             "data": source.source, "images": len(source.val), "img_size": ckpt["img_size"],
-            "resolution": config.resolution, "params_train": c["params_train"], "params_deploy": c["params_deploy"]}
+            "resolution": config.resolution, **costs(config)}
+
+
+def finetune_hint(model_path: str | Path, resolution: int) -> str:
+    """The command that fine-tunes a trained model at `resolution` (``nas train MODEL.pt``)."""
+    return f"nas train {model_path} --img-size {resolution} --epochs 5"
 
 
 def default_out_dir(config_path: Path, runs_root: Path, name: str) -> Path:

@@ -1,8 +1,9 @@
 """timm's own model tests on every nas_* model: pass counts per test group and family (issue #15).
 
-Runs ``tests/supernets/timm_suite`` (timm 1.0.31's ``tests/test_models.py``, vendored, on the
-``nas_*`` models only; its conftest says how models are chosen) and tabulates the outcome of every
-test by timm's marker group (``cfg``, ``forward``, ``backward``, ``features``, ``torchscript``,
+Runs ``tests/supernets/timm_suite`` (timm's own ``tests/test_models.py``, fetched from the sdist of
+the installed timm at test time, on the ``nas_*`` models only; its conftest says how models are
+chosen) over **all 30 variants** (``NAS_TIMM_ALL_VARIANTS=1``; the test suite itself runs one
+variant per family) and tabulates the outcome of every test by timm's marker group (``cfg``, ``forward``, ``backward``, ``features``, ``torchscript``,
 ``fxforward``, ``fxbackward``; tests without a marker are ``unmarked``) and family.
 
     python experiments/timm_conformance/run.py                  # run the suite, print the table
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,15 +29,18 @@ from supernets.registry import family_names
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-SUITE = REPO / "tests" / "supernets" / "timm_suite" / "test_models.py"
+SUITE = REPO / "tests" / "supernets" / "timm_suite"
 GROUPS = ("cfg", "forward", "backward", "features", "torchscript", "fxforward", "fxbackward")
 FAMILIES = tuple(family_names())
 
 
 def _groups_of_tests() -> dict[str, str]:
-    """test function -> its timm marker group, read from the vendored file's decorators."""
+    """test function -> its timm marker group, read from the fetched file's decorators."""
+    sys.path.insert(0, str(REPO))
+    from tests.supernets.timm_suite import fetched
+
     group, out = "unmarked", {}
-    for line in SUITE.read_text().splitlines():
+    for line in fetched.test_models_file().read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("@pytest.mark."):
             mark = stripped[len("@pytest.mark."):].split("(")[0]
@@ -51,7 +56,7 @@ def tabulate(junit: Path) -> list[str]:
     groups = _groups_of_tests()
     passed, total = collections.Counter(), collections.Counter()
     for case in ET.parse(junit).getroot().iter("testcase"):
-        if "timm_suite.test_models" not in case.get("classname", ""):
+        if "timm_suite.test_" not in case.get("classname", ""):
             continue   # a junit of the whole test suite: only timm's tests count here
         name = case.get("name", "")
         func, _, params = name.partition("[")
@@ -84,8 +89,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     junit = Path(args.junit) if args.junit else Path(tempfile.mkdtemp()) / "junit.xml"
     if not args.junit:
-        subprocess.run([sys.executable, "-m", "pytest", str(SUITE.parent), "-q", "-p", "no:cacheprovider",
-                        f"--junitxml={junit}"], cwd=REPO)
+        subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
+                        f"--junitxml={junit}"], cwd=REPO, env={**os.environ, "NAS_TIMM_ALL_VARIANTS": "1"})
     lines = [f"## {args.title}", "", *tabulate(junit), ""]
     print("\n".join(lines))
     if args.out:

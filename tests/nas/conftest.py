@@ -78,3 +78,57 @@ def digit_folder(tmp_path):
             for i in picks:
                 Image.fromarray((d.images[i] * 15).astype("uint8")).convert("RGB").save(folder / f"{i}.png")
     return tmp_path
+
+
+# The kind that attends in each family (FMViT's FMBs sit inside its CFB stages, as its paper has them)
+ATTENTION_KIND = {"efficientformer": "mb3d", "fastvit": "attention", "mobilevitv3": "transformer",
+                  "iformer": "shma", "fmvit": "cfb"}
+# EfficientFormer in the fast tier (`-m "not slow"`), every other family in the full suite
+ATTENTION_FAMILIES = ["efficientformer", *(pytest.param(f, marks=pytest.mark.slow) for f in ATTENTION_KIND
+                                           if f != "efficientformer")]
+TINY_SPACES = {"efficientformer": TINY_SPACE, "fastvit": TINY_FASTVIT_SPACE, "mobilevitv3": TINY_MOBILEVIT_SPACE,
+               "iformer": TINY_IFORMER_SPACE, "fmvit": TINY_FMVIT_SPACE}
+
+
+def attention_config(family: str, resolution: int = 224):
+    """The family's tiny space at full width, its last stage attending in every slot (the other
+    stages take their first kind), deployed at `resolution`."""
+    import yaml
+
+    from supernets.config import Choice, SearchSpace
+
+    space = SearchSpace.from_dict(yaml.safe_load(TINY_SPACES[family]))
+    last = len(space.stages) - 1
+    kinds = tuple(tuple(ATTENTION_KIND[family] if j == last and ATTENTION_KIND[family] in st.choices else st.choices[0]
+                        for _ in range(st.slots)) for j, st in enumerate(space.stages))
+    choice = Choice(tuple(st.max_width for st in space.stages), kinds)
+    return choice.to_config(space, 10).replace(resolution=resolution, name=f"{family}-attention")
+
+
+class _TrainedOnDemand(dict):
+    """family -> model.pt, each trained the first time a test asks for it."""
+
+    def __init__(self, train):
+        super().__init__()
+        self._train = train
+
+    def __missing__(self, family):
+        self[family] = self._train(family)
+        return self[family]
+
+
+@pytest.fixture(scope="session")
+def attention_models(tmp_path_factory):
+    """family -> a model.pt of the family's attention config (deployed at 224 px), trained for one
+    epoch on the embedded digits at 32 px: below its deploy resolution, as a CPU user trains."""
+    from nas.train_model import train_config
+
+    root = tmp_path_factory.mktemp("attention")
+
+    def train(family):
+        path = root / f"{family}.yaml"
+        attention_config(family).save(path)
+        return train_config(path, out_dir=root / family, img_size=32, epochs=1, batch_size=64, progress=False,
+                            log=lambda line: None).path
+
+    return _TrainedOnDemand(train)

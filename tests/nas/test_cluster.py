@@ -9,9 +9,6 @@ from nas.cli import main
 from nas.cluster import RAY_ENV
 from nas.session import SupernetSession
 
-pytestmark = pytest.mark.slow
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """Two Ray nodes on 127.0.0.1 (a head and a worker with one CPU each), stopped afterwards."""
@@ -34,21 +31,20 @@ def _trajectory(path):
     return [(r["action"], r["detail"], r["latency_ms"], r["accuracy"]) for r in csv.DictReader(open(path))]
 
 
+@pytest.mark.slow
 def test_slim_on_ray_takes_the_in_process_trajectory(cluster, tiny_run, tmp_path):
     import ray
 
-    from lut import build
+    from lut import store
     from nas import checkpoint
 
-    # a CPU table measured once, so both runs price every config identically
+    # the iphone12 cost model prices both runs' configs identically (estimated, not timed)
     tables = tmp_path / "tables"
     net = checkpoint.build_supernet(checkpoint.load(tiny_run))
-    table = build.new_table("cpu", net.space.resolution, 1)
-    table.path = tables / f"cpu@{net.space.resolution}.yaml"
-    start_ms = build.Predictor(table, True, rounds=3, progress=False)(
-        net.initial_choice().to_config(net.space, num_classes=net.num_classes))
-    session = SupernetSession.open(supernet=tiny_run, tables_dir=tables, val_images=200, calib_images=64,
-                                   progress=False)
+    _, predict = store.open_predictor("iphone12", net.space.resolution, tables, progress=False)
+    start_ms = predict(net.initial_choice().to_config(net.space, num_classes=net.num_classes))
+    session = SupernetSession.open(supernet=tiny_run, device="iphone12", tables_dir=tables, val_images=200,
+                                   calib_images=64, progress=False)
     target = round(0.7 * start_ms, 4)
     session.slim([target], tmp_path / "local")
     session.slim([target], tmp_path / "ray", ray_address=cluster.address)
@@ -58,6 +54,7 @@ def test_slim_on_ray_takes_the_in_process_trajectory(cluster, tiny_run, tmp_path
     assert len(local) > 1 and on_ray == local
 
 
+@pytest.mark.slow
 def test_a_bad_address_is_one_line(tiny_run, tmp_path, capsys):
     assert main(["slim", "--target-ms", "0.485", "--device", "iphone12", "--supernet", str(tiny_run), "--tables",
                  str(tmp_path), "--ray-address", "127.0.0.1:1", "--no-progress"]) == 2
@@ -65,6 +62,7 @@ def test_a_bad_address_is_one_line(tiny_run, tmp_path, capsys):
     assert err.count("\n") == 0 and "--ray-address 127.0.0.1:1" in err
 
 
+@pytest.mark.slow
 def test_search_on_ray_workers_share_one_study(cluster, tiny_run, tmp_path):
     import optuna
 
@@ -90,6 +88,7 @@ def _train_on_ray(tiny_space_path, run_dir, epochs, cluster_address):
                               log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster, tiny_space_path, tmp_path, capsys):
     from nas import checkpoint
 
@@ -106,6 +105,7 @@ def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster,
     assert "importance" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_path, tmp_path):
     """Kill rank 1 (SIGKILL) once Ray has registered epoch 1's checkpoint: the group restarts from
     the newest registered checkpoint and the run completes, losing at most the epoch in flight.
@@ -159,6 +159,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
     assert ckpt["epoch"] == 6 and [h["epoch"] for h in ckpt["history"]] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_a_workers_own_error_is_one_line_and_leaves_no_run(cluster, tiny_space_path, tmp_path, capsys):
     """The IDX files are missing: each worker raises our one-line error, which Ray wraps in a
     multi-page group failure; the user sees the worker's line, and the half-born run is gone."""

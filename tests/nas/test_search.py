@@ -88,6 +88,7 @@ def test_several_targets_one_front_and_the_best_member_of_each(tiny_run, tmp_pat
     assert "0.3 ms: no member of the front is this fast" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_concurrent_searches_share_one_journal_study(tiny_run, tmp_path):
     out = tmp_path / "search"
     argv = ["search", "--target-ms", "0.5", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"), *COMMON]

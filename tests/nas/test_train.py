@@ -31,6 +31,7 @@ def _train_cmd(runs, name, space, *extra):
             "--epochs", "3", "--batch-size", "32", "--runs", str(runs), "--name", name, "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, tiny_space_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     subprocess.run(_train_cmd(tmp_path, "straight", tiny_space_path), check=True, env=env, capture_output=True)

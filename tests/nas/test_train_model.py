@@ -14,6 +14,7 @@ from nas.session import SupernetSession
 from nas.train_model import resume_training, train_config
 from supernets.config import ArchConfig
 from tests.conftest import kill_during_second_epoch
+from tests.nas.conftest import ATTENTION_FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def _train_cmd(config, out, *extra):
             "--mixup", "0.2", "--out", str(out), "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     subprocess.run(_train_cmd(emitted, tmp_path / "straight"), check=True, env=env, capture_output=True)
@@ -228,3 +230,30 @@ def test_resume_refuses_recipe_flags_it_would_ignore(emitted, tiny_run, tmp_path
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0   # runtime flags may change
     assert (out / "model.pt").read_bytes() != before
 
+
+
+@pytest.mark.parametrize("family", ATTENTION_FAMILIES)
+def test_eval_of_a_model_with_attention_trained_below_its_deploy_resolution(attention_models, family, tmp_path,
+                                                                           capsys):
+    """Top-1/top-5 at the 32 px it was trained at; params, MACs and latency of the 224 px network it
+    deploys as (EfficientFormer's attention-bias tables are sized by that grid)."""
+    from lut import graph
+    from nas.train_model import build_model, evaluate_trained
+    from supernets.layers import count_params, reparameterize
+    from supernets.registry import get_family
+
+    path = attention_models[family]
+    assert main(["eval", str(path), "--tables", str(tmp_path / "tables"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "32 px): top-1" in printed and "G (at the deploy resolution, 224 px)" in printed
+    assert f"note: trained at 32 px, priced at 224 px" in printed and f"nas train {path} --img-size 224" in printed
+    r = evaluate_trained(path, tables_dir=tmp_path / "tables", progress=False)
+    assert (r["img_size"], r["resolution"]) == (32, 224) and 0 <= r["top1"] <= r["top5"] <= 100
+    assert r["latency_ms"] > 0
+    config = checkpoint.model_config(checkpoint.load(path, (checkpoint.MODEL_FORMAT,)), path)
+    assert r["params_train"] == count_params(get_family(family).build(config))          # built at 224 px
+    trained = build_model(checkpoint.load(path, (checkpoint.MODEL_FORMAT,)), path)      # built at 32 px
+    macs_32 = graph.macs(reparameterize(trained), torch.zeros(1, 3, 32, 32))
+    assert r["macs"] >= 40 * macs_32          # 49x the pixels (convs scale by 49, attention by more)
+    if family == "efficientformer":           # bias tables of a 7x7 grid, not 1x1
+        assert r["params_train"] > count_params(trained)
