@@ -38,6 +38,7 @@ def test_bad_user_device_is_one_line_exit_2(tmp_path, capsys, entry, message):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow   # lists every family's ops at two resolutions: ~20 s
 def test_lut_devices_lists_devices_with_their_tables_and_coverage(tmp_path, capsys, tiny_space):
     (tmp_path / "devices.yaml").write_text("devices:\n  - {name: ort-2t, backend: onnxruntime, threads: 2}\n")
     table = build.new_table("cpu", 224, 1)

@@ -224,7 +224,7 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
 
 def test_a_latency_ladder_slims_once_and_emits_a_config_per_target(tiny_run, tmp_path, capsys):
     common = ["--device", "iphone12", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
-              "--no-progress"]
+              "--val-images", "100", "--calib-images", "32", "--no-progress"]
     assert main(["slim", "--target-ms", "1.0", "0.485", "0.48", "--out", str(tmp_path / "ladder"), *common]) == 0
     printed = capsys.readouterr().out
     assert "note: 1 ms is at or above the supernet's start" in printed
@@ -263,7 +263,8 @@ def test_a_full_disk_while_emitting_is_one_line_and_no_config_without_weights(ti
     monkeypatch.setattr(torch, "save", fail)                 # torch's zip writer on a full disk
     monkeypatch.setattr(io, "_disk_full", lambda folder: True)
     assert main(["slim", "--target-ms", "0.48", "--supernet", str(tiny_run), "--device", "iphone12",
-                 "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
+                 "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--val-images", "100",
+                 "--calib-images", "32", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "iphone12-0.48ms.pt: no space left on the device" in err, err
     assert not (tmp_path / "x").exists()                       # nor the folder made for them
@@ -277,7 +278,8 @@ def test_a_failure_after_the_configs_are_written_takes_them_back(tiny_run, tmp_p
 
     monkeypatch.setattr("nas.session.write_trajectory", no_plot)   # where slimming's outputs are written
     assert main(["slim", "--target-ms", "0.5", "0.48", "--supernet", str(tiny_run), "--device", "iphone12",
-                 "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--no-progress"]) == 2
+                 "--out", str(tmp_path / "x"), "--tables", str(tmp_path / "t"), "--val-images", "100",
+                 "--calib-images", "32", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on the device" in err, err
     assert not (tmp_path / "x").exists()
