@@ -81,6 +81,46 @@ class Action:
     choice: Choice
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A proposed action with what the step measured of it: the latency the table predicts after
+    it, and the sub-network's inherited accuracy and loss (a `Score`), relative to the current
+    network's."""
+    action: Action
+    latency_ms: float
+    score: Score
+    saved_ms: float      # current latency - latency_ms (> 0: only cheaper actions are candidates)
+    drop: float          # current top-1 - the candidate's (points; negative: it gained)
+    loss_rise: float     # the candidate's loss - the current loss
+    order: int           # its place among the step's proposals: the last tie-break
+
+    @classmethod
+    def measured(cls, action: Action, latency_ms: float, score: Score, current_ms: float, current: Score,
+                 order: int) -> "Candidate":
+        return cls(action, latency_ms, score, current_ms - latency_ms, current.accuracy - score.accuracy,
+                   score.loss - current.loss, order)
+
+    @property
+    def drop_per_ms(self) -> float:
+        return self.drop / self.saved_ms
+
+
+def choose(candidates: Sequence[Candidate], rung: float, last_step: str = "least-drop") -> Candidate:
+    """The step's pick (EfficientFormer §4.2): the smallest accuracy drop per ms saved; ties go to
+    the smaller loss rise per ms, then the larger saving, then the proposal order.
+
+    ``last_step="least-drop"``: when that pick brings the latency to `rung` (the next target) or
+    below, latency saved beyond it buys nothing, so of the candidates that also reach it the one
+    with the least drop is taken (then the least loss rise, then the smaller saving, then order):
+    one big drop that meets the target must not beat two cheap steps. ``"ratio"``: the paper's
+    rule throughout."""
+    best = min(candidates, key=lambda c: (c.drop_per_ms, c.loss_rise / c.saved_ms, -c.saved_ms, c.order))
+    if last_step == "least-drop" and best.latency_ms <= rung:
+        meeting = [c for c in candidates if c.latency_ms <= rung]
+        best = min(meeting, key=lambda c: (c.drop, c.loss_rise, c.saved_ms, c.order))
+    return best
+
+
 @dataclass
 class Step:
     step: int
@@ -278,29 +318,19 @@ def slim(net: Supernet, latency: Callable[[ArchConfig], float], evaluator: Evalu
         if not viable:
             raise UserError(f"no action reduces latency below {current_ms:.3f} ms; the target {targets[-1]:g} ms "
                             "is not reachable from this supernet")
-        scores = list(evaluate_map(evaluate, [a.choice for a, _ in viable]))
-        ranked = []
-        for order, ((a, ms), sc) in enumerate(zip(viable, scores)):
-            saved = current_ms - ms
-            drop = current.accuracy - sc.accuracy
-            ranked.append(((drop / saved, (sc.loss - current.loss) / saved, -saved, order), a, ms, sc, drop, saved))
-        best = min(ranked, key=lambda r: r[0])
+        scores = evaluate_map(evaluate, [a.choice for a, _ in viable])
+        candidates = [Candidate.measured(a, ms, sc, current_ms, current, order)
+                      for order, ((a, ms), sc) in enumerate(zip(viable, scores))]
         rung = max(t for t in targets if t not in result.emitted)   # the next target to meet
-        if last_step == "least-drop" and best[2] <= rung:
-            # the ratio's pick ends the slimming (or reaches a rung), and latency saved beyond the
-            # target buys nothing: of the actions that also reach it, the one that costs least
-            # accuracy (then loss), of equals the one that keeps most latency. Only then: a big
-            # drop that reaches the target in one step must not beat two cheap steps
-            meeting = [r for r in ranked if r[2] <= rung]
-            best = min(meeting, key=lambda r: (r[4], r[3].loss - current.loss, r[5], r[0][3]))
-        key, action, ms, sc, drop, saved = best
-        choice, current, current_ms = action.choice, sc, ms
-        step = Step(len(steps), action.name, action.detail, ms, sc.accuracy, sc.loss, -drop, saved, key[0],
-                    len(viable), to_config(choice).summary())
+        best = choose(candidates, rung, last_step)
+        choice, current, current_ms = best.action.choice, best.score, best.latency_ms
+        step = Step(len(steps), best.action.name, best.action.detail, best.latency_ms, best.score.accuracy,
+                    best.score.loss, -best.drop, best.saved_ms, best.drop_per_ms, len(viable),
+                    to_config(choice).summary())
         steps.append(step)
         result.choices.append(choice)
-        log(f"step {step.step:<3d} {action.name:<15s} {ms:8.3f} ms (-{saved:.3f})  acc {sc.accuracy:6.2f}% "
-            f"({-drop:+.2f})  {action.detail}")
+        log(f"step {step.step:<3d} {best.action.name:<15s} {best.latency_ms:8.3f} ms (-{best.saved_ms:.3f})  "
+            f"acc {best.score.accuracy:6.2f}% ({-best.drop:+.2f})  {best.action.detail}")
         reached()
     result.choice, result.config = choice, to_config(choice)
     return result

@@ -341,3 +341,43 @@ def test_an_emitted_config_names_the_table_that_priced_it(tmp_path):
     assert Path(meta["table"]) == shipped and not (tables / "iphone12@224.yaml").exists()
     assert meta["table_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]
     assert meta["table_estimated_by"].startswith("coreml-cost")
+
+
+def _candidate(name, latency_ms, accuracy, loss, order):
+    """A candidate measured from 10 ms at 90 % top-1 and loss 0.5 (values exact in binary, so the
+    hand-computed ties are ties)."""
+    from nas.evaluate import Score
+    from nas.slim import Action, Candidate
+
+    return Candidate.measured(Action(name, name, Choice((16,), (("mb4d",),))), latency_ms, Score(accuracy, loss),
+                              10.0, Score(90.0, 0.5), order)
+
+
+def test_a_step_takes_the_least_drop_per_ms_computed_by_hand():
+    """a saves 1 ms for 0.5 points (0.5/ms); b 4 ms for 1 point and c 2 ms for 0.5 (0.25/ms each,
+    and 0.0625 of loss per ms each): b wins the tie by saving more."""
+    from nas.slim import choose
+
+    a, b, c = _candidate("a", 9.0, 89.5, 0.5, 0), _candidate("b", 6.0, 89.0, 0.75, 1), _candidate("c", 8.0, 89.5, 0.625, 2)
+    assert (b.saved_ms, b.drop, b.drop_per_ms, b.loss_rise) == (4.0, 1.0, 0.25, 0.25)
+    assert choose([a, b, c], rung=1.0) is b                      # no target within reach: the ratio rules
+    assert choose([a, c], rung=1.0) is c                         # 0.25/ms beats 0.5/ms
+    # equal drop per ms and saving: the smaller loss rise per ms (c: 0.0625, d: 0.125), then the order
+    d, e = _candidate("d", 8.0, 89.5, 0.75, 3), _candidate("e", 8.0, 89.5, 0.75, 4)
+    assert choose([d, c], rung=1.0) is c and choose([e, d], rung=1.0) is d
+    assert choose([a, b, _candidate("g", 9.5, 90.25, 0.5, 5)], rung=1.0).action.name == "g"   # a gain beats any drop
+
+
+def test_the_step_that_meets_a_rung_takes_the_least_drop_among_those_that_meet_it():
+    """Next target 8.5 ms: the ratio picks b (6 ms, -1 point); of the candidates that reach 8.5 ms,
+    c (8 ms, -0.5) drops least, so least-drop takes c while the paper's ratio rule keeps b."""
+    from nas.slim import choose
+
+    a, b, c = _candidate("a", 9.0, 89.5, 0.5, 0), _candidate("b", 6.0, 89.0, 0.75, 1), _candidate("c", 8.0, 89.5, 0.625, 2)
+    assert choose([a, b, c], rung=8.5, last_step="least-drop") is c
+    assert choose([a, b, c], rung=8.5, last_step="ratio") is b
+    assert choose([a, c], rung=7.0) is c                         # the pick does not reach the rung: unchanged
+    # f (7 ms, -0.5, 1/6 per ms) is the ratio's pick and meets 8.5 ms; c drops as little with the same
+    # loss rise and keeps more latency (saves 2 ms, not 3), so c
+    f = _candidate("f", 7.0, 89.5, 0.625, 3)
+    assert choose([a, b, c, f], rung=1.0) is f and choose([b, f, c], rung=8.5) is c
