@@ -109,8 +109,9 @@ def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
         assert [got[k] for k in want] == pytest.approx([want[k] for k in want], rel=1e-3, abs=1e-6)
 
 
-@pytest.mark.parametrize("device", ["iphone12", "iphone13"])
-@pytest.mark.parametrize("resolution", [224, 256])
+@pytest.mark.parametrize("device, resolution", [
+    ("iphone12", 224), *(pytest.param(d, r, marks=pytest.mark.slow) for d, r in (("iphone12", 256), ("iphone13", 224),
+                                                                                 ("iphone13", 256)))])
 def test_shipped_tables_cover_every_family_space_and_variant(device, resolution):
     table = LatencyTable.load(SHIPPED_TABLES / f"{device}@{resolution}.yaml", device=device, resolution=resolution)
     model = estimate.CostModel.load()

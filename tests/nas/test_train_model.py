@@ -112,7 +112,7 @@ def test_exported_onnx_has_the_trained_models_top1(emitted, tmp_path, capsys):
     assert "top-1" in shown and "top-5" in shown and "ms predicted" in shown and "params:" in shown
 
 
-@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("kind", ["hard", pytest.param("soft", marks=pytest.mark.slow)])
 def test_distillation_from_the_supernet(emitted, tiny_run, tmp_path, capsys, kind):
     out = tmp_path / kind
     _train(emitted, out, init="inherited", epochs=1, teacher=str(tiny_run), distill=kind)
@@ -166,6 +166,7 @@ def test_bad_input_is_one_line_and_leaves_no_model(emitted, tiny_fastvit_run, tm
     assert not out.exists()
 
 
+@pytest.mark.slow   # the fast tier's attention tests export a small-trained model at 224 px
 def test_weights_trained_small_export_and_train_at_another_resolution(tiny_space, tmp_path, capsys):
     """EfficientFormer's attention-bias table is sized by the token grid: weights from 32 px are
     resampled (bicubic over the offset grid) when a model is built at 224 px or trained at 64 px."""

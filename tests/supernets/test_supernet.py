@@ -142,9 +142,11 @@ def test_importance_follows_the_paper(tiny_space):
     assert imp[0][0] == pytest.approx(1.0)  # zero logits: p4D = pI
 
 
-@pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
-                                        TINY_FMVIT_SPACE], ids=["efficientformer", "fastvit", "mobilevitv3", "iformer",
-                                                                "fmvit"])
+@pytest.mark.parametrize("space_text", [
+    pytest.param(TINY_SPACE, id="efficientformer"), pytest.param(TINY_FASTVIT_SPACE, id="fastvit"),
+    pytest.param(TINY_IFORMER_SPACE, id="iformer"),
+    pytest.param(TINY_MOBILEVIT_SPACE, id="mobilevitv3", marks=pytest.mark.slow),   # 4-6 s each: the full suite
+    pytest.param(TINY_FMVIT_SPACE, id="fmvit", marks=pytest.mark.slow)])
 def test_a_masked_width_computes_exactly_the_narrow_subnet(space_text):
     """Width training's promise: with one width per stage picked (hard mode), the supernet with
     its channel masks is the function of the sub-network that inherits those widths."""
