@@ -21,14 +21,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quickstarted(tmp_path_factory):
-    """(runs directory, what `nas quickstart --epochs 1 --target-fraction 0.8` logged)."""
+    """(runs directory, what `nas quickstart --epochs 1 --target-fraction 0.9` logged)."""
     runs = tmp_path_factory.mktemp("quickstart") / "runs"
     capture = pytest.MonkeyPatch()
     lines = []
     capture.setattr("nas.cli._say", lines.append)
     try:
-        # 80 % of the start rather than the default 60 %: fewer slimming steps, the same path
-        assert main(["quickstart", "--runs", str(runs), "--epochs", "1", "--target-fraction", "0.8",
+        # 90 % of the start rather than the default 60 %: fewer slimming steps, the same path
+        assert main(["quickstart", "--runs", str(runs), "--epochs", "1", "--target-fraction", "0.9",
                      "--no-progress"]) == 0
     finally:
         capture.undo()
@@ -57,7 +57,9 @@ def test_the_mission_command_on_the_shipped_iphone12_table(quickstarted, capsys)
     supernet's configs (nothing estimated on demand), the emitted config meets the target and
     exports."""
     runs, _ = quickstarted
-    assert main(["slim", "--target-ms", "1.6", "--device", "iphone12", "--runs", str(runs), "--no-progress"]) == 0
+    # (scored on small subsets: what is tested is the table and the target, not the ranking)
+    assert main(["slim", "--target-ms", "1.6", "--device", "iphone12", "--runs", str(runs), "--val-images", "100",
+                 "--calib-images", "64", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "estimating" not in out
     config_path = next(runs.glob("*/slim/efficientformer@iphone12-1.6ms.yaml"))
