@@ -42,7 +42,8 @@ def test_quickstart_emits_a_config_its_measured_table_prices(quickstarted, capsy
     table = LatencyTable.load(runs / "tables" / "cpu@224.yaml")
     assert table.missing(cfg) == []
     assert all(table.entries[k]["source"] == "measured" for k in graph.keys(cfg))
-    assert table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-6)
+    # The config records its prediction to 4 decimals (0.1 µs), so that is the agreement to expect.
+    assert table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], abs=1e-4)
     target = float(config_path.stem.split("-")[-1][:-2])
     assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1
     assert f"slimming to {target:g} ms" in logged
