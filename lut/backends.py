@@ -4,8 +4,9 @@
 A backend turns a deploy module and its input into a runner:
 
 * ``torch-eager`` (device ``cpu``): the module itself; calls timed with ``perf_counter_ns``;
-* ``torch-cuda`` (device ``cuda``): module and input on the GPU; every call is bracketed by CUDA
-  events and synchronised, so a call's time is the GPU time of its kernels;
+* ``torch-cuda`` (device ``cuda``): module and input on the GPU, timed by CUDA events; a hot op
+  is timed with its calls queued back to back, as a network queues its ops (``CudaRunner``), and
+  its table fits a per-op launch term on whole networks (``Backend.launch_bound``);
 * ``onnxruntime`` (device ``onnxruntime``): the module exported with ``torch.onnx.export``
   (dynamo, as ``nas export``) and run by an ONNX Runtime CPU session with the device's thread
   count;
@@ -42,6 +43,9 @@ class Backend:
     # ``export_ops(ops, out, device, resolution, progress)``, ``how_to_time(out)`` and ``EXPORTS``
     # (what it writes, in words), as ``lut.apple``; None: the backend times here, nothing to export
     exporter: str | None = None
+    # Whether a network hides part of each op's launch cost by queueing (a GPU at batch 1): its
+    # tables then fit a per-op term and a per-call term next to the cache blend (``lut.build``)
+    launch_bound: bool = False
 
 
 def _torch_versions() -> dict:
@@ -50,6 +54,18 @@ def _torch_versions() -> dict:
 
 # ---------------------------------------------------------------------------- CUDA
 class CudaRunner(nn.Module):
+    """A module on the GPU, timed by CUDA events.
+
+    At batch 1 a GPU is launch-bound: an op's kernels take microseconds, and launching them takes
+    about as long. Timed alone (events around one call, then a synchronise) an op pays the whole
+    launch latency; inside a network it does not, since the host queues the next op's kernels
+    while the GPU runs this one's. So ``time_calls`` times ops *as a network runs them*: `calls`
+    calls queued back to back between one pair of events, each call's time the total over
+    `calls`. One call (the cache-cold timing) is then the op alone. ``time_alone`` is the older
+    per-call timing, kept for ``experiments/cuda_tables``, which compares the two."""
+
+    _scratch: torch.Tensor | None = None   # twice the GPU's L2, read to evict it (shared by runners)
+
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module.cuda()
@@ -58,6 +74,17 @@ class CudaRunner(nn.Module):
         return self.module(x)
 
     def time_calls(self, x: torch.Tensor, calls: int) -> list[float]:
+        """GPU milliseconds per call of `calls` calls queued back to back (one value per call)."""
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(calls):
+            self.module(x)
+        end.record()
+        end.synchronize()
+        return [start.elapsed_time(end) / calls] * calls
+
+    def time_alone(self, x: torch.Tensor, calls: int) -> list[float]:
         """GPU milliseconds of `calls` calls, each between its own pair of events, synchronised."""
         out = []
         for _ in range(calls):
@@ -68,6 +95,13 @@ class CudaRunner(nn.Module):
             end.synchronize()
             out.append(start.elapsed_time(end))
         return out
+
+    def evict_cache(self) -> None:
+        """Evict the GPU's L2 (for a cache-cold call) by reading a buffer twice its size."""
+        if CudaRunner._scratch is None:
+            l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+            CudaRunner._scratch = torch.ones(2 * l2 // 4, device="cuda")
+        CudaRunner._scratch.sum()
 
 
 def _cuda_available() -> str | None:
@@ -137,7 +171,7 @@ def _coreml_versions() -> dict:
 
 BACKENDS = {
     "torch-eager": Backend("torch-eager", lambda: None, None, _torch_versions),
-    "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions),
+    "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions, launch_bound=True),
     "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
                            _ort_versions),
     "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False, exporter="lut.apple"),

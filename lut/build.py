@@ -169,12 +169,37 @@ def fit_cache_model(hot: list[float], gap: list[float], measured: list[float],
     """Least squares on relative error: minimise sum(((hot + blend(W) * gap) / measured - 1) ** 2)
     over base and slope of blend(W) = base + slope * ln(W / 1 MiB). With fewer than 4 networks or
     a weight range under 1.5x the slope is not identifiable and only the base is fitted."""
+    return fit_network_model(hot, gap, measured, weight_bytes).cache_model
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """How op timings add up to a network: hot + blend(W) * gap per op, plus per_op_ms per op and
+    overhead_ms per call (both 0 where the backend is not launch-bound)."""
+    cache_model: CacheModel
+    per_op_ms: float = 0.0
+    overhead_ms: float = 0.0
+
+    def predict(self, hot: float, gap: float, weight_bytes: float, n_ops: int) -> float:
+        return hot + self.cache_model.blend(weight_bytes) * gap + self.per_op_ms * n_ops + self.overhead_ms
+
+
+def fit_network_model(hot: list[float], gap: list[float], measured: list[float], weight_bytes: list[float],
+                      n_ops: list[int] | None = None) -> NetworkModel:
+    """``fit_cache_model``; given `n_ops` (a launch-bound backend), also a cost per op and per
+    call, in the same least squares on relative error. They need 2 more networks than the blend's
+    terms; with fewer, they are left at 0."""
     y, h, g = (np.asarray(v, dtype=float) for v in (measured, hot, gap))
     x = np.log(np.asarray(weight_bytes, dtype=float) / 2**20)
     span = (float(x.min()), float(x.max()))
-    design = [g / y] + ([g * x / y] if len(y) >= 4 and span[1] - span[0] > math.log(1.5) else [])
+    with_slope = len(y) >= 4 and span[1] - span[0] > math.log(1.5)
+    design = [g / y] + ([g * x / y] if with_slope else [])
+    launch = n_ops is not None and len(y) >= len(design) + 4
+    if launch:
+        design += [np.asarray(n_ops, dtype=float) / y, 1 / y]
     coef, *_ = np.linalg.lstsq(np.stack(design, axis=1), 1 - h / y, rcond=None)
-    return CacheModel(float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, span)
+    cache = CacheModel(float(coef[0]), float(coef[1]) if with_slope else 0.0, span)
+    return NetworkModel(cache, *(float(c) for c in coef[-2:])) if launch else NetworkModel(cache)
 
 
 @dataclass
@@ -214,10 +239,17 @@ def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measu
     gap = {n: sum(timed.cold[k].ms - timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
     measured = {n: timed.models[n].ms for n in configs}
     weights = {n: table.weight_bytes(c) for n, c in configs.items()}
-    model = fit_cache_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights)))
-    table.set_cache_model(model)
-    model = table.cache_model   # as stored (rounded), so predictions match the table's
-    result = Calibration(model, {n: hot[n] + model.blend(weights[n]) * gap[n] for n in configs}, measured)
+    n_ops = {n: len(graph.ops(c)) for n, c in configs.items()}
+    launch_bound = backends.get_backend(table_backend(table)).launch_bound
+    fitted = fit_network_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights)),
+                               n_ops=[n_ops[n] for n in configs] if launch_bound else None)
+    table.set_cache_model(fitted.cache_model)
+    if launch_bound:
+        table.environment.update(per_op_ms=round(fitted.per_op_ms, 6), overhead_ms=round(fitted.overhead_ms, 6))
+    # as stored (rounded), so predictions match the table's
+    model = NetworkModel(table.cache_model, table.per_op_ms, table.overhead_ms)
+    result = Calibration(model.cache_model, {n: model.predict(hot[n], gap[n], weights[n], n_ops[n]) for n in configs},
+                         measured)
     table.environment["calibration"] = {
         "rounds": min(t.rounds for t in timed.models.values()), "date": _dt.date.today().isoformat(),
         "median_abs_error_pct": round(statistics.median(abs(e) for e in result.errors_pct), 3),

@@ -29,6 +29,7 @@ from supernets.config import ArchConfig, OneLineError
 
 SCHEMA = 2
 OVERHEAD_KEY = "overhead"
+PER_OP_KEY = "per-op"
 BYTES_PER_PARAM = 4   # float32 deploy weights
 
 
@@ -188,7 +189,10 @@ class LatencyTable:
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
         blend = self.cache_model.blend(self.weight_bytes(config))
-        rows = [(op.name, op.key, self.ms(op.key, blend)) for op in graph.ops(config)]
+        ops = graph.ops(config)
+        rows = [(op.name, op.key, self.ms(op.key, blend)) for op in ops]
+        if self.per_op_ms:
+            rows.append((f"queued launches ({len(ops)} ops)", PER_OP_KEY, len(ops) * self.per_op_ms))
         if self.overhead_ms:
             rows.append(("call overhead", OVERHEAD_KEY, self.overhead_ms))
         return rows
@@ -214,6 +218,12 @@ class LatencyTable:
         """A fixed cost per network call, paid once (estimated Core ML tables: the harness's
         per-prediction overhead, ``lut.estimate``)."""
         return float(self.environment.get("overhead_ms", 0.0))
+
+    @property
+    def per_op_ms(self) -> float:
+        """A fitted cost per op of a network, on top of the op's own time (a launch-bound GPU: the
+        part of an op's launch that queueing hides or adds, ``lut.build.fit_network_model``)."""
+        return float(self.environment.get("per_op_ms", 0.0))
 
     # ------------------------------------------------------------------ cache model
     @property

@@ -153,10 +153,14 @@ def run(argv=None) -> int:
                     "machine: several; the candidates that need no supernet then train while it does)")
     ap.add_argument("--eval-threads", type=int, default=2, help="CPU threads of slim, search and the estimates")
     ap.add_argument("--mixing", choices=MODES, help="the supernet's mixing (default: the product's)")
+    ap.add_argument("--variants", default=",".join(SLIM_VARIANTS),
+                    help="the slimming methods to run, comma-separated (S, the product's, always); O searches with S's "
+                         "budget, Ops with Sps's when Sps runs")
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
     args = ap.parse_args(argv)
+    variants = {name: SLIM_VARIANTS[name] for name in SLIM_VARIANTS if name == "S" or name in args.variants.split(",")}
     work = Path(args.work)
     (work / "train").mkdir(parents=True, exist_ok=True)
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").is_file() else {}
@@ -215,9 +219,9 @@ def run(argv=None) -> int:
         configs[f"R{i}"] = configs_dir / f"R{i}.yaml"
         if not configs[f"R{i}"].is_file():
             cfg.replace(name=f"R{i}", meta={"draw": drawn}).save(configs[f"R{i}"])
-    # with parallel trainings, the candidates that need no supernet train while it does
-    futures = [train(configs, "L1", seed=s) for s in range(args.seeds)] + \
-        [train(configs, f"R{i}") for i in range(1, args.randoms + 1)] if args.jobs > 1 else []
+    # with parallel trainings, L1's seeds train while the supernet does; the randoms queue behind S
+    # and O, so a run cut short by --hours has the verdict's candidates (S, L1) first
+    futures = [train(configs, "L1", seed=s) for s in range(args.seeds)] if args.jobs > 1 else []
 
     # 3. the supernet, once
     run_dir = work / "supernet"
@@ -236,7 +240,7 @@ def run(argv=None) -> int:
     # 4. S: slimming to T with the product's defaults; Sps and Sp with other rules (the methods
     # this study compared). Each one's evaluation count is the budget its search (O) gets
     budgets, trajectories = {}, {}
-    for name, rules in SLIM_VARIANTS.items():
+    for name, rules in variants.items():
         slim_dir = work / f"slim-{name}"
         stem = f"efficientformer@{DEVICE}-{target:g}ms"
         configs[name] = slim_dir / f"{stem}.yaml"
@@ -248,7 +252,7 @@ def run(argv=None) -> int:
     budget = budgets["S"]
 
     # 5. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
-    for name, of in (("O", "S"), ("Ops", "Sps")):
+    for name, of in (("O", "S"), ("Ops", "Sps")) if "Sps" in variants else (("O", "S"),):
         search_dir = work / f"search-{budgets[of]}"
         if not (search_dir / "trials.csv").is_file():
             with _timing(times, f"search {budgets[of]}", work):
@@ -271,9 +275,10 @@ def run(argv=None) -> int:
         net.reorder_channels()
     if args.step_candidates:
         # per-stage proposals: the most candidates in one step
-        trajectory = trajectories["Sps"]
+        stepper = "Sps" if "Sps" in variants else "S"
+        trajectory = trajectories[stepper]
         k = max(range(1, len(trajectory)), key=lambda i: int(trajectory[i]["candidates"]))
-        prev = _choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs["Sps"]))
+        prev = _choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs[stepper]))
         prev_ms = table.predict(prev.to_config(space, num_classes=classes))
         actions = [a for a in propose(net, prev, "per-stage")
                    if table.predict(a.choice.to_config(space, num_classes=classes)) < prev_ms]
@@ -292,8 +297,10 @@ def run(argv=None) -> int:
                    if not name.startswith("C")]
         futures += [train(configs, "L1", seed=s) for s in range(1, args.seeds)]
     else:
-        futures += [train(configs, name) for name in ("S", "O", "Sps", "Sp", "Ops")]
+        futures += [train(configs, name) for name in ("S", "O", "Sps", "Sp", "Ops") if name in configs]
     futures += [train(configs, "S", seed=s) for s in range(1, args.seeds)]
+    if args.jobs > 1:
+        futures += [train(configs, f"R{i}") for i in range(1, args.randoms + 1)]
     futures += [train(configs, "S", "inherited", s) for s in range(args.inherited_seeds)]
     futures += [train(configs, name, seed=s) for s in range(1, args.all_seeds)
                 for name in configs if name not in ("S", "L1") and not name.startswith("C")]
@@ -397,7 +404,8 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
                      "inherited_loss": inherited["slim"][name][1],
                      "top1": statistics.mean(scores), "spread": max(scores) - min(scores), "seeds": len(scores),
                      "per_seed": " ".join(f"{v:.2f}" for v in scores),
-                     "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9, "config": cfg.summary()})
+                     "params_m": c["params_deploy"] / 1e6, "macs_g": c["macs"] / 1e9,
+                     "mb3d": sum(b.kind == "mb3d" for st in cfg.stages for b in st.blocks), "config": cfg.summary()})
 
     step_rows = [r for r in rows if r["candidate"].startswith("C")]
     # each network once: a candidate with another's config would count its pair twice
@@ -412,16 +420,18 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
              + (f"--data {args.data} " if args.data != "fashion-mnist" else "") + f"--supernet-epochs {args.supernet_epochs} --epochs "
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
              + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "")
-             + (f"--mixing {args.mixing} " if args.mixing else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
+             + (f"--mixing {args.mixing} " if args.mixing else "")
+             + (f"--variants {','.join(variants)} " if len(variants) < len(SLIM_VARIANTS) else "")
+             + (f"--inherited-seeds {args.inherited_seeds} " if args.inherited_seeds != 1 else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
              f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
              f"{target * (1 - WINDOW):.4f}–{target:g} ms. Slimming (S) evaluated {budget} sub-networks; the search had "
              "the same budget. Trained top-1: EMA weights on all 10,000 validation images, mean over seeds.", "",
-             "| candidate | predicted ms | inherited top-1 | trained top-1 | spread | seeds | params M | MACs G | config |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| candidate | predicted ms | inherited top-1 | trained top-1 | spread | seeds | params M | MACs G | #MB3D | config |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['candidate']} | {r['ms']:.4f} | {r['inherited_slim']:.2f} | {r['top1']:.2f} | "
-                     f"{r['spread']:.2f} | {r['seeds']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | `{r['config']}` |")
+                     f"{r['spread']:.2f} | {r['seeds']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {r['mb3d']} | `{r['config']}` |")
     lines += ["", f"O is search trial {o_meta.get('trial')}: " + (
         "the most accurate trial inside the window." if o_meta.get("in_window") else
         "no trial fell inside the window, so the most accurate one under T (faster than the window).")]

@@ -46,4 +46,17 @@ def test_a_backend_that_cannot_run_here_says_why():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_runner_times_with_events():
     (name, runner, x), = backends.runners(_items()[:1], "torch-cuda", threads=1)
-    assert x.is_cuda and all(t > 0 for t in runner.time_calls(x, 3))
+    queued, alone = runner.time_calls(x, 20), runner.time_alone(x, 20)
+    assert x.is_cuda and len(queued) == len(alone) == 20 and all(t > 0 for t in queued + alone)
+    runner.evict_cache()
+    # queued calls hide each other's launch latency: never slower per call than calls timed alone
+    assert queued[0] <= 1.1 * sorted(alone)[10]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_table_fits_its_launch_terms(tiny_space):
+    table = build.new_table("cuda", 64, 1, "torch-cuda")
+    cal = build.calibrate(table, [tiny_space], 10, samples=8, rounds=2, progress=False)
+    assert "per_op_ms" in table.environment and "overhead_ms" in table.environment
+    assert all(table.predict(c) > 0 for c in build.calibration_configs([tiny_space.replace(resolution=64)], 10, 8, 0).values())
+    assert max(abs(e) for e in cal.errors_pct) < 50
