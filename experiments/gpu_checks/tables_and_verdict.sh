@@ -2,7 +2,7 @@
 # Issue #34 on the lent GPU, in one or two calls of the device tool (a second call on the still-warm
 # machine resumes the first: every phase keeps its state under runs/gpu/).
 #
-#   bash experiments/gpu_checks/tables_and_verdict.sh BUDGET_S     # BUDGET_S: this call's seconds
+#   bash experiments/gpu_checks/tables_and_verdict.sh BUDGET_S [RESERVE_S]   # this call's seconds
 #
 # Phases, in order (the per-phase plan is in experiments/search_quality/README.md):
 #   1. the CUDA tests (queued op timing, launch terms fitted on a GPU table);
@@ -10,11 +10,12 @@
 #      random networks end to end, on a quiet GPU (nothing else runs);
 #   3. the equal-latency study at 96 px (experiments/search_quality/run.py): L1's seeds train while
 #      the supernet does, then S and O, S's seeds, the randoms; no training starts later than
-#      170 s before this call's budget ends, so the report is written inside it.
+#      RESERVE_S (170) before this call's budget ends, so the report is written inside it.
 # What comes back under $OUT: log.txt, gpu_util.csv, cuda_raw.json, cuda_result.md, study.tar.gz
 # (the study's result, configs, trajectories, logs and times; no weights).
 set -u -o pipefail
 BUDGET=${1:-560}
+RESERVE=${2:-170}   # no training starts in the call's last RESERVE seconds (a 2-epoch training's length)
 START=$SECONDS
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT" runs/gpu
@@ -24,6 +25,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 FMNIST=$PWD/.fmnist
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >>"$OUT/gpu_util.csv" 2>/dev/null &
+SMI=$!
 
 left() { echo $((BUDGET - (SECONDS - START))); }
 step() {   # step NAME LIMIT_S CMD...
@@ -48,7 +50,7 @@ cp runs/gpu/cuda_tables/raw.json "$OUT/cuda_raw.json" 2>/dev/null
 cp runs/gpu/cuda_tables/result.md "$OUT/cuda_result.md" 2>/dev/null
 
 STUDY_LIMIT=$(( $(left) - 20 ))
-HOURS=$(python3 -c "print(max(0.0, ($STUDY_LIMIT - 170) / 3600))")
+HOURS=$(python3 -c "print(max(1e-4, ($STUDY_LIMIT - $RESERVE) / 3600))")   # --hours 0 would mean no limit
 if [ "$STUDY_LIMIT" -gt 60 ]; then
     step study-96px "$STUDY_LIMIT" python3 experiments/search_quality/run.py --data "fashion-mnist:$FMNIST" \
         --img-size 96 --supernet-epochs 3 --epochs 2 --randoms 12 --seeds 8 --step-candidates 0 \
@@ -56,5 +58,5 @@ if [ "$STUDY_LIMIT" -gt 60 ]; then
         --work runs/gpu/sq96 --results runs/gpu/sq96/results
 fi
 tar czf "$OUT/study.tar.gz" --exclude='*.pt' --exclude='*.partial' runs/gpu/sq96 2>/dev/null
-kill %1 2>/dev/null
+kill $SMI 2>/dev/null
 echo "=== done in $((SECONDS - START)) s $(date +%T)" | tee -a "$LOG"

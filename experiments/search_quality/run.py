@@ -421,7 +421,7 @@ def report(work, configs, inherited, jobs, trained_as, table, target, budget, ti
              f"{args.epochs} --img-size {args.img_size} --randoms {args.randoms} --seeds {args.seeds} "
              + (f"--all-seeds {args.all_seeds} " if args.all_seeds > 1 else "")
              + (f"--mixing {args.mixing} " if args.mixing else "")
-             + (f"--variants {','.join(variants)} " if len(variants) < len(SLIM_VARIANTS) else "")
+             + (f"--variants {args.variants} " if args.variants != ",".join(SLIM_VARIANTS) else "")
              + (f"--inherited-seeds {args.inherited_seeds} " if args.inherited_seeds != 1 else "") + f"--step-candidates {args.step_candidates} --batch-size {args.batch_size} --jobs {args.jobs}", "```", "",
              f"Trained on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU'}.", "",
              f"Target T = {target:g} ms (EfficientFormer-L1 at 10 classes on the shipped iphone12 table); window "
