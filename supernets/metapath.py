@@ -50,8 +50,8 @@ class Mixer(nn.Module):
         if self.mode == "hard":
             return F.gumbel_softmax(self.alpha, tau=self.tau, hard=True)
         soft = F.softmax(self.alpha / self.tau, dim=0)
-        index = torch.randint(len(soft), ())
-        return F.one_hot(index, len(soft)).to(soft.dtype) - soft.detach() + soft
+        index = torch.randint(len(soft), ())   # the host's RNG on every device: the same draws on a GPU
+        return F.one_hot(index, len(soft)).to(soft) - soft.detach() + soft
 
     def mix(self, run) -> torch.Tensor:
         """Mix ``run(i)`` (the output of option i) over the options as the mode says."""

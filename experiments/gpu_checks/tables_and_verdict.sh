@@ -53,7 +53,7 @@ STUDY_LIMIT=$(( $(left) - 20 ))
 HOURS=$(python3 -c "print(max(1e-4, ($STUDY_LIMIT - $RESERVE) / 3600))")   # --hours 0 would mean no limit
 if [ "$STUDY_LIMIT" -gt 60 ]; then
     step study-96px "$STUDY_LIMIT" python3 experiments/search_quality/run.py --data "fashion-mnist:$FMNIST" \
-        --img-size 96 --supernet-epochs 3 --epochs 2 --randoms 12 --seeds 8 --step-candidates 0 \
+        --img-size 96 --supernet-epochs 2 --epochs 2 --randoms 12 --seeds 8 --step-candidates 0 \
         --inherited-seeds 0 --variants S --batch-size 256 --jobs 8 --eval-threads 4 --hours "$HOURS" \
         --work runs/gpu/sq96 --results runs/gpu/sq96/results
 fi

@@ -249,6 +249,8 @@ def run(argv=None) -> int:
                 session().slim([target], slim_dir, **rules)
         trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
         budgets[name] = evaluated(trajectories[name])
+        if name == "S" and args.jobs > 1:   # S's seeds train while the search and the other slimmings run
+            futures += [train(configs, "S", seed=s) for s in range(args.seeds)]
     budget = budgets["S"]
 
     # 5. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)

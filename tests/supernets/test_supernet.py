@@ -107,6 +107,18 @@ def test_hard_mixing_runs_one_path():
     assert sorted(calls) == ["a", "b"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["uniform", "hard", "soft"])
+def test_every_mixing_trains_on_a_gpu(tiny_space, mode):
+    """A training step of every mixing mode on CUDA (uniform draws on the host's RNG and once
+    mixed a CPU one-hot into GPU weights)."""
+    net = Supernet(tiny_space.replace(resolution=32), num_classes=10).cuda().train()
+    net.set_mixing(mode, 1.0)
+    loss = net(torch.randn(2, 3, 32, 32, device="cuda")).logsumexp(-1).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and any(a.grad is not None for a in net.arch_parameters())
+
+
 def test_uniform_mixing_trains_every_option_equally_often_whatever_alpha_says():
     """Uniform mode's promise (single-path one-shot): the option run is drawn uniformly, not from
     α, and runs at its own scale (weight 1 in value); hard mode draws what α favours."""
