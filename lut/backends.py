@@ -6,7 +6,7 @@ A backend turns a deploy module and its input into a runner:
 * ``torch-eager`` (device ``cpu``): the module itself; calls timed with ``perf_counter_ns``;
 * ``torch-cuda`` (device ``cuda``): module and input on the GPU, timed by CUDA events; a hot op
   is timed with its calls queued back to back, as a network queues its ops (``CudaRunner``), and
-  its table fits a per-op launch term on whole networks (``Backend.launch_bound``);
+  its table fits a factor per kind of op on whole networks (``Backend.launch_bound``);
 * ``onnxruntime`` (device ``onnxruntime``): the module exported with ``torch.onnx.export``
   (dynamo, as ``nas export``) and run by an ONNX Runtime CPU session with the device's thread
   count;
@@ -43,8 +43,9 @@ class Backend:
     # ``export_ops(ops, out, device, resolution, progress)``, ``how_to_time(out)`` and ``EXPORTS``
     # (what it writes, in words), as ``lut.apple``; None: the backend times here, nothing to export
     exporter: str | None = None
-    # Whether a network hides part of each op's launch cost by queueing (a GPU at batch 1): its
-    # tables then fit a per-op term and a per-call term next to the cache blend (``lut.build``)
+    # Whether ops run in a network otherwise than alone because the host queues them (a GPU at
+    # batch 1): its tables then price hot times by a factor per kind of op, fitted on whole
+    # networks, in place of the cache blend (``lut.build.fit_kind_factors``)
     launch_bound: bool = False
 
 

@@ -169,37 +169,38 @@ def fit_cache_model(hot: list[float], gap: list[float], measured: list[float],
     """Least squares on relative error: minimise sum(((hot + blend(W) * gap) / measured - 1) ** 2)
     over base and slope of blend(W) = base + slope * ln(W / 1 MiB). With fewer than 4 networks or
     a weight range under 1.5x the slope is not identifiable and only the base is fitted."""
-    return fit_network_model(hot, gap, measured, weight_bytes).cache_model
-
-
-@dataclass(frozen=True)
-class NetworkModel:
-    """How op timings add up to a network: hot + blend(W) * gap per op, plus per_op_ms per op and
-    overhead_ms per call (both 0 where the backend is not launch-bound)."""
-    cache_model: CacheModel
-    per_op_ms: float = 0.0
-    overhead_ms: float = 0.0
-
-    def predict(self, hot: float, gap: float, weight_bytes: float, n_ops: int) -> float:
-        return hot + self.cache_model.blend(weight_bytes) * gap + self.per_op_ms * n_ops + self.overhead_ms
-
-
-def fit_network_model(hot: list[float], gap: list[float], measured: list[float], weight_bytes: list[float],
-                      n_ops: list[int] | None = None) -> NetworkModel:
-    """``fit_cache_model``; given `n_ops` (a launch-bound backend), also a cost per op and per
-    call, in the same least squares on relative error. They need 2 more networks than the blend's
-    terms; with fewer, they are left at 0."""
     y, h, g = (np.asarray(v, dtype=float) for v in (measured, hot, gap))
     x = np.log(np.asarray(weight_bytes, dtype=float) / 2**20)
     span = (float(x.min()), float(x.max()))
-    with_slope = len(y) >= 4 and span[1] - span[0] > math.log(1.5)
-    design = [g / y] + ([g * x / y] if with_slope else [])
-    launch = n_ops is not None and len(y) >= len(design) + 4
-    if launch:
-        design += [np.asarray(n_ops, dtype=float) / y, 1 / y]
+    design = [g / y] + ([g * x / y] if len(y) >= 4 and span[1] - span[0] > math.log(1.5) else [])
     coef, *_ = np.linalg.lstsq(np.stack(design, axis=1), 1 - h / y, rcond=None)
-    cache = CacheModel(float(coef[0]), float(coef[1]) if with_slope else 0.0, span)
-    return NetworkModel(cache, *(float(c) for c in coef[-2:])) if launch else NetworkModel(cache)
+    return CacheModel(float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, span)
+
+
+# Ridge strengths tried for the kind factors; leave-one-out over the calibration networks picks one.
+KIND_RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def fit_kind_factors(hot_by_kind: list[dict[str, float]], measured: list[float]) -> tuple[dict[str, float], float]:
+    """Per op kind (``graph.key_kind``), the factor its hot time is multiplied by in a network, for
+    a launch-bound backend: minimise sum((sum_k f_k * hot_k / measured - 1) ** 2) + λ sum((f_k - 1) ** 2).
+    The ridge pulls a kind the calibration networks say little about to its own timing (f = 1);
+    λ is the one of KIND_RIDGES with the smallest median leave-one-out |error| on the networks.
+    Returns (factors, λ)."""
+    kinds = sorted({k for row in hot_by_kind for k in row})
+    y = np.asarray(measured, dtype=float)
+    X = np.array([[row.get(k, 0.0) for k in kinds] for row in hot_by_kind]) / y[:, None]
+
+    def solve(rows, lam):
+        A, b = X[rows], np.ones(len(rows))
+        return np.linalg.solve(A.T @ A + lam * np.eye(len(kinds)), A.T @ b + lam * np.ones(len(kinds)))
+
+    def loo(lam):
+        everyone = np.arange(len(y))
+        return float(np.median([abs(X[i] @ solve(np.delete(everyone, i), lam) - 1) for i in everyone]))
+
+    lam = min(KIND_RIDGES, key=loo) if len(y) >= 3 else KIND_RIDGES[-1]
+    return {k: round(float(f), 4) for k, f in zip(kinds, solve(np.arange(len(y)), lam))}, lam
 
 
 @dataclass
@@ -239,23 +240,33 @@ def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measu
     gap = {n: sum(timed.cold[k].ms - timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
     measured = {n: timed.models[n].ms for n in configs}
     weights = {n: table.weight_bytes(c) for n, c in configs.items()}
-    n_ops = {n: len(graph.ops(c)) for n, c in configs.items()}
-    launch_bound = backends.get_backend(table_backend(table)).launch_bound
-    fitted = fit_network_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights)),
-                               n_ops=[n_ops[n] for n in configs] if launch_bound else None)
-    table.set_cache_model(fitted.cache_model)
-    if launch_bound:
-        table.environment.update(per_op_ms=round(fitted.per_op_ms, 6), overhead_ms=round(fitted.overhead_ms, 6))
-    # as stored (rounded), so predictions match the table's
-    model = NetworkModel(table.cache_model, table.per_op_ms, table.overhead_ms)
-    result = Calibration(model.cache_model, {n: model.predict(hot[n], gap[n], weights[n], n_ops[n]) for n in configs},
-                         measured)
+    if backends.get_backend(table_backend(table)).launch_bound:
+        # A GPU at batch 1: a network runs its ops with weights warm (cold timings, after the L2 is
+        # evicted, overprice them ~1.7x and the blend's fit turns negative), but not every kind of
+        # op at its standalone speed (experiments/cuda_tables): hot times, a factor per kind.
+        table.set_cache_model(CacheModel(base=0.0))
+        by_kind = {n: _hot_by_kind(timed, c) for n, c in configs.items()}
+        factors, ridge = fit_kind_factors(list(by_kind.values()), [measured[n] for n in configs])
+        table.environment.update(kind_factors=factors, kind_ridge=ridge)
+        predicted = {n: sum(factors.get(k, 1.0) * ms for k, ms in by_kind[n].items()) for n in configs}
+    else:
+        table.set_cache_model(fit_cache_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights))))
+        model = table.cache_model   # as stored (rounded), so predictions match the table's
+        predicted = {n: hot[n] + model.blend(weights[n]) * gap[n] for n in configs}
+    result = Calibration(table.cache_model, predicted, measured)
     table.environment["calibration"] = {
         "rounds": min(t.rounds for t in timed.models.values()), "date": _dt.date.today().isoformat(),
         "median_abs_error_pct": round(statistics.median(abs(e) for e in result.errors_pct), 3),
         "measured_ms": {n: round(v, 4) for n, v in measured.items()},
     }
     return result
+
+
+def _hot_by_kind(timed: measure.RoundTimings, config: ArchConfig) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in graph.keys(config):
+        out[graph.key_kind(k)] = out.get(graph.key_kind(k), 0.0) + timed.hot[k].ms
+    return out
 
 
 # A quiet build calibrates at 1-4 % median error; a build under host load has shown 30 %.

@@ -42,6 +42,12 @@ def keys(config: ArchConfig) -> list[str]:
     return [op.key for op in ops(config)]
 
 
+def key_kind(key: str) -> str:
+    """The implementation an op key names (``fv-embed`` of ``fv-embed:64>128:56x56``): finer than
+    ``OpNode.kind``, which families share."""
+    return key.split(":", 1)[0]
+
+
 def deploy_module(op: OpNode) -> torch.nn.Module:
     return reparameterize(op.make()).eval()
 

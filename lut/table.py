@@ -29,7 +29,6 @@ from supernets.config import ArchConfig, OneLineError
 
 SCHEMA = 2
 OVERHEAD_KEY = "overhead"
-PER_OP_KEY = "per-op"
 BYTES_PER_PARAM = 4   # float32 deploy weights
 
 
@@ -189,10 +188,9 @@ class LatencyTable:
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
         blend = self.cache_model.blend(self.weight_bytes(config))
-        ops = graph.ops(config)
-        rows = [(op.name, op.key, self.ms(op.key, blend)) for op in ops]
-        if self.per_op_ms:
-            rows.append((f"queued launches ({len(ops)} ops)", PER_OP_KEY, len(ops) * self.per_op_ms))
+        factors = self.kind_factors
+        rows = [(op.name, op.key, self.ms(op.key, blend) * factors.get(graph.key_kind(op.key), 1.0))
+                for op in graph.ops(config)]
         if self.overhead_ms:
             rows.append(("call overhead", OVERHEAD_KEY, self.overhead_ms))
         return rows
@@ -220,10 +218,10 @@ class LatencyTable:
         return float(self.environment.get("overhead_ms", 0.0))
 
     @property
-    def per_op_ms(self) -> float:
-        """A fitted cost per op of a network, on top of the op's own time (a launch-bound GPU: the
-        part of an op's launch that queueing hides or adds, ``lut.build.fit_network_model``)."""
-        return float(self.environment.get("per_op_ms", 0.0))
+    def kind_factors(self) -> dict[str, float]:
+        """Per op kind, the factor a network runs its ops at against their standalone timing (a
+        launch-bound GPU, ``lut.build.fit_kind_factors``); a kind not listed runs at 1."""
+        return self.environment.get("kind_factors") or {}
 
     # ------------------------------------------------------------------ cache model
     @property

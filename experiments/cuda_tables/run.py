@@ -2,8 +2,9 @@
 
 On a GPU at batch 1 the old table timed every op alone (CUDA events around one call, then a
 synchronise), so each op paid a whole launch latency that a network, queueing its ops, mostly
-hides. The product now times a hot op with its calls queued back to back and fits a per-op and a
-per-call term on whole networks (``lut.backends.CudaRunner``, ``lut.build.fit_network_model``).
+hides. The product now times a hot op with its calls queued back to back and prices it in a
+network by a factor per kind of op, fitted on whole networks (``lut.backends.CudaRunner``,
+``lut.build.fit_kind_factors``); README.md here says why.
 
 One pass on the GPU (``--measure``) times, in the same interleaved rounds:
 
@@ -90,36 +91,51 @@ def measure_all(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ analysis
-METHODS = {   # name: (op timings, fit launch terms)
-    "before: ops timed alone, cache blend": ("alone", False),
-    "ops timed alone, blend + launch terms": ("alone", True),
-    "ops queued, cache blend": ("queued", False),
-    "after: ops queued, blend + launch terms (the product)": ("queued", True),
+METHODS = {   # name: (op timings, how they add up to a network)
+    "before: ops timed alone, cache blend": ("alone", "blend"),
+    "ops queued, cache blend": ("queued", "blend"),
+    "ops timed alone, hot × kind factors": ("alone", "kinds"),
+    "after: ops queued, hot × kind factors (the product)": ("queued", "kinds"),
 }
 
 
 def analyse(raw: dict) -> tuple[list[dict], dict]:
+    """Each method fitted on the calibration networks (as ``lut.build`` fits a table), then its
+    prediction of every validation network: (rows, {method: what it fitted, in words})."""
     nets = raw["networks"]
 
-    def sums(name: str, timing: str) -> tuple[float, float, float]:
+    def sums(name: str, timing: str) -> tuple[float, float, float, dict[str, float]]:
         keys = nets[name]["keys"]
+        by_kind: dict[str, float] = {}
+        for k in keys:
+            by_kind[graph.key_kind(k)] = by_kind.get(graph.key_kind(k), 0.0) + raw["ops"][f"{timing}|{k}"]["hot"]
         ops = [raw["ops"][f"{timing}|{k}"] for k in keys]
         return (sum(o["hot"] for o in ops), sum(o["cold"] - o["hot"] for o in ops),
-                BYTES_PER_PARAM * sum(raw["params"][k] for k in keys))
+                BYTES_PER_PARAM * sum(raw["params"][k] for k in keys), by_kind)
 
     cal = [n for n in nets if "/calibration/" in n]
     val = [n for n in nets if "/validation/" in n]
+    measured = [nets[n]["ms"] for n in cal]
     rows, fitted = [], {}
-    for method, (timing, launch) in METHODS.items():
-        h, g, w = zip(*(sums(n, timing) for n in cal))
-        model = build.fit_network_model(list(h), list(g), [nets[n]["ms"] for n in cal], list(w),
-                                        [nets[n]["ops"] for n in cal] if launch else None)
-        fitted[method] = model
+    for method, (timing, how) in METHODS.items():
+        if how == "blend":
+            h, g, w, _ = zip(*(sums(n, timing) for n in cal))
+            model = build.fit_cache_model(list(h), list(g), measured, list(w))
+            fitted[method] = f"blend {model.base:.2f} {model.slope:+.3f}·ln(W/MiB)"
+
+            def predict(n):
+                hot, gap, weight, _ = sums(n, timing)
+                return hot + model.blend(weight) * gap
+        else:
+            factors, ridge = build.fit_kind_factors([sums(n, timing)[3] for n in cal], measured)
+            fitted[method] = f"λ {ridge:g}; " + ", ".join(f"{k} {f:.2f}" for k, f in sorted(factors.items()))
+
+            def predict(n):
+                return sum(factors.get(k, 1.0) * ms for k, ms in sums(n, timing)[3].items())
         for n in val:
-            hot, gap, weight = sums(n, timing)
-            predicted = model.predict(hot, gap, weight, nets[n]["ops"])
-            rows.append({"method": method, "network": n, "family": n.split("/")[0], "predicted_ms": predicted,
-                         "measured_ms": nets[n]["ms"], "error_pct": 100 * (predicted / nets[n]["ms"] - 1)})
+            p = predict(n)
+            rows.append({"method": method, "network": n, "family": n.split("/")[0], "predicted_ms": p,
+                         "measured_ms": nets[n]["ms"], "error_pct": 100 * (p / nets[n]["ms"] - 1)})
     return rows, fitted
 
 
@@ -139,19 +155,18 @@ def report(raw: dict, out: Path) -> str:
         f"networks (seed 0, both families) and scored on the "
         f"{sum('/validation/' in n for n in nets)} validation networks (seed 1), all from the same rounds.",
         "",
-        "| method | family | median \\|err\\| | p95 \\|err\\| | within ±10 % | median signed | fitted |",
+        "| method | family | median \\|err\\| | p95 \\|err\\| | within ±5 % | within ±10 % | median signed |",
         "|---|---|---|---|---|---|---|",
     ]
     for method in METHODS:
-        model = fitted[method]
-        fit = (f"blend {model.cache_model.base:.2f}{model.cache_model.slope:+.3f}·ln W, "
-               f"{1000 * model.per_op_ms:+.1f} µs/op, {1000 * model.overhead_ms:+.0f} µs/call")
         for family in (*FAMILIES, "both"):
             mine = [r["error_pct"] for r in rows if r["method"] == method and family in (r["family"], "both")]
             st = error_stats(mine)
+            within5 = sum(abs(e) <= 5 for e in mine) / len(mine)
             lines.append(f"| {method} | {family} | {st['median_abs_error_pct']:.1f} % | {st['p95_abs_error_pct']:.1f} % | "
-                         f"{100 * st['within_10_pct']:.0f} % | {st['median_signed_error_pct']:+.1f} % | "
-                         f"{fit if family == 'both' else ''} |")
+                         f"{100 * within5:.0f} % | {100 * st['within_10_pct']:.0f} % | {st['median_signed_error_pct']:+.1f} % |")
+    lines += ["", "What each method fitted on the calibration networks:", ""]
+    lines += [f"- {method}: {fitted[method]}" for method in METHODS]
     ms = sorted(n["ms"] for n in nets.values())
     lines += ["", f"Networks measured {ms[0]:.2f}–{ms[-1]:.2f} ms end to end "
                   f"({min(n['ops'] for n in nets.values())}–{max(n['ops'] for n in nets.values())} ops).", ""]

@@ -5,7 +5,7 @@
 #   bash experiments/gpu_checks/tables_and_verdict.sh BUDGET_S [RESERVE_S]   # this call's seconds
 #
 # Phases, in order (the per-phase plan is in experiments/search_quality/README.md):
-#   1. the CUDA tests (queued op timing, launch terms fitted on a GPU table);
+#   1. the CUDA tests (queued op timing, kind factors fitted on a GPU table, every mixing mode);
 #   2. experiments/cuda_tables --measure: ops timed alone (before) and queued (after), two families'
 #      random networks end to end, on a quiet GPU (nothing else runs);
 #   3. the equal-latency study at 96 px (experiments/search_quality/run.py): L1's seeds train while
@@ -40,7 +40,8 @@ step env 30 bash -c 'nvidia-smi -L; python3 -c "import torch, timm, numpy, optun
 if [ ! -f runs/gpu/cuda_tests.ok ]; then
     step cuda-tests 120 python3 -m pytest -q -p no:cacheprovider -o addopts="" \
         tests/lut/test_backends.py::test_cuda_runner_times_with_events \
-        tests/lut/test_backends.py::test_a_cuda_table_fits_its_launch_terms \
+        tests/lut/test_backends.py::test_a_cuda_table_fits_its_kind_factors \
+        tests/supernets/test_supernet.py::test_every_mixing_trains_on_a_gpu \
         tests/nas/test_train_model.py::test_training_on_cuda_with_bf16 && touch runs/gpu/cuda_tests.ok
 fi
 if [ ! -f runs/gpu/cuda_tables/raw.json ]; then

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lut import backends, build, measure
+from lut import backends, build, graph, measure
 from lut.table import LatencyTable
 from supernets.layers import ConvNorm, reparameterize
 
@@ -56,9 +56,11 @@ def test_cuda_runner_times_with_events():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_cuda_table_fits_its_launch_terms(tiny_space):
+def test_a_cuda_table_fits_its_kind_factors(tiny_space):
     table = build.new_table("cuda", 64, 1, "torch-cuda")
     cal = build.calibrate(table, [tiny_space], 10, samples=8, rounds=2, progress=False)
-    assert "per_op_ms" in table.environment and "overhead_ms" in table.environment
-    assert all(table.predict(c) > 0 for c in build.calibration_configs([tiny_space.replace(resolution=64)], 10, 8, 0).values())
+    configs = build.calibration_configs([tiny_space.replace(resolution=64)], 10, 8, 0)
+    kinds = {graph.key_kind(k) for c in configs.values() for k in graph.keys(c)}
+    assert set(table.kind_factors) == kinds and table.environment["kind_ridge"] in build.KIND_RIDGES
+    assert all(table.predict(c) == pytest.approx(cal.predicted_ms[n], rel=1e-3) for n, c in configs.items())
     assert max(abs(e) for e in cal.errors_pct) < 50

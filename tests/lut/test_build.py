@@ -54,37 +54,36 @@ def test_fit_cache_model_recovers_the_blend_of_synthetic_networks():
     assert const.slope == 0.0 and const.base == pytest.approx(0.4)
 
 
-def test_a_launch_bound_fit_recovers_the_per_op_and_per_call_terms_of_synthetic_networks():
-    """A GPU at batch 1: each op's timing holds launch latency that a network hides in part, so
-    networks take hot + blend * gap + k * ops + c, with k < 0; the fit recovers k and c."""
+def test_kind_factors_recover_how_a_network_runs_each_kind_of_op():
+    """A GPU at batch 1: networks run some kinds of op slower than alone (factor > 1), others at
+    their standalone speed. With enough networks the fit recovers the factors; a kind no network
+    has stays at 1 (the ridge's pull)."""
     rng = random.Random(1)
-    n = 12
-    weights = [2**20 * rng.uniform(2, 40) for _ in range(n)]
-    n_ops = [rng.randint(20, 120) for _ in range(n)]
-    hot = [0.03 * k * rng.uniform(0.7, 1.3) for k in n_ops]
-    gap = [h * rng.uniform(0.05, 0.2) for h in hot]
-    truth = build.NetworkModel(CacheModel(base=0.5, slope=0.05), per_op_ms=-0.006, overhead_ms=0.04)
-    measured = [truth.predict(h, g, w, k) for h, g, w, k in zip(hot, gap, weights, n_ops)]
-    fitted = build.fit_network_model(hot, gap, measured, weights, n_ops)
-    assert fitted.per_op_ms == pytest.approx(-0.006) and fitted.overhead_ms == pytest.approx(0.04)
-    assert fitted.cache_model.base == pytest.approx(0.5) and fitted.cache_model.slope == pytest.approx(0.05)
-    # without op counts (a CPU backend), or with too few networks for them, no launch terms
-    assert build.fit_network_model(hot, gap, measured, weights).per_op_ms == 0.0
-    few = build.fit_network_model(hot[:5], gap[:5], measured[:5], weights[:5], n_ops[:5])
-    assert few.per_op_ms == few.overhead_ms == 0.0
+    truth = {"mb4d": 1.15, "mb3d": 1.3, "embed": 1.0, "head": 0.9}
+    rows = [{k: rng.uniform(0.1, 3.0) for k in truth} for _ in range(24)]
+    measured = [sum(truth[k] * v for k, v in row.items()) for row in rows]
+    factors, ridge = build.fit_kind_factors(rows, measured)
+    assert ridge == min(build.KIND_RIDGES)   # exact data: the weakest pull predicts best
+    assert factors == pytest.approx(truth, abs=0.02)
+    unseen = build.fit_kind_factors([{**row, "stem": 0.0} for row in rows], measured)[0]
+    assert unseen["stem"] == pytest.approx(1.0)
 
 
-def test_a_tables_launch_terms_price_every_network_and_show_in_its_breakdown(tiny_space):
+def test_a_tables_kind_factors_price_every_network_and_show_in_its_breakdown(tiny_space):
     table = LatencyTable("cuda", 64, {"backend": "torch-cuda"})   # as built on a GPU
     cfg = _cfg(tiny_space)
     for op in graph.ops(cfg):
         table.add(op.key, cold_ms=0.02, hot_ms=0.01, params=100)
+    table.set_cache_model(CacheModel(base=0.0))
     plain = table.predict(cfg)
-    table.environment.update(per_op_ms=-0.004, overhead_ms=0.05)
-    ops = len(graph.ops(cfg))
-    assert table.predict(cfg) == pytest.approx(plain - 0.004 * ops + 0.05)
-    rows = dict((key, ms) for _, key, ms in table.breakdown(cfg))
-    assert rows["per-op"] == pytest.approx(-0.004 * ops) and rows["overhead"] == pytest.approx(0.05)
+    assert plain == pytest.approx(0.01 * len(graph.ops(cfg)))
+    kinds = {graph.key_kind(k) for k in graph.keys(cfg)}
+    slow = sorted(kinds)[0]
+    table.environment["kind_factors"] = {slow: 1.5}
+    n_slow = sum(graph.key_kind(k) == slow for k in graph.keys(cfg))
+    assert table.predict(cfg) == pytest.approx(plain + 0.005 * n_slow)
+    assert all(ms == pytest.approx(0.015 if graph.key_kind(key) == slow else 0.01)
+               for _, key, ms in table.breakdown(cfg))
 
 
 def test_calibrate_fits_the_cache_model_on_real_networks_and_stores_its_configs(tiny_space):
