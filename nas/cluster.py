@@ -111,6 +111,7 @@ def search_workers(workers: int, net, latency, evaluator, target_ms: float, *, s
 # One line per worker start ("T rank R pid P starts at epoch J") and per checkpoint ("T rank 0 pid P
 # finished epoch K"): the recovery timeline of a run.
 EVENTS = "ray_events.log"
+USER_ERROR = "user_error.txt"   # the file a worker's checkpoint holds its one-line error in, instead of failing
 
 
 def _train_loop(config: dict) -> None:
@@ -132,7 +133,16 @@ def _train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
-    space, data, net, optimizer, scheduler = train.build(recipe)
+    try:
+        space, data, net, optimizer, scheduler = train.build(recipe)
+    except UserError as e:
+        # The user's mistake (missing data, say), the same on every rank and before any collective:
+        # reported as the run's result (a checkpoint holding the line: Ray keeps metrics only with
+        # one), so Ray does not restart the group max_failures times to meet it again
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / USER_ERROR).write_text(str(e))
+            ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+        return
     start_epoch, history = 0, []
     resumed = ray.train.get_checkpoint()
     if resumed:
@@ -207,6 +217,8 @@ def train_on_ray(recipe, run_dir, *, workers: int, gpus_per_worker: float = 0.0,
     if error is not None:
         raise UserError(_worker_error_line(error)) from None
     with result.checkpoint.as_directory() as d:
+        if (Path(d) / USER_ERROR).is_file():
+            raise UserError((Path(d) / USER_ERROR).read_text())
         shutil.copyfile(Path(d) / "supernet.pt", run_dir / ".supernet.pt.tmp")
     os.replace(run_dir / ".supernet.pt.tmp", run_dir / runs.SUPERNET)
     runs.write_info(run_dir, {"family": recipe.family, "complete": True, "recipe": recipe.to_dict()})

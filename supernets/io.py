@@ -157,13 +157,20 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fields: list[str] | Non
     return write_text(path, buf.getvalue())
 
 
+# libyaml's safe loader and dumper where PyYAML was built with it: the same safe types as
+# safe_load/safe_dump, about 10x faster on a 6,000-entry latency table (pure Python took 7 s)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def write_yaml(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+    return write_text(path, yaml.dump(data, Dumper=_SAFE_DUMPER, sort_keys=False, default_flow_style=None,
+                                      width=100, allow_unicode=False))
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=_SAFE_LOADER)
 
 
 @contextlib.contextmanager
