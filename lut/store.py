@@ -232,6 +232,15 @@ def measuring_alone():
         lock.release()
 
 
+def check_timing(rounds: int, calibration_samples: int | None = None) -> None:
+    """A table build's (`calibration_samples` given) or a validation's timing options."""
+    if rounds < 1:
+        raise ParameterError("rounds", rounds, "need at least 1 timing round (default 7)")
+    if calibration_samples is not None and calibration_samples < 2:
+        raise ParameterError("calibration_samples", calibration_samples, "need at least 2 networks to fit the "
+                                                                         "table's cache blend (default 12)")
+
+
 def build_tables(device_name: str, families: list[str], *, space: str = "all", resolution: int | None = None,
                  num_classes: int = 10, tables_dir: PathLike, rounds: int = 7, calibration_samples: int = 12,
                  recalibrate: bool = False, progress: bool = True, log=print) -> list[Path]:
@@ -239,6 +248,7 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
     device measurable here, at each resolution they deploy at, and fit each table's cache blend
     on random networks timed whole. Ops a table holds already are kept (a re-run resumes); the
     blend is refitted when ops were added, or with `recalibrate`. Returns the tables written."""
+    check_timing(rounds, calibration_samples)
     tables_dir = Path(tables_dir)
     paths = []
     with measuring_alone():
@@ -379,6 +389,7 @@ def validate_tables(device_name: str, families: list[str], *, space: str = "smal
 
     if samples < 2:
         raise ParameterError("samples", samples, "need at least 2 configs to report an error distribution")
+    check_timing(rounds)
     tables_dir = Path(tables_dir)
     written = []
     for fam in families:

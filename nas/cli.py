@@ -384,6 +384,8 @@ def cmd_quickstart(args) -> None:
 
     t0 = time.time()
     done = quickstart(args.runs, epochs=args.epochs, target_ms=args.target_ms, target_fraction=args.target_fraction,
+                      rounds=args.rounds, calibration_samples=args.calibration_samples,
+                      calib_images=args.calib_images, val_images=args.val_images,
                       progress=not args.no_progress, log=_say)
     _print_emitted(done.emitted, [done.target_ms])
     config = done.emitted.configs[-1]
@@ -412,6 +414,18 @@ def _build_parser() -> argparse.ArgumentParser:
         if tables:
             sp.add_argument("--tables", default=None, help="latency tables directory (default: RUNS/tables)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def table_build_flags(sp):
+        sp.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (fewer: faster, noisier)")
+        sp.add_argument("--calibration-samples", type=int, default=12,
+                        help="random networks timed end to end to fit the table's cache blend")
+
+    def subset_flags(sp):
+        """The evaluation subsets slimming scores candidates on."""
+        sp.add_argument("--calib-images", type=int, default=None, help="training images for BN recalibration "
+                        "(default 2048, fewer where 2048 + 10000 images would exceed 2 GiB at the training size)")
+        sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
+                        "10000, fewer as --calib-images; a smaller set is used whole)")
 
     def accelerator_flags(sp):
         sp.add_argument("--device", choices=DEVICES, default="auto",
@@ -464,9 +478,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
     b.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
-    b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    b.add_argument("--calibration-samples", type=int, default=12,
-                   help="random networks timed end to end to fit the table's cache blend")
+    table_build_flags(b)
     b.add_argument("--recalibrate", action="store_true", help="refit the cache blend even if nothing new was measured")
     common(b)
     b.set_defaults(func=cmd_lut_build)
@@ -534,10 +546,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="cpu")
         sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
         sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
-        sp.add_argument("--calib-images", type=int, default=None, help="training images for BN recalibration "
-                        "(default 2048, fewer where 2048 + 10000 images would exceed 2 GiB at the training size)")
-        sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
-                        "10000, fewer as --calib-images; a smaller set is used whole)")
+        subset_flags(sp)
         sp.add_argument("--channel-order", choices=["auto", "importance", "natural"], default="auto",
                         help="auto (default): the trained order for a supernet with width α, L1 importance "
                              "order for one trained at full width")
@@ -653,6 +662,8 @@ def _build_parser() -> argparse.ArgumentParser:
     q.add_argument("--target-ms", type=float, default=None)
     q.add_argument("--target-fraction", type=float, default=0.6,
                    help="without --target-ms: this fraction of the full supernet's latency")
+    table_build_flags(q)
+    subset_flags(q)
     common(q, tables=False)
     q.set_defaults(func=cmd_quickstart)
     return p

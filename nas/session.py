@@ -280,21 +280,25 @@ class QuickStarted:
 
 
 def quickstart(runs_dir: str | os.PathLike = "runs", *, epochs: int = Recipe.epochs, target_ms: float | None = None,
-               target_fraction: float = 0.6, progress: bool = True,
+               target_fraction: float = 0.6, rounds: int = 7, calibration_samples: int = 12,
+               calib_images: int | None = None, val_images: int | None = None, progress: bool = True,
                log: Callable[[str], None] = print) -> QuickStarted:
     """`nas quickstart`: train-supernet, lut build and slim on the embedded defaults (the library's
     defaults, which are also each command's flag defaults), on this machine's CPU. The target is
-    `target_ms`, else `target_fraction` of the full supernet's predicted latency."""
+    `target_ms`, else `target_fraction` of the full supernet's predicted latency. `rounds` and
+    `calibration_samples` are `lut build`'s, `calib_images` and `val_images` `slim`'s."""
     from nas.train import supernet_recipe, train_supernet_run
     from supernets import io
 
+    store.check_timing(rounds, calibration_samples)   # before a minute of training
     recipe = supernet_recipe(epochs=epochs)
     ckpt_path = train_supernet_run(recipe, runs.new_run_dir(runs_dir, recipe.family), progress=progress, log=log)
     tables_dir = Path(runs_dir) / "tables"
     table_path = store.build_tables("cpu", [recipe.family], space=recipe.space, tables_dir=tables_dir,
-                                    progress=progress, log=log)[-1]
+                                    rounds=rounds, calibration_samples=calibration_samples, progress=progress,
+                                    log=log)[-1]
     session = SupernetSession.open(supernet=ckpt_path, runs_dir=runs_dir, device="cpu", tables_dir=tables_dir,
-                                   progress=progress)
+                                   calib_images=calib_images, val_images=val_images, progress=progress)
     if target_ms is None:
         net = session.net
         start_ms = session.predictor(net.initial_choice().to_config(net.space, num_classes=net.num_classes))

@@ -148,21 +148,27 @@ def timm_pair(family_module, variant: str, timm_prefix: str):
     return reference, ours
 
 
-def kill_during_second_epoch(cmd: list[str], ckpt) -> None:
+def kill_during_second_epoch(cmd: list[str], ckpt, *, beside: list[str] | None = None) -> None:
     """Start `cmd` (a training command line) and SIGKILL it shortly after its first epoch's
-    checkpoint `ckpt` appears; the resume tests then continue it and compare."""
+    checkpoint `ckpt` appears; the resume tests then continue it and compare. `beside`: the
+    uninterrupted run to compare with, run at the same time (the runs are deterministic, so the
+    second core may as well work); it must succeed."""
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    other = subprocess.Popen(beside, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) if beside else None
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)   # into epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if other is not None:
+        _, err = other.communicate(timeout=600)
+        assert other.returncode == 0, err.decode()[-2000:]
 
 
 @pytest.fixture

@@ -82,3 +82,20 @@ def test_coverage_lists_a_familys_ops_once_per_resolution(monkeypatch):
     assert len(listings) == 2
     assert store.coverage(first, ["efficientformer"], "small", 10) == cover     # no dict: listed afresh
     assert len(listings) == 3
+
+
+@pytest.mark.parametrize("argv, blamed", [
+    (["lut", "build", "--rounds", "0"], "--rounds 0: need at least 1 timing round"),
+    (["lut", "build", "--calibration-samples", "1"], "--calibration-samples 1: need at least 2 networks"),
+    (["lut", "validate", "--rounds", "0"], "--rounds 0: need at least 1 timing round"),
+    (["quickstart", "--rounds", "0"], "--rounds 0: need at least 1 timing round"),
+])
+def test_timing_rounds_and_calibration_networks_are_checked_before_anything_is_written(argv, blamed, tmp_path,
+                                                                                      capsys):
+    from nas.cli import main
+
+    # quickstart checks them before it trains anything (a minute wasted, then a traceback, before)
+    assert main([*argv, "--runs", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and blamed in err
+    assert not (tmp_path / "runs").exists()

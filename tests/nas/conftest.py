@@ -64,6 +64,22 @@ def assert_one_shared_budget(trials, budget: int) -> None:
 
 
 @pytest.fixture
+def few_digits(monkeypatch):
+    """The embedded digits cut to 256 training and 64 validation images, for tests of orchestration
+    (which runs train, resume, skip) rather than of what training reaches."""
+    from nas import data
+
+    full = data._digits
+
+    def few(img_size, seed):
+        d = full(img_size, seed)
+        cut = lambda s, n: data.GreyImages(s.images[:n], s.labels[:n], s.img_size, s.scale)
+        return data.Data(cut(d.train, 256), cut(d.val, 64), d.num_classes, d.source, d.in_memory)
+
+    monkeypatch.setattr(data, "_digits", few)
+
+
+@pytest.fixture
 def digit_folder(tmp_path):
     """A small ImageFolder on disk (PNG files of the bundled digits, 3 classes)."""
     from PIL import Image

@@ -91,28 +91,13 @@ def _train_on_ray(tiny_space_path, run_dir, epochs, cluster_address):
 
 
 @pytest.mark.slow
-def test_ddp_training_on_two_nodes_writes_the_single_process_checkpoint(cluster, tiny_space_path, tmp_path, capsys):
-    from nas import checkpoint
-
-    _train_on_ray(tiny_space_path, tmp_path / "ddp", 2, cluster.address)
-    ckpt = checkpoint.load(tmp_path / "ddp" / "supernet.pt")
-    assert ckpt["epoch"] == 2 and [h["workers"] for h in ckpt["history"]] == [2, 2]
-    assert ckpt["history"][-1]["val_acc"] > ckpt["history"][0]["val_acc"]
-    events = [line.split() for line in (tmp_path / "ddp" / "ray_events.log").read_text().splitlines()]
-    assert sorted(e[2] for e in events if e[5] == "starts") == ["0", "1"]     # two ranks, one start each
-    assert [int(e[-1]) for e in events if e[5] == "finished"] == [1, 2]
-    assert any(float(a.abs().max()) > 0 for a in ckpt["alpha"].values())     # α trained (from zeros)
-    checkpoint.build_supernet(ckpt)                                            # what nas slim loads
-    assert main(["show", str(tmp_path / "ddp")]) == 0
-    assert "importance" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_path, tmp_path):
-    """Kill rank 1 (SIGKILL) once Ray has registered epoch 1's checkpoint: the group restarts from
-    the newest registered checkpoint and the run completes, losing at most the epoch in flight.
-    (Ray registers a reported checkpoint asynchronously; a kill before that loses it too.) The
-    driver runs in the main thread, as Ray Train wants; a watcher thread does the killing."""
+def test_ddp_on_two_nodes_survives_a_killed_worker_and_writes_the_single_process_checkpoint(cluster, tiny_space_path,
+                                                                                           tmp_path, capsys):
+    """Two DDP workers, one per node. Kill rank 1 (SIGKILL) once Ray has registered epoch 1's
+    checkpoint: the group restarts from the newest registered checkpoint and the run completes,
+    losing at most the epoch in flight. (Ray registers a reported checkpoint asynchronously; a
+    kill before that loses it too.) The driver runs in the main thread, as Ray Train wants; a
+    watcher thread does the killing. The result is the checkpoint a single process writes."""
     import json
     import signal
     import threading
@@ -157,8 +142,15 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(cluster, tiny_space_p
     # resumed from the checkpoint registered before the kill (or a later one): at most the epoch in
     # flight is lost
     assert min(restarts) >= seen["done_at_kill"] + 1 >= 2
+    assert sorted(e[2] for e in events()[:2]) == ["0", "1"]                   # two ranks started it
     ckpt = checkpoint.load(run / "supernet.pt")
     assert ckpt["epoch"] == 6 and [h["epoch"] for h in ckpt["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [h["workers"] for h in ckpt["history"]] == [2] * 6
+    assert ckpt["history"][-1]["val_acc"] > ckpt["history"][0]["val_acc"]
+    assert any(float(a.abs().max()) > 0 for a in ckpt["alpha"].values())     # α trained (from zeros)
+    checkpoint.build_supernet(ckpt)                                            # what nas slim loads
+    assert main(["show", str(run)]) == 0
+    assert "importance" in capsys.readouterr().out
 
 
 @pytest.mark.slow

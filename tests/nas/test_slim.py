@@ -211,7 +211,7 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert main(["train", str(out / f"{stem}.yaml"), "--init", "inherited", "--epochs", "1", "--out", str(trained),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["export", str(trained / "model.pt"), "--format", "all"]) == 0
+    assert main(["export", str(trained / "model.pt"), "--format", "all", "--val-images", "200"]) == 0
     exported = capsys.readouterr().out
     assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir()
     top1 = exported.split("torch ")[1].split("%, onnxruntime ")

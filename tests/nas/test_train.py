@@ -28,20 +28,20 @@ def test_tau_schedule_is_exponential():
 
 def _train_cmd(runs, name, space, *extra):
     return [sys.executable, "-m", "nas.cli", "train-supernet", "--space", str(space), "--img-size", "32",
-            "--epochs", "3", "--batch-size", "32", "--runs", str(runs), "--name", name, "--no-progress", *extra]
+            "--epochs", "3", "--batch-size", "32", "--threads", "1", "--runs", str(runs), "--name", name, "--no-progress", *extra]
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, tiny_space_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    subprocess.run(_train_cmd(tmp_path, "straight", tiny_space_path), check=True, env=env, capture_output=True)
     ckpt = tmp_path / "killed" / "supernet.pt"
-    kill_during_second_epoch(_train_cmd(tmp_path, "killed", tiny_space_path), ckpt)
+    kill_during_second_epoch(_train_cmd(tmp_path, "killed", tiny_space_path), ckpt,
+                             beside=_train_cmd(tmp_path, "straight", tiny_space_path))
     interrupted = checkpoint.load(ckpt)
     assert interrupted["epoch"] < 3, "the run finished before it could be killed"
 
     subprocess.run([sys.executable, "-m", "nas.cli", "train-supernet", "--resume", str(tmp_path / "killed"),
-                    "--no-progress"], check=True, env=env, capture_output=True)
+                    "--threads", "1", "--no-progress"], check=True, env=env, capture_output=True)
     a = checkpoint.load(tmp_path / "straight" / "supernet.pt")
     b = checkpoint.load(ckpt)
     assert b["epoch"] == 3
@@ -65,7 +65,7 @@ def test_training_without_a_ray_address_never_imports_ray(tiny_space_path, tmp_p
 
 
 @pytest.mark.slow
-def test_every_familys_supernet_in_one_command_resumes_per_family(tmp_path, capsys):
+def test_every_familys_supernet_in_one_command_resumes_per_family(tmp_path, capsys, few_digits):
     from nas.cli import main
     from supernets.registry import family_names
 

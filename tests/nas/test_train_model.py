@@ -75,18 +75,18 @@ def test_init_from_the_supernet_file_equals_the_inherited_weights(emitted, tiny_
 
 def _train_cmd(config, out, *extra):
     return [sys.executable, "-m", "nas.cli", "train", str(config), "--epochs", "3", "--batch-size", "32",
-            "--mixup", "0.2", "--out", str(out), "--no-progress", *extra]
+            "--mixup", "0.2", "--threads", "1", "--out", str(out), "--no-progress", *extra]
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    subprocess.run(_train_cmd(emitted, tmp_path / "straight"), check=True, env=env, capture_output=True)
     ckpt = tmp_path / "killed" / "model.pt"
-    kill_during_second_epoch(_train_cmd(emitted, tmp_path / "killed"), ckpt)
+    kill_during_second_epoch(_train_cmd(emitted, tmp_path / "killed"), ckpt, beside=_train_cmd(emitted, tmp_path / "straight"))
     assert checkpoint.load(ckpt, (checkpoint.MODEL_FORMAT,))["epoch"] < 3, "the run finished before it was killed"
     (ckpt.parent / ".model.pt.x1y2.tmp").write_bytes(b"half a checkpoint")   # as a kill mid-write leaves it
-    subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--threads", "1",
+                    "--no-progress"],
                    check=True, env=env, capture_output=True)
     a, b = (checkpoint.load(tmp_path / n / "model.pt", (checkpoint.MODEL_FORMAT,)) for n in ("straight", "killed"))
     assert b["epoch"] == 3 and b["complete"]
