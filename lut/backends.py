@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lut.measure import cpu_model
+from supernets.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,8 @@ BACKENDS = {
 }
 
 
-class BackendError(ValueError):
-    pass
+class BackendError(UserError, ValueError):
+    """An unknown backend, or one this host cannot run."""
 
 
 def get_backend(name: str) -> Backend:

@@ -25,6 +25,7 @@ import yaml
 
 from lut.backends import BACKENDS, get_backend
 from supernets import io
+from supernets.errors import UserError
 
 SHIPPED_TABLES = Path(__file__).resolve().parent / "tables"
 USER_DEVICES = "devices.yaml"
@@ -73,8 +74,8 @@ BUILTIN = {
 }
 
 
-class DeviceError(ValueError):
-    pass
+class DeviceError(UserError, ValueError):
+    """An unknown device, or a devices.yaml line that cannot be one."""
 
 
 def user_devices(tables_dir: str | os.PathLike | None) -> dict[str, Device]:

@@ -25,6 +25,7 @@ import yaml
 from lut import graph
 from lut.backends import BACKENDS
 from supernets import io
+from supernets.errors import UserError
 from supernets.config import ArchConfig, OneLineError
 
 SCHEMA = 2
@@ -62,7 +63,7 @@ class TableError(OneLineError):
     """A table file is unusable (wrong schema, device or resolution, malformed)."""
 
 
-class MissingKeysError(LookupError):
+class MissingKeysError(UserError, LookupError):
     def __init__(self, device: str, resolution: int, keys: list[str], fill_hint: str):
         self.device, self.resolution, self.keys = device, resolution, keys
         shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")

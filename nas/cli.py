@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import search_spaces
+from supernets import registry
 from nas.errors import ParameterError, UserError
 from nas.runs import DEFAULT_FAMILY
 
@@ -88,7 +88,7 @@ def cmd_train_supernet(args) -> Path:
 def cmd_lut_build(args) -> Path:
     from lut import store
 
-    return store.build_tables(args.device, search_spaces.searchable_families(args.family), space=args.space, resolution=args.resolution,
+    return store.build_tables(args.device, registry.searchable_families(args.family), space=args.space, resolution=args.resolution,
                               num_classes=args.num_classes, tables_dir=_tables_dir(args), rounds=args.rounds,
                               calibration_samples=args.calibration_samples, recalibrate=args.recalibrate,
                               progress=not args.no_progress, log=_say)[-1]
@@ -133,7 +133,7 @@ def cmd_lut_devices(args) -> None:
 def cmd_lut_export(args) -> Path:
     from lut import store
 
-    return store.export_for_timing(args.device, search_spaces.searchable_families(args.family), out_dir=args.out,
+    return store.export_for_timing(args.device, registry.searchable_families(args.family), out_dir=args.out,
                                    runs_dir=args.runs, space=args.space, resolution=args.resolution,
                                    num_classes=args.num_classes, tables_dir=_tables_dir(args),
                                    progress=not args.no_progress, log=_say)
@@ -151,7 +151,7 @@ def cmd_lut_import(args) -> Path:
 def cmd_lut_estimate(args) -> list[Path]:
     from lut import store
 
-    return store.estimate_tables(args.device, search_spaces.searchable_families(args.family),
+    return store.estimate_tables(args.device, registry.searchable_families(args.family),
                                  resolutions=args.resolution, space=args.space, num_classes=args.num_classes,
                                  tables_dir=_tables_dir(args), refit=args.refit, redo=not args.only_missing,
                                  progress=not args.no_progress, log=_say)
@@ -176,7 +176,7 @@ def cmd_lut_estimate_model(args) -> float:
 def cmd_lut_validate(args) -> list[Path]:
     from lut import store
 
-    return store.validate_tables(args.device, search_spaces.searchable_families(args.family), space=args.space, resolution=args.resolution,
+    return store.validate_tables(args.device, registry.searchable_families(args.family), space=args.space, resolution=args.resolution,
                                  num_classes=args.num_classes, samples=args.samples, seed=args.seed,
                                  rounds=args.rounds, tables_dir=_tables_dir(args), out_dir=args.out,
                                  runs_dir=args.runs, progress=not args.no_progress,
@@ -249,7 +249,7 @@ def _slim_every_family(args) -> Path:
         return _slim_one(argparse.Namespace(**{**vars(args), "family": family, "supernet": str(ckpt),
                                                "out": str(out_dir)}))
 
-    rows, csv_path, png_path = slim_every_family(search_spaces.searchable_families("all"), targets, out_dir, runs_dir=args.runs,
+    rows, csv_path, png_path = slim_every_family(registry.searchable_families("all"), targets, out_dir, runs_dir=args.runs,
                                                  slim_one=slim_one, device=args.device,
                                                  log=_say)
     print(f"\n{'family':<16s} {'target':>7s} {'ms':>8s} {'top-1':>7s} {'params M':>9s} {'MACs G':>7s} {'steps':>5s}  status")
@@ -401,7 +401,7 @@ def cmd_quickstart(args) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     from nas.engine import AMP_MODES, DEVICES
     from nas.slim import LAST_STEPS, PROPOSALS
-    from nas.train import Recipe
+    from nas.supernet_training import Recipe
     from nas.train_model import TrainRecipe
     from supernets.metapath import MODES
 
@@ -677,18 +677,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from lut.backends import BackendError
-    from lut.devices import DeviceError
-    from lut.table import MissingKeysError, TableError
     from supernets import io
-    from supernets.config import ConfigError
 
     try:
         args.func(args)
     except ParameterError as e:   # a library parameter, said as the flag that sets it
         print(f"nas: error: {e.as_flag(FLAG_OF_PARAMETER)}", file=sys.stderr)
         return 2
-    except (UserError, ConfigError, TableError, DeviceError, BackendError, MissingKeysError, io.WriteError) as e:
+    except UserError as e:        # every error a user can cause (supernets.errors)
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

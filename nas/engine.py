@@ -157,6 +157,80 @@ class RecipeBase:
         return Runtime.of(self.device, self.amp, self.channels_last)
 
 
+class ResumableRun:
+    """The life of every training run (the supernet's, `nas train`'s, each Ray Train worker's):
+    one checkpoint, rewritten atomically after every epoch, from which a killed run resumes to the
+    uninterrupted run's result on the CPU. That needs the weights, the optimizer (and EMA, scaler)
+    and every RNG stream back, and data whose order depends only on (seed, epoch).
+
+    The caller builds what it trains, `restore`s it (nothing happens on a fresh run) and hands
+    `epochs` what differs between runs: one epoch's training (-> its history row) and the
+    checkpoint writer."""
+
+    def __init__(self, saved: dict[str, Any] | None = None, *, rng: bool = True):
+        self.saved = saved
+        self.start_epoch = int(saved["epoch"]) if saved else 0
+        self.history: list[dict] = list(saved["history"]) if saved else []
+        self._rng = rng
+
+    @classmethod
+    def open(cls, recipe: RecipeBase, path, *, resume: bool, formats: tuple[str, ...], holds: str,
+             outputs: tuple[str, ...] = ()) -> "ResumableRun":
+        """The run whose checkpoint is `path`, in this process: the recipe checked, threads and
+        determinism set, the temp files a kill mid-write leaves removed (the checkpoint's and
+        those of the run's other `outputs`, file names next to it); then, with `resume`, the
+        checkpoint (its recipe must be `recipe` but for runtime fields), else a refusal to start
+        over a run that holds `holds` already."""
+        from pathlib import Path
+
+        from nas import checkpoint
+        from supernets import io
+
+        path = Path(path)
+        recipe.check()
+        torch.set_num_threads(recipe.threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        for name in (path.name, *outputs):
+            io.remove_stale_temps(path.parent / name)
+        if not resume:
+            if path.exists():
+                raise UserError(f"{path.parent} already holds {holds}; use --resume {path.parent} to continue it, "
+                                "or choose --name")
+            return cls()
+        if not path.is_file():
+            raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
+        saved = checkpoint.load(path, formats)
+        type(recipe).resumed(saved["recipe"], recipe.to_dict())   # the run's recipe but for runtime fields, or raises
+        return cls(saved)
+
+    @property
+    def resuming(self) -> bool:
+        return self.saved is not None
+
+    def restore(self, **stateful) -> None:
+        """Each named object (anything with ``load_state_dict``: the model, optimizer, an EMA
+        module, a grad scaler) from the checkpoint's entry of that name, then the RNG streams:
+        last, since loading may draw."""
+        if self.saved is None:
+            return
+        from nas import checkpoint
+
+        for name, target in stateful.items():
+            if target is not None and self.saved.get(name) is not None:
+                target.load_state_dict(self.saved[name])
+        if self._rng:
+            checkpoint.set_rng_state(self.saved["rng"])
+
+    def epochs(self, total: int, train_one: Callable[[int], dict],
+               save: Callable[[int, list[dict]], None]) -> list[dict]:
+        """Epochs from where the run stands to `total`: ``train_one(epoch) -> row`` (0-based
+        epoch), then ``save(epoch, history)`` writes the checkpoint. Returns the history."""
+        for epoch in range(self.start_epoch, total):
+            self.history.append(train_one(epoch))
+            save(epoch, self.history)
+        return self.history
+
+
 def cosine_schedule(optimizer, *, lr: float, min_lr: float, epochs: int, warmup_epochs: int, updates_per_epoch: int):
     """timm's cosine schedule with linear warm-up, stepped per optimizer update rather than per
     epoch: an epoch-stepped warm-up would spend a whole short run (1-3 epochs) at the warm-up's

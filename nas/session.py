@@ -26,7 +26,7 @@ from nas import checkpoint, runs
 from nas.errors import ParameterError, UserError
 from nas.evaluate import Evaluator
 from nas.slim import LAST_STEPS, PROPOSALS, SlimResult, channel_order, checked_targets, slim, write_trajectory
-from nas.train import Recipe
+from nas.supernet_training import Recipe
 from supernets.config import ArchConfig
 
 

@@ -266,23 +266,14 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
     from timm.optim import create_optimizer_v2
     from timm.utils import ModelEmaV3, random_seed
 
-    recipe.check()
-    torch.set_num_threads(recipe.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    runtime = recipe.runtime()
     ckpt_path = out_dir / MODEL
-    io.remove_stale_temps(ckpt_path)   # a kill during a checkpoint write leaves one
-    saved = None
-    if resume:
-        saved = checkpoint.load(ckpt_path, (checkpoint.MODEL_FORMAT,))
-        TrainRecipe.resumed(saved["recipe"], recipe.to_dict())   # the run's recipe but for runtime fields, or raises
-    elif ckpt_path.exists():
-        raise UserError(f"{out_dir} already holds a model; use --resume {out_dir} to continue it or choose --name")
-
+    run = engine.ResumableRun.open(recipe, ckpt_path, resume=resume, formats=(checkpoint.MODEL_FORMAT,),
+                                   holds="a model", outputs=(METRICS, CURVES))
+    runtime = recipe.runtime()
     data = data_mod.load(recipe.data, recipe.img_size, recipe.seed, augment=(recipe.auto_augment, recipe.re_prob))
     if data.num_classes != config.num_classes:
         config = config.replace(num_classes=data.num_classes)   # the head follows the data
-    state, trained_at = (None, None) if resume else initial_state(recipe.init, config, config_path, data, recipe.seed)
+    state, trained_at = (None, None) if run.resuming else initial_state(recipe.init, config, config_path, data, recipe.seed)
     if trained_at is not None and trained_at != recipe.img_size:
         log(f"note: the --init weights were trained at {trained_at} px, training goes on at {recipe.img_size} px")
     teacher = None
@@ -313,22 +304,15 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
                           pin_memory=runtime.device.type == "cuda")
     step_model = torch.compile(model) if recipe.compile else model
 
-    start_epoch, history, step = 0, [], 0
-    if saved is not None:
-        config = checkpoint.model_config(saved, ckpt_path)
-        model.load_state_dict(saved["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if ema is not None:
-            ema.module.load_state_dict(saved["ema"])
-        if runtime.scaler is not None and saved.get("scaler"):
-            runtime.scaler.load_state_dict(saved["scaler"])
-        checkpoint.set_rng_state(saved["rng"])
-        start_epoch, history, step = saved["epoch"], list(saved["history"]), saved["step"]
-        log(f"resuming {out_dir} at epoch {start_epoch + 1}/{recipe.epochs}")
+    run.restore(state_dict=model, optimizer=optimizer, ema=None if ema is None else ema.module, scaler=runtime.scaler)
+    if run.resuming:
+        config, step = checkpoint.model_config(run.saved, ckpt_path), run.saved["step"]
+        log(f"resuming {out_dir} at epoch {run.start_epoch + 1}/{recipe.epochs}")
     else:
+        step = 0
         out_dir.mkdir(parents=True, exist_ok=True)
-        history.append(_epoch_row(0, float("nan"), {}, _evaluate(model, ema, val, runtime), 0.0))
-        log(f"epoch 0/{recipe.epochs}  val {history[0]['val_top1']:.2f}% (initial weights: {recipe.init})")
+        run.history.append(_epoch_row(0, float("nan"), {}, _evaluate(model, ema, val, runtime), 0.0))
+        log(f"epoch 0/{recipe.epochs}  val {run.history[0]['val_top1']:.2f}% (initial weights: {recipe.init})")
 
     def update_ema():
         nonlocal step
@@ -336,7 +320,7 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
         if ema is not None:
             ema.update(model, step=step)
 
-    for epoch in range(start_epoch, recipe.epochs):
+    def train_one(epoch: int) -> dict:
         scheduler.step_update(epoch * updates_per_epoch)
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -347,7 +331,9 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
                                    clip_grad=recipe.clip_grad or None, accum_steps=recipe.accum_steps,
                                    after_update=update_ema, scheduler=scheduler,
                                    updates_done=epoch * updates_per_epoch)
-        history.append(_epoch_row(epoch + 1, lr, stats, _evaluate(model, ema, val, runtime), stats["seconds"]))
+        return _epoch_row(epoch + 1, lr, stats, _evaluate(model, ema, val, runtime), stats["seconds"])
+
+    def save(epoch: int, history: list[dict]) -> None:
         checkpoint.save_model(ckpt_path, config, model, recipe.img_size, recipe=recipe.to_dict(), epoch=epoch + 1,
                               step=step, history=history, complete=epoch + 1 == recipe.epochs,
                               ema=None if ema is None else {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
@@ -359,7 +345,8 @@ def train_model(config: ArchConfig, recipe: TrainRecipe, out_dir: Path, *, confi
         log(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['train_loss']:.3f}  val {row['val_top1']:.2f}% "
             f"(top-5 {row['val_top5']:.2f}%)" + (f"  EMA {row['ema_top1']:.2f}%" if ema is not None else "")
             + f"  {row['samples_per_s']:.0f} img/s")
-    return Trained(ckpt_path, history, recipe)
+
+    return Trained(ckpt_path, run.epochs(recipe.epochs, train_one, save), recipe)
 
 
 def _evaluate(model, ema, val, runtime) -> dict:

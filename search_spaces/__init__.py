@@ -36,15 +36,3 @@ def resolve(family: str, space: str | None) -> Path:
 def shipped(which: str) -> list[str]:
     """The shipped space names a ``--space small|paper|all`` value stands for."""
     return list(SPACES) if which == "all" else [which]
-
-
-def searchable_families(name: str = "all") -> list[str]:
-    """The families a ``--family`` value stands for: 'all' is every registered family with a
-    searchable space (a family may ship its published variants first); a name is itself, checked
-    (an unknown one raises `ConfigError` listing the known)."""
-    from supernets.registry import family_names, get_family
-
-    if name == "all":
-        return [f for f in family_names() if space_path(f).is_file()]
-    get_family(name)
-    return [name]

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from supernets import io
+from supernets.errors import UserError
 
 IDENTITY = "identity"
 MAX_WIDTH = 8192        # channels; a larger stage is a typo, not a network (and would not fit in memory)
@@ -23,7 +24,7 @@ MAX_CLASSES = 100_000   # ImageNet-22k has 21,841
 MAX_DEPTH = 64          # blocks (or slots) per stage; the deepest published stage has 18
 
 
-class OneLineError(ValueError):
+class OneLineError(UserError, ValueError):
     """An error in a user's file, as one line of at most ``MAX_LENGTH`` characters whatever value
     the file holds: the middle of a longer message (a value echoed whole) gives way, the field in
     front and the advice at the end stay."""

@@ -1,5 +1,11 @@
 """Errors a user can cause, for every layer (``lut`` raises them too). The CLI prints them as one
-line and exits 2."""
+line and exits 2.
+
+`UserError` is the one root: every error a user can cause derives from it (a bad file's
+`ConfigError`/`TableError`, an unknown device or backend, a table that lacks ops, a write the
+disk refused), so the CLI catches one type, and a Ray worker reports any of them as the line a
+local run prints. The specific classes also keep the builtin base they always had (``ValueError``,
+``LookupError``, ``OSError``), for callers that catch those."""
 
 
 class UserError(Exception):

@@ -17,8 +17,10 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from supernets.errors import UserError
 
-class WriteError(OSError):
+
+class WriteError(UserError, OSError):
     """A write that failed for a reason the user fixes (a full disk, a read-only folder, no
     permission), as one line: what could not be written and what to do."""
 

@@ -168,6 +168,16 @@ def get_family(name: str) -> Family:
     return _FAMILIES[name]
 
 
+def searchable_families(name: str = "all") -> list[str]:
+    """The families a ``--family`` value stands for: 'all' is every registered family with a
+    searchable space (a family may ship its published variants first); a name is itself, checked
+    (an unknown one raises `ConfigError` listing the known)."""
+    if name == "all":
+        return [f for f in family_names() if search_spaces.space_path(f).is_file()]
+    get_family(name)
+    return [name]
+
+
 def random_choice(space: SearchSpace, rng: random.Random) -> Choice:
     """A uniformly drawn point of the space: per stage a width, a depth, block kinds with the
     family's token blocks after its map blocks (the one reshape per stage every family allows)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import search_spaces
+from supernets import registry
 from nas.session import slim_every_family
 from nas.train import train_every_family
 
@@ -35,7 +35,7 @@ def run(argv=None) -> int:
     t_train = time.time() - t0
     t0 = time.time()
     out = work / "at-target"
-    slim_every_family(search_spaces.searchable_families(), [args.target_ms], out, runs_dir=work, device="iphone12",
+    slim_every_family(registry.searchable_families(), [args.target_ms], out, runs_dir=work, device="iphone12",
                       progress=False)
     t_slim = time.time() - t0
     table = out / "families.csv"

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import search_spaces
+from supernets import registry
 from lut import store
 from lut.table import LatencyTable
 from lut.validate import error_stats
@@ -37,12 +37,12 @@ def run(argv=None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tables:
         t0 = time.time()
-        store.build_tables("cpu", search_spaces.searchable_families(), tables_dir=tables, rounds=args.rounds,
+        store.build_tables("cpu", registry.searchable_families(), tables_dir=tables, rounds=args.rounds,
                            progress=False)
         build_s = time.time() - t0
         built = {p.name: LatencyTable.load(p) for p in sorted(Path(tables).glob("cpu@*.yaml"))}
         results = {}
-        for fam in search_spaces.searchable_families():
+        for fam in registry.searchable_families():
             t1 = time.time()
             store.validate_tables("cpu", [fam], samples=args.samples, seed=args.seed, rounds=args.rounds,
                                   tables_dir=tables, out_dir=HERE / fam, progress=False)

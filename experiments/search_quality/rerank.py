@@ -32,7 +32,7 @@ from lut.table import LatencyTable
 from nas import checkpoint, runs
 from nas.session import SupernetSession
 from nas.slim import PROPOSALS, channel_order
-from nas.train import Recipe
+from nas.supernet_training import Recipe
 from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
 from supernets.config import ArchConfig, SearchSpace

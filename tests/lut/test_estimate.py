@@ -176,7 +176,7 @@ def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path
     """A space no shipped table covers (64 px): nas slim --device iphone12 estimates its ops."""
     from nas import checkpoint
     from nas.session import SupernetSession
-    from nas.train import Recipe, train_supernet
+    from nas.supernet_training import Recipe, train_supernet
 
     ckpt = train_supernet(Recipe(space=str(tiny_space_path), img_size=32, epochs=1, batch_size=128),
                           tmp_path / "run", progress=False, log=lambda s: None)

@@ -1,6 +1,6 @@
 import pytest
 
-from nas.train import Recipe, train_supernet
+from nas.supernet_training import Recipe, train_supernet
 from tests.conftest import TINY_FASTVIT_SPACE, TINY_FMVIT_SPACE, TINY_IFORMER_SPACE, TINY_MOBILEVIT_SPACE, TINY_SPACE
 
 

@@ -153,7 +153,7 @@ def test_the_training_flags_default_to_the_recipes():
     differed from the field's would train differently from the library. --device is the one
     deliberate difference: the command takes a GPU when there is one ('auto'), the library the CPU."""
     from nas.cli import MODEL_RECIPE_FLAGS, SUPERNET_RECIPE_FLAGS, _parse
-    from nas.train import Recipe
+    from nas.supernet_training import Recipe
     from nas.train_model import TrainRecipe
 
     for argv, flags, recipe in ((["train", "x.yaml"], MODEL_RECIPE_FLAGS, TrainRecipe()),

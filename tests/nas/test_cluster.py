@@ -167,12 +167,38 @@ def test_a_workers_own_error_is_one_line_and_leaves_no_run(cluster, tiny_space_p
     assert not (tmp_path / "nodata").exists()
 
 
+@pytest.mark.slow
+def test_a_config_error_in_a_worker_is_the_line_a_local_run_prints(cluster, tiny_space_path, tmp_path):
+    """The space file turns bad after the driver's checks: each worker's build raises the
+    ConfigError a local run raises, and the driver raises that line; the run is gone."""
+    from nas.errors import UserError
+    from nas.supernet_training import Recipe
+    from nas.train import train_supernet_run
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tiny_space_path.read_text().replace("family: efficientformer", "family: efficientformer\nbogus: 1"))
+    recipe = Recipe(family="efficientformer", space=str(bad), img_size=32, epochs=1, batch_size=128)
+    with pytest.raises(UserError) as local:
+        train_supernet_run(recipe, tmp_path / "local", progress=False, log=lambda line: None)
+    with pytest.raises(UserError) as on_ray:
+        train_supernet_run(recipe, tmp_path / "ray", workers=2, ray_address=cluster.address, progress=False,
+                           log=lambda line: None)
+    assert str(on_ray.value) == str(local.value) and "bogus" in str(local.value)
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "local").exists()
+
+
 def test_worker_error_lines():
-    from nas.cluster import _worker_error_line
+    from nas.ray_train import _worker_error_line
     from nas.errors import UserError
 
     # Ray's report names the class by the module that defines it (supernets.errors since lut raises it too)
     wrapped = RuntimeError("Training failed\nTraceback ...\n  File x\n"
                            f"{UserError.__module__}.UserError: --batch-size 9: too big\n\nmore")
     assert _worker_error_line(wrapped) == "--batch-size 9: too big"
+    # any error a user can cause, e.g. a config error, named by its own class
+    from supernets.config import ConfigError
+
+    wrapped = RuntimeError(f"Training failed\n...\n{ConfigError.__module__}.ConfigError: stages[0].width: 7 is "
+                           "not a multiple of 16\n")
+    assert _worker_error_line(wrapped) == "stages[0].width: 7 is not a multiple of 16"
     assert _worker_error_line(ValueError("boom\nline 2")) == "Ray Train failed (ValueError: boom)"

@@ -323,7 +323,7 @@ def test_an_emitted_config_names_the_table_that_priced_it(tmp_path):
     import hashlib
 
     from lut.devices import SHIPPED_TABLES
-    from nas.train import Recipe, train_supernet
+    from nas.supernet_training import Recipe, train_supernet
 
     space = tmp_path / "inside.yaml"
     space.write_text("family: efficientformer\nresolution: 224\nnum_classes: 10\nhead: {distillation: false}\n"

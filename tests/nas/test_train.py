@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nas import checkpoint
-from nas.train import Recipe
+from nas.supernet_training import Recipe
 from tests.conftest import kill_during_second_epoch
 
 

@@ -84,7 +84,8 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(emitted, tmp_path
     ckpt = tmp_path / "killed" / "model.pt"
     kill_during_second_epoch(_train_cmd(emitted, tmp_path / "killed"), ckpt, beside=_train_cmd(emitted, tmp_path / "straight"))
     assert checkpoint.load(ckpt, (checkpoint.MODEL_FORMAT,))["epoch"] < 3, "the run finished before it was killed"
-    (ckpt.parent / ".model.pt.x1y2.tmp").write_bytes(b"half a checkpoint")   # as a kill mid-write leaves it
+    for name in ("model.pt", "curves.png"):   # as a kill mid-write leaves them
+        (ckpt.parent / f".{name}.x1y2.tmp").write_bytes(b"half a file")
     subprocess.run([sys.executable, "-m", "nas.cli", "train", "--resume", str(tmp_path / "killed"), "--threads", "1",
                     "--no-progress"],
                    check=True, env=env, capture_output=True)
