@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from lut import build, estimate
+from lut import build, estimate, published
 from lut.devices import Device, find_table, get_device, table_path
 from lut.table import LatencyTable, TableError
 from supernets.errors import ParameterError
@@ -107,26 +107,27 @@ def refit_cost_model(tables_dir: PathLike, progress: bool = True) -> tuple[estim
     (where `cost_model` finds it from then on)."""
     from tqdm.auto import tqdm
 
-    rows = estimate.calibration_rows()
+    rows = published.calibration_rows()
     with tqdm(total=len({(r.model, r.resolution) for r in rows}), desc="profiling published models", unit="model",
               disable=not progress, leave=False) as bar:
-        features = estimate.calibration_features(rows, progress=bar.update)
-    model = estimate.fit_published(rows, features)
+        features = published.calibration_features(rows, progress=bar.update)
+    model = published.fit_published(rows, features)
     return model, model.save(Path(tables_dir) / estimate.SHIPPED_MODEL.name)
 
 
 def predictor(device: Device, table: LatencyTable, tables_dir: PathLike, progress: bool = True) -> build.Predictor:
     """Prices configs on `table`: a measurable device times the ops the table lacks, a device
     with an estimate protocol estimates them (and says so), others need a complete table."""
-    fill = None
-    if not device.measurable and device.estimated_as is not None:
-        def fill(table, ops):
-            model, source = cost_model(device, tables_dir)
-            print(f"estimating {len(ops)} op(s) {table.device}@{table.resolution} lacks with {model.version} "
-                  f"(saved to {table.path})", flush=True)
-            estimate.estimate_ops(table, ops, model, source)
-            estimate.describe_table(table, model, source)
-    return build.Predictor(table, device.measurable, threads=device.threads, progress=progress, estimate=fill)
+    def estimate_missing(table, ops):
+        model, source = cost_model(device, tables_dir)
+        print(f"estimating {len(ops)} op(s) {table.device}@{table.resolution} lacks with {model.version} "
+              f"(saved to {table.path})", flush=True)
+        estimate.estimate_ops(table, ops, model, source)
+        estimate.describe_table(table, model, source)
+
+    estimates = not device.measurable and device.estimated_as is not None
+    return build.Predictor(table, device.measurable, threads=device.threads, progress=progress,
+                           estimate=estimate_missing if estimates else None)
 
 
 def open_predictor(device_name: str, resolution: int, tables_dir: PathLike,

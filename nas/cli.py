@@ -158,17 +158,18 @@ def cmd_lut_estimate(args) -> list[Path]:
 
 
 def cmd_lut_estimate_model(args) -> float:
-    from lut import estimate, store
+    from lut import published, store
     from lut.devices import get_device
+    from lut.features import FEATURES
 
     model, source = store.cost_model(get_device(args.device, _tables_dir(args)), _tables_dir(args))
     try:
-        feats, res = estimate.model_features(args.timm, args.resolution)
+        feats, res = published.model_features(args.timm, args.resolution)
     except RuntimeError as e:
         raise UserError(f"--timm {args.timm}: {str(e).splitlines()[0]} (list names with timm.list_models())") from None
     ms = model.network_ms(feats, source)
     print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source})")
-    parts = sorted(((model.scales[source] * model.weights[k] * feats[k], k) for k in estimate.FEATURES), reverse=True)
+    parts = sorted(((model.scales[source] * model.weights[k] * feats[k], k) for k in FEATURES), reverse=True)
     print("  " + ", ".join(f"{k} {v:.3f}" for v, k in parts if v > 0) + f", call overhead {model.overheads[source]:.3f}")
     return ms
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lut import estimate
+from lut import estimate, published
 from supernets import io
 
 HERE = Path(__file__).resolve().parent
@@ -35,12 +35,12 @@ CHIP = {"iphone12": "A14", "iphone13": "A15"}
 
 def main() -> None:
     t0 = time.time()
-    rows = estimate.calibration_rows()
-    features = estimate.calibration_features(rows)
+    rows = published.calibration_rows()
+    features = published.calibration_features(rows)
     failed = {k: f["error"] for k, f in features.items() if "error" in f}
-    full = estimate.fit_published(rows, features)
-    pairs = estimate.leave_one_model_out(rows, features)
-    summary = estimate.error_summary(pairs)
+    full = published.fit_published(rows, features)
+    pairs = published.leave_one_model_out(rows, features)
+    summary = published.error_summary(pairs)
     print(f"profiled {len(features)} (model, resolution) pairs, fitted, left each out: {time.time() - t0:.0f} s", flush=True)
 
     io.write_csv(HERE / "lomo.csv", [
@@ -72,9 +72,9 @@ def main() -> None:
               "number for the same chip, with its source.", ""]
     held = {}
     for label, name, res in NAMED:
-        feats, _ = estimate.model_features(name, res)
+        feats, _ = published.model_features(name, res)
         mine = [r for r in rows if r.model == name]
-        held_model = (estimate.fit_published([r for r in rows if r.model != name], features) if mine else full)
+        held_model = (published.fit_published([r for r in rows if r.model != name], features) if mine else full)
         held[label] = (feats, held_model, mine)
     for device, src in estimate.DEVICE_SOURCE.items():
         lines += [f"### {device} ({CHIP[device]}; estimated as `{src}`, call overhead {full.overheads[src]:.3f} ms)", "",

@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 import search_spaces
-from lut import build, estimate
+from lut import build, estimate, features, published
 from lut.devices import SHIPPED_TABLES
 from lut.table import LatencyTable
 from nas.cli import main
@@ -36,8 +36,8 @@ class _Attention(nn.Module):
 
 
 def test_features_are_read_off_the_aten_ops():
-    f = estimate.profile(_Attention(), (1, 3, 4, 4))
-    mb = lambda n: n * estimate.BYTES_PER_ELEMENT / 1e6   # noqa: E731
+    f = features.profile(_Attention(), (1, 3, 4, 4))
+    mb = lambda n: n * features.BYTES_PER_ELEMENT / 1e6   # noqa: E731
     conv_macs, linear_macs, attn_macs = 8 * 3 * 9 * 16, 16 * 8 * 16, 16 * 16 * 8
     assert f["dense_gmacs"] == pytest.approx((conv_macs + linear_macs) / 1e9)
     assert f["attention_gmacs"] == pytest.approx(attn_macs / 1e9)    # q @ k^T: two activations
@@ -62,14 +62,14 @@ def test_a_network_estimate_is_the_sum_of_its_ops(space_text, tmp_path):
         cfg = random_choice(space, random.Random(seed)).to_config(space, 10)
         estimate.estimate_ops(table, build.ops_for([cfg]), model, source)
         estimate.describe_table(table, model, source)
-        whole = estimate.profile(reparameterize(get_family(cfg.family).build(cfg)),
+        whole = features.profile(reparameterize(get_family(cfg.family).build(cfg)),
                                  (1, 3, space.resolution, space.resolution))
         assert table.predict(cfg) == pytest.approx(model.network_ms(whole, source), rel=0.02)
 
 
 def test_fit_recovers_weights_scales_and_overheads_and_shrugs_off_an_outlier():
     rng = np.random.default_rng(0)
-    n = len(estimate.FEATURES)
+    n = len(features.FEATURES)
     x = rng.uniform(0.1, 10, size=(90, n))
     w = rng.uniform(0.01, 0.2, size=n)
     w[[1, 3]] = 0.0
@@ -79,14 +79,14 @@ def test_fit_recovers_weights_scales_and_overheads_and_shrugs_off_an_outlier():
     y = np.array([scale[s] * xi @ w + over[s] for xi, s in zip(x, sources)])
     y[0] *= 20                                                   # one model off the Neural Engine
     fitted = estimate.fit(x, y, sources)
-    assert [fitted.weights[k] for k in estimate.FEATURES] == pytest.approx(list(w), abs=2e-3)
+    assert [fitted.weights[k] for k in features.FEATURES] == pytest.approx(list(w), abs=2e-3)
     for s in scale:
         assert fitted.scales[s] == pytest.approx(scale[s], rel=0.02)
         assert fitted.overheads[s] == pytest.approx(over[s], abs=0.05)
 
 
 def test_calibration_rows_map_published_names_and_group_protocols():
-    rows = estimate.calibration_rows()
+    rows = published.calibration_rows()
     assert len(rows) > 150 and len({r.model for r in rows}) > 100
     assert {r.source for r in rows} == {"A14 EfficientFormer preprint", "A14 iOS16 ModelBench", "A15 iFormer",
                                         "A15 FMViT (iOS 16.6)"}
@@ -98,11 +98,11 @@ def test_calibration_rows_map_published_names_and_group_protocols():
 def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
     """Refitted on the features it records for every published row (profiling them all again is
     `nas lut estimate --refit`: 134 models, a minute; the next test checks a sample of them)."""
-    rows = estimate.calibration_rows()
+    rows = published.calibration_rows()
     shipped = estimate.CostModel.load()
-    features = shipped.profiled_features()
-    assert set(features) == {(r.model, r.resolution) for r in rows}     # every row's model, none failed
-    refit = estimate.fit_published(rows, features)
+    recorded = shipped.profiled_features()
+    assert set(recorded) == {(r.model, r.resolution) for r in rows}     # every row's model, none failed
+    refit = published.fit_published(rows, recorded)
     assert refit.fitted_on == shipped.fitted_on
     for name in ("weights", "scales", "overheads"):
         got, want = getattr(refit, name), getattr(shipped, name)
@@ -115,7 +115,7 @@ def test_todays_profiler_computes_the_features_the_shipped_cost_model_was_fitted
     recorded = estimate.CostModel.load().profiled_features()
     sample = sorted(recorded)[::9]        # 15 of the 134, every architecture kind among them
     for key in sample:
-        assert estimate.model_features(*key)[0] == pytest.approx(recorded[key], rel=1e-9, abs=1e-12), key
+        assert published.model_features(*key)[0] == pytest.approx(recorded[key], rel=1e-9, abs=1e-12), key
 
 
 @pytest.mark.parametrize("device, resolution", [
@@ -183,7 +183,7 @@ def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path
     net = checkpoint.build_supernet(checkpoint.load(ckpt))
     start = net.initial_choice().to_config(net.space, num_classes=net.num_classes)
     model, source = estimate.CostModel.load(), estimate.DEVICE_SOURCE["iphone12"]
-    start_ms = model.network_ms(estimate.profile(reparameterize(get_family(start.family).build(start)),
+    start_ms = model.network_ms(features.profile(reparameterize(get_family(start.family).build(start)),
                                                  (1, 3, 64, 64)), source)
     target = round(model.overheads[source] + 0.6 * (start_ms - model.overheads[source]), 4)
     tables = tmp_path / "tables"

@@ -1,0 +1,218 @@
+"""The published on-device latencies the Apple cost model is fitted on
+(``lut/calibration/published_latency.csv``), each row's model rebuilt (timm, or our own published
+variants) and profiled: the rows, their features, the fit, and leave-one-model-out errors.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from lut.estimate import REFERENCE_SOURCE, CostModel, fit
+from lut.features import FEATURES, profile
+
+CALIBRATION_CSV = Path(__file__).resolve().parent / "calibration" / "published_latency.csv"
+
+
+def source_of(row: Mapping[str, str]) -> str | None:
+    """The protocol group of a published row (None: not an Apple phone)."""
+    device, src = row["device"], row["source"]
+    if device == "iPhone 12":
+        return "A14 EfficientFormer preprint"      # pre-iOS 16 stack: its own factor (README caveat)
+    if device == "iPhone 12 Pro":
+        return REFERENCE_SOURCE                     # FastViT paper + ml-fastvit/ml-mobileone READMEs
+    if device == "iPhone 13":
+        return "A15 iFormer" if src.startswith("iFormer") else "A15 FMViT (iOS 16.6)"
+    return None
+
+
+# Published name -> model name (timm, or our own ``nas_<family>_<variant>``). Rows of models
+# timm does not have, and tagged rows that must not be pooled with the plain model (backbones
+# at 512 px / 1344x800, modified ConvNeXts, GELU variants), are left out.
+TIMM_NAMES = {
+    "MobileNetV1-1.0": "mobilenetv1_100", "MobileNetV2-1.0": "mobilenetv2_100", "MobileNetV2-1.4": "mobilenetv2_140",
+    "MobileNetV3-L-0.75": "mobilenetv3_large_075", "MobileNetV3-L-1.0": "mobilenetv3_large_100",
+    "MobileNetV3-S-1.0": "mobilenetv3_small_100", "MNv4-Conv-S": "mobilenetv4_conv_small",
+    "MNv4-Conv-M": "mobilenetv4_conv_medium", "MNv4-Hybrid-M": "mobilenetv4_hybrid_medium",
+    "ResNet-50": "resnet50", "RSB-ResNet50": "resnet50", "ResNet-101": "resnet101", "ResNet-152": "resnet152",
+    "RSB-ResNet152": "resnet152", "ResNeXt50-32x4d": "resnext50_32x4d", "ResNeXt101-32x4d": "resnext101_32x4d",
+    "ResNeSt50": "resnest50d", "ResNeSt101": "resnest101e", "RegNetY-8G": "regnety_080", "RegNetY-16G": "regnety_160",
+    "EfficientNet-B0": "efficientnet_b0", "EfficientNet-B1": "efficientnet_b1", "EfficientNet-B2": "efficientnet_b2",
+    "EfficientNet-B3": "efficientnet_b3", "EfficientNet-B5": "efficientnet_b5", "EfficientNet-B6": "tf_efficientnet_b6",
+    "EfficientNet-B7": "tf_efficientnet_b7", "EfficientNetV2-S": "efficientnetv2_s",
+    "DeiT-T": "deit_tiny_patch16_224", "DeiT-S": "deit_small_patch16_224", "DeiT-B": "deit_base_patch16_224",
+    "DeiT-S [distilled, DeiT recipe]": "deit_small_distilled_patch16_224",
+    "DeiT-B [distilled, DeiT recipe]": "deit_base_distilled_patch16_224",
+    "PoolFormer-S12": "poolformer_s12", "PoolFormer-S24": "poolformer_s24", "PoolFormer-S36": "poolformer_s36",
+    "PoolFormer-M36": "poolformer_m36", "PoolFormer-M48": "poolformer_m48", "ResMLP-S24": "resmlp_24_224",
+    "ConvMixer-768": "convmixer_768_32", "LeViT-256 [original HardSwish]": "levit_256",
+    "MobileViT-XXS": "mobilevit_xxs", "MobileViT-XS": "mobilevit_xs", "MobileViT-S": "mobilevit_s",
+    "MobileViTv2-0.5": "mobilevitv2_050", "MobileViTv2-1.0": "mobilevitv2_100", "MobileViTv2-2.0": "mobilevitv2_200",
+    "EfficientFormer-L1": "efficientformer_l1", "EfficientFormer-L3": "efficientformer_l3",
+    "EfficientFormer-L7": "efficientformer_l7",
+    "EfficientFormer-L1 [named EfficientViT-L1 in draft]": "efficientformer_l1",
+    "EfficientFormer-L3 [named EfficientViT-L3 in draft]": "efficientformer_l3",
+    "EfficientFormer-L7 [named EfficientViT-L7 in draft]": "efficientformer_l7",
+    "EfficientFormerV2-S0": "efficientformerv2_s0", "EfficientFormerV2-S1": "efficientformerv2_s1",
+    "EfficientFormerV2-S2": "efficientformerv2_s2", "EfficientFormerV2-L": "efficientformerv2_l",
+    "MobileOne-S0": "mobileone_s0", "MobileOne-S1": "mobileone_s1", "MobileOne-S2": "mobileone_s2",
+    "MobileOne-S3": "mobileone_s3", "MobileOne-S4": "mobileone_s4",
+    "FastViT-T8": "fastvit_t8", "FastViT-T12": "fastvit_t12", "FastViT-S12": "fastvit_s12",
+    "FastViT-SA12": "fastvit_sa12", "FastViT-SA24": "fastvit_sa24", "FastViT-SA36": "fastvit_sa36",
+    "FastViT-MA36": "fastvit_ma36", "Swin-T": "swin_tiny_patch4_window7_224",
+    "Swin-S": "swin_small_patch4_window7_224", "Swin-B": "swin_base_patch4_window7_224",
+    "CoAtNet-0": "coatnet_0_224", "CoAtNet-1": "coatnet_1_224", "CoAtNet-2": "coatnet_2_224",
+    "MaxViT-T": "maxvit_tiny_tf_224", "MaxViT-S": "maxvit_small_tf_224", "NFNet-F0": "dm_nfnet_f0",
+    "NFNet-F1": "dm_nfnet_f1", "ConvNeXt-T": "convnext_tiny", "ConvNeXt-S": "convnext_small",
+    "ConvNeXt-B": "convnext_base", "RepVGG-A0": "repvgg_a0", "RepVGG-A2": "repvgg_a2", "RepVGG-B1": "repvgg_b1",
+    "RepViT-M1.0": "repvit_m1_0", "RepViT-M1.1": "repvit_m1_1", "RepViT-M1.5": "repvit_m1_5",
+    "FasterNet-T0": "fasternet_t0", "FasterNet-T1": "fasternet_t1", "FasterNet-T2": "fasternet_t2",
+    "FasterNet-S": "fasternet_s", "FasterNet-M": "fasternet_m", "Next-ViT-S": "nextvit_small",
+    "Next-ViT-B": "nextvit_base", "EfficientViT-B1 (MIT)": "efficientvit_b1", "EfficientViT-B2 (MIT)": "efficientvit_b2",
+    "GhostNetV3-1.0x": "ghostnetv3_100", "GhostNetV3-1.3x": "ghostnetv3_130", "GhostNetV3-1.6x": "ghostnetv3_160",
+    "SwiftFormer-XS": "swiftformer_xs", "SwiftFormer-S": "swiftformer_s", "SwiftFormer-L1": "swiftformer_l1",
+    "SHViT-S1": "shvit_s1", "SHViT-S2": "shvit_s2", "SHViT-S4": "shvit_s4",
+    "iFormer-T": "nas_iformer_t", "iFormer-S": "nas_iformer_s", "iFormer-M": "nas_iformer_m",
+    "iFormer-L": "nas_iformer_l", "iFormer-L2": "nas_iformer_l2",
+    "FMViT-T": "nas_fmvit_t", "FMViT-S": "nas_fmvit_s", "FMViT-M": "nas_fmvit_m", "FMViT-B": "nas_fmvit_b",
+    "FMViT-L": "nas_fmvit_l",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    published: str      # the name in the CSV
+    model: str          # timm / nas name
+    source: str
+    resolution: int
+    ms: float
+
+
+def calibration_rows(path: Path = CALIBRATION_CSV) -> list[Row]:
+    """The Apple-phone rows of the published table that map to a buildable model."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        src = source_of(r)
+        if src is None or r["model"] not in TIMM_NAMES or not r["latency_ms"]:
+            continue
+        res = r["resolution"].strip()
+        out.append(Row(r["model"], TIMM_NAMES[r["model"]], src, int(res) if res.isdigit() else 0, float(r["latency_ms"])))
+    return out
+
+
+def build_model(name: str, resolution: int | None = None) -> tuple[torch.nn.Module, int]:
+    """A deploy-form model and the resolution it runs at (its default if `resolution` is 0/None)."""
+    import timm
+    from timm.layers import set_fused_attn
+
+    from supernets.layers import reparameterize
+    from supernets.registry import family_names, get_family
+
+    for family in family_names():   # registers nas_<family>_<variant> with timm
+        get_family(family)
+
+    set_fused_attn(False)   # plain matmul + softmax, as Core ML runs attention
+
+    def build(device: str) -> tuple[torch.nn.Module, int]:
+        with torch.device(device):
+            model = timm.create_model(name, pretrained=False)
+            native = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+            res = resolution or native
+            if res != native and _fixed_size(model):
+                model = timm.create_model(name, pretrained=False, img_size=res)
+            if name.startswith("nas_"):
+                model = reparameterize(model)
+            else:
+                from timm.utils.model import reparameterize_model
+                model = reparameterize_model(model.eval())
+        return model.eval(), res
+
+    # The features need shapes only: on the meta device a model is built without initialising
+    # its weights and its conv-BN folding is free (the 134 calibration models: the same features
+    # as built on the CPU, in a fraction of the time). A model that cannot be built there is
+    # built on the CPU.
+    try:
+        return build("meta")
+    except (NotImplementedError, RuntimeError):
+        return build("cpu")
+
+
+def _fixed_size(model: torch.nn.Module) -> bool:
+    """Does the model need ``img_size`` to run at another resolution (position embeddings,
+    windows)?"""
+    return any(hasattr(m, "img_size") or hasattr(m, "window_size") or hasattr(m, "pos_embed")
+               for m in model.modules())
+
+
+def model_features(name: str, resolution: int | None = None) -> tuple[dict[str, float], int]:
+    model, res = build_model(name, resolution)
+    return profile(model, (1, 3, res, res)), res
+
+
+def calibration_features(rows: list[Row], progress: Callable[[int], None] | None = None) -> dict[tuple[str, int], dict]:
+    """(model, resolution) -> features, each model built once per resolution. Models that fail to
+    build or profile are reported and left out."""
+    out: dict[tuple[str, int], dict] = {}
+    for key in dict.fromkeys((r.model, r.resolution) for r in rows):
+        try:
+            out[key] = model_features(*key)[0]
+        except Exception as e:  # noqa: BLE001 - a third-party model that cannot be built is skipped, not fatal
+            out[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+        if progress:
+            progress(1)
+    return out
+
+
+def design(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> tuple[list[Row], np.ndarray, np.ndarray]:
+    usable = [r for r in rows if "error" not in features[r.model, r.resolution]]
+    x = np.array([[features[r.model, r.resolution][k] for k in FEATURES] for r in usable], dtype=float)
+    return usable, x, np.array([r.ms for r in usable], dtype=float)
+
+
+def fit_published(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> CostModel:
+    usable, x, y = design(rows, features)
+    model = fit(x, y, [r.source for r in usable])
+    pred = np.array([model.network_ms(dict(zip(FEATURES, xi)), r.source) for xi, r in zip(x, usable)])
+    model.profiled = {f"{m}@{res}": {k: float(v) for k, v in features[m, res].items()}
+                      for m, res in dict.fromkeys((r.model, r.resolution) for r in usable)}
+    model.fitted_on = {"rows": len(usable), "models": len({r.model for r in usable}),
+                       "sources": sorted({r.source for r in usable}), "data": CALIBRATION_CSV.name,
+                       "in_sample_median_ape_pct": round(float(np.median(np.abs(pred / y - 1))) * 100, 2)}
+    return model
+
+
+def leave_one_model_out(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> list[tuple[Row, float]]:
+    """(row, prediction) with every model's rows predicted by a fit without that model."""
+    usable, x, y = design(rows, features)
+    sources = np.array([r.source for r in usable])
+    out = []
+    for model_name in dict.fromkeys(r.model for r in usable):
+        held = np.array([r.model == model_name for r in usable])
+        m = fit(x[~held], y[~held], list(sources[~held]))
+        for i in np.flatnonzero(held):
+            r = usable[i]
+            if r.source in m.scales:
+                out.append((r, m.network_ms(dict(zip(FEATURES, x[i])), r.source)))
+    return out
+
+
+def error_summary(pairs: list[tuple[Row, float]]) -> dict[str, dict]:
+    """Per source: rows, MAPE, median APE, Spearman rank correlation of predicted vs published."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for src in sorted({r.source for r, _ in pairs}):
+        sel = [(r.ms, p) for r, p in pairs if r.source == src]
+        ape = [abs(p / y - 1) * 100 for y, p in sel]
+        rho = spearmanr([y for y, _ in sel], [p for _, p in sel]).statistic if len(sel) > 2 else math.nan
+        out[src] = {"rows": len(sel), "mape_pct": statistics.mean(ape), "median_ape_pct": statistics.median(ape),
+                    "spearman": float(rho)}
+    return out
