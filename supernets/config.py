@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from supernets import io
-from supernets.errors import UserError
+from supernets.errors import ConfigError, OneLineError, short  # noqa: F401 (their home for callers)
+from supernets.family import get_family
 
 IDENTITY = "identity"
 MAX_WIDTH = 8192        # channels; a larger stage is a typo, not a network (and would not fit in memory)
@@ -24,32 +25,8 @@ MAX_CLASSES = 100_000   # ImageNet-22k has 21,841
 MAX_DEPTH = 64          # blocks (or slots) per stage; the deepest published stage has 18
 
 
-class OneLineError(UserError, ValueError):
-    """An error in a user's file, as one line of at most ``MAX_LENGTH`` characters whatever value
-    the file holds: the middle of a longer message (a value echoed whole) gives way, the field in
-    front and the advice at the end stay."""
-
-    MAX_LENGTH = 400
-
-    def __init__(self, message: str):
-        message = " ".join(str(message).split("\n"))
-        if len(message) > self.MAX_LENGTH:
-            message = message[:250] + " [...] " + message[-(self.MAX_LENGTH - 257):]
-        super().__init__(message)
-
-
-class ConfigError(OneLineError):
-    """A config or search space is invalid; the message names the field."""
-
-
 def _fail(where: str, msg: str) -> None:
     raise ConfigError(f"{where}: {msg}" if where else msg)
-
-
-def short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to about `limit` characters: messages name a value, they do not echo a file."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _names(keys: Iterable) -> str:
@@ -174,8 +151,6 @@ class ArchConfig(_Record):
         family = _require(raw, "family", "")
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
-        from supernets.registry import get_family  # late: the registry imports family modules
-
         fam = get_family(family)
         resolution = _int(_require(raw, "resolution", ""), "resolution", 32, MAX_RESOLUTION)
         if resolution % 32:
@@ -296,8 +271,6 @@ class SearchSpace(_Record):
         step = _int(raw.get("width_step", 16), "width_step", 1, MAX_WIDTH)
         if not isinstance(family, str):
             _fail("family", f"{family!r} is not a family name")
-        from supernets.registry import get_family
-
         fam = get_family(family)
         stages_raw = _require(raw, "stages", "")
         if not isinstance(stages_raw, list) or not stages_raw:
@@ -408,8 +381,6 @@ class Choice:
         return {**space.supernet_knobs(stage), **own}
 
     def to_config(self, space: SearchSpace, num_classes: int | None = None, **extra: Any) -> ArchConfig:
-        from supernets.registry import get_family
-
         stages = tuple(
             StageConfig(w, tuple(BlockSpec(k) for k in kinds if k != IDENTITY), self.stage_knobs(space, j))
             for j, (w, kinds) in enumerate(zip(self.widths, self.kinds))
@@ -426,8 +397,6 @@ class Choice:
             _fail("family", f"config is {config.family!r} but the space is {space.family!r}")
         if len(config.stages) != len(space.stages):
             _fail("stages", f"config has {len(config.stages)} stages, the space has {len(space.stages)}")
-        from supernets.registry import get_family
-
         fam = get_family(space.family)
         for name in sorted(set(config.knobs) | set(space.knobs) | set(fam.knob_defaults)):
             ours = config.knobs.get(name, fam.knob_defaults.get(name))

@@ -6,10 +6,31 @@ line and exits 2.
 disk refused), so the CLI catches one type, and a Ray worker reports any of them as the line a
 local run prints. The specific classes also keep the builtin base they always had (``ValueError``,
 ``LookupError``, ``OSError``), for callers that catch those."""
+from __future__ import annotations
+
+from typing import Any
 
 
 class UserError(Exception):
     """Bad input: the message says what is wrong and how to fix it."""
+
+
+class OneLineError(UserError, ValueError):
+    """An error in a user's file, as one line of at most ``MAX_LENGTH`` characters whatever value
+    the file holds: the middle of a longer message (a value echoed whole) gives way, the field in
+    front and the advice at the end stay."""
+
+    MAX_LENGTH = 400
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split("\n"))
+        if len(message) > self.MAX_LENGTH:
+            message = message[:250] + " [...] " + message[-(self.MAX_LENGTH - 257):]
+        super().__init__(message)
+
+
+class ConfigError(OneLineError):
+    """A config or search space is invalid; the message names the field."""
 
 
 class ParameterError(UserError):
@@ -30,3 +51,9 @@ class ParameterError(UserError):
     def _say(self, name: str) -> str:
         # a parameter left unset (None) that this case needs is named without a value
         return f"{name} {self.value}: {self.problem}" if self.value is not None else f"give {name}: {self.problem}"
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to about `limit` characters: messages name a value, they do not echo a file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

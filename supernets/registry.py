@@ -1,99 +1,28 @@
-"""The small interface every family module exposes, and the registry of families.
+"""Families as timm knows them, and what is drawn from a family's space.
 
-`lut` and the generic `Supernet` know a family only through this interface:
+* `register_family` (each family module calls it on import): the family becomes known to
+  `get_family`, and each published variant a timm model ``nas_<family>_<variant>``;
+* `random_choice`: a uniformly drawn point of a space;
+* `searchable_families`: the families a ``--family`` value stands for.
 
-* ``build(config, img_size, make_block)`` – the concrete model; ``make_block`` lets the supernet
-  put a MetaPath in every slot while the rest of the network (stem, downsamples, head) is the
-  very same code as the published variants.
-* ``make_block(spec, dim, grid)`` – one block of a stage.
-* ``op_nodes(config)`` – the network as an ordered list of ops (LUT key, input shape, factory).
-* ``validate(config)`` / ``validate_space(space)`` – family rules, errors naming the field.
-* ``stem_width(widths)`` – how the stem width follows the stage widths (default: the first).
-
-A family is one module ``supernets/<family>.py`` and its YAMLs in ``search_spaces/<family>/``
-(``space.yaml``, ``small.yaml``, ``variants/``); the folder is what makes it known. The module
-declares its `Family` with every field named (a missing or misspelled one is a ``TypeError`` at
-import) and registers it: ``FAMILY = register_family(Family(name=..., build=..., ...))``. The
-rules every family shares (block kinds, block knobs, family knobs, a space's choices) are checked
-once, in ``supernets.config``, from the fields declared here; ``validate`` / ``validate_space``
-hold only a family's own rules.
-
-Every family model has ``model.stages[j].blocks`` (a ModuleList of the stage's blocks); the
-supernet relies on that name to map a subnet's blocks to the slots they inherit from.
+The interface itself (`Family`, `OpNode`) and the lookup (`get_family`, `family_names`) are
+`supernets.family`, which `supernets.config` checks configs through; they are re-exported here.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import random
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
 import search_spaces
-from supernets.config import IDENTITY, ArchConfig, BlockSpec, Choice, ConfigError, SearchSpace, short
-
-
-@dataclass(frozen=True)
-class OpNode:
-    """One op of a network for latency lookup: measured standalone, in deploy form."""
-
-    name: str                      # e.g. "stages.2.blocks.3"
-    key: str                       # LUT signature: kind + channels + spatial size + knobs
-    kind: str
-    in_shape: tuple[int, ...]      # batch-1 input shape of the standalone module
-    make: Callable[[], nn.Module] = field(compare=False, repr=False)
-
-
-def first_width(widths: Sequence[int]) -> int:
-    return widths[0]
-
-
-def no_family_rules(space: SearchSpace) -> None:
-    """A family whose spaces need no rule beyond the shared ones."""
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    block_kinds: tuple[str, ...]
-    build: Callable[..., nn.Module]
-    make_block: Callable[[BlockSpec, int, tuple[int, int]], nn.Module]
-    op_nodes: Callable[[ArchConfig], list[OpNode]]
-    validate: Callable[[ArchConfig], None]            # the family's own rules (the shared ones: config.py)
-    validate_space: Callable[[SearchSpace], None] = no_family_rules
-    # knobs a block may carry (``{kind: mb4d, mlp_ratio: 4}``); the stage's knobs are `stage_knobs`
-    block_knobs: tuple[str, ...] = ()
-    stem_width: Callable[[Sequence[int]], int] = first_width
-    token_kinds: tuple[str, ...] = ()   # kinds that run on (B, N, C) tokens instead of (B, C, H, W)
-    # Stage-level knob names -> cost direction: +1 when a larger value costs more (a width), -1 when
-    # a smaller one does (a reduction ratio). Elastic in a space; slimming steps them to cheaper values.
-    stage_knobs: dict[str, int] = field(default_factory=dict)
-    # Stage knobs the supernet trains every value of, with α over them (a ``KnobChoice``): the
-    # skeleton hands the family the tuple of the space's values instead of the largest one.
-    alpha_knobs: tuple[str, ...] = ()
-    # Family-wide knobs (``ArchConfig.knobs``) and the value an absent one means.
-    knob_defaults: dict[str, Any] = field(default_factory=dict)
-    # ``head:`` options of a config: name -> (type, low, high); bool options ignore the range.
-    head_options: dict[str, tuple] = field(default_factory=dict)
-    variants: tuple[str, ...] = ()
-    # timm pretrained-cfg entries of the variants: ``first_conv`` and ``classifier`` (module names;
-    # a ``head_dist`` one only where the variant has that head), ``fixed_input_size``, ``crop_pct``
-    timm_cfg: dict[str, Any] = field(default_factory=lambda: {"first_conv": "stem.conv", "classifier": ("head.fc",)})
-    # Whether a supernet may permute each stage's channels by importance (``reorder_channels``).
-    # False where a layer ties the channel orders of adjacent stages, so that no per-stage
-    # permutation preserves the function: subnets then take the natural (leading) channels.
-    channel_reorder: bool = True
-
-
-# Every family: a folder of search_spaces/ with a space.yaml, and the module supernets/<family>.py
-# that registers it when imported (on first use: importing one family never imports the others).
-_FAMILY_MODULES = {p.name: f"supernets.{p.name}" for p in sorted(search_spaces.ROOT.iterdir())
-                   if (p / search_spaces.SPACES["paper"]).is_file()}
-_FAMILIES: dict[str, Family] = {}
+from supernets import family as _family
+from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
+# the interface and the lookup, for the family modules and every caller that knows them from here
+from supernets.family import Family, OpNode, family_names, first_width, get_family, no_family_rules  # noqa: F401
 
 
 def register_family(family: Family) -> Family:
@@ -102,7 +31,7 @@ def register_family(family: Family) -> Family:
     with a pretrained cfg of its own (timm reads it from the family module's ``default_cfgs``)."""
     from timm.models import generate_default_cfgs, register_model
 
-    _FAMILIES[family.name] = family
+    _family.FAMILIES[family.name] = family
     configs = {f"nas_{family.name}_{v}": ArchConfig.load(search_spaces.variant_path(family.name, v))
                for v in family.variants}
     module = sys.modules[family.build.__module__]
@@ -154,18 +83,6 @@ def _timm_entrypoint(family: Family, name: str, config: ArchConfig) -> Callable[
     entrypoint.__name__ = name
     entrypoint.__module__ = family.build.__module__
     return entrypoint
-
-
-def family_names() -> list[str]:
-    return sorted(_FAMILY_MODULES)
-
-
-def get_family(name: str) -> Family:
-    if name not in _FAMILY_MODULES:
-        raise ConfigError(f"family: unknown family {short(name)} (known: {', '.join(family_names())})")
-    if name not in _FAMILIES:
-        importlib.import_module(_FAMILY_MODULES[name])
-    return _FAMILIES[name]
 
 
 def searchable_families(name: str = "all") -> list[str]:
