@@ -6,20 +6,24 @@ to fix it, exits 2, and leaves no partial file behind (all writes are atomic).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from supernets import registry
+from nas.engine import add_recipe_flags, recipe_flags
 from nas.errors import ParameterError, UserError
 from nas.runs import DEFAULT_FAMILY
+from nas.supernet_training import Recipe
+from nas.train_model import TrainRecipe
+from supernets import registry
 
 DEFAULT_RUNS = "runs"
-# library parameters whose flag is not ``--`` + the name with dashes
-FLAG_OF_PARAMETER = {"study_name": "--study", "label_smoothing": "--smoothing", "auto_augment": "--aa",
-                     "re_prob": "--reprob"}
+# library parameters whose flag is not ``--`` + the name with dashes (a recipe's: as it declares them)
+FLAG_OF_PARAMETER = {"study_name": "--study", **{f.name: f.metadata["flag"] for f in dataclasses.fields(TrainRecipe)
+                                                 if f.metadata.get("flag")}}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -33,18 +37,9 @@ def _tables_dir(args) -> Path:
 
 
 # ---------------------------------------------------------------------------- commands
-# the recipe each training command's flags set: flag attribute -> recipe field
-SUPERNET_RECIPE_FLAGS = {name: name for name in (
-    "family", "space", "data", "img_size", "epochs", "batch_size", "lr", "arch_lr", "mixing", "tau_max", "tau_min",
-    "seed", "amp", "train_widths", "device", "channels_last", "threads")}
-MODEL_RECIPE_FLAGS = {
-    **{name: name for name in (
-        "init", "data", "img_size", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "mixup", "cutmix",
-        "drop_path_rate", "ema_decay", "clip_grad", "accum_steps", "teacher", "teacher_weights", "distill",
-        "distill_weight", "distill_temperature", "seed", "amp", "device", "channels_last", "threads", "compile")},
-    "smoothing": "label_smoothing", "aa": "auto_augment", "reprob": "re_prob", "loader_workers": "workers"}
-# the runtime flags a resume always applies (where and how fast, not what is computed)
-RUNTIME_FLAGS = ("device", "channels_last", "threads", "compile", "loader_workers")
+# the recipe each training command's flags set (flag attribute -> recipe field), as the recipe declares them
+SUPERNET_RECIPE_FLAGS = {attr: f.name for attr, f in recipe_flags(Recipe).items()}
+MODEL_RECIPE_FLAGS = {attr: f.name for attr, f in recipe_flags(TrainRecipe).items()}
 
 
 def _recipe_fields(args, flags: dict[str, str]) -> dict:
@@ -52,12 +47,13 @@ def _recipe_fields(args, flags: dict[str, str]) -> dict:
     return {field: getattr(args, attr) for attr, field in flags.items() if getattr(args, attr) is not None}
 
 
-def _resume_changes(args, command: str, flags: dict[str, str]) -> dict:
+def _resume_changes(args, command: str, recipe: type) -> dict:
     """What a --resume asks to change: the flags given (not at their defaults) and the runtime
-    flags. The library refuses a change to any other recipe field of the run."""
-    defaults = vars(_parse([command]))
-    return {field: getattr(args, attr) for attr, field in flags.items()
-            if attr in RUNTIME_FLAGS or getattr(args, attr) != defaults[attr]}
+    flags that have a value (where and how fast the run goes). The library refuses a change to
+    any other recipe field of the run."""
+    defaults, runtime = vars(_parse([command])), recipe.runtime_fields()
+    return {f.name: getattr(args, attr) for attr, f in recipe_flags(recipe).items()
+            if getattr(args, attr) is not None and (f.name in runtime or getattr(args, attr) != defaults[attr])}
 
 
 def cmd_train_supernet(args) -> Path:
@@ -68,7 +64,7 @@ def cmd_train_supernet(args) -> Path:
            "storage_path": args.storage_path, "progress": not args.no_progress,
            "log": _say}
     if args.resume:
-        path = resume_supernet_run(args.resume, **ray, **_resume_changes(args, "train-supernet", SUPERNET_RECIPE_FLAGS))
+        path = resume_supernet_run(args.resume, **ray, **_resume_changes(args, "train-supernet", Recipe))
     elif args.family == "all":
         import datetime
 
@@ -349,7 +345,7 @@ def cmd_train(args):
             raise UserError("--resume continues the config recorded in the run; drop CONFIG")
         out_dir = Path(args.resume)
         result = resume_training(out_dir, progress=not args.no_progress, log=_say,
-                                 **_resume_changes(args, "train", MODEL_RECIPE_FLAGS))
+                                 **_resume_changes(args, "train", TrainRecipe))
     else:
         if args.config is None:
             raise UserError("give the ArchConfig YAML to train (e.g. one `nas slim` wrote), or --resume RUN_DIR")
@@ -400,11 +396,7 @@ def cmd_quickstart(args) -> None:
 
 # ---------------------------------------------------------------------------- parser
 def _build_parser() -> argparse.ArgumentParser:
-    from nas.engine import AMP_MODES, DEVICES
     from nas.slim import LAST_STEPS, PROPOSALS
-    from nas.supernet_training import Recipe
-    from nas.train_model import TrainRecipe
-    from supernets.metapath import MODES
 
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
                                 "slimming for efficient vision transformers.")
@@ -428,39 +420,10 @@ def _build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
                         "10000, fewer as --calib-images; a smaller set is used whole)")
 
-    def accelerator_flags(sp):
-        sp.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where to train: auto (CUDA when present, else MPS, else CPU), cpu, cuda, mps")
-        sp.add_argument("--amp", choices=AMP_MODES, default="off", help="autocast precision (fp16 adds a GradScaler)")
-        sp.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convs)")
-
     t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
-    t.add_argument("--family", default=None, help=f"a family or 'all' (default: a --space file's family, else "
-                   f"{DEFAULT_FAMILY})")
-    t.add_argument("--space", default="small", help="small (default: about the family's smallest variant, trains "
-                   "in minutes on 2 cores), paper (every published variant is a point of it) or a space YAML")
-    t.add_argument("--data", default="digits", help="'digits' (embedded), 'fashion-mnist' (Debian's "
-                   "dataset-fashion-mnist; fashion-mnist:DIR for IDX files elsewhere) or an ImageFolder root with "
-                   "train/ val/")
-    t.add_argument("--epochs", type=int, default=None, help=f"default {Recipe.epochs}")
-    t.add_argument("--batch-size", type=int, default=Recipe.batch_size)
-    t.add_argument("--img-size", type=int, default=None, help="training resolution (default: 64 px for digits and "
-                   "fashion-mnist, the space's deploy resolution for an image folder)")
-    t.add_argument("--lr", type=float, default=Recipe.lr)
-    t.add_argument("--arch-lr", type=float, default=Recipe.arch_lr, help="learning rate of the α logits")
-    t.add_argument("--mixing", choices=MODES, default=Recipe.mixing,
-                   help="soft: weighted sum of all paths (paper eq. 8); hard: straight-through single path "
-                        "drawn from α; uniform: single path drawn uniformly, α learned straight-through")
-    t.add_argument("--train-widths", action=argparse.BooleanOptionalAction, default=Recipe.train_widths,
-                   help="train every stage's width options with α and channel masks (FBNetV2; default); "
-                        "--no-train-widths trains at full width only")
-    t.add_argument("--tau-max", type=float, default=Recipe.tau_max)
-    t.add_argument("--tau-min", type=float, default=Recipe.tau_min)
-    t.add_argument("--seed", type=int, default=Recipe.seed)
-    t.add_argument("--threads", type=int, default=Recipe.threads)
+    add_recipe_flags(t, Recipe)
     t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
-    accelerator_flags(t)
     t.add_argument("--ray-address", default=None, help="train with Ray Train (DDP) on this cluster ('auto': the local one)")
     t.add_argument("--workers", type=int, default=1,
                    help="DDP workers (Ray Train); more than 1 without --ray-address starts a local Ray cluster")
@@ -609,40 +572,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", nargs="?", default=None,
                     help="ArchConfig YAML (e.g. one `nas slim` wrote), or a trained model.pt to fine-tune (e.g. at "
                     "its deploy resolution with --img-size)")
-    tr.add_argument("--init", default=None,
-                    help="scratch | inherited (the .pt slim wrote next to the config) | PATH (a supernet.pt: the "
-                    f"sub-network's slices; or a model.pt) (default: {TrainRecipe.init}; a model.pt CONFIG: itself)")
-    tr.add_argument("--data", default=None, help="digits | fashion-mnist[:DIR] | ImageFolder root "
-                    "(default: the data of the supernet the config came from, else digits)")
-    tr.add_argument("--img-size", type=int, default=None,
-                    help="training resolution (default: the supernet's, else 64 px for digits and fashion-mnist and "
-                    "the config's deploy resolution for an image folder)")
-    tr.add_argument("--epochs", type=int, default=None, help=f"default {TrainRecipe.epochs}")
-    tr.add_argument("--batch-size", type=int, default=TrainRecipe.batch_size)
-    tr.add_argument("--lr", type=float, default=TrainRecipe.lr)
-    tr.add_argument("--weight-decay", type=float, default=TrainRecipe.weight_decay)
-    tr.add_argument("--warmup-epochs", type=int, default=TrainRecipe.warmup_epochs)
-    tr.add_argument("--smoothing", type=float, default=TrainRecipe.label_smoothing, help="label smoothing")
-    tr.add_argument("--mixup", type=float, default=TrainRecipe.mixup, help="mixup alpha (timm Mixup; 0 = off)")
-    tr.add_argument("--cutmix", type=float, default=TrainRecipe.cutmix, help="cutmix alpha (0 = off)")
-    tr.add_argument("--aa", default=TrainRecipe.auto_augment, help="RandAugment policy for image folders ('' = off)")
-    tr.add_argument("--reprob", type=float, default=TrainRecipe.re_prob, help="random erasing probability for image folders")
-    tr.add_argument("--drop-path-rate", type=float, default=TrainRecipe.drop_path_rate,
-                    help="stochastic depth at the last block, linear from 0 at the first (timm DropPath)")
-    tr.add_argument("--ema-decay", type=float, default=TrainRecipe.ema_decay, help="EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
-    tr.add_argument("--clip-grad", type=float, default=TrainRecipe.clip_grad, help="gradient norm clip (0 = off)")
-    tr.add_argument("--accum-steps", type=int, default=TrainRecipe.accum_steps, help="gradient accumulation steps")
-    tr.add_argument("--teacher", default=None,
-                    help="distillation teacher: a supernet.pt or model.pt, or a timm model name with --teacher-weights")
-    tr.add_argument("--teacher-weights", default=None, help="state dict of a timm teacher")
-    tr.add_argument("--distill", choices=["none", "soft", "hard"], default=TrainRecipe.distill)
-    tr.add_argument("--distill-weight", type=float, default=TrainRecipe.distill_weight, help="weight of the distillation term")
-    tr.add_argument("--distill-temperature", type=float, default=TrainRecipe.distill_temperature, help="temperature of soft distillation")
-    tr.add_argument("--seed", type=int, default=TrainRecipe.seed)
-    tr.add_argument("--threads", type=int, default=TrainRecipe.threads)
-    tr.add_argument("--loader-workers", type=int, default=TrainRecipe.workers, help="data loader processes for image folders")
-    accelerator_flags(tr)
-    tr.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    add_recipe_flags(tr, TrainRecipe)
     tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")
     tr.add_argument("--out", default=None, help="output folder (default: RUN/train/NAME next to the config's run)")
     tr.add_argument("--resume", metavar="OUT_DIR", default=None, help="continue the training in OUT_DIR")

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -87,27 +87,75 @@ class Runtime:
         return x, y.to(self.device, non_blocking=non_blocking)
 
 
+_SAME = object()
+
+
+def option(default: Any, help: str | None = None, *, flag: str | None = None, choices: tuple | None = None,
+           cli_default: Any = _SAME, runtime: bool = False, cli: bool = True):
+    """A recipe field declared once: its default, and from it the command-line flag that sets it
+    (``--field-name`` unless `flag`; `help`, where ``{default}`` is the field's default; `choices`;
+    a bool is a switch) with the flag's default (`cli_default`: None when the library decides,
+    from the data or the config), and whether a resume may change it (`runtime`: where and how
+    fast a run goes, not what it computes). `cli=False`: the field has no flag."""
+    meta = {"flag": flag, "help": help, "choices": choices, "runtime": runtime, "cli": cli,
+            "cli_default": default if cli_default is _SAME else cli_default}
+    return field(default=default, metadata=meta)
+
+
+def recipe_flags(recipe: type) -> dict[str, dataclasses.Field]:
+    """The flags a recipe class declares: argparse attribute -> its field."""
+    return {(f.metadata["flag"] or "--" + f.name.replace("_", "-"))[2:].replace("-", "_"): f
+            for f in dataclasses.fields(recipe) if f.metadata.get("cli")}
+
+
+def add_recipe_flags(parser, recipe: type) -> None:
+    """One flag per field `recipe` declares with `option`, in declaration order."""
+    import argparse
+
+    for f in dataclasses.fields(recipe):
+        m = f.metadata
+        if not m.get("cli"):
+            continue
+        name = m["flag"] or "--" + f.name.replace("_", "-")
+        text = m["help"].format(default=f.default) if m["help"] else None
+        if isinstance(f.default, bool):
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(name, action=action, default=m["cli_default"], help=text)
+            continue
+        kind = type(f.default) if isinstance(f.default, (int, float)) else None
+        parser.add_argument(name, type=kind, default=m["cli_default"], choices=m["choices"], help=text)
+
+
 @dataclass
 class RecipeBase:
-    """What both training recipes (supernet, model) share, stored as a plain dict in checkpoints."""
+    """What both training recipes (supernet, model) share, stored as a plain dict in checkpoints.
+    Every field is declared once (`option`): the CLI's flags and the resume rule derive from it."""
 
-    data: str = "digits"
-    img_size: int = 64
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.025
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.1
-    seed: int = 0
-    threads: int = 2
-    workers: int = 4
-    device: str = "cpu"               # where it trains ('auto': CUDA when present); not part of the result
-    amp: str = "off"                  # off | bf16 | fp16 autocast
-    channels_last: bool = False
+    data: str = option("digits", "'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist; "
+                       "fashion-mnist:DIR for IDX files elsewhere) or an ImageFolder root with train/ val/")
+    img_size: int = option(64, "training resolution (default: 64 px for digits and fashion-mnist, the space's "
+                           "deploy resolution for an image folder)", cli_default=None)
+    epochs: int = option(6, "default {default}", cli_default=None, runtime=True)
+    batch_size: int = option(64)
+    lr: float = option(2e-3)
+    weight_decay: float = option(0.025, cli=False)
+    warmup_epochs: int = option(1, cli=False)
+    label_smoothing: float = option(0.1, "label smoothing", flag="--smoothing", cli=False)
+    seed: int = option(0)
+    threads: int = option(2, runtime=True)
+    workers: int = option(4, "data loader processes for image folders", flag="--loader-workers", runtime=True,
+                          cli=False)
+    # where it trains ('auto': CUDA when present); not part of the result. The command takes a GPU
+    # when there is one ('auto'), the library the CPU.
+    device: str = option("cpu", "where to train: auto (CUDA when present, else MPS, else CPU), cpu, cuda, mps",
+                         choices=DEVICES, cli_default="auto", runtime=True)
+    amp: str = option("off", "autocast precision (fp16 adds a GradScaler)", choices=AMP_MODES)
+    channels_last: bool = option(False, "channels-last memory format (faster convs)", runtime=True)
 
-    # Fields that say where and how fast a run goes, not what it computes: a resume may change them.
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "workers", "device", "channels_last", "threads")
+    @classmethod
+    def runtime_fields(cls) -> tuple[str, ...]:
+        """Fields that say where and how fast a run goes, not what it computes: a resume may change them."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("runtime"))
 
     def check(self) -> None:
         """Every flag in range, as one line naming it (before anything is built or written)."""
@@ -149,7 +197,7 @@ class RecipeBase:
         for name, value in changes.items():
             if name not in names:
                 raise TypeError(f"{cls.__name__} has no field {name!r}")
-            if name not in cls.RUNTIME_FIELDS and value != recorded.get(name):
+            if name not in cls.runtime_fields() and value != recorded.get(name):
                 raise RecipeChangeError(name, value, recorded.get(name))
         return cls.from_dict({**recorded, **changes})
 

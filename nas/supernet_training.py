@@ -28,7 +28,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from nas import checkpoint, data as data_mod, engine, runs
-from nas.engine import RecipeBase, Runtime
+from nas.engine import RecipeBase, Runtime, option
 from nas.errors import UserError
 from supernets.config import SearchSpace
 from supernets.metapath import MODES
@@ -37,17 +37,23 @@ from supernets.supernet import Supernet
 
 @dataclass
 class Recipe(RecipeBase):
-    family: str = "efficientformer"
-    space: str | None = "small"       # a shipped space (small, paper) or a space YAML path
-    arch_lr: float = 5e-3
+    family: str = option("efficientformer", "a family or 'all' (default: a --space file's family, else {default})",
+                         cli_default=None)
+    # a shipped space (small, paper) or a space YAML path
+    space: str | None = option("small", "small (default: about the family's smallest variant, trains in minutes on "
+                               "2 cores), paper (every published variant is a point of it) or a space YAML")
+    arch_lr: float = option(5e-3, "learning rate of the α logits")
     # uniform (single-path one-shot): every sub-network's weights train equally often, so the
     # supernet ranks them; soft and hard did not (Kendall τ 0.75 against 0.44 and -0.38 over 17
     # trained networks, experiments/search_quality/rerank)
-    mixing: str = "uniform"
-    tau_max: float = 5.0
-    tau_min: float = 0.5
+    mixing: str = option("uniform", "soft: weighted sum of all paths (paper eq. 8); hard: straight-through single "
+                         "path drawn from α; uniform: single path drawn uniformly, α learned straight-through",
+                         choices=MODES)
+    tau_max: float = option(5.0)
+    tau_min: float = option(0.5)
     # α over every stage's widths, trained by channel masking (FBNetV2); False: full width only
-    train_widths: bool = True
+    train_widths: bool = option(True, "train every stage's width options with α and channel masks (FBNetV2; "
+                                "default); --no-train-widths trains at full width only")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]):

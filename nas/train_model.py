@@ -32,13 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from nas import checkpoint, data as data_mod, engine, runs
+from nas.engine import option
 from nas.errors import UserError
 from supernets import io
 from supernets.config import ArchConfig, ConfigError
@@ -53,26 +54,38 @@ DISTILL = ("none", "soft", "hard")
 
 @dataclass
 class TrainRecipe(engine.RecipeBase):
-    epochs: int = 30
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.01
-    mixup: float = 0.0                # timm Mixup alpha (0: off)
-    cutmix: float = 0.0               # timm CutMix alpha (0: off)
-    auto_augment: str = "rand-m9-mstd0.5-inc1"   # image folders only
-    re_prob: float = 0.25             # random erasing, image folders only
-    drop_path_rate: float = 0.0       # stochastic depth at the last block (linear from 0)
-    ema_decay: float = 0.9998         # 0: no EMA
-    clip_grad: float = 0.0            # 0: no clipping
-    accum_steps: int = 1
-    init: str = "scratch"
-    teacher: str | None = None
-    teacher_weights: str | None = None
-    distill: str = "none"
-    distill_weight: float = 0.5
-    distill_temperature: float = 1.0
-    compile: bool = False
+    # the shared fields `nas train` sets differently, or offers where train-supernet does not
+    data: str = option("digits", "digits | fashion-mnist[:DIR] | ImageFolder root (default: the data of the supernet "
+                       "the config came from, else digits)", cli_default=None)
+    img_size: int = option(64, "training resolution (default: the supernet's, else 64 px for digits and "
+                           "fashion-mnist and the config's deploy resolution for an image folder)", cli_default=None)
+    epochs: int = option(30, "default {default}", cli_default=None, runtime=True)
+    lr: float = option(1e-3)
+    weight_decay: float = option(0.025)
+    warmup_epochs: int = option(1)
+    label_smoothing: float = option(0.1, "label smoothing", flag="--smoothing")
+    workers: int = option(4, "data loader processes for image folders", flag="--loader-workers", runtime=True)
 
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = engine.RecipeBase.RUNTIME_FIELDS + ("compile",)
+    min_lr_ratio: float = option(0.01, cli=False)
+    mixup: float = option(0.0, "mixup alpha (timm Mixup; 0 = off)")
+    cutmix: float = option(0.0, "cutmix alpha (0 = off)")
+    auto_augment: str = option("rand-m9-mstd0.5-inc1", "RandAugment policy for image folders ('' = off)", flag="--aa")
+    re_prob: float = option(0.25, "random erasing probability for image folders", flag="--reprob")
+    drop_path_rate: float = option(0.0, "stochastic depth at the last block, linear from 0 at the first (timm "
+                                   "DropPath)")
+    ema_decay: float = option(0.9998, "EMA decay with warm-up (timm ModelEmaV3; 0 = off)")
+    clip_grad: float = option(0.0, "gradient norm clip (0 = off)")
+    accum_steps: int = option(1, "gradient accumulation steps")
+    init: str = option("scratch", "scratch | inherited (the .pt slim wrote next to the config) | PATH (a supernet.pt: "
+                       "the sub-network's slices; or a model.pt) (default: {default}; a model.pt CONFIG: itself)",
+                       cli_default=None)
+    teacher: str | None = option(None, "distillation teacher: a supernet.pt or model.pt, or a timm model name with "
+                                 "--teacher-weights")
+    teacher_weights: str | None = option(None, "state dict of a timm teacher")
+    distill: str = option("none", choices=DISTILL)
+    distill_weight: float = option(0.5, "weight of the distillation term")
+    distill_temperature: float = option(1.0, "temperature of soft distillation")
+    compile: bool = option(False, "torch.compile the training step", runtime=True)
 
     def check(self) -> None:
         super().check()

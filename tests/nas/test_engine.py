@@ -110,3 +110,34 @@ def test_the_skeleton_refuses_to_start_over_a_run_or_resume_nothing_or_another_r
         ResumableRun.open(Recipe(lr=0.5), path, resume=True, formats=(checkpoint.FORMAT,), holds="a supernet")
     with pytest.raises(UserError, match="--threads 0 must be >= 1"):   # the recipe is checked first
         ResumableRun.open(Recipe(threads=0), path, resume=True, formats=(checkpoint.FORMAT,), holds="a supernet")
+
+
+def test_a_recipe_field_declared_once_is_a_flag_and_a_resume_rule():
+    """A new field touches one place: its declaration gives the flag (name, type, default, help,
+    choices), the CLI's field map and whether a resume may change it."""
+    import argparse
+    from dataclasses import dataclass
+
+    from nas.engine import RecipeBase, add_recipe_flags, option, recipe_flags
+
+    @dataclass
+    class Toy(RecipeBase):
+        knob_ratio: float = option(0.5, "a knob (default {default})")
+        style: str = option("a", choices=("a", "b"), flag="--look")
+        fast_path: bool = option(False, "faster, same result", runtime=True)
+        hidden: int = option(3, cli=False)
+
+    parser = argparse.ArgumentParser()
+    add_recipe_flags(parser, Toy)
+    args = parser.parse_args(["--knob-ratio", "0.25", "--look", "b", "--fast-path"])
+    assert (args.knob_ratio, args.look, args.fast_path) == (0.25, "b", True)
+    assert vars(parser.parse_args([]))["knob_ratio"] == 0.5 and "hidden" not in vars(args)
+    assert "a knob (default 0.5)" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--look", "c"])
+    assert {a: f.name for a, f in recipe_flags(Toy).items()}["look"] == "style"
+    assert "fast_path" in Toy.runtime_fields() and "knob_ratio" not in Toy.runtime_fields()
+    recorded = Toy().to_dict()
+    assert Toy.resumed(recorded, {"fast_path": True}).fast_path is True
+    with pytest.raises(RecipeChangeError, match="knob_ratio"):
+        Toy.resumed(recorded, {"knob_ratio": 0.25})
