@@ -72,6 +72,12 @@ class CostModel:
     def network_ms(self, features: Mapping[str, float], source: str) -> float:
         return self.op_ms(features, source) + self.overheads[source]
 
+    def breakdown(self, features: Mapping[str, float], source: str) -> list[tuple[str, float]]:
+        """Where a network's estimated milliseconds go: (feature, ms) for every feature that
+        costs time, largest first; with the per-call overhead they add up to `network_ms`."""
+        parts = ((k, self.scales[source] * self.weights[k] * features[k]) for k in FEATURES)
+        return sorted(((k, ms) for k, ms in parts if ms > 0), key=lambda kv: -kv[1])
+
     def to_dict(self) -> dict:
         r = lambda v: float(f"{v:.6g}")   # noqa: E731
         return {"version": self.version, "features": list(FEATURES),

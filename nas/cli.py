@@ -156,7 +156,6 @@ def cmd_lut_estimate(args) -> list[Path]:
 def cmd_lut_estimate_model(args) -> float:
     from lut import published, store
     from lut.devices import get_device
-    from lut.features import FEATURES
 
     model, source = store.cost_model(get_device(args.device, _tables_dir(args)), _tables_dir(args))
     try:
@@ -165,8 +164,8 @@ def cmd_lut_estimate_model(args) -> float:
         raise UserError(f"--timm {args.timm}: {str(e).splitlines()[0]} (list names with timm.list_models())") from None
     ms = model.network_ms(feats, source)
     print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source})")
-    parts = sorted(((model.scales[source] * model.weights[k] * feats[k], k) for k in FEATURES), reverse=True)
-    print("  " + ", ".join(f"{k} {v:.3f}" for v, k in parts if v > 0) + f", call overhead {model.overheads[source]:.3f}")
+    print("  " + ", ".join(f"{k} {ms:.3f}" for k, ms in model.breakdown(feats, source))
+          + f", call overhead {model.overheads[source]:.3f}")
     return ms
 
 
@@ -180,14 +179,15 @@ def cmd_lut_validate(args) -> list[Path]:
                                  log=_say)
 
 
-def _session(args):
-    """The supernet, table, predictor and evaluator that slim and search share (``nas.session``)."""
+def _session(args, family: str | None = None, supernet: str | None = None):
+    """The supernet, table, predictor and evaluator that slim and search share (``nas.session``);
+    `family` and `supernet` stand in for the flags (``--family all`` slims one family at a time)."""
     from nas.session import SupernetSession
     from nas.slim import checked_targets
 
     checked_targets(args.target_ms)   # a bad target is refused before anything loads
     return SupernetSession.open(
-        supernet=args.supernet, runs_dir=args.runs, family=args.family, device=args.device,
+        supernet=supernet or args.supernet, runs_dir=args.runs, family=family or args.family, device=args.device,
         tables_dir=_tables_dir(args), threads=args.threads, calib_images=args.calib_images,
         val_images=args.val_images, seed=args.seed, channel_order_rule=args.channel_order,
         progress=not args.no_progress)
@@ -202,15 +202,17 @@ def cmd_slim(args) -> Path:
         return _slim_one(args).configs[-1]
 
 
-def _slim_one(args):
-    """Slim one family's supernet (printing what it wrote); returns the `Emitted`."""
+def _slim_one(args, family: str | None = None, supernet: str | None = None, out: str | None = None):
+    """Slim one family's supernet (printing what it wrote); returns the `Emitted`. `family`,
+    `supernet` and `out` stand in for the flags."""
     from nas.slim import checked_targets
 
-    session = _session(args)
+    session = _session(args, family, supernet)
     targets = checked_targets(args.target_ms)
+    out = out or args.out
     print(f"slimming {session.family} supernet {session.ckpt_path} for {args.device}@{session.net.space.resolution} "
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
-    emitted = session.slim(targets, Path(args.out) if args.out else session.ckpt_path.parent / "slim",
+    emitted = session.slim(targets, Path(out) if out else session.ckpt_path.parent / "slim",
                            proposals=args.proposals, last_step=args.last_step, ray_address=args.ray_address,
                            threads=args.threads)
     _print_emitted(emitted, targets)
@@ -243,8 +245,7 @@ def _slim_every_family(args) -> Path:
     out_dir = Path(args.out) if args.out else Path(args.runs) / "families" / f"{args.device}-{targets_label(targets)}"
 
     def slim_one(family: str, ckpt: Path):
-        return _slim_one(argparse.Namespace(**{**vars(args), "family": family, "supernet": str(ckpt),
-                                               "out": str(out_dir)}))
+        return _slim_one(args, family=family, supernet=str(ckpt), out=str(out_dir))
 
     rows, csv_path, png_path = slim_every_family(registry.searchable_families("all"), targets, out_dir, runs_dir=args.runs,
                                                  slim_one=slim_one, device=args.device,
@@ -283,30 +284,15 @@ def cmd_search(args) -> Path:
 
 
 def cmd_show(args) -> None:
-    from nas.report import show, show_supernet
+    from nas.report import reachable_range, show, show_supernet
 
     target = Path(args.config)
     if target.is_dir() or target.suffix == ".pt":
         print(show_supernet(target))
         if args.device:
-            print(_reachable_range(target, args))
+            print(reachable_range(target, args.device, _tables_dir(args), progress=not args.no_progress))
     else:
         print(show(args.config, _tables_dir(args), args.device))
-
-
-def _reachable_range(target: Path, args) -> str:
-    """The latency range slimming can reach from a supernet on a device's table: the start (every
-    stage at its widest, every slot kept) and the floor (the actions' smallest reach)."""
-    from lut import store
-    from nas import checkpoint, runs
-    from nas.slim import reachable_floor
-
-    net = checkpoint.build_supernet(checkpoint.load(target / runs.SUPERNET if target.is_dir() else target))
-    _, predict = store.open_predictor(args.device, net.space.resolution, _tables_dir(args), not args.no_progress)
-    start = net.initial_choice()
-    start_config = start.to_config(net.space, num_classes=net.num_classes)
-    return (f"  reachable on {args.device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
-            f"(floor) to {predict(start_config):.3f} ms (start: {start_config.summary()})")
 
 
 def cmd_export(args) -> list:

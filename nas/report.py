@@ -3,6 +3,7 @@ predicted latency on every table that covers it, and its blocks; for a supernet 
 its training learned: α per slot (with the paper's importance) and per α-searched stage knob."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -107,3 +108,21 @@ def show_supernet(path: str | Path) -> str:
                 keep = branches_kept(p)
                 lines.append("    branch kept  " + "  ".join(f"f{i}: {k:.3f}" for i, k in enumerate(keep, 1)))
     return "\n".join(lines)
+
+
+def reachable_range(supernet: str | os.PathLike, device: str, tables_dir: str | os.PathLike,
+                    progress: bool = True) -> str:
+    """The latency range slimming can reach from a supernet (a run folder or its checkpoint) on a
+    device's table: the start (every stage at its widest, every slot kept) and the floor (the
+    actions' smallest reach)."""
+    from lut import store
+    from nas import checkpoint, runs
+    from nas.slim import reachable_floor
+
+    supernet = Path(supernet)
+    net = checkpoint.build_supernet(checkpoint.load(supernet / runs.SUPERNET if supernet.is_dir() else supernet))
+    _, predict = store.open_predictor(device, net.space.resolution, tables_dir, progress)
+    start = net.initial_choice()
+    start_config = start.to_config(net.space, num_classes=net.num_classes)
+    return (f"  reachable on {device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
+            f"(floor) to {predict(start_config):.3f} ms (start: {start_config.summary()})")

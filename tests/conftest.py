@@ -148,6 +148,12 @@ def timm_pair(family_module, variant: str, timm_prefix: str):
     return reference, ours
 
 
+def largest_in_full_suite(variants, largest):
+    """Parametrize over `variants`, the `largest` of them in the full suite only: the fast tier
+    keeps the family's smaller variants, which exercise the same code."""
+    return [pytest.param(v, marks=pytest.mark.slow) if v in largest else v for v in variants]
+
+
 def kill_during_second_epoch(cmd: list[str], ckpt, *, beside: list[str] | None = None) -> None:
     """Start `cmd` (a training command line) and SIGKILL it shortly after its first epoch's
     checkpoint `ckpt` appears; the resume tests then continue it and compare. `beside`: the

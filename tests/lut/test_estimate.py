@@ -198,3 +198,11 @@ def test_slim_on_an_apple_device_estimates_missing_ops_on_demand(tiny_space_path
     assert table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)
     assert {e["source"] for e in table.entries.values()} == {"estimated"}
     assert table.overhead_ms == pytest.approx(model.overheads[source], rel=1e-4)
+
+
+def test_the_breakdown_says_where_the_estimated_milliseconds_go():
+    model, source = estimate.CostModel.load(), "A14 iOS16 ModelBench"
+    feats = estimate.CostModel.load().profiled_features()[("efficientformer_l1", 224)]
+    parts = model.breakdown(feats, source)
+    assert [ms for _, ms in parts] == sorted((ms for _, ms in parts), reverse=True) and all(ms > 0 for _, ms in parts)
+    assert sum(ms for _, ms in parts) + model.overheads[source] == pytest.approx(model.network_ms(feats, source))
