@@ -37,14 +37,14 @@ from nas.train_model import MODEL, resume_training, train_config
 from supernets import io
 from supernets.config import ArchConfig, SearchSpace
 from supernets.metapath import MODES
-from run import (DEVICE, ESTIMATES, HERE, REPO, _choice_at, _read_csv, _timing, _trained,  # beside this script
-                 choice_of, evaluated, published_l1, rank_lines, supernet_estimates, train_study_supernet)
+from study import (DEVICE, ESTIMATES, HERE, REPO, choice_at, choice_of, evaluated, published_l1,  # beside this script
+                   rank_lines, read_csv, supernet_estimates, timing, train_study_supernet, trained)
 from tau_ceiling import describe, tau_ceiling
 
 
 def recorded_networks(candidates_csv: Path) -> list[dict]:
     """The study's candidates at the target, each network once (S = Sp is one), step candidates aside."""
-    rows = [r for r in _read_csv(candidates_csv) if not r["candidate"].startswith("C")]
+    rows = [r for r in read_csv(candidates_csv) if not r["candidate"].startswith("C")]
     seen, out = set(), []
     for r in rows:
         if r["config"] not in seen:
@@ -97,7 +97,7 @@ def run(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").is_file() else {}
     if not runs.read_info(work / "supernet").get("complete"):
-        with _timing(times, "train-supernet", work):
+        with timing(times, "train-supernet", work):
             train_study_supernet(work / "supernet", space=args.space, data=args.data, img_size=args.img_size,
                                  epochs=args.supernet_epochs, batch_size=args.batch_size, threads=args.threads,
                                  **changes)
@@ -107,8 +107,8 @@ def run(argv=None) -> int:
         net.reorder_channels()
     recipe = Recipe.from_dict(ckpt["recipe"])
     template = published_l1(10)
-    with _timing(times, "estimates", work):   # a resume scores only what is missing
-        scores = supernet_estimates(net, recipe, {r["candidate"]: _choice_at(space, r["config"], template)
+    with timing(times, "estimates", work):   # a resume scores only what is missing
+        scores = supernet_estimates(net, recipe, {r["candidate"]: choice_at(space, r["config"], template)
                                                   for r in networks}, work / "inherited.json")
     after = [{**r, **{f"inherited_{e}": scores[e][r["candidate"]][0] for e, _, _ in ESTIMATES},
               "inherited_loss": scores["slim"][r["candidate"]][1]} for r in networks]
@@ -164,12 +164,12 @@ def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: S
     for rule in args.slim:
         folder = work / f"slim-{rule}{subsets}"
         if not (folder / f"{stem}.yaml").is_file():
-            with _timing(times, f"slim {rule}{subsets}", work), io.all_or_nothing():
+            with timing(times, f"slim {rule}{subsets}", work), io.all_or_nothing():
                 SupernetSession.open(supernet=work / "supernet" / runs.SUPERNET, device=DEVICE,
                                      tables_dir=work / "tables", threads=args.threads, calib_images=calib,
                                      val_images=val, progress=False).slim([target], folder, proposals=rule)
-        emitted[rule] = (folder / f"{stem}.yaml", evaluated(_read_csv(folder / f"{stem}.trajectory.csv")))
-    with _timing(times, "estimates", work):
+        emitted[rule] = (folder / f"{stem}.yaml", evaluated(read_csv(folder / f"{stem}.trajectory.csv")))
+    with timing(times, "estimates", work):
         scores = supernet_estimates(net, recipe, {f"S-{rule}{subsets}": choice_of(path, space)
                                                   for rule, (path, _) in emitted.items()}, work / "inherited.json")
     names = {f"S-{rule}{subsets}": rule for rule in emitted}
@@ -190,8 +190,8 @@ def slim_and_train(args, work: Path, times: dict, networks: list[dict], space: S
         top1 = []
         for seed in range(args.slim_seeds):
             out = work / "train" / f"S-{rule}{subsets}-scratch-s{seed}"
-            if not _trained(out, args.epochs):
-                with _timing(times, f"train {out.name}", work):
+            if not trained(out, args.epochs):
+                with timing(times, f"train {out.name}", work):
                     if (out / MODEL).is_file():
                         resume_training(out, progress=False)
                     else:

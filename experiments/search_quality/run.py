@@ -31,71 +31,50 @@ Resumable: every phase records its outputs under ``--work``; an interrupted trai
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
 import os
 import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-import search_spaces
 from lut.devices import find_table
 from lut.table import LatencyTable
 from nas import checkpoint, runs
 from nas import data as data_mod
 from nas.cli import main as nas
-from nas.evaluate import Evaluator
 from nas.report import costs
 from nas.session import SupernetSession
 from nas.slim import channel_order, propose
-from nas.train import Recipe, supernet_recipe, train_or_resume
+from nas.train import Recipe
 from nas.train_model import MODEL
 from supernets import io
-from supernets.config import ArchConfig, Choice, SearchSpace
+from supernets.config import ArchConfig, SearchSpace
 from supernets.metapath import MODES
 from supernets.registry import random_choice
+from study import (DEVICE, ESTIMATES, HERE, REPO, choice_at, choice_of, evaluated,  # beside this script
+                   published_l1, rank_lines, read_csv, supernet_estimates, timing, train_study_supernet, trained)
 from tau_ceiling import describe, tau_ceiling   # beside this script
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-DEVICE = "iphone12"
 WINDOW = 0.03   # candidates lie within T(1 - WINDOW) ... T
 # the slimming methods compared: S is the product's default, whatever it is
 SLIM_VARIANTS = {"S": {}, "Sps": {"proposals": "per-stage", "last_step": "least-drop"},
                  "Sp": {"proposals": "paper", "last_step": "ratio"}}
-# the supernet's estimates of a candidate: (name, calibration images, validation images)
-ESTIMATES = (("slim", 256, 1000), ("val-all", 256, 10_000), ("calib-2k", 2048, 10_000))
-# "slim" names slimming's subsets when the study began; its defaults are calib-2k's since rerank.py
-SUBSETS_NOTE = {"slim": ": slim's before rerank.py", "calib-2k": ": slim's default since"}
 
 
-_TIMES_LOCK = threading.Lock()
 # `nas ARGV` in a process of its own (parallel trainings): the package is found as this script finds it
 _NAS_MAIN = "import sys; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-@contextlib.contextmanager
-def _timing(times: dict, key: str, work: Path):
-    """Add the block's wall time to `times[key]` (``times.json``, so a resume adds to it)."""
-    t0 = time.time()
-    yield
-    with _TIMES_LOCK:
-        times[key] = times.get(key, 0.0) + time.time() - t0
-        io.write_text(work / "times.json", json.dumps(times, indent=1))
 
 
 def _timed(times: dict, key: str, work: Path, argv: list[str], log: Path | None = None) -> None:
     """`nas ARGV` (the candidates' trainings are what `nas train` gives a user): in this process,
     or with `log` in a subprocess of its own whose output goes there (parallel trainings)."""
-    with _timing(times, key, work):
+    with timing(times, key, work):
         t0 = time.time()
         if log is None:
             failed = nas(argv)
@@ -111,26 +90,6 @@ def _timed(times: dict, key: str, work: Path, argv: list[str], log: Path | None 
 def _same(a: Path, b: Path) -> bool:
     """The two configs build the same network (names and notes aside)."""
     return ArchConfig.load(a).replace(name="", meta={}).to_dict() == ArchConfig.load(b).replace(name="", meta={}).to_dict()
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def evaluated(trajectory: list[dict]) -> int:
-    """Sub-networks a slimming trajectory scored: its start and every step's candidates (the
-    budget its search gets)."""
-    return 1 + sum(int(r["candidates"]) for r in trajectory)
-
-
-def choice_of(config: Path, space: SearchSpace) -> Choice:
-    """The supernet choice of a config file (at the space's class count, as the supernet has)."""
-    return Choice.from_config(ArchConfig.load(config).replace(num_classes=space.num_classes), space)
-
-
-def _trained(out: Path, epochs: int) -> bool:
-    return (out / MODEL).is_file() and checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["epoch"] >= epochs
 
 
 def run(argv=None) -> int:
@@ -180,7 +139,7 @@ def run(argv=None) -> int:
         if name not in trained_as:
             trained_as[name] = next((trained_as[n] for n in trained_as if _same(configs[n], configs[name])), name)
         out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
-        if out in started or _trained(out, args.epochs):
+        if out in started or trained(out, args.epochs):
             return None
         started.add(out)
 
@@ -226,7 +185,7 @@ def run(argv=None) -> int:
     # 3. the supernet, once
     run_dir = work / "supernet"
     if not runs.read_info(run_dir).get("complete"):
-        with _timing(times, "train-supernet", work):
+        with timing(times, "train-supernet", work):
             train_study_supernet(run_dir, space=args.space, data=args.data, img_size=args.img_size,
                                  epochs=args.supernet_epochs, batch_size=args.batch_size,
                                  **({"mixing": args.mixing} if args.mixing else {}))
@@ -245,9 +204,9 @@ def run(argv=None) -> int:
         stem = f"efficientformer@{DEVICE}-{target:g}ms"
         configs[name] = slim_dir / f"{stem}.yaml"
         if not configs[name].is_file():
-            with _timing(times, f"slim {name}", work), io.all_or_nothing():
+            with timing(times, f"slim {name}", work), io.all_or_nothing():
                 session().slim([target], slim_dir, **rules)
-        trajectories[name] = _read_csv(slim_dir / f"{stem}.trajectory.csv")
+        trajectories[name] = read_csv(slim_dir / f"{stem}.trajectory.csv")
         budgets[name] = evaluated(trajectories[name])
         if name == "S" and args.jobs > 1:   # S's seeds train while the search and the other slimmings run
             futures += [train(configs, "S", seed=s) for s in range(args.seeds)]
@@ -257,16 +216,16 @@ def run(argv=None) -> int:
     for name, of in (("O", "S"), ("Ops", "Sps")) if "Sps" in variants else (("O", "S"),):
         search_dir = work / f"search-{budgets[of]}"
         if not (search_dir / "trials.csv").is_file():
-            with _timing(times, f"search {budgets[of]}", work):
+            with timing(times, f"search {budgets[of]}", work):
                 session().search([target], search_dir, trials=budgets[of], progress=False, log=lambda line: None)
         # the most accurate trial inside the window, as every candidate; only when the search found
         # none there, its most accurate trial under T (faster than the window; said in the result)
-        feasible = [r for r in _read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
+        feasible = [r for r in read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
         in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
         best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
         configs[name] = configs_dir / f"O-{budgets[of]}.yaml"
         if not configs[name].is_file():
-            choice = _choice_at(space, best["config"], l1)
+            choice = choice_at(space, best["config"], l1)
             choice.to_config(space, num_classes=classes).replace(
                 name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs[name])
 
@@ -280,7 +239,7 @@ def run(argv=None) -> int:
         stepper = "Sps" if "Sps" in variants else "S"
         trajectory = trajectories[stepper]
         k = max(range(1, len(trajectory)), key=lambda i: int(trajectory[i]["candidates"]))
-        prev = _choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs[stepper]))
+        prev = choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs[stepper]))
         prev_ms = table.predict(prev.to_config(space, num_classes=classes))
         actions = [a for a in propose(net, prev, "per-stage")
                    if table.predict(a.choice.to_config(space, num_classes=classes)) < prev_ms]
@@ -321,72 +280,11 @@ def run(argv=None) -> int:
     return 0
 
 
-def published_l1(classes: int) -> ArchConfig:
-    """EfficientFormer-L1 as the study trains it: the dataset's classes, no distillation head."""
-    return ArchConfig.load(search_spaces.variant_path("efficientformer", "l1")).replace(
-        num_classes=classes, head={"distillation": False}, name="l1", meta={})
-
-
-def train_study_supernet(run_dir: Path, **fields) -> None:
-    """`nas train-supernet` with the study's recipe (`fields` over the product's defaults), as a
-    library call: a finished run is kept, an interrupted one resumed."""
-    train_or_resume(supernet_recipe(device="auto", **fields), run_dir, progress=False)
-
-
-def supernet_estimates(net, recipe: Recipe, choices: dict[str, Choice], path: Path) -> dict:
-    """Each estimate of ESTIMATES for every named sub-network, ``{estimate: {name: [top-1, loss]}}``:
-    BN recalibrated, inherited weights, as slimming scores. Kept in `path`; a resume adds the missing."""
-    inherited = json.loads(path.read_text()) if path.is_file() else {}
-    for estimate, calib, val in ESTIMATES:
-        scores = inherited.setdefault(estimate, {})
-        if set(choices) - set(scores):
-            evaluator = Evaluator.of_data(recipe.data, recipe.img_size, recipe.seed, calib, val)
-            for name, choice in choices.items():
-                if name not in scores:
-                    sc = evaluator(net.subnet(choice))
-                    scores[name] = [round(sc.accuracy, 2), round(sc.loss, 4)]
-            io.write_text(path, json.dumps(inherited, indent=1))
-    return inherited
-
-
-def rank_lines(rows: list[dict]) -> list[str]:
-    """Markdown table rows: Kendall τ and Spearman ρ of each estimate (``inherited_*`` columns;
-    the loss negated) against the rows' trained ``top1``; then of params and MACs, the rankings
-    that need no supernet, which an estimate has to beat to be worth its training."""
-    from scipy.stats import kendalltau, spearmanr
-
-    trained = [float(r["top1"]) for r in rows]
-    out = []
-    for label, key, sign in [*((f"accuracy, {e} ({calib} calib / {val} val images)" + SUBSETS_NOTE.get(e, ""),
-                                f"inherited_{e}", 1)
-                               for e, calib, val in ESTIMATES), ("loss, slim's subset", "inherited_loss", -1),
-                             ("params (no supernet)", "params_m", 1), ("MACs (no supernet)", "macs_g", 1)]:
-        est = [sign * float(r[key]) for r in rows]
-        out.append(f"| {label} | {kendalltau(est, trained)[0]:.2f} | {spearmanr(est, trained)[0]:.2f} |")
-    return out
-
-
-def _choice_at(space: SearchSpace, summary: str, template: ArchConfig) -> Choice:
-    """The choice whose config summary the trajectory recorded (``w:[kinds] | ...``)."""
-    stages = []
-    for part, st in zip(summary.split(" | "), template.stages):
-        width, kinds = part.split(":", 1)
-        blocks = []
-        for token in kinds.strip("[]").split():
-            kind, _, times = token.partition("×")
-            blocks += [kind] * int(times or 1)
-        stages.append({"width": int(width.split(",")[0]), "blocks": blocks})
-    # EfficientFormer's stem is as wide as its first stage (it has no embedding there)
-    cfg = ArchConfig.from_dict({**template.to_dict(), "stem": {"width": stages[0]["width"]}, "stages": stages,
-                                "name": "", "meta": {}})
-    return Choice.from_config(cfg.replace(num_classes=space.num_classes), space)
-
-
 def report(work, configs, inherited, jobs, trained_as, table, target, budget, times, args) -> None:
     by_seed: dict[tuple[str, str], dict[int, float]] = {}   # (candidate trained, init) -> seed -> top-1
     for name, init, seed in jobs:
         out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
-        if _trained(out, args.epochs):
+        if trained(out, args.epochs):
             hist = checkpoint.load(out / MODEL, (checkpoint.MODEL_FORMAT,))["history"]
             by_seed.setdefault((trained_as[name], init), {})[seed] = hist[-1]["ema_top1"]
     top1 = {(name, init): list(by_seed[(trained_as[name], init)].values())
