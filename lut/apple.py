@@ -32,7 +32,7 @@ import torch
 
 from lut import graph
 from lut.table import LatencyTable
-from supernets import io
+from nas.core import io
 from supernets.config import OneLineError
 from supernets.registry import OpNode
 

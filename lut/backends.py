@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lut.measure import cpu_model
-from supernets.errors import UserError
+from nas.core.errors import UserError
 
 
 @dataclass(frozen=True)

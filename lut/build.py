@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from lut import backends, graph, measure
 from lut.table import CacheModel, LatencyTable
-from supernets import io
+from nas.core import io
 from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
 from supernets.layers import count_params, reparameterize
 from supernets.registry import OpNode, get_family, random_choice

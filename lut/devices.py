@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from lut.backends import BACKENDS, get_backend
-from supernets import io
-from supernets.errors import UserError
+from nas.core import io
+from nas.core.errors import UserError
 
 SHIPPED_TABLES = Path(__file__).resolve().parent / "tables"
 USER_DEVICES = "devices.yaml"

@@ -37,7 +37,7 @@ import numpy as np
 
 from lut.devices import BUILTIN
 from lut.features import FEATURES, profile
-from supernets import io
+from nas.core import io
 from supernets.registry import OpNode
 
 MODEL_VERSION = "coreml-cost-v1"

@@ -23,7 +23,7 @@ from typing import Iterable
 from lut import build, estimate, published
 from lut.devices import Device, find_table, get_device, table_path
 from lut.table import LatencyTable, TableError
-from supernets.errors import ParameterError
+from nas.core.errors import ParameterError
 from supernets.registry import OpNode
 
 PathLike = str | os.PathLike

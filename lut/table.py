@@ -24,8 +24,8 @@ import yaml
 
 from lut import graph
 from lut.backends import BACKENDS
-from supernets import io
-from supernets.errors import UserError
+from nas.core import io
+from nas.core.errors import UserError
 from supernets.config import ArchConfig, OneLineError
 
 SCHEMA = 2

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from lut import build
 from lut.table import LatencyTable
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, SearchSpace
 from supernets.registry import random_choice
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from nas.errors import UserError
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, ConfigError, SearchSpace
 from supernets.supernet import Supernet
 

@@ -36,6 +36,41 @@ def _tables_dir(args) -> Path:
     return Path(args.tables) if args.tables else Path(args.runs) / "tables"
 
 
+def _common(sp, tables=True):
+    sp.add_argument("--runs", default=DEFAULT_RUNS, help="root of run directories (default: %(default)s)")
+    if tables:
+        sp.add_argument("--tables", default=None, help="latency tables directory (default: RUNS/tables)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _table_build_flags(sp):
+    sp.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (fewer: faster, noisier)")
+    sp.add_argument("--calibration-samples", type=int, default=12,
+                    help="random networks timed end to end to fit the table's cache blend")
+
+
+def _subset_flags(sp):
+    """The evaluation subsets slimming scores candidates on."""
+    sp.add_argument("--calib-images", type=int, default=None, help="training images for BN recalibration "
+                    "(default 2048, fewer where 2048 + 10000 images would exceed 2 GiB at the training size)")
+    sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
+                    "10000, fewer as --calib-images; a smaller set is used whole)")
+
+
+def _supernet_flags(sp, target_help: str):
+    """What `_session` reads: the supernet, the device, the evaluation subsets."""
+    sp.add_argument("--target-ms", type=float, nargs="+", required=True, help=target_help)
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
+    sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
+    _subset_flags(sp)
+    sp.add_argument("--channel-order", choices=["auto", "importance", "natural"], default="auto",
+                    help="auto (default): the trained order for a supernet with width α, L1 importance "
+                         "order for one trained at full width")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
+
+
 # ---------------------------------------------------------------------------- commands
 # the recipe each training command's flags set (flag attribute -> recipe field), as the recipe declares them
 SUPERNET_RECIPE_FLAGS = {attr: f.name for attr, f in recipe_flags(Recipe).items()}
@@ -54,6 +89,22 @@ def _resume_changes(args, command: str, recipe: type) -> dict:
     defaults, runtime = vars(_parse([command])), recipe.runtime_fields()
     return {f.name: getattr(args, attr) for attr, f in recipe_flags(recipe).items()
             if getattr(args, attr) is not None and (f.name in runtime or getattr(args, attr) != defaults[attr])}
+
+
+def _train_supernet_parser(sub) -> None:
+    t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
+    add_recipe_flags(t, Recipe)
+    t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
+    t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    t.add_argument("--ray-address", default=None, help="train with Ray Train (DDP) on this cluster ('auto': the local one)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="DDP workers (Ray Train); more than 1 without --ray-address starts a local Ray cluster")
+    t.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="with Ray Train: GPUs per worker (default: 1 when --device is CUDA, else 0)")
+    t.add_argument("--storage-path", default=None, help="with --ray-address: checkpoint storage shared by the nodes "
+                   "(default: RUN_DIR/ray)")
+    _common(t, tables=False)
+    t.set_defaults(func=cmd_train_supernet)
 
 
 def cmd_train_supernet(args) -> Path:
@@ -81,6 +132,19 @@ def cmd_train_supernet(args) -> Path:
     return path
 
 
+def _lut_build_parser(sub) -> None:
+    b = sub.add_parser("build", help="measure every op a family's space can need on a local device")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    b.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
+    b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
+    _table_build_flags(b)
+    b.add_argument("--recalibrate", action="store_true", help="refit the cache blend even if nothing new was measured")
+    _common(b)
+    b.set_defaults(func=cmd_lut_build)
+
+
 def cmd_lut_build(args) -> Path:
     from lut import store
 
@@ -88,6 +152,14 @@ def cmd_lut_build(args) -> Path:
                               num_classes=args.num_classes, tables_dir=_tables_dir(args), rounds=args.rounds,
                               calibration_samples=args.calibration_samples, recalibrate=args.recalibrate,
                               progress=not args.no_progress, log=_say)[-1]
+
+
+def _lut_devices_parser(sub) -> None:
+    dv = sub.add_parser("devices", help="list devices (built-in and from TABLES/devices.yaml) and their tables")
+    dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")
+    dv.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
+    _common(dv)
+    dv.set_defaults(func=cmd_lut_devices)
 
 
 def cmd_lut_devices(args) -> None:
@@ -126,6 +198,18 @@ def cmd_lut_devices(args) -> None:
             print(f"  {p} ({origin}, {t.resolution} px, {len(t.entries)} ops: {kinds}); covers {coverage(t)}")
 
 
+def _lut_export_parser(sub) -> None:
+    x = sub.add_parser("export", help="Core ML packages of the ops an Apple device's table lacks, to time on the device")
+    x.add_argument("--device", default="iphone12")
+    x.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    x.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    x.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
+    x.add_argument("--num-classes", type=int, default=10)
+    x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES)")
+    _common(x)
+    x.set_defaults(func=cmd_lut_export)
+
+
 def cmd_lut_export(args) -> Path:
     from lut import store
 
@@ -133,6 +217,17 @@ def cmd_lut_export(args) -> Path:
                                    runs_dir=args.runs, space=args.space, resolution=args.resolution,
                                    num_classes=args.num_classes, tables_dir=_tables_dir(args),
                                    progress=not args.no_progress, log=_say)
+
+
+def _lut_import_parser(sub) -> None:
+    im = sub.add_parser("import", help="add on-device timings (CSV: key or file, ms) to a device's table")
+    im.add_argument("timings", help="CSV with columns ms and key (or file, from the export's manifest.csv)")
+    im.add_argument("--device", default="iphone12")
+    im.add_argument("--resolution", type=int, default=None, help="table resolution (default: the spaces')")
+    im.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
+    im.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces the keys come from")
+    _common(im)
+    im.set_defaults(func=cmd_lut_import)
 
 
 def cmd_lut_import(args) -> Path:
@@ -144,6 +239,20 @@ def cmd_lut_import(args) -> Path:
     return table.path
 
 
+def _lut_estimate_parser(sub) -> None:
+    es = sub.add_parser("estimate", help="estimated Core ML tables (iphone12/iphone13) for every family's space")
+    es.add_argument("--device", default="iphone12")
+    es.add_argument("--family", default="all", help="a family or 'all'")
+    es.add_argument("--resolution", type=int, nargs="+", default=[224, 256], help="table resolutions")
+    es.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
+    es.add_argument("--num-classes", type=int, nargs="+", default=[10, 1000], help="classifier sizes to cover")
+    es.add_argument("--refit", action="store_true", help="profile the published models and refit the cost model")
+    es.add_argument("--only-missing", action="store_true",
+                    help="estimate only the ops the table lacks (default: re-estimate every estimated entry)")
+    _common(es)
+    es.set_defaults(func=cmd_lut_estimate)
+
+
 def cmd_lut_estimate(args) -> list[Path]:
     from lut import store
 
@@ -151,6 +260,15 @@ def cmd_lut_estimate(args) -> list[Path]:
                                  resolutions=args.resolution, space=args.space, num_classes=args.num_classes,
                                  tables_dir=_tables_dir(args), refit=args.refit, redo=not args.only_missing,
                                  progress=not args.no_progress, log=_say)
+
+
+def _lut_estimate_model_parser(sub) -> None:
+    em = sub.add_parser("estimate-model", help="estimated Core ML latency of any timm model")
+    em.add_argument("--device", default="iphone12")
+    em.add_argument("--timm", required=True, help="timm model name (or nas_<family>_<variant>)")
+    em.add_argument("--resolution", type=int, default=None, help="input resolution (default: the model's)")
+    _common(em)
+    em.set_defaults(func=cmd_lut_estimate_model)
 
 
 def cmd_lut_estimate_model(args) -> float:
@@ -167,6 +285,21 @@ def cmd_lut_estimate_model(args) -> float:
     print("  " + ", ".join(f"{k} {ms:.3f}" for k, ms in model.breakdown(feats, source))
           + f", call overhead {model.overheads[source]:.3f}")
     return ms
+
+
+def _lut_validate_parser(sub) -> None:
+    v = sub.add_parser("validate", help="predicted vs measured latency of random configs of a family's space")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--family", default="efficientformer", help="a family or 'all'")
+    v.add_argument("--samples", type=int, default=30)
+    v.add_argument("--seed", type=int, default=1, help="sampling seed (calibration uses 0)")
+    v.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
+    v.add_argument("--space", choices=["small", "paper"], default="small", help="which shipped space to sample")
+    v.add_argument("--num-classes", type=int, default=10)
+    v.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    v.add_argument("--out", default=None, help="output directory (default: RUNS/validate/DEVICE@RES-FAMILY)")
+    _common(v)
+    v.set_defaults(func=cmd_lut_validate)
 
 
 def cmd_lut_validate(args) -> list[Path]:
@@ -193,8 +326,28 @@ def _session(args, family: str | None = None, supernet: str | None = None):
         progress=not args.no_progress)
 
 
+def _slim_parser(sub) -> None:
+    from nas.slim import LAST_STEPS, PROPOSALS
+
+    s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency "
+                       "(--family all: every family's newest supernet, compared)")
+    _supernet_flags(s, "latency target(s) in ms; several (e.g. 7 3 1.6) slim once and emit a config at each")
+    s.add_argument("--proposals", choices=PROPOSALS, default=PROPOSALS[0],
+                   help="paper (default, §4.2): the network's least important slot and stage by α; per-stage: "
+                        "each action in every stage, the measured accuracy drop per ms picks the stage (~4x the "
+                        "evaluations)")
+    s.add_argument("--last-step", choices=LAST_STEPS, default=LAST_STEPS[0],
+                   help="least-drop (default): the step that meets a target costs the least accuracy, not the "
+                        "least per ms (which overshoots the target); ratio: the paper's rule throughout")
+    s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
+    s.add_argument("--ray-address", default=None,
+                   help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")
+    _common(s)
+    s.set_defaults(func=cmd_slim)
+
+
 def cmd_slim(args) -> Path:
-    from supernets import io
+    from nas.core import io
 
     with io.all_or_nothing():   # configs, weights, trajectory and plot stand or fall together
         if args.family == "all":
@@ -259,6 +412,22 @@ def _slim_every_family(args) -> Path:
     return csv_path
 
 
+def _search_parser(sub) -> None:
+    se = sub.add_parser("search", help="Optuna NSGA-II search of a trained supernet: accuracy vs latency, within a budget")
+    _supernet_flags(se, "latency budget(s) in ms (the largest is the constraint; the best member is reported "
+                   "for each)")
+    se.add_argument("--trials", type=int, default=100, help="finished trials the study should hold")
+    se.add_argument("--population", type=int, default=16, help="NSGA-II population size")
+    se.add_argument("--storage", default=None,
+                    help="Optuna storage URL, e.g. sqlite:///s.db or postgresql://... (default: a journal file in --out)")
+    se.add_argument("--study", default=None, help="study name (default: FAMILY@DEVICE-TARGETms)")
+    se.add_argument("--out", default=None, help="output directory (default: RUN_DIR/search/FAMILY@DEVICE-TARGETms)")
+    se.add_argument("--ray-address", default=None, help="run trials as tasks on this Ray cluster ('auto': the local one)")
+    se.add_argument("--workers", type=int, default=2, help="with --ray-address: Ray tasks sharing the study")
+    _common(se)
+    se.set_defaults(func=cmd_search)
+
+
 def cmd_search(args) -> Path:
     from nas.slim import checked_targets
 
@@ -283,6 +452,15 @@ def cmd_search(args) -> Path:
     return found.written[-1]
 
 
+def _show_parser(sub) -> None:
+    sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig; "
+                        "α of a supernet (run directory or supernet.pt)")
+    sh.add_argument("config", help="ArchConfig YAML, or a supernet run directory / checkpoint")
+    sh.add_argument("--device", default=None, help="only this device's tables")
+    _common(sh)
+    sh.set_defaults(func=cmd_show)
+
+
 def cmd_show(args) -> None:
     from nas.report import reachable_range, show, show_supernet
 
@@ -293,6 +471,22 @@ def cmd_show(args) -> None:
             print(reachable_range(target, args.device, _tables_dir(args), progress=not args.no_progress))
     else:
         print(show(args.config, _tables_dir(args), args.device))
+
+
+def _export_parser(sub) -> None:
+    e = sub.add_parser("export", help="reparameterize a trained model (or an ArchConfig) and export it to ONNX / "
+                       "Core ML, verified")
+    e.add_argument("config", help="a model checkpoint (`nas train`'s model.pt, slim's inherited .pt), or an ArchConfig "
+                   "YAML (e.g. one `nas slim` wrote, or a published variant)")
+    e.add_argument("--format", choices=["onnx", "coreml", "all"], default="all")
+    e.add_argument("--resolution", type=int, default=None,
+                   help="input resolution (default: the config's; a checkpoint's training resolution)")
+    e.add_argument("--weights", default=None, help="with a YAML: state dict of the config's model (default: random init)")
+    e.add_argument("--no-ema", action="store_true", help="with a checkpoint: the raw weights, not the EMA ones")
+    e.add_argument("--val-images", type=int, default=1000,
+                   help="with a checkpoint: validation images on which ONNX Runtime's top-1 must equal torch's")
+    e.add_argument("--out", default=None, help="output path without suffix (default: next to the input)")
+    e.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> list:
@@ -323,6 +517,19 @@ def cmd_export(args) -> list:
     return done
 
 
+def _train_parser(sub) -> None:
+    tr = sub.add_parser("train", help="train one ArchConfig as a standalone model (from scratch or inherited weights)")
+    tr.add_argument("config", nargs="?", default=None,
+                    help="ArchConfig YAML (e.g. one `nas slim` wrote), or a trained model.pt to fine-tune (e.g. at "
+                    "its deploy resolution with --img-size)")
+    add_recipe_flags(tr, TrainRecipe)
+    tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")
+    tr.add_argument("--out", default=None, help="output folder (default: RUN/train/NAME next to the config's run)")
+    tr.add_argument("--resume", metavar="OUT_DIR", default=None, help="continue the training in OUT_DIR")
+    _common(tr, tables=False)
+    tr.set_defaults(func=cmd_train)
+
+
 def cmd_train(args):
     from nas.train_model import resume_training, train_config
 
@@ -346,6 +553,17 @@ def cmd_train(args):
     return result
 
 
+def _eval_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="top-1/top-5, parameters and predicted latency of a trained model")
+    ev.add_argument("model", help="model checkpoint (model.pt from `nas train`, or inherited weights from slim)")
+    ev.add_argument("--data", default=None, help="default: the data it was trained on")
+    ev.add_argument("--device", default="iphone12", help="latency table device")
+    ev.add_argument("--compute", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to evaluate")
+    ev.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA ones")
+    _common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+
 def cmd_eval(args) -> dict:
     from nas.train_model import evaluate_trained, finetune_hint
 
@@ -360,6 +578,18 @@ def cmd_eval(args) -> dict:
         print(f"note: trained at {r['img_size']} px, priced at {r['resolution']} px; a model does not carry across "
               f"such a change: fine-tune it there before deploying ({finetune_hint(args.model, r['resolution'])})")
     return r
+
+
+def _quickstart_parser(sub) -> None:
+    q = sub.add_parser("quickstart", help="train-supernet -> lut build -> slim on the embedded defaults")
+    q.add_argument("--epochs", type=int, default=Recipe.epochs)
+    q.add_argument("--target-ms", type=float, default=None)
+    q.add_argument("--target-fraction", type=float, default=0.6,
+                   help="without --target-ms: this fraction of the full supernet's latency")
+    _table_build_flags(q)
+    _subset_flags(q)
+    _common(q, tables=False)
+    q.set_defaults(func=cmd_quickstart)
 
 
 def cmd_quickstart(args) -> None:
@@ -382,207 +612,19 @@ def cmd_quickstart(args) -> None:
 
 # ---------------------------------------------------------------------------- parser
 def _build_parser() -> argparse.ArgumentParser:
-    from nas.slim import LAST_STEPS, PROPOSALS
-
+    """Each command's flags are declared by its ``_*_parser`` beside its handler."""
     p = argparse.ArgumentParser(prog="nas", description="Supernet training, latency tables and latency-driven "
                                 "slimming for efficient vision transformers.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def common(sp, tables=True):
-        sp.add_argument("--runs", default=DEFAULT_RUNS, help="root of run directories (default: %(default)s)")
-        if tables:
-            sp.add_argument("--tables", default=None, help="latency tables directory (default: RUNS/tables)")
-        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    def table_build_flags(sp):
-        sp.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (fewer: faster, noisier)")
-        sp.add_argument("--calibration-samples", type=int, default=12,
-                        help="random networks timed end to end to fit the table's cache blend")
-
-    def subset_flags(sp):
-        """The evaluation subsets slimming scores candidates on."""
-        sp.add_argument("--calib-images", type=int, default=None, help="training images for BN recalibration "
-                        "(default 2048, fewer where 2048 + 10000 images would exceed 2 GiB at the training size)")
-        sp.add_argument("--val-images", type=int, default=None, help="fixed validation subset size (default "
-                        "10000, fewer as --calib-images; a smaller set is used whole)")
-
-    t = sub.add_parser("train-supernet", help="train a family's supernet once (weights + α)")
-    add_recipe_flags(t, Recipe)
-    t.add_argument("--name", default=None, help="run id (default: FAMILY-DATE-TIME)")
-    t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
-    t.add_argument("--ray-address", default=None, help="train with Ray Train (DDP) on this cluster ('auto': the local one)")
-    t.add_argument("--workers", type=int, default=1,
-                   help="DDP workers (Ray Train); more than 1 without --ray-address starts a local Ray cluster")
-    t.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="with Ray Train: GPUs per worker (default: 1 when --device is CUDA, else 0)")
-    t.add_argument("--storage-path", default=None, help="with --ray-address: checkpoint storage shared by the nodes "
-                   "(default: RUN_DIR/ray)")
-    common(t, tables=False)
-    t.set_defaults(func=cmd_train_supernet)
-
+    _train_supernet_parser(sub)
     lut = sub.add_parser("lut", help="latency lookup tables")
-    lsub = lut.add_subparsers(dest="lut_command", required=True, metavar="LUT_COMMAND")
-    b = lsub.add_parser("build", help="measure every op a family's space can need on a local device")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--family", default="efficientformer", help="a family or 'all'")
-    b.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
-    b.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
-    b.add_argument("--num-classes", type=int, default=10, help="classifier size priced by the head op")
-    table_build_flags(b)
-    b.add_argument("--recalibrate", action="store_true", help="refit the cache blend even if nothing new was measured")
-    common(b)
-    b.set_defaults(func=cmd_lut_build)
-
-    x = lsub.add_parser("export", help="Core ML packages of the ops an Apple device's table lacks, to time on the device")
-    x.add_argument("--device", default="iphone12")
-    x.add_argument("--family", default="efficientformer", help="a family or 'all'")
-    x.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
-    x.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
-    x.add_argument("--num-classes", type=int, default=10)
-    x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES)")
-    common(x)
-    x.set_defaults(func=cmd_lut_export)
-
-    im = lsub.add_parser("import", help="add on-device timings (CSV: key or file, ms) to a device's table")
-    im.add_argument("timings", help="CSV with columns ms and key (or file, from the export's manifest.csv)")
-    im.add_argument("--device", default="iphone12")
-    im.add_argument("--resolution", type=int, default=None, help="table resolution (default: the spaces')")
-    im.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
-    im.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces the keys come from")
-    common(im)
-    im.set_defaults(func=cmd_lut_import)
-
-    dv = lsub.add_parser("devices", help="list devices (built-in and from TABLES/devices.yaml) and their tables")
-    dv.add_argument("--num-classes", type=int, default=10, help="classifier size of the spaces checked for coverage")
-    dv.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
-    common(dv)
-    dv.set_defaults(func=cmd_lut_devices)
-
-    es = lsub.add_parser("estimate", help="estimated Core ML tables (iphone12/iphone13) for every family's space")
-    es.add_argument("--device", default="iphone12")
-    es.add_argument("--family", default="all", help="a family or 'all'")
-    es.add_argument("--resolution", type=int, nargs="+", default=[224, 256], help="table resolutions")
-    es.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
-    es.add_argument("--num-classes", type=int, nargs="+", default=[10, 1000], help="classifier sizes to cover")
-    es.add_argument("--refit", action="store_true", help="profile the published models and refit the cost model")
-    es.add_argument("--only-missing", action="store_true",
-                    help="estimate only the ops the table lacks (default: re-estimate every estimated entry)")
-    common(es)
-    es.set_defaults(func=cmd_lut_estimate)
-
-    em = lsub.add_parser("estimate-model", help="estimated Core ML latency of any timm model")
-    em.add_argument("--device", default="iphone12")
-    em.add_argument("--timm", required=True, help="timm model name (or nas_<family>_<variant>)")
-    em.add_argument("--resolution", type=int, default=None, help="input resolution (default: the model's)")
-    common(em)
-    em.set_defaults(func=cmd_lut_estimate_model)
-
-    v = lsub.add_parser("validate", help="predicted vs measured latency of random configs of a family's space")
-    v.add_argument("--device", default="cpu")
-    v.add_argument("--family", default="efficientformer", help="a family or 'all'")
-    v.add_argument("--samples", type=int, default=30)
-    v.add_argument("--seed", type=int, default=1, help="sampling seed (calibration uses 0)")
-    v.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
-    v.add_argument("--space", choices=["small", "paper"], default="small", help="which shipped space to sample")
-    v.add_argument("--num-classes", type=int, default=10)
-    v.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    v.add_argument("--out", default=None, help="output directory (default: RUNS/validate/DEVICE@RES-FAMILY)")
-    common(v)
-    v.set_defaults(func=cmd_lut_validate)
-
-    def supernet_flags(sp, target_help: str):
-        """What `_session` reads: the supernet, the device, the evaluation subsets."""
-        sp.add_argument("--target-ms", type=float, nargs="+", required=True, help=target_help)
-        sp.add_argument("--device", default="cpu")
-        sp.add_argument("--family", default=None, help=f"family (default: the --supernet's, else {DEFAULT_FAMILY})")
-        sp.add_argument("--supernet", default=None, help="checkpoint (default: newest finished run of --family)")
-        subset_flags(sp)
-        sp.add_argument("--channel-order", choices=["auto", "importance", "natural"], default="auto",
-                        help="auto (default): the trained order for a supernet with width α, L1 importance "
-                             "order for one trained at full width")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--threads", type=int, default=2, help="threads for accuracy evaluation")
-
-    s = sub.add_parser("slim", help="latency-driven slimming of a trained supernet to a target latency "
-                       "(--family all: every family's newest supernet, compared)")
-    supernet_flags(s, "latency target(s) in ms; several (e.g. 7 3 1.6) slim once and emit a config at each")
-    s.add_argument("--proposals", choices=PROPOSALS, default=PROPOSALS[0],
-                   help="paper (default, §4.2): the network's least important slot and stage by α; per-stage: "
-                        "each action in every stage, the measured accuracy drop per ms picks the stage (~4x the "
-                        "evaluations)")
-    s.add_argument("--last-step", choices=LAST_STEPS, default=LAST_STEPS[0],
-                   help="least-drop (default): the step that meets a target costs the least accuracy, not the "
-                        "least per ms (which overshoots the target); ratio: the paper's rule throughout")
-    s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
-    s.add_argument("--ray-address", default=None,
-                   help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")
-    common(s)
-    s.set_defaults(func=cmd_slim)
-
-    se = sub.add_parser("search", help="Optuna NSGA-II search of a trained supernet: accuracy vs latency, within a budget")
-    supernet_flags(se, "latency budget(s) in ms (the largest is the constraint; the best member is reported "
-                   "for each)")
-    se.add_argument("--trials", type=int, default=100, help="finished trials the study should hold")
-    se.add_argument("--population", type=int, default=16, help="NSGA-II population size")
-    se.add_argument("--storage", default=None,
-                    help="Optuna storage URL, e.g. sqlite:///s.db or postgresql://... (default: a journal file in --out)")
-    se.add_argument("--study", default=None, help="study name (default: FAMILY@DEVICE-TARGETms)")
-    se.add_argument("--out", default=None, help="output directory (default: RUN_DIR/search/FAMILY@DEVICE-TARGETms)")
-    se.add_argument("--ray-address", default=None, help="run trials as tasks on this Ray cluster ('auto': the local one)")
-    se.add_argument("--workers", type=int, default=2, help="with --ray-address: Ray tasks sharing the study")
-    common(se)
-    se.set_defaults(func=cmd_search)
-
-    sh = sub.add_parser("show", help="params, MACs, predicted latency and blocks of an ArchConfig; "
-                        "α of a supernet (run directory or supernet.pt)")
-    sh.add_argument("config", help="ArchConfig YAML, or a supernet run directory / checkpoint")
-    sh.add_argument("--device", default=None, help="only this device's tables")
-    common(sh)
-    sh.set_defaults(func=cmd_show)
-
-    e = sub.add_parser("export", help="reparameterize a trained model (or an ArchConfig) and export it to ONNX / "
-                       "Core ML, verified")
-    e.add_argument("config", help="a model checkpoint (`nas train`'s model.pt, slim's inherited .pt), or an ArchConfig "
-                   "YAML (e.g. one `nas slim` wrote, or a published variant)")
-    e.add_argument("--format", choices=["onnx", "coreml", "all"], default="all")
-    e.add_argument("--resolution", type=int, default=None,
-                   help="input resolution (default: the config's; a checkpoint's training resolution)")
-    e.add_argument("--weights", default=None, help="with a YAML: state dict of the config's model (default: random init)")
-    e.add_argument("--no-ema", action="store_true", help="with a checkpoint: the raw weights, not the EMA ones")
-    e.add_argument("--val-images", type=int, default=1000,
-                   help="with a checkpoint: validation images on which ONNX Runtime's top-1 must equal torch's")
-    e.add_argument("--out", default=None, help="output path without suffix (default: next to the input)")
-    e.set_defaults(func=cmd_export)
-
-    tr = sub.add_parser("train", help="train one ArchConfig as a standalone model (from scratch or inherited weights)")
-    tr.add_argument("config", nargs="?", default=None,
-                    help="ArchConfig YAML (e.g. one `nas slim` wrote), or a trained model.pt to fine-tune (e.g. at "
-                    "its deploy resolution with --img-size)")
-    add_recipe_flags(tr, TrainRecipe)
-    tr.add_argument("--name", default=None, help="output folder name (default: CONFIG-INIT)")
-    tr.add_argument("--out", default=None, help="output folder (default: RUN/train/NAME next to the config's run)")
-    tr.add_argument("--resume", metavar="OUT_DIR", default=None, help="continue the training in OUT_DIR")
-    common(tr, tables=False)
-    tr.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("eval", help="top-1/top-5, parameters and predicted latency of a trained model")
-    ev.add_argument("model", help="model checkpoint (model.pt from `nas train`, or inherited weights from slim)")
-    ev.add_argument("--data", default=None, help="default: the data it was trained on")
-    ev.add_argument("--device", default="iphone12", help="latency table device")
-    ev.add_argument("--compute", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to evaluate")
-    ev.add_argument("--no-ema", action="store_true", help="the raw weights, not the EMA ones")
-    common(ev)
-    ev.set_defaults(func=cmd_eval)
-
-    q = sub.add_parser("quickstart", help="train-supernet -> lut build -> slim on the embedded defaults")
-    q.add_argument("--epochs", type=int, default=Recipe.epochs)
-    q.add_argument("--target-ms", type=float, default=None)
-    q.add_argument("--target-fraction", type=float, default=0.6,
-                   help="without --target-ms: this fraction of the full supernet's latency")
-    table_build_flags(q)
-    subset_flags(q)
-    common(q, tables=False)
-    q.set_defaults(func=cmd_quickstart)
+    lut_sub = lut.add_subparsers(dest="lut_command", required=True, metavar="LUT_COMMAND")
+    for add in (_lut_build_parser, _lut_export_parser, _lut_import_parser, _lut_devices_parser,
+                _lut_estimate_parser, _lut_estimate_model_parser, _lut_validate_parser):
+        add(lut_sub)
+    for add in (_slim_parser, _search_parser, _show_parser, _export_parser, _train_parser, _eval_parser,
+                _quickstart_parser):
+        add(sub)
     return p
 
 
@@ -594,14 +636,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from supernets import io
+    from nas.core import io
 
     try:
         args.func(args)
     except ParameterError as e:   # a library parameter, said as the flag that sets it
         print(f"nas: error: {e.as_flag(FLAG_OF_PARAMETER)}", file=sys.stderr)
         return 2
-    except UserError as e:        # every error a user can cause (supernets.errors)
+    except UserError as e:        # every error a user can cause (nas.core.errors)
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

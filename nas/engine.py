@@ -232,7 +232,7 @@ class ResumableRun:
         from pathlib import Path
 
         from nas import checkpoint
-        from supernets import io
+        from nas.core import io
 
         path = Path(path)
         recipe.check()

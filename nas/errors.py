@@ -1,6 +1,6 @@
 """Errors a user can cause. The CLI prints them as one line and exits 2. `UserError` and
-`ParameterError` live in the bottom layer (``supernets.errors``) so that ``lut`` raises them too."""
-from supernets.errors import ParameterError, UserError
+`ParameterError` live in the bottom layer (``nas.core.errors``) so that ``lut`` and ``supernets`` raise them too."""
+from nas.core.errors import ParameterError, UserError
 
 __all__ = ["ParameterError", "RecipeChangeError", "UserError"]
 

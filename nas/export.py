@@ -21,7 +21,7 @@ import torch
 
 from nas import checkpoint
 from nas.errors import UserError
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig
 from supernets.layers import reparameterize
 from supernets.registry import get_family

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from nas.errors import UserError
-from supernets import io
+from nas.core import io
 
 DEFAULT_FAMILY = "efficientformer"   # the family a command works on when none is named
 

@@ -28,7 +28,7 @@ from typing import Callable
 import optuna
 
 from nas.evaluate import Evaluator
-from supernets import io
+from nas.core import io
 from supernets.config import IDENTITY, ArchConfig, Choice, ConfigError, SearchSpace
 from supernets.registry import get_family
 from supernets.supernet import Supernet

@@ -144,7 +144,7 @@ class SupernetSession:
         from tqdm.auto import tqdm
 
         from nas import cluster, search
-        from supernets import io
+        from nas.core import io
 
         if trials < 1:
             raise ParameterError("trials", trials, "need at least one trial")
@@ -208,7 +208,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
     listed as such. Returns the rows and the two files."""
     from nas.report import costs
     from nas.slim import UnreachableTarget
-    from supernets import io
+    from nas.core import io
 
     targets = checked_targets(targets)
     out_dir = Path(out_dir)
@@ -248,7 +248,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
 
 
 def _plot_families(rows: list[dict], trajectories: dict, targets: list[float], path: Path, device: str) -> Path:
-    from supernets import io
+    from nas.core import io
 
     with io.png_figure(path, figsize=(6.8, 4.4)) as (fig, ax):
         for n, (family, points) in enumerate(trajectories.items()):
@@ -288,7 +288,7 @@ def quickstart(runs_dir: str | os.PathLike = "runs", *, epochs: int = Recipe.epo
     `target_ms`, else `target_fraction` of the full supernet's predicted latency. `rounds` and
     `calibration_samples` are `lut build`'s, `calib_images` and `val_images` `slim`'s."""
     from nas.train import supernet_recipe, train_supernet_run
-    from supernets import io
+    from nas.core import io
 
     store.check_timing(rounds, calibration_samples)   # before a minute of training
     recipe = supernet_recipe(epochs=epochs)

@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Sequence
 
 from nas.errors import UserError
 from nas.evaluate import Evaluator, Score
-from supernets import io
+from nas.core import io
 from supernets.config import IDENTITY, ArchConfig, Choice
 from supernets.supernet import Supernet
 

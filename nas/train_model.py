@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from nas import checkpoint, data as data_mod, engine, runs
 from nas.engine import option
 from nas.errors import UserError
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, ConfigError
 from supernets.layers import set_drop_path
 from supernets.registry import get_family

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from supernets import io
-from supernets.errors import ConfigError, OneLineError, short  # noqa: F401 (their home for callers)
+from nas.core import io
+from nas.core.errors import ConfigError, OneLineError, short  # noqa: F401 (their home for callers)
 from supernets.family import get_family
 
 IDENTITY = "identity"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch.nn as nn
 
 import search_spaces
-from supernets.errors import ConfigError, short
+from nas.core.errors import ConfigError, short
 
 if TYPE_CHECKING:   # annotations only: supernets.config checks configs through this module
     from supernets.config import ArchConfig, BlockSpec, SearchSpace

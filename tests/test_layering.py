@@ -64,3 +64,10 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_the_data_package_imports_nothing_of_the_library():
     graph = _graph()
     assert [t for s, t in graph.edges if s.startswith("search_spaces") and not t.startswith("search_spaces")] == []
+
+
+def test_the_bottom_layer_imports_nothing_of_the_project():
+    graph = _graph()
+    assert graph.has_edge("supernets.config", "nas.core.io")   # the graph is read
+    assert [(s, t) for s, t in graph.edges if s.startswith("nas.core") and not t.startswith("nas.core")] == []
+    assert (ROOT / "nas" / "__init__.py").read_text().strip() == ""   # importing nas.core loads nothing else

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lut import estimate, published
-from supernets import io
+from nas.core import io
 
 HERE = Path(__file__).resolve().parent
 

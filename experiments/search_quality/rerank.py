@@ -34,7 +34,7 @@ from nas.session import SupernetSession
 from nas.slim import PROPOSALS, channel_order
 from nas.supernet_training import Recipe
 from nas.train_model import MODEL, resume_training, train_config
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, SearchSpace
 from supernets.metapath import MODES
 from study import (DEVICE, ESTIMATES, HERE, REPO, choice_at, choice_of, evaluated, published_l1,  # beside this script

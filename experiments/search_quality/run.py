@@ -53,7 +53,7 @@ from nas.session import SupernetSession
 from nas.slim import channel_order, propose
 from nas.train import Recipe
 from nas.train_model import MODEL
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, SearchSpace
 from supernets.metapath import MODES
 from supernets.registry import random_choice
@@ -92,7 +92,7 @@ def _same(a: Path, b: Path) -> bool:
     return ArchConfig.load(a).replace(name="", meta={}).to_dict() == ArchConfig.load(b).replace(name="", meta={}).to_dict()
 
 
-def run(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--img-size", type=int, default=32)
@@ -118,42 +118,144 @@ def run(argv=None) -> int:
     ap.add_argument("--space", default=str(HERE / "space.yaml"))
     ap.add_argument("--work", default=str(REPO / "runs" / "search_quality"), help="resumable working folder")
     ap.add_argument("--results", default=str(HERE), help="where result.md, candidates.csv and the plot go")
-    args = ap.parse_args(argv)
+    return ap
+
+
+class Trainings:
+    """The candidates' `nas train` runs: each config trained once per (init, seed), however many
+    candidates share it; in this process, or `--jobs` at a time in processes of their own."""
+
+    def __init__(self, args, work: Path, times: dict):
+        self.args, self.work, self.times = args, work, times
+        self.pool = ThreadPoolExecutor(max_workers=args.jobs)
+        self.deadline = time.time() + args.hours * 3600 if args.hours else None
+        self.asked: list[tuple[str, str, int]] = []   # (name, init, seed), in the order they were asked for
+        self.trained_as: dict[str, str] = {}   # candidate -> the first candidate with the same config
+        self.started: set[Path] = set()        # training folders already asked for
+        self.futures: list = []
+
+    def __call__(self, configs: dict[str, Path], name: str, init: str = "scratch", seed: int = 0) -> None:
+        """Train `name` (a config already trained under another name is not trained again)."""
+        args = self.args
+        self.asked.append((name, init, seed))
+        if name not in self.trained_as:
+            self.trained_as[name] = next((self.trained_as[n] for n in self.trained_as
+                                          if _same(configs[n], configs[name])), name)
+        out = self.work / "train" / f"{self.trained_as[name]}-{init}-s{seed}"
+        if out in self.started or trained(out, args.epochs):
+            return
+        self.started.add(out)
+
+        def job():
+            if self.deadline and time.time() > self.deadline:
+                print(f"--hours {args.hours} spent: {out.name} is left for a resume")
+                return
+            flags = (["--resume", str(out)] if (out / MODEL).is_file() else
+                     [str(configs[self.trained_as[name]]), "--init", init, "--data", args.data, "--img-size",
+                      str(args.img_size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                      "--seed", str(seed), "--out", str(out)])
+            _timed(self.times, f"train {out.name}", self.work, ["train", *flags, "--no-progress"],
+                   log=self.work / "train" / f"{out.name}.log" if args.jobs > 1 else None)
+        if args.jobs > 1:
+            self.futures.append(self.pool.submit(job))
+        else:
+            job()
+
+    def wait(self) -> None:
+        for f in self.futures:
+            f.result()
+        self.pool.shutdown()
+
+
+def _random_configs(space, table, classes: int, low: float, target: float, n: int) -> list[tuple[ArchConfig, int]]:
+    """R: uniform draws of the space kept inside the window (seeded here, never tuned), each with
+    the draws it took; replayed in full on a resume, so the same configs come out."""
+    rng, kept, drawn = random.Random(0), [], 0
+    while len(kept) < n:
+        drawn += 1
+        if drawn > 200_000:
+            sys.exit("no random config of the space falls in the latency window")
+        cfg = random_choice(space, rng).to_config(space, num_classes=classes)
+        if low <= table.predict(cfg) <= target:
+            kept.append(cfg)
+    return [(cfg, drawn) for cfg in kept]
+
+
+def _searched(session, space, l1, classes: int, low: float, target: float, budget: int, name: str, work: Path,
+              times: dict, path: Path) -> None:
+    """O: the search given `budget` evaluated sub-networks; its most accurate trial inside the
+    window, as every candidate; only when it found none there, its most accurate trial under T
+    (faster than the window; said in the result)."""
+    search_dir = work / f"search-{budget}"
+    if not (search_dir / "trials.csv").is_file():
+        with timing(times, f"search {budget}", work):
+            session().search([target], search_dir, trials=budget, progress=False, log=lambda line: None)
+    feasible = [r for r in read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
+    in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
+    best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
+    if not path.is_file():
+        choice_at(space, best["config"], l1).to_config(space, num_classes=classes).replace(
+            name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(path)
+
+
+def _step_candidates(net, space, table, classes: int, trajectory: list[dict], slimmed: Path, n: int,
+                     configs_dir: Path) -> dict[str, Path]:
+    """C: `n` of the candidates of the slimming step that had the most (one step's ranking)."""
+    k = max(range(1, len(trajectory)), key=lambda i: int(trajectory[i]["candidates"]))
+    prev = choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(slimmed))
+    prev_ms = table.predict(prev.to_config(space, num_classes=classes))
+    actions = [a for a in propose(net, prev, "per-stage")
+               if table.predict(a.choice.to_config(space, num_classes=classes)) < prev_ms]
+    out = {}
+    for j, a in enumerate(actions[:n], start=1):
+        out[f"C{j}"] = path = configs_dir / f"C{j}.yaml"
+        if not path.is_file():
+            a.choice.to_config(space, num_classes=classes).replace(
+                name=f"C{j}", meta={"step": k, "action": f"{a.name}: {a.detail}"}).save(path)
+    return out
+
+
+def _train_the_rest(train: Trainings, configs: dict[str, Path], args) -> None:
+    """Every candidate from scratch, S also inherited, S and L1 with several seeds; the step
+    candidates last (they answer a side question, and are the largest networks). With parallel
+    jobs, L1 and S were queued earlier and the randoms queue behind S and O, so a run cut short
+    by --hours has the verdict's candidates first."""
+    if args.jobs == 1:
+        for name in sorted(configs, key=lambda n: n not in ("S", "O")):
+            if not name.startswith("C"):
+                train(configs, name)
+        for s in range(1, args.seeds):
+            train(configs, "L1", seed=s)
+    else:
+        for name in ("S", "O", "Sps", "Sp", "Ops"):
+            if name in configs:
+                train(configs, name)
+    for s in range(1, args.seeds):
+        train(configs, "S", seed=s)
+    if args.jobs > 1:
+        for i in range(1, args.randoms + 1):
+            train(configs, f"R{i}")
+    for s in range(args.inherited_seeds):
+        train(configs, "S", "inherited", s)
+    for s in range(1, args.all_seeds):
+        for name in configs:
+            if name not in ("S", "L1") and not name.startswith("C"):
+                train(configs, name, seed=s)
+    for name in configs:
+        if name.startswith("C"):
+            train(configs, name)
+
+
+def run(argv=None) -> int:
+    args = _parser().parse_args(argv)
     variants = {name: SLIM_VARIANTS[name] for name in SLIM_VARIANTS if name == "S" or name in args.variants.split(",")}
     work = Path(args.work)
     (work / "train").mkdir(parents=True, exist_ok=True)
     times = json.loads((work / "times.json").read_text()) if (work / "times.json").is_file() else {}
-    quiet = ["--no-progress"]
     space = SearchSpace.load(args.space)
     table = LatencyTable.load(find_table(DEVICE, space.resolution, work / "tables"))   # the shipped table
     classes = data_mod.load(data_mod.checked_source(args.data), 8).num_classes
-    pool = ThreadPoolExecutor(max_workers=args.jobs)
-    deadline = time.time() + args.hours * 3600 if args.hours else None
-    trainings: list[tuple[str, str, int]] = []   # (name, init, seed), in the order they were asked for
-    trained_as: dict[str, str] = {}   # candidate -> the first candidate with the same config (trained once)
-    started: set[Path] = set()   # training folders already asked for
-
-    def train(configs: dict[str, Path], name: str, init: str = "scratch", seed: int = 0):
-        """Train `name` (a config already trained under another name is not trained again)."""
-        trainings.append((name, init, seed))
-        if name not in trained_as:
-            trained_as[name] = next((trained_as[n] for n in trained_as if _same(configs[n], configs[name])), name)
-        out = work / "train" / f"{trained_as[name]}-{init}-s{seed}"
-        if out in started or trained(out, args.epochs):
-            return None
-        started.add(out)
-
-        def job():
-            if deadline and time.time() > deadline:
-                print(f"--hours {args.hours} spent: {out.name} is left for a resume")
-                return
-            flags = (["--resume", str(out)] if (out / MODEL).is_file() else
-                     [str(configs[trained_as[name]]), "--init", init, "--data", args.data, "--img-size",
-                      str(args.img_size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                      "--seed", str(seed), "--out", str(out)])
-            _timed(times, f"train {out.name}", work, ["train", *flags, *quiet],
-                   log=work / "train" / f"{out.name}.log" if args.jobs > 1 else None)
-        return pool.submit(job) if args.jobs > 1 else job()
+    train = Trainings(args, work, times)
 
     # 1. the target: L1's predicted latency at the dataset's class count
     l1 = published_l1(classes)
@@ -164,23 +266,14 @@ def run(argv=None) -> int:
     if not configs["L1"].is_file():
         l1.save(configs["L1"])
 
-    # 2. R: uniform draws of the space, kept inside the window (seeded here, never tuned); the
-    # draws are replayed in full on a resume, so the same configs come out
-    rng, kept, drawn = random.Random(0), [], 0
-    while len(kept) < args.randoms:
-        drawn += 1
-        if drawn > 200_000:
-            sys.exit("no random config of the space falls in the latency window")
-        cfg = random_choice(space, rng).to_config(space, num_classes=classes)
-        if low <= table.predict(cfg) <= target:
-            kept.append(cfg)
-    for i, cfg in enumerate(kept, start=1):
+    # 2. R: random configs in the window
+    for i, (cfg, drawn) in enumerate(_random_configs(space, table, classes, low, target, args.randoms), start=1):
         configs[f"R{i}"] = configs_dir / f"R{i}.yaml"
         if not configs[f"R{i}"].is_file():
             cfg.replace(name=f"R{i}", meta={"draw": drawn}).save(configs[f"R{i}"])
-    # with parallel trainings, L1's seeds train while the supernet does; the randoms queue behind S
-    # and O, so a run cut short by --hours has the verdict's candidates (S, L1) first
-    futures = [train(configs, "L1", seed=s) for s in range(args.seeds)] if args.jobs > 1 else []
+    if args.jobs > 1:   # L1's seeds train while the supernet does
+        for s in range(args.seeds):
+            train(configs, "L1", seed=s)
 
     # 3. the supernet, once
     run_dir = work / "supernet"
@@ -209,74 +302,35 @@ def run(argv=None) -> int:
         trajectories[name] = read_csv(slim_dir / f"{stem}.trajectory.csv")
         budgets[name] = evaluated(trajectories[name])
         if name == "S" and args.jobs > 1:   # S's seeds train while the search and the other slimmings run
-            futures += [train(configs, "S", seed=s) for s in range(args.seeds)]
+            for s in range(args.seeds):
+                train(configs, "S", seed=s)
     budget = budgets["S"]
 
     # 5. O: the search with as many evaluated sub-networks as slimming (S; Ops: as Sps)
     for name, of in (("O", "S"), ("Ops", "Sps")) if "Sps" in variants else (("O", "S"),):
-        search_dir = work / f"search-{budgets[of]}"
-        if not (search_dir / "trials.csv").is_file():
-            with timing(times, f"search {budgets[of]}", work):
-                session().search([target], search_dir, trials=budgets[of], progress=False, log=lambda line: None)
-        # the most accurate trial inside the window, as every candidate; only when the search found
-        # none there, its most accurate trial under T (faster than the window; said in the result)
-        feasible = [r for r in read_csv(search_dir / "trials.csv") if r["feasible"] == "True"]
-        in_window = [r for r in feasible if float(r["latency_ms"]) >= low]
-        best = max(in_window or feasible, key=lambda r: float(r["accuracy"]))
         configs[name] = configs_dir / f"O-{budgets[of]}.yaml"
-        if not configs[name].is_file():
-            choice = choice_at(space, best["config"], l1)
-            choice.to_config(space, num_classes=classes).replace(
-                name=name, meta={"trial": int(best["trial"]), "in_window": bool(in_window)}).save(configs[name])
+        _searched(session, space, l1, classes, low, target, budgets[of], name, work, times, configs[name])
 
-    # 6. C: the candidates of the slimming step that had the most (one step's ranking)
+    # 6. C: the candidates of the slimming step that had the most (per-stage proposals: the most)
     net = checkpoint.build_supernet(ckpt).eval()
     recipe = Recipe.from_dict(ckpt["recipe"])
     if channel_order("auto", net) == "importance":
         net.reorder_channels()
     if args.step_candidates:
-        # per-stage proposals: the most candidates in one step
         stepper = "Sps" if "Sps" in variants else "S"
-        trajectory = trajectories[stepper]
-        k = max(range(1, len(trajectory)), key=lambda i: int(trajectory[i]["candidates"]))
-        prev = choice_at(space, trajectory[k - 1]["config"], ArchConfig.load(configs[stepper]))
-        prev_ms = table.predict(prev.to_config(space, num_classes=classes))
-        actions = [a for a in propose(net, prev, "per-stage")
-                   if table.predict(a.choice.to_config(space, num_classes=classes)) < prev_ms]
-        for j, a in enumerate(actions[:args.step_candidates], start=1):
-            path = configs_dir / f"C{j}.yaml"
-            configs[f"C{j}"] = path
-            if not path.is_file():
-                a.choice.to_config(space, num_classes=classes).replace(
-                    name=f"C{j}", meta={"step": k, "action": f"{a.name}: {a.detail}"}).save(path)
+        configs.update(_step_candidates(net, space, table, classes, trajectories[stepper], configs[stepper],
+                                        args.step_candidates, configs_dir))
 
-    # 7. training of the rest: every candidate from scratch, S also inherited, S and L1 with several
-    # seeds; the step candidates last (they answer a side question, and are the largest networks).
-    # Started before the estimates, so that parallel trainings overlap them
-    if args.jobs == 1:
-        futures = [train(configs, name) for name in sorted(configs, key=lambda n: n not in ("S", "O"))
-                   if not name.startswith("C")]
-        futures += [train(configs, "L1", seed=s) for s in range(1, args.seeds)]
-    else:
-        futures += [train(configs, name) for name in ("S", "O", "Sps", "Sp", "Ops") if name in configs]
-    futures += [train(configs, "S", seed=s) for s in range(1, args.seeds)]
-    if args.jobs > 1:
-        futures += [train(configs, f"R{i}") for i in range(1, args.randoms + 1)]
-    futures += [train(configs, "S", "inherited", s) for s in range(args.inherited_seeds)]
-    futures += [train(configs, name, seed=s) for s in range(1, args.all_seeds)
-                for name in configs if name not in ("S", "L1") and not name.startswith("C")]
-    futures += [train(configs, name) for name in configs if name.startswith("C")]
+    # 7. training of the rest, started before the estimates so that parallel trainings overlap them
+    _train_the_rest(train, configs, args)
 
     # 8. the supernet's estimate of every candidate: as slimming scores (accuracy, and its loss),
     # and on every validation image with the default and with 8x the calibration images
     torch.set_num_threads(args.eval_threads)
     inherited = supernet_estimates(net, recipe, {
         name: choice_of(path, space) for name, path in configs.items()}, work / "inherited.json")
-    for f in futures:
-        if f is not None:
-            f.result()
-    pool.shutdown()
-    report(work, configs, inherited, trainings, trained_as, table, target, budget, times, args)
+    train.wait()
+    report(work, configs, inherited, train.asked, train.trained_as, table, target, budget, times, args)
     return 0
 
 

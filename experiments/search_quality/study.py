@@ -15,7 +15,7 @@ from nas import checkpoint
 from nas.evaluate import Evaluator
 from nas.train import Recipe, supernet_recipe, train_or_resume
 from nas.train_model import MODEL
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig, Choice, SearchSpace
 
 HERE = Path(__file__).resolve().parent

@@ -24,7 +24,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from supernets import io
+from nas.core import io
 from supernets.registry import family_names
 
 HERE = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nas import checkpoint
 from nas.cli import main as nas
-from supernets import io
+from nas.core import io
 from supernets.config import ArchConfig
 
 HERE = Path(__file__).resolve().parent

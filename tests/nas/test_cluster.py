@@ -191,7 +191,7 @@ def test_worker_error_lines():
     from nas.ray_train import _worker_error_line
     from nas.errors import UserError
 
-    # Ray's report names the class by the module that defines it (supernets.errors since lut raises it too)
+    # Ray's report names the class by the module that defines it (nas.core.errors since lut raises it too)
     wrapped = RuntimeError("Training failed\nTraceback ...\n  File x\n"
                            f"{UserError.__module__}.UserError: --batch-size 9: too big\n\nmore")
     assert _worker_error_line(wrapped) == "--batch-size 9: too big"

@@ -255,7 +255,7 @@ def test_targets_that_are_not_finite_are_refused(tiny_run, tmp_path, capsys):
 def test_a_full_disk_while_emitting_is_one_line_and_no_config_without_weights(tiny_run, tmp_path, capsys, monkeypatch):
     import torch
 
-    from supernets import io
+    from nas.core import io
 
     def fail(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2027584 vs 2027472")

@@ -1,7 +1,6 @@
-"""Atomic file writes shared by every package.
+"""Atomic file writes shared by every package (the bottom layer, ``nas.core``).
 
-`supernets` is the root of the dependency chain (`nas` -> `supernets`, `lut` -> `supernets`),
-so the one implementation of "write to a temp file, then rename" lives here. A crash or a
+Every package writes through the one implementation of "write to a temp file, then rename" here. A crash or a
 Ctrl-C in the middle of a write never leaves a half-written artefact behind.
 """
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from supernets.errors import UserError
+from nas.core.errors import UserError
 
 
 class WriteError(UserError, OSError):

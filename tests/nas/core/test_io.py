@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from supernets import io
+from nas.core import io
 
 
 def test_an_atomic_write_honours_the_umask(tmp_path):
