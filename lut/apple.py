@@ -12,37 +12,27 @@ Core ML runs only on Apple hardware, so an Apple table is filled in three steps:
 3. ``nas lut import timings.csv --device iphone12`` checks every row (known key, positive
    time) and adds the entries as ``measured`` (imported) to the user's table.
 
-A timings file has a ``ms`` column and either ``key`` or ``file`` (a package name of the
-manifest next to it).
+The manifest and the timings file are the round trip's (``lut.ondevice``), shared with ExecuTorch's.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from lut import graph
-from lut.table import LatencyTable
+from lut.ondevice import MANIFEST, ExportResult, file_name
 from nas.core import io
-from supernets.config import OneLineError
 from supernets.registry import OpNode
 
-MANIFEST = "manifest.csv"
 MAC_SCRIPT = "time_on_mac.py"
 EXPORTS = "Core ML packages"   # what `nas lut export` says it writes
-
-
-class TimingsError(OneLineError):
-    """A timings file cannot be imported (the message names the row and the fix)."""
+FOLDER = "apple"   # RUNS/FOLDER/DEVICE@RES: where `nas lut export` writes them by default
 
 
 def mlprogram(module: torch.nn.Module, x: torch.Tensor, input_name: str = "x"):
@@ -73,24 +63,12 @@ def save_mlpackage(mlmodel, path: Path) -> Path:
     return path
 
 
-def package_name(key: str) -> str:
-    """A file name for an op key (keys hold ':' and '>'): a short stable hash."""
-    return f"op-{hashlib.sha1(key.encode()).hexdigest()[:12]}.mlpackage"
-
-
-@dataclass
-class ExportResult:
-    written: int
-    skipped: int          # packages already there (a resumed export)
-    manifest: Path
-
-
 def how_to_time(out_dir: Path) -> str:
     """How a user times an export's packages (what `nas lut export` tells them)."""
     return f"Xcode performance report, or {Path(out_dir) / MAC_SCRIPT} on a Mac"
 
 
-def export_ops(ops: dict[str, OpNode], out_dir: Path, device: str, resolution: int,
+def export_ops(ops: dict[str, OpNode], out_dir: Path, device, resolution: int,
                progress: Callable[[int], None] | None = None) -> ExportResult:
     """One ``.mlpackage`` per op plus the manifest and the macOS timing script. Packages that
     already exist are kept, so a killed export continues where it stopped."""
@@ -98,7 +76,7 @@ def export_ops(ops: dict[str, OpNode], out_dir: Path, device: str, resolution: i
     rows = []
     gen = torch.Generator().manual_seed(0)
     for key, op in ops.items():
-        path = out_dir / package_name(key)
+        path = out_dir / file_name(key, ".mlpackage")
         if path.is_dir():
             skipped += 1
         else:
@@ -110,64 +88,8 @@ def export_ops(ops: dict[str, OpNode], out_dir: Path, device: str, resolution: i
             progress(1)
     manifest = out_dir / MANIFEST
     io.write_csv(manifest, rows)
-    io.write_text(out_dir / MAC_SCRIPT, _MAC_SCRIPT.format(device=device, resolution=resolution))
+    io.write_text(out_dir / MAC_SCRIPT, _MAC_SCRIPT.format(device=device.name, resolution=resolution))
     return ExportResult(written, skipped, manifest)
-
-
-def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:
-    """key -> ms from a timings CSV; every problem is an ``TimingsError`` naming the row."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise TimingsError(f"{path}: timings file not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise TimingsError(f"{path}: unreadable timings file ({type(e).__name__})") from None
-    fields = set(rows[0]) if rows else set()
-    if "ms" not in fields or not fields & {"key", "file"}:
-        raise TimingsError(f"{path}: expected a CSV with columns 'ms' and 'key' (or 'file' from {MANIFEST})")
-    extra = fields - {"ms", "key", "file", "device", "note"}
-    if extra:
-        raise TimingsError(f"{path}: unknown column(s) {', '.join(sorted(map(str, extra)))[:80]} (expected ms, key or "
-                           "file, and optionally device, note)")
-    by_file = {}
-    if "key" not in fields:
-        manifest = path.parent / MANIFEST
-        if not manifest.is_file():
-            raise TimingsError(f"{path}: rows name files but there is no {MANIFEST} next to it; "
-                               "add a 'key' column or put the file next to the export's manifest")
-        try:
-            with open(manifest, newline="") as f:
-                listed = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise TimingsError(f"{manifest}: unreadable manifest ({type(e).__name__})") from None
-        if not listed or not {"file", "key"} <= set(listed[0]):
-            raise TimingsError(f"{manifest}: expected the columns 'file' and 'key' that `nas lut export` writes")
-        by_file = {r["file"]: r["key"] for r in listed}
-    out: dict[str, float] = {}
-    for line, row in enumerate(rows, start=2):
-        key = row.get("key") or by_file.get(row.get("file") or "")
-        if not key:
-            raise TimingsError(f"{path}:{line}: file {row.get('file')!r} is not in {MANIFEST}")
-        if key not in known_keys:
-            raise TimingsError(f"{path}:{line}: unknown op key {key!r} (not an op of any family's space at this "
-                               "resolution); import only timings of packages `nas lut export` wrote")
-        try:
-            ms = float(row["ms"])
-        except (TypeError, ValueError):
-            raise TimingsError(f"{path}:{line}: ms {row['ms']!r} is not a number") from None
-        if not 0 < ms < math.inf:   # NaN fails too
-            raise TimingsError(f"{path}:{line}: ms {row['ms']} must be a positive time in milliseconds")
-        out[key] = ms
-    if not out:
-        raise TimingsError(f"{path}: no timings in the file")
-    return out
-
-
-def import_timings(table: LatencyTable, timings: dict[str, float], origin: str) -> int:
-    for key, ms in timings.items():
-        table.add(key, ms, source="measured", imported_from=origin)
-    return len(timings)
 
 
 _MAC_SCRIPT = '''"""Time every Core ML package of this export on a Mac (macOS only; coremltools installed).

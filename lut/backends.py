@@ -10,6 +10,10 @@ A backend turns a deploy module and its input into a runner:
 * ``onnxruntime`` (device ``onnxruntime``): the module exported with ``torch.onnx.export``
   (dynamo, as ``nas export``) and run by an ONNX Runtime CPU session with the device's thread
   count;
+* ``executorch`` (device ``xnnpack``; phones declared in devices.yaml): the module exported to a
+  ``.pte`` with XNNPACK delegation and run by ``executorch.runtime`` with the device's threads
+  (``lut.pte``); a phone's ops are exported (``nas lut export``), timed there with ExecuTorch's
+  ``executor_runner`` over adb, and imported;
 * ``coreml``: Core ML runs only on Apple hardware; its tables are imported from on-device
   timings (``nas lut export`` / ``nas lut import``) or estimated.
 
@@ -156,6 +160,25 @@ def _ort_versions() -> dict:
     return {**_torch_versions(), "onnxruntime": onnxruntime.__version__}
 
 
+# ---------------------------------------------------------------------------- ExecuTorch
+def _pte_available() -> str | None:
+    from lut import pte
+
+    return pte.available()
+
+
+def _pte_wrap(module: nn.Module, x: torch.Tensor, threads: int, what: str = "the module"):
+    from lut import pte
+
+    return pte.PteRunner(module, x, threads, what), x
+
+
+def _pte_versions() -> dict:
+    from lut import pte
+
+    return pte.versions()
+
+
 # ---------------------------------------------------------------------------- Core ML
 def _coreml_available() -> str | None:
     return ("Core ML runs on Apple hardware only: its tables are estimated (`nas lut estimate`) or timed on the "
@@ -176,6 +199,8 @@ BACKENDS = {
     "torch-cuda": Backend("torch-cuda", _cuda_available, _cuda_wrap, _cuda_versions, launch_bound=True),
     "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
                            _ort_versions),
+    # timed here (device xnnpack) and, for a phone, exported and imported
+    "executorch": Backend("executorch", _pte_available, _pte_wrap, _pte_versions, exporter="lut.pte"),
     "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False, exporter="lut.apple"),
 }
 
@@ -198,12 +223,18 @@ def runners(items, backend: str, threads: int):
         raise BackendError(f"backend {backend} cannot run here: {why}")
     if b.wrap is None:
         return list(items)
+    if backend == "executorch":   # an op that does not export is named by its key
+        return [(name, *b.wrap(module, x, threads, f"op {name}")) for name, module, x in items]
     return [(name, *b.wrap(module, x, threads)) for name, module, x in items]
 
 
-def environment(backend: str, threads: int) -> dict:
-    """What a table records about how it was measured (this machine only if it times the ops)."""
+def environment(backend: str, threads: int, on_device: bool = False) -> dict:
+    """What a table records about how it was measured (this machine only if it times the ops;
+    `on_device`: a device timed elsewhere with a backend that can also time here, e.g. a phone's
+    ExecuTorch)."""
     b = get_backend(backend)
+    if on_device:
+        return {"backend": backend, **b.versions(), "threads": threads, "on_device": True}
     if not b.on_this_host:
         return {"backend": backend, **b.versions()}
     return {"backend": backend, **b.versions(), "threads": threads,

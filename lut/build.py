@@ -139,8 +139,9 @@ def _store(table: LatencyTable, timed: measure.RoundTimings, keys: Iterable[str]
                   hot_std_ms=hot.std_ms, count=cold.count + hot.count, rounds=cold.rounds)
 
 
-def new_table(device: str, resolution: int, threads: int, backend: str = "torch-eager") -> LatencyTable:
-    return LatencyTable(device, resolution, backends.environment(backend, threads), {})
+def new_table(device: str, resolution: int, threads: int, backend: str = "torch-eager",
+              on_device: bool = False) -> LatencyTable:
+    return LatencyTable(device, resolution, backends.environment(backend, threads, on_device), {})
 
 
 def table_backend(table: LatencyTable) -> str:

@@ -6,6 +6,8 @@ optionally the resolution its tables default to. Built in:
 * ``cpu``: torch eager on this machine's CPU, 1 thread;
 * ``cuda``: torch eager on this machine's GPU (CUDA events), when torch sees one;
 * ``onnxruntime``: ONNX Runtime's CPU execution provider, 1 thread;
+* ``xnnpack``: ExecuTorch with XNNPACK on this machine's CPU, 1 thread (``lut.pte``; needs the
+  ``executorch`` extra);
 * ``iphone12`` / ``iphone13``: Core ML on an Apple A14 / A15. These cannot be measured here:
   their tables are shipped (estimated) or imported from on-device timings.
 
@@ -14,6 +16,12 @@ User devices come from ``devices.yaml`` in the tables directory, e.g.::
     devices:
       - {name: ort-4t, backend: onnxruntime, threads: 4}
       - {name: iphone15, backend: coreml, resolution: 256, description: A17 Pro, timings imported}
+      - {name: pixel8, backend: executorch, threads: 4, resolution: 224, description: Tensor G3}
+
+A device whose backend exports for the device (``executorch``, ``coreml``) is timed *on the
+device* (``nas lut export``, run the script there, ``nas lut import``); ``timed: here`` makes an
+ExecuTorch device one of this machine (e.g. ``{name: xnnpack-2t, backend: executorch, threads: 2,
+timed: here}``).
 """
 from __future__ import annotations
 
@@ -42,10 +50,17 @@ class Device:
     # the published protocol its latencies are estimated as (`lut.estimate`'s cost model); None:
     # no estimate, only timings (taken here, or on the device and imported)
     estimated_as: str | None = None
+    # False: the device is elsewhere (a phone), its ops are exported, timed there and imported,
+    # even when its backend could time on this machine (ExecuTorch)
+    timed_here: bool = True
 
     @property
     def unavailable_reason(self) -> str | None:
-        return get_backend(self.backend).available()
+        backend = get_backend(self.backend)
+        if backend.on_this_host and not self.timed_here:
+            return (f"{self.name} is timed on the device itself: `nas lut export --device {self.name}`, run the "
+                    f"script it writes there, then `nas lut import`")
+        return backend.available()
 
     @property
     def measurable(self) -> bool:
@@ -67,6 +82,7 @@ BUILTIN = {
     "cpu": Device("cpu", "torch-eager", 1, description="this machine's CPU, torch eager, 1 thread"),
     "cuda": Device("cuda", "torch-cuda", 1, description="this machine's GPU, torch eager, CUDA events"),
     "onnxruntime": Device("onnxruntime", "onnxruntime", 1, description="ONNX Runtime CPU EP, 1 thread"),
+    "xnnpack": Device("xnnpack", "executorch", 1, description="this machine's CPU, ExecuTorch with XNNPACK, 1 thread"),
     "iphone12": Device("iphone12", "coreml", description="Apple A14, Core ML (tables shipped or imported)",
                        estimated_as="A14 iOS16 ModelBench"),
     "iphone13": Device("iphone13", "coreml", description="Apple A15, Core ML (tables shipped or imported)",
@@ -97,10 +113,10 @@ def user_devices(tables_dir: str | os.PathLike | None) -> dict[str, Device]:
         where = f"{path}: devices[{i}]"
         if not isinstance(d, dict):
             raise DeviceError(f"{where}: expected a mapping with name and backend")
-        extra = set(d) - {"name", "backend", "threads", "resolution", "description"}
+        extra = set(d) - {"name", "backend", "threads", "resolution", "description", "timed"}
         if extra:
             raise DeviceError(f"{where}: unknown field(s) {', '.join(sorted(extra))} "
-                              "(allowed: name, backend, threads, resolution, description)")
+                              "(allowed: name, backend, threads, resolution, description, timed)")
         name, backend = d.get("name"), d.get("backend")
         if not isinstance(name, str) or not name or "@" in name or "/" in name:
             raise DeviceError(f"{where}.name: {name!r} is not a device name (no '@' or '/')")
@@ -114,7 +130,15 @@ def user_devices(tables_dir: str | os.PathLike | None) -> dict[str, Device]:
         if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
                                        or resolution < 32 or resolution % 32):
             raise DeviceError(f"{where}.resolution: {resolution!r} is not a positive multiple of 32")
-        out[name] = Device(name, backend, threads, resolution, str(d.get("description", "")), builtin=False)
+        # a device whose backend exports for the device is that device (a phone) unless it says otherwise
+        timed = d.get("timed", "device" if BACKENDS[backend].exporter else "here")
+        if timed not in ("here", "device"):
+            raise DeviceError(f"{where}.timed: {timed!r} is not 'here' (this machine) or 'device' (exported, timed "
+                              "there, imported)")
+        if timed == "here" and not BACKENDS[backend].on_this_host:
+            raise DeviceError(f"{where}.timed: backend {backend} cannot time on this machine; use timed: device")
+        out[name] = Device(name, backend, threads, resolution, str(d.get("description", "")), builtin=False,
+                           timed_here=timed == "here")
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Iterable
 
 from lut import build, estimate, published
 from lut.devices import Device, find_table, get_device, table_path
+from lut.pte import PteError
 from lut.table import LatencyTable, TableError
 from nas.core.errors import ParameterError
 from supernets.registry import OpNode
@@ -42,7 +43,7 @@ def open_table(device_name: str, resolution: int, tables_dir: PathLike, create: 
                    f"import on-device timings (`nas lut export` / `nas lut import`); {device.unavailable_reason}")
             raise TableError(f"no latency table for {device_name}@{resolution} (looked in {tables_dir} and the "
                              f"shipped tables); {how}")
-        table = build.new_table(device_name, resolution, device.threads, device.backend)
+        table = build.new_table(device_name, resolution, device.threads, device.backend, not device.timed_here)
         table.path = table_path(device_name, resolution, tables_dir)
         return device, table
     table = LatencyTable.load(found, device=device_name, resolution=resolution)
@@ -59,7 +60,7 @@ def user_copy(device: Device, resolution: int, tables_dir: PathLike) -> LatencyT
     (the user's, else the shipped one), else a new one; saved to `tables_dir` in either case."""
     found = find_table(device.name, resolution, tables_dir)
     table = (LatencyTable.load(found, device=device.name, resolution=resolution) if found else
-             build.new_table(device.name, resolution, device.threads, device.backend))
+             build.new_table(device.name, resolution, device.threads, device.backend, not device.timed_here))
     if build.table_backend(table) != device.backend:
         raise TableError(f"{found} holds {build.table_backend(table)} timings, but device {device.name} uses "
                          f"{device.backend}; move it away")
@@ -252,22 +253,29 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
     check_timing(rounds, calibration_samples)
     tables_dir = Path(tables_dir)
     paths = []
+    device = get_device(device_name, tables_dir)
+    if not device.measurable:   # said before waiting for another build to finish
+        raise TableError(f"device {device_name} cannot be measured on this machine ({device.unavailable_reason})")
     with measuring_alone():
-        by_res = spaces_at(families, resolution, get_device(device_name, tables_dir), space)
+        by_res = spaces_at(families, resolution, device, space)
         for res, spaces in by_res.items():
             ops = ops_of(spaces, num_classes)
             device, table = open_table(device_name, res, tables_dir, create=True)
-            if not device.measurable:
-                raise TableError(f"device {device_name} cannot be measured on this machine "
-                                 f"({device.unavailable_reason})")
             table.environment.update(build.new_table(device_name, res, device.threads, device.backend).environment)
             todo = [k for k in ops if k not in table]
             log(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
                   f"{table.path}, measuring {len(todo)}")
             t0 = time.time()
             if todo or "calibration" not in table.environment or recalibrate:
-                cal = build.calibrate(table, spaces, num_classes, ops=ops, samples=calibration_samples,
-                                      threads=device.threads, rounds=rounds, progress=progress)
+                try:
+                    cal = build.calibrate(table, spaces, num_classes, ops=ops, samples=calibration_samples,
+                                          threads=device.threads, rounds=rounds, progress=progress)
+                except PteError as e:   # an op ExecuTorch cannot take: say whose space it is in
+                    key = e.subject.removeprefix("op ")
+                    owner = next((sp.family for sp in spaces if key in build.space_ops(sp, num_classes)), None)
+                    if owner is None:
+                        raise
+                    raise PteError(f"{owner}'s {e}", e.subject) from None
                 errs = sorted(abs(e) for e in cal.errors_pct)
                 m = cal.cache_model
                 log(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
@@ -340,12 +348,12 @@ def export_for_timing(device_name: str, families: list[str], *, out_dir: PathLik
     res, spaces = spaces_at_one(families, resolution, device, space)
     ops = ops_of(spaces, num_classes)
     todo = not_measured(device, res, tables_dir, ops)
-    out = Path(out_dir) if out_dir else Path(runs_dir) / "apple" / f"{device_name}@{res}"
+    out = Path(out_dir) if out_dir else Path(runs_dir) / exporter.FOLDER / f"{device_name}@{res}"
     log(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already measured, "
         f"exporting {len(todo)} {exporter.EXPORTS} to {out}")
     bar = tqdm(total=len(todo), desc="converting", unit="op", disable=not progress, leave=False)
     try:
-        result = exporter.export_ops(todo, out, device_name, res, progress=bar.update)
+        result = exporter.export_ops(todo, out, device, res, progress=bar.update)
     except Exception as e:  # noqa: BLE001 - torch.export/coremltools raise many types
         raise TableError(f"{device.backend} conversion failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                          "packages written so far are kept, re-run to continue") from None
@@ -361,7 +369,7 @@ def import_timings(timings: PathLike, device_name: str, *, space: str = "all", r
                    num_classes: int = 10, tables_dir: PathLike) -> tuple[LatencyTable, int]:
     """Read the timings measured on the device (by package file or op key; `lut.apple`) into the
     user's copy of its table. Returns the saved table and how many timings it took."""
-    from lut import apple
+    from lut import ondevice
     from supernets.registry import family_names
 
     tables_dir, timings = Path(tables_dir), Path(timings)
@@ -369,11 +377,11 @@ def import_timings(timings: PathLike, device_name: str, *, space: str = "all", r
     res, spaces = spaces_at_one(family_names(), resolution, device, space)
     known = set(ops_of(spaces, num_classes))
     try:
-        read = apple.read_timings(timings, known)
-    except apple.TimingsError as e:
+        read = ondevice.read_timings(timings, known)
+    except ondevice.TimingsError as e:
         raise TableError(str(e)) from None
     table = user_copy(device, res, tables_dir)
-    n = apple.import_timings(table, read, timings.name)
+    n = ondevice.import_timings(table, read, timings.name)
     table.save()
     return table, n
 

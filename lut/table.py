@@ -202,6 +202,8 @@ class LatencyTable:
     def fill_hint(self, family: str) -> str:
         where = f"--device {self.device} --family {family} --resolution {self.resolution}"
         backend = BACKENDS.get(self.environment.get("backend"))
+        if self.environment.get("on_device"):   # a phone: its backend has no estimate
+            return f"time them on the device (`nas lut export {where}`, then `nas lut import`)"
         if backend is not None and not backend.on_this_host:   # timed on the device, or estimated
             return (f"estimate them with `nas lut estimate {where}` or time them on the device "
                     f"(`nas lut export {where}`, then `nas lut import`)")

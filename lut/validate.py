@@ -23,10 +23,11 @@ from supernets.registry import random_choice
 
 
 def error_stats(signed: list[float]) -> dict[str, float]:
-    """Median and 95th-percentile |error| (%), share within ±10 %, median signed error (%)."""
+    """Median and 95th-percentile |error| (%), shares within ±5 % and ±10 %, median signed error (%)."""
     errs = sorted(abs(e) for e in signed)
     return {"median_abs_error_pct": statistics.median(errs),
             "p95_abs_error_pct": errs[min(len(errs) - 1, round(0.95 * (len(errs) - 1)))],
+            "within_5_pct": sum(e <= 5 for e in errs) / len(errs),
             "within_10_pct": sum(e <= 10 for e in errs) / len(errs),
             "median_signed_error_pct": statistics.median(signed)}
 
@@ -42,7 +43,7 @@ class Validation:
     def summary(self) -> str:
         def line(st: dict[str, float]) -> str:
             return (f"median |err| {st['median_abs_error_pct']:.2f}%  p95 |err| {st['p95_abs_error_pct']:.2f}%  "
-                    f"within ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%")
+                    f"within ±5%: {100 * st['within_5_pct']:.0f}%  ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%")
         text = f"samples {len(self.rows)}  {line(self.stats())}"
         if self.drift:
             text += (f"\n  the table's calibration networks now take {self.drift:.3f}x their build-time latency; "

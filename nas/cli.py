@@ -199,13 +199,15 @@ def cmd_lut_devices(args) -> None:
 
 
 def _lut_export_parser(sub) -> None:
-    x = sub.add_parser("export", help="Core ML packages of the ops an Apple device's table lacks, to time on the device")
+    x = sub.add_parser("export", help="the ops a device's table lacks, to time on the device (Core ML packages for "
+                       "an iPhone, ExecuTorch .pte programs and an adb script for a phone)")
     x.add_argument("--device", default="iphone12")
     x.add_argument("--family", default="efficientformer", help="a family or 'all'")
     x.add_argument("--resolution", type=int, default=None, help="deploy resolution (default: the space's)")
     x.add_argument("--space", choices=["small", "paper", "all"], default="all", help="which shipped spaces' ops (default: %(default)s)")
     x.add_argument("--num-classes", type=int, default=10)
-    x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES)")
+    x.add_argument("--out", default=None, help="output directory (default: RUNS/apple/DEVICE@RES for Core ML, "
+                   "RUNS/android/DEVICE@RES for ExecuTorch)")
     _common(x)
     x.set_defaults(func=cmd_lut_export)
 
@@ -475,10 +477,12 @@ def cmd_show(args) -> None:
 
 def _export_parser(sub) -> None:
     e = sub.add_parser("export", help="reparameterize a trained model (or an ArchConfig) and export it to ONNX / "
-                       "Core ML, verified")
+                       "Core ML / ExecuTorch, verified")
     e.add_argument("config", help="a model checkpoint (`nas train`'s model.pt, slim's inherited .pt), or an ArchConfig "
                    "YAML (e.g. one `nas slim` wrote, or a published variant)")
-    e.add_argument("--format", choices=["onnx", "coreml", "all"], default="all")
+    e.add_argument("--format", choices=["onnx", "coreml", "pte", "all"], default="all",
+                   help="pte: ExecuTorch with XNNPACK (Android, embedded); all: every format, pte where ExecuTorch "
+                        "is installed (default: %(default)s)")
     e.add_argument("--resolution", type=int, default=None,
                    help="input resolution (default: the config's; a checkpoint's training resolution)")
     e.add_argument("--weights", default=None, help="with a YAML: state dict of the config's model (default: random init)")
@@ -495,7 +499,7 @@ def cmd_export(args) -> list:
 
     if args.resolution is not None and (args.resolution <= 0 or args.resolution % 32):
         raise UserError(f"--resolution {args.resolution}: must be a positive multiple of 32")
-    formats = list(export.FORMATS) if args.format == "all" else [args.format]
+    formats = export.all_formats() if args.format == "all" else [args.format]
     source = Path(args.config)
     stem = Path(args.out) if args.out else source.with_suffix("")
     if args.out is None and args.resolution:
@@ -509,10 +513,13 @@ def cmd_export(args) -> list:
             cfg = cfg.replace(resolution=args.resolution)
         done = export.export(cfg, formats, stem, weights=args.weights)
     for e in done:
-        check = (f"onnxruntime max relative diff {e.max_rel_diff:.1e}" if e.max_rel_diff is not None
+        runtime = {"onnx": "onnxruntime", "pte": "ExecuTorch"}.get(e.format, e.format)
+        check = (f"{runtime} max relative diff {e.max_rel_diff:.1e}" if e.max_rel_diff is not None
                  else "converted and saved (Core ML runs on macOS only)")
         if e.top1 is not None:
-            check += f"; top-1 on the validation subset: torch {e.top1[0]:.2f}%, onnxruntime {e.top1[1]:.2f}%"
+            check += f"; top-1 on the validation subset: torch {e.top1[0]:.2f}%, {runtime} {e.top1[1]:.2f}%"
+        if e.note:
+            check += f"; {e.note}"
         print(f"{e.format}: {e.path}  ({check})")
     return done
 

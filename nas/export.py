@@ -1,10 +1,13 @@
-"""Deploy export of an ArchConfig: reparameterize, export to ONNX and/or Core ML, verify.
+"""Deploy export of an ArchConfig: reparameterize, export to ONNX, Core ML and/or ExecuTorch, verify.
 
 * ONNX: ``torch.onnx.export(dynamo=True)``, then verified with onnxruntime (CPU EP) against
   the torch deploy model on a fixed random input: max |diff| / max |torch| must be <= 1e-4.
 * Core ML: ``torch.export`` -> ``run_decompositions({})`` -> ``coremltools.convert`` (ML program,
   iOS 16 target), saved as ``.mlpackage``. Running it needs macOS; there its outputs are compared
   too. On Linux the conversion and save are the check.
+* ExecuTorch (``.pte``, XNNPACK-delegated: Android, embedded Linux, iOS CPU): ``lut.pte``; run by
+  ``executorch.runtime`` here against torch (relative 1e-4), and with a checkpoint's data its
+  top-1 on the validation subset must equal torch's. The ops XNNPACK does not take are reported.
 
 Every artefact is written to a temporary sibling and renamed into place, so a failed export
 leaves nothing behind.
@@ -26,7 +29,7 @@ from supernets.config import ArchConfig
 from supernets.layers import reparameterize
 from supernets.registry import get_family
 
-FORMATS = ("onnx", "coreml")
+FORMATS = ("onnx", "coreml", "pte")
 RTOL = 1e-4
 
 
@@ -36,6 +39,14 @@ class Exported:
     path: Path
     max_rel_diff: float | None   # None: not run here (Core ML off macOS)
     top1: tuple[float, float] | None = None   # (torch, exported) on the validation subset, when checked
+    note: str = ""   # what else the user should know (ExecuTorch: the ops left to portable kernels)
+
+
+def all_formats() -> list[str]:
+    """What ``--format all`` writes: every format, ExecuTorch's where it is installed."""
+    from lut import pte
+
+    return [f for f in FORMATS if f != "pte" or pte.available() is None]
 
 
 def deploy_model(config: ArchConfig, weights: str | os.PathLike | None = None) -> torch.nn.Module:
@@ -60,8 +71,8 @@ def export(config: ArchConfig, formats: list[str], out_stem: Path, *, weights=No
 
 def export_model(model: torch.nn.Module, resolution: int, formats: list[str], out_stem: Path, *,
                  val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[Exported]:
-    """Export a deploy-form model at `resolution`. With `val` (images, labels), ONNX Runtime's
-    top-1 on those images must equal torch's, or nothing is written."""
+    """Export a deploy-form model at `resolution`. With `val` (images, labels), ONNX Runtime's and
+    ExecuTorch's top-1 on those images must equal torch's, or nothing is written."""
     x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
@@ -71,6 +82,8 @@ def export_model(model: torch.nn.Module, resolution: int, formats: list[str], ou
             done.append(_onnx(model, x, ref, out_stem.with_name(out_stem.name + ".onnx"), val))
         elif fmt == "coreml":
             done.append(_coreml(model, x, ref, out_stem.with_name(out_stem.name + ".mlpackage")))
+        elif fmt == "pte":
+            done.append(_pte(model, x, ref, out_stem.with_name(out_stem.name + ".pte"), val))
         else:
             raise UserError(f"--format {fmt!r}: unknown (use {', '.join(FORMATS)})")
     return done
@@ -124,7 +137,8 @@ def export_trained(path: str | os.PathLike, formats: list[str], out_stem: Path, 
         log(f"note: exporting at {resolution} px; its latency was priced at the config's {config.resolution} px: "
             f"export with --resolution {config.resolution} to deploy that")
     val = None
-    if ckpt.get("data") and ("onnx" in formats or resolution != trained_px):
+    checked = "onnx" in formats or "pte" in formats   # formats whose top-1 is checked here
+    if ckpt.get("data") and (checked or resolution != trained_px):
         try:
             val = data_mod.fixed_subset(trained_data(ckpt, resolution).val, val_images, 1)
         except UserError as e:
@@ -137,7 +151,7 @@ def export_trained(path: str | os.PathLike, formats: list[str], out_stem: Path, 
         check = ResolutionCheck(trained_px, _top1(trained, *at_trained), resolution, _top1(deployed, *val))
         for line in check.lines(path):
             log(line)
-    return export_model(deployed, resolution, formats, out_stem, val=val if "onnx" in formats else None)
+    return export_model(deployed, resolution, formats, out_stem, val=val if checked else None)
 
 
 @torch.no_grad()
@@ -180,8 +194,35 @@ def _top1_pair(model, session, images: torch.Tensor, labels: torch.Tensor) -> tu
     """Top-1 (%) of the torch model and of the ONNX Runtime session on the same images (the
     export has batch 1, so ONNX Runtime sees them one at a time)."""
     name = session.get_inputs()[0].name
-    ort_pred = torch.tensor([int(np.argmax(session.run(None, {name: img[None].numpy()})[0])) for img in images])
-    return _top1(model, images, labels), 100.0 * float((ort_pred == labels).sum()) / max(len(labels), 1)
+    return _top1_of(model, lambda img: session.run(None, {name: img[None].numpy()})[0], images, labels)
+
+
+@torch.no_grad()
+def _top1_of(model, run_one, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 (%) of the torch model and of an exported one (`run_one(image)` -> logits, batch 1)."""
+    pred = torch.tensor([int(np.argmax(np.asarray(run_one(img)))) for img in images])
+    return _top1(model, images, labels), 100.0 * float((pred == labels).sum()) / max(len(labels), 1)
+
+
+def _pte(model, x, ref, path: Path, val=None) -> Exported:
+    from lut import pte
+
+    edge = pte.lower(model, x, "the deploy model")
+    data = pte.program_bytes(edge)
+    method = pte.load(data, path.name)
+    diff = _rel_diff(method.execute([x])[0].numpy(), ref)
+    if diff > RTOL:
+        raise UserError(f"ExecuTorch export of {path.name} differs from torch by {diff:.2e} (relative, > {RTOL}); "
+                        "not written")
+    top1 = None if val is None else _top1_of(model, lambda img: method.execute([img[None].contiguous()])[0], *val)
+    if top1 is not None and top1[0] != top1[1]:
+        raise UserError(f"ExecuTorch export of {path.name}: top-1 {top1[1]:.2f}% on the validation subset, torch "
+                        f"{top1[0]:.2f}%; not written")
+    io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    left = pte.undelegated(edge)
+    note = ("every op delegated to XNNPACK" if not left else "left to portable kernels (not XNNPACK): "
+            + ", ".join(f"{op} x{n}" for op, n in left.most_common()))
+    return Exported("pte", path, diff, top1, note)
 
 
 def _coreml(model, x, ref, path: Path) -> Exported:

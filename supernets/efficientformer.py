@@ -20,6 +20,7 @@ from timm.layers import resize_rel_pos_bias_table_levit
 
 from supernets.config import ArchConfig, BlockSpec, ConfigError
 from supernets.layers import (
+    batched_matmul,
     ConvNorm,
     FamilyModel,
     LayerScale,
@@ -67,8 +68,8 @@ class Attention(nn.Module):
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, -1)
+        attn = batched_matmul(q, k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        x = batched_matmul(attn.softmax(dim=-1), v).transpose(1, 2).reshape(B, N, -1)
         return self.proj(x)
 
 

@@ -52,9 +52,10 @@ with Gumbel-softmax next to the MetaPaths, see ``ElasticFMB``), ``fm_width`` and
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from supernets.config import MAX_WIDTH, ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, LinearHead, MultiGroupConv, SplitConvNorm
+from supernets.layers import UNGROUPED_BRANCHES, FamilyModel, LinearHead, MultiGroupConv, SplitConvNorm, batched_matmul
 from supernets.metapath import KnobChoice
 from supernets.registry import Family, OpNode, register_family
 
@@ -112,6 +113,21 @@ def reduction_ratio(stage: int) -> int:
     return 2 ** max(0, 3 - stage)
 
 
+class RaggedAvgPool2d(nn.Module):
+    """Average pooling by `size`, with ``ceil_mode`` (a last, partial window) only where the grid
+    is not a multiple of `size`: on a multiple both are the same, and XNNPACK takes the pool without
+    ``ceil_mode`` but leaves it to ExecuTorch's portable kernels with it
+    (experiments/executorch_delegation)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ragged = (x.shape[-2] % self.size != 0) | (x.shape[-1] % self.size != 0)
+        return F.avg_pool2d(x, self.size, self.size, ceil_mode=ragged)
+
+
 class RLMHSA(nn.Module):
     """Softmax(X (XW)ᵀ) XW: keys and values share one projection, queries are the input itself.
     Keys/values come from the input average-pooled by ``sr`` (see the module docstring)."""
@@ -120,15 +136,15 @@ class RLMHSA(nn.Module):
         super().__init__()
         self.heads = num_heads(dim)
         self.scale = (dim // self.heads) ** -0.5
-        self.pool = nn.AvgPool2d(sr, sr, ceil_mode=True) if sr > 1 else nn.Identity()
+        self.pool = RaggedAvgPool2d(sr) if sr > 1 else nn.Identity()
         self.proj = MultiGroupConv(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         q = x.reshape(B, self.heads, C // self.heads, H * W).transpose(-2, -1)           # (B, h, N, d)
         kv = self.proj(self.pool(x)).flatten(2).reshape(B, self.heads, C // self.heads, -1).transpose(-2, -1)
-        attn = ((q * self.scale) @ kv.transpose(-2, -1)).softmax(dim=-1)
-        return (attn @ kv).transpose(-2, -1).reshape(B, C, H, W)
+        attn = batched_matmul(q * self.scale, kv.transpose(-2, -1)).softmax(dim=-1)
+        return batched_matmul(attn, kv).transpose(-2, -1).reshape(B, C, H, W)
 
 
 class FMB(nn.Module):

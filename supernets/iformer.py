@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from supernets.config import ArchConfig, BlockSpec, ConfigError, SearchSpace
-from supernets.layers import ConvNorm, DistilledHead, FamilyModel, LayerScale, LinearHead, PlainStage, RepCPE
+from supernets.layers import (ConvNorm, DistilledHead, FamilyModel, LayerScale, LinearHead, PlainStage, RepCPE,
+                              batched_matmul)
 from supernets.registry import Family, OpNode, register_family
 
 BLOCK_KINDS = ("conv", "shma")
@@ -66,8 +67,8 @@ class SHMA(nn.Module):
         B, C, H, W = x.shape
         q, k = self.q(x).flatten(2), self.k(x).flatten(2)                 # (B, C/R, N)
         v, gate = self.v(x).sigmoid().flatten(2), self.gate(x).sigmoid()  # v is sigmoid-activated too
-        attn = ((q.transpose(1, 2) * self.scale) @ k).softmax(dim=-1)     # (B, N, N) over keys
-        out = (v @ attn.transpose(1, 2)).reshape(B, C, H, W)
+        attn = batched_matmul(q.transpose(1, 2) * self.scale, k).softmax(dim=-1)   # (B, N, N) over keys
+        out = batched_matmul(v, attn.transpose(1, 2)).reshape(B, C, H, W)
         return self.proj(out * gate)
 
 

@@ -107,11 +107,23 @@ class PairCatConv(CatConv):
         return self.act(self.conv(torch.cat([a, b], 1)))
 
 
+def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` over the last two dims (equal leading dims), computed as one ``torch.bmm`` over the
+    leading dims flattened. The same product; but ``@`` exports as expand + bmm, and XNNPACK leaves
+    the expands to ExecuTorch's portable kernels, a copy and a partition break per product on a
+    phone (experiments/executorch_delegation). Attention products go through here."""
+    lead = a.shape[:-2]
+    out = torch.bmm(a.reshape(-1, a.shape[-2], a.shape[-1]), b.reshape(-1, b.shape[-2], b.shape[-1]))
+    return out.reshape(lead + out.shape[-2:])
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention on tokens (B, N, C) with separate q/k/v Linears.
 
-    q, k and v are separate (one matmul at run time over their concatenated weights) so that a
-    narrower attention is the leading slice of a wider one. ``interleaved_heads`` decides what a
+    q, k and v are separate Linears so that a narrower attention is the leading slice of a wider
+    one; they also run as three (not one over their concatenated weights: a weight computed at run
+    time is no constant to XNNPACK, which then leaves the product to ExecuTorch's portable kernels,
+    experiments/executorch_delegation). ``interleaved_heads`` decides what a
     narrower slice means: ``False`` (head-major, channel c in head c // head_dim) keeps the head
     dim and drops whole heads (FastViT: head dim 32, elastic width = elastic head count);
     ``True`` (channel c in head c % heads) keeps the head count and shortens every head alike
@@ -132,17 +144,18 @@ class MultiHeadAttention(nn.Module):
     def attend(self, tokens: torch.Tensor) -> torch.Tensor:
         """The attention itself (subclasses that reshape around it call this: TorchScript has no super())."""
         B, N, C = tokens.shape
-        weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
-        qkv = F.linear(tokens, weight) if self.q.bias is None else \
-            F.linear(tokens, weight, torch.cat((self.q.bias, self.k.bias, self.v.bias)))
-        if self.interleaved:
-            q, k, v = qkv.reshape(B, N, 3, self.head_dim, self.num_heads).permute(2, 0, 4, 1, 3).unbind(0)
-        else:
-            q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        out = attn @ v                                     # (B, heads, N, head_dim)
+        q, k, v = self.heads(self.q(tokens)), self.heads(self.k(tokens)), self.heads(self.v(tokens))
+        attn = batched_matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)
+        out = batched_matmul(attn, v)                      # (B, heads, N, head_dim)
         out = out.permute(0, 2, 3, 1) if self.interleaved else out.transpose(1, 2)
         return self.proj(out.reshape(B, N, C))
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, heads, N, head_dim), channels split as ``interleaved_heads`` says."""
+        B, N, _ = x.shape
+        if self.interleaved:
+            return x.reshape(B, N, self.head_dim, self.num_heads).permute(0, 3, 1, 2)
+        return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------- branch folding
@@ -503,7 +516,8 @@ class PooledHead(nn.Module):
         return x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3)) if self.global_pool == "avg" else x
+        # keepdim, then flatten: XNNPACK takes a 4D mean, not one that drops the dims
+        return x.mean((2, 3), keepdim=True).flatten(1) if self.global_pool == "avg" else x
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False):
         x = self.pool(self.pre_pool(x))

@@ -131,7 +131,8 @@ class TransformerLayer(nn.Module):
 class LinearSelfAttention(nn.Module):
     """v2's separable self-attention on (B, d, P, N): a 1-channel query softmaxed over N weights
     the keys into one context vector per pixel position; out = out_proj(ReLU(v) * context).
-    q, k and v are separate 1x1 convs (one conv at run time) for prefix weight inheritance."""
+    q, k and v are separate 1x1 convs for prefix weight inheritance, and run as three (a weight
+    concatenated at run time is no constant to XNNPACK: ``MultiHeadAttention``)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -141,12 +142,12 @@ class LinearSelfAttention(nn.Module):
         self.out_proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.k.out_channels
-        q_bias, k_bias, v_bias = self.q.bias, self.k.bias, self.v.bias
-        assert q_bias is not None and k_bias is not None and v_bias is not None   # (for TorchScript's types)
-        qkv = F.conv2d(x, torch.cat((self.q.weight, self.k.weight, self.v.weight)), torch.cat((q_bias, k_bias, v_bias)))
-        q, k, v = qkv.split([1, d, d], dim=1)
-        context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        B, _, P, N = q.shape
+        # softmax over N of the 3D view: ExecuTorch 1.5's XNNPACK gets a softmax over the last dim
+        # of a conv's 4D output wrong (relative error ~1; experiments/executorch_delegation)
+        weights = q.reshape(B, P, N).softmax(dim=-1).reshape(B, 1, P, N)
+        context = (k * weights).sum(dim=-1, keepdim=True)
         return self.out_proj(F.relu(v) * context)
 
 
@@ -270,7 +271,7 @@ class Head(PooledHead):
         return self.final_conv(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(x.mean((2, 3)) if self.global_pool == "avg" else x)
+        return self.drop(x.mean((2, 3), keepdim=True).flatten(1) if self.global_pool == "avg" else x)
 
 
 class MobileViTv3(FamilyModel):

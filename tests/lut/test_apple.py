@@ -3,7 +3,8 @@ import csv
 import pytest
 
 import search_spaces
-from lut import apple, build, store
+from lut import apple, build, ondevice, store
+from lut.devices import get_device
 from lut.table import LatencyTable
 from nas.cli import main
 from supernets.config import SearchSpace
@@ -21,7 +22,7 @@ def two_ops():
 @pytest.fixture(scope="module")
 def exported(two_ops, tmp_path_factory):
     out = tmp_path_factory.mktemp("apple")
-    return apple.export_ops(two_ops, out, "iphone12", 64), out
+    return apple.export_ops(two_ops, out, get_device("iphone12"), 64), out
 
 
 def test_export_writes_a_package_per_op_a_manifest_and_resumes(exported, two_ops):
@@ -32,7 +33,7 @@ def test_export_writes_a_package_per_op_a_manifest_and_resumes(exported, two_ops
     assert all((out / r["file"] / "Manifest.json").is_file() for r in rows)       # an .mlpackage directory
     assert rows[0]["input_shape"] == "x".join(map(str, two_ops[rows[0]["key"]].in_shape))
     assert "nas lut import timings.csv --device iphone12" in (out / apple.MAC_SCRIPT).read_text()
-    again = apple.export_ops(two_ops, out, "iphone12", 64)
+    again = apple.export_ops(two_ops, out, get_device("iphone12"), 64)
     assert again.written == 0 and again.skipped == 2
 
 
@@ -65,7 +66,7 @@ def test_export_converts_only_what_the_device_has_not_measured(two_ops, tmp_path
     assert main(["lut", "export", "--device", "iphone12", "--family", "efficientformer", "--space", "small",
                  "--resolution", "64", "--tables", str(tmp_path / "tables"), "--out", str(out), "--no-progress"]) == 0
     assert "exporting 1 Core ML packages" in capsys.readouterr().out
-    assert [r["key"] for r in csv.DictReader(open(out / apple.MANIFEST))] == [lacking]
+    assert [r["key"] for r in csv.DictReader(open(out / ondevice.MANIFEST))] == [lacking]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -94,7 +95,7 @@ def test_export_is_for_core_ml_devices_only(capsys, tmp_path):
 
 
 def test_a_manifest_without_its_columns_is_one_line(tmp_path, capsys):
-    (tmp_path / apple.MANIFEST).write_text("name,op\na,b\n")
+    (tmp_path / ondevice.MANIFEST).write_text("name,op\na,b\n")
     (tmp_path / "timings.csv").write_text("file,ms\na,1\n")
     assert main(["lut", "import", str(tmp_path / "timings.csv"), "--device", "iphone12", "--resolution", "64",
                  "--tables", str(tmp_path / "tables")]) == 2

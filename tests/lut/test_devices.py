@@ -6,8 +6,8 @@ from nas.cli import main
 
 
 def test_builtin_devices_name_their_backend():
-    assert {d: BUILTIN[d].backend for d in ("cpu", "cuda", "onnxruntime", "iphone12", "iphone13")} == {
-        "cpu": "torch-eager", "cuda": "torch-cuda", "onnxruntime": "onnxruntime",
+    assert {d: BUILTIN[d].backend for d in ("cpu", "cuda", "onnxruntime", "xnnpack", "iphone12", "iphone13")} == {
+        "cpu": "torch-eager", "cuda": "torch-cuda", "onnxruntime": "onnxruntime", "xnnpack": "executorch",
         "iphone12": "coreml", "iphone13": "coreml"}
     assert BUILTIN["cpu"].measurable and not BUILTIN["iphone12"].measurable
 
@@ -15,8 +15,13 @@ def test_builtin_devices_name_their_backend():
 def test_user_devices_come_from_devices_yaml(tmp_path):
     (tmp_path / "devices.yaml").write_text(
         "devices:\n  - {name: ort-2t, backend: onnxruntime, threads: 2, resolution: 96, description: two threads}\n"
-        "  - {name: iphone15, backend: coreml}\n")
+        "  - {name: iphone15, backend: coreml}\n"
+        "  - {name: pixel8, backend: executorch, threads: 4}\n"
+        "  - {name: xnnpack-2t, backend: executorch, threads: 2, timed: here}\n")
     devices = user_devices(tmp_path)
+    # an ExecuTorch device is a phone (exported, timed there, imported) unless it says it is this machine
+    assert not devices["pixel8"].timed_here and "timed on the device itself" in devices["pixel8"].unavailable_reason
+    assert devices["pixel8"].exporter == "lut.pte" and devices["xnnpack-2t"].timed_here
     assert devices["ort-2t"].threads == 2 and devices["ort-2t"].resolution == 96 and devices["ort-2t"].measurable
     assert not get_device("iphone15", tmp_path).measurable and not get_device("iphone15", tmp_path).builtin
     with pytest.raises(DeviceError, match="declare your own in"):
@@ -30,6 +35,8 @@ def test_user_devices_come_from_devices_yaml(tmp_path):
     ("{name: x, backend: onnxruntime, resolution: 100}", "devices[0].resolution: 100 is not a positive multiple"),
     ("{name: x@y, backend: onnxruntime}", "devices[0].name: 'x@y' is not a device name"),
     ("{name: x, backend: coreml, cores: 4}", "unknown field(s) cores"),
+    ("{name: x, backend: executorch, timed: phone}", "devices[0].timed: 'phone' is not 'here'"),
+    ("{name: x, backend: coreml, timed: here}", "backend coreml cannot time on this machine"),
 ])
 def test_bad_user_device_is_one_line_exit_2(tmp_path, capsys, entry, message):
     (tmp_path / "devices.yaml").write_text(f"devices:\n  - {entry}\n")

@@ -16,13 +16,20 @@ def small_config(tiny_space, tmp_path):
     return tmp_path / "small.yaml"
 
 
-def test_export_onnx_and_coreml_of_a_config_with_attention(small_config, capsys):
+def test_export_every_format_of_a_config_with_attention(small_config, capsys):
+    from lut import pte
+
     assert main(["export", str(small_config)]) == 0
     out = capsys.readouterr().out
     onnx_path, ml_path = small_config.with_suffix(".onnx"), small_config.with_suffix(".mlpackage")
     assert onnx_path.is_file() and (ml_path / "Manifest.json").is_file()
-    diff = float(out.split("max relative diff ")[1].split(")")[0])
+    diff = float(out.split("onnxruntime max relative diff ")[1].split(")")[0])
     assert diff <= 1e-4
+    if pte.available() is None:   # ExecuTorch: run here against torch, what XNNPACK leaves said
+        line = next(x for x in out.splitlines() if x.startswith("pte: "))
+        assert float(line.split("ExecuTorch max relative diff ")[1].split(";")[0]) <= 1e-4
+        assert "left to portable kernels" in line or "every op delegated" in line
+        assert pte.load(small_config.with_suffix(".pte")).execute([torch.randn(1, 3, 64, 64)])[0].shape == (1, 10)
     assert not [p for p in small_config.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -61,6 +68,10 @@ def test_export_errors_leave_nothing_behind(small_config, tmp_path, capsys, monk
     assert main(["export", str(small_config), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not trace" in err
+    monkeypatch.setattr(torch.export, "export", broken)
+    assert main(["export", str(small_config), "--format", "pte"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("ExecuTorch cannot export it" in err or "ExecuTorch is not installed" in err)
     assert sorted(p.name for p in small_config.parent.iterdir()) == ["bad.pt", "list.pt", "random.pt", "small.yaml",
                                                                     "tiny_space.yaml"]
 

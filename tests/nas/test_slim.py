@@ -216,6 +216,12 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir()
     top1 = exported.split("torch ")[1].split("%, onnxruntime ")
     assert top1[0] == top1[1].split("%")[0]
+    from lut import pte
+
+    if pte.available() is None:   # and ExecuTorch (XNNPACK) gives torch's top-1 on the same subset
+        line = next(x for x in exported.splitlines() if x.startswith("pte: "))
+        torch_top1, et_top1 = line.split("torch ")[1].split("%, ExecuTorch ")
+        assert torch_top1 == et_top1.split("%")[0] == top1[0] and (trained / "model.pte").is_file()
     # nas show reports it
     assert main(["show", str(out / f"{stem}.yaml"), "--tables", str(tables)]) == 0
     shown = capsys.readouterr().out
