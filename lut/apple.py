@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from lut import graph
-from lut.ondevice import MANIFEST, ExportResult, file_name
+from lut.ondevice import ExportResult, export_each
 from nas.core import io
 from supernets.registry import OpNode
 
@@ -72,24 +72,10 @@ def export_ops(ops: dict[str, OpNode], out_dir: Path, device, resolution: int,
                progress: Callable[[int], None] | None = None) -> ExportResult:
     """One ``.mlpackage`` per op plus the manifest and the macOS timing script. Packages that
     already exist are kept, so a killed export continues where it stopped."""
-    written = skipped = 0
-    rows = []
-    gen = torch.Generator().manual_seed(0)
-    for key, op in ops.items():
-        path = out_dir / file_name(key, ".mlpackage")
-        if path.is_dir():
-            skipped += 1
-        else:
-            x = torch.randn(op.in_shape, generator=gen)
-            save_mlpackage(mlprogram(graph.deploy_module(op), x), path)
-            written += 1
-        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op.in_shape))})
-        if progress:
-            progress(1)
-    manifest = out_dir / MANIFEST
-    io.write_csv(manifest, rows)
+    result = export_each(ops, out_dir, ".mlpackage",
+                         lambda op, x, path: save_mlpackage(mlprogram(graph.deploy_module(op), x), path), progress)
     io.write_text(out_dir / MAC_SCRIPT, _MAC_SCRIPT.format(device=device.name, resolution=resolution))
-    return ExportResult(written, skipped, manifest)
+    return result
 
 
 _MAC_SCRIPT = '''"""Time every Core ML package of this export on a Mac (macOS only; coremltools installed).

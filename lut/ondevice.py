@@ -13,13 +13,15 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from nas.core.errors import OneLineError
 
 if TYPE_CHECKING:
+    import torch
+
     from lut.table import LatencyTable
+    from supernets.family import OpNode
 
 MANIFEST = "manifest.csv"
 
@@ -38,6 +40,34 @@ class ExportResult:
     written: int
     skipped: int          # programs already there (a resumed export)
     manifest: Path
+
+
+def export_each(ops: dict[str, OpNode], out_dir: Path, suffix: str, write: Callable[[OpNode, torch.Tensor, Path], None],
+                progress: Callable[[int], None] | None = None) -> ExportResult:
+    """`write(op, x, path)` for every op whose program (`file_name(key, suffix)` in `out_dir`) is
+    not there yet, on a fixed random input `x` of the op's shape; then the manifest. Programs
+    already written are kept, so a killed export continues where it stopped."""
+    import torch
+
+    from nas.core import io
+
+    written = skipped = 0
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for key, op in ops.items():
+        path = out_dir / file_name(key, suffix)
+        x = torch.randn(op.in_shape, generator=gen)
+        if path.exists():
+            skipped += 1
+        else:
+            write(op, x, path)
+            written += 1
+        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op.in_shape))})
+        if progress:
+            progress(1)
+    manifest = out_dir / MANIFEST
+    io.write_csv(manifest, rows)
+    return ExportResult(written, skipped, manifest)
 
 
 def read_timings(path: Path, known_keys: set[str]) -> dict[str, float]:

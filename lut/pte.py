@@ -207,28 +207,16 @@ def export_ops(ops: dict, out_dir: Path, device, resolution: int,
     input shape) and the script that times them on a phone over adb. Programs already written are
     kept, so a killed export continues where it stopped (``lut.apple``'s contract)."""
     from lut import graph
-    from lut.ondevice import MANIFEST, ExportResult, file_name
+    from lut.ondevice import export_each
 
-    written = skipped = 0
-    rows = []
-    gen = torch.Generator().manual_seed(0)
-    for key, op in ops.items():
-        path = out_dir / file_name(key, ".pte")
-        x = torch.randn(op.in_shape, generator=gen)
-        if path.is_file():
-            skipped += 1
-        else:
-            data = program_bytes(lower(graph.deploy_module(op), x, f"op {key}"))
-            io.atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
-            written += 1
-        rows.append({"key": key, "file": path.name, "input_shape": "x".join(map(str, op.in_shape))})
-        if progress:
-            progress(1)
-    manifest = out_dir / MANIFEST
-    io.write_csv(manifest, rows)
+    def write(op, x, path):
+        data = program_bytes(lower(graph.deploy_module(op), x, f"op {op.key}"))
+        io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+    result = export_each(ops, out_dir, ".pte", write, progress)
     io.write_text(out_dir / SCRIPT, phone_script(device.name, device.threads))
     os.chmod(out_dir / SCRIPT, 0o755)
-    return ExportResult(written, skipped, manifest)
+    return result
 
 
 def phone_script(device: str, threads: int) -> str:
