@@ -38,12 +38,21 @@ class Validation:
     drift: float | None  # median over the calibration networks of (time now / time at build); None: uncalibrated
 
     def stats(self, drift_corrected: bool = False) -> dict[str, float]:
-        return error_stats([r["drift_corrected_error_pct" if drift_corrected else "error_pct"] for r in self.rows])
+        """`error_stats`, and Spearman's ρ between predicted and measured (does the table rank
+        networks as they run? what a search needs of it)."""
+        from scipy.stats import spearmanr
+
+        out = error_stats([r["drift_corrected_error_pct" if drift_corrected else "error_pct"] for r in self.rows])
+        if len(self.rows) > 2:
+            rho = spearmanr([r["predicted_ms"] for r in self.rows], [r["measured_ms"] for r in self.rows])[0]
+            out["spearman"] = float(rho)
+        return out
 
     def summary(self) -> str:
         def line(st: dict[str, float]) -> str:
             return (f"median |err| {st['median_abs_error_pct']:.2f}%  p95 |err| {st['p95_abs_error_pct']:.2f}%  "
-                    f"within ±5%: {100 * st['within_5_pct']:.0f}%  ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%")
+                    f"within ±5%: {100 * st['within_5_pct']:.0f}%  ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%"
+                    + (f"  Spearman {st['spearman']:.3f}" if "spearman" in st else ""))
         text = f"samples {len(self.rows)}  {line(self.stats())}"
         if self.drift:
             text += (f"\n  the table's calibration networks now take {self.drift:.3f}x their build-time latency; "

@@ -150,3 +150,25 @@ def test_a_phones_round_trip_export_time_over_adb_import(fastvit_ops, tmp_path, 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err, err
     assert (tables / "pixel8@64.yaml").read_bytes() == before
+
+
+def test_one_group_norms_are_lowered_in_two_passes_that_xnnpack_takes_whole():
+    """ExecuTorch's portable group norm is one-pass (~2e-5 off per layer on a map with an offset);
+    the rewrite computes the same norm, leaves the model itself alone, and is all XNNPACK's."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 32, 1), torch.nn.GroupNorm(1, 32), torch.nn.GroupNorm(4, 32)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    rewritten = pte.for_xnnpack(model)
+    assert isinstance(model[1], torch.nn.GroupNorm) and isinstance(rewritten[1], pte.TwoPassGroupNorm)
+    assert isinstance(rewritten[2], torch.nn.GroupNorm)          # several groups: left as it is
+    x = torch.randn(1, 8, 16, 16) * 3 + 2
+    with torch.no_grad():
+        ref = model(x)
+        assert (rewritten(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+    edge = pte.lower(model[:2], x)
+    assert pte.undelegated(edge) == {}
+    out = pte.load(pte.program_bytes(edge)).execute([x])[0]
+    with torch.no_grad():
+        assert (out - model[:2](x)).abs().max() <= 1e-5 * model[:2](x).abs().max()
