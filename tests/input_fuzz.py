@@ -22,7 +22,7 @@ import torch
 import yaml
 
 import search_spaces
-from lut.apple import TimingsError, read_timings
+from lut.ondevice import TimingsError, read_timings
 from lut.devices import SHIPPED_TABLES
 from lut.table import LatencyTable, TableError
 from supernets.config import ArchConfig, ConfigError, SearchSpace
