@@ -52,6 +52,11 @@ class Backend:
     # batch 1): its tables then price hot times by a factor per kind of op, fitted on whole
     # networks, in place of the cache blend (``lut.build.fit_kind_factors``)
     launch_bound: bool = False
+    # Whether an op run alone converts its 4D input and output between the framework's layout and
+    # the kernels' (NCHW <-> NHWC, XNNPACK) at the program's edges, which a network does once:
+    # its tables then fit a cost per MB of each op's 4D input and output on whole networks and
+    # take it off the op's time (``lut.table.CacheModel.boundary_ms_per_mb``)
+    layout_boundaries: bool = False
 
 
 def _torch_versions() -> dict:
@@ -200,7 +205,8 @@ BACKENDS = {
     "onnxruntime": Backend("onnxruntime", _ort_available, lambda m, x, threads: (OrtRunner(m, x, threads), x),
                            _ort_versions),
     # timed here (device xnnpack) and, for a phone, exported and imported
-    "executorch": Backend("executorch", _pte_available, _pte_wrap, _pte_versions, exporter="lut.pte"),
+    "executorch": Backend("executorch", _pte_available, _pte_wrap, _pte_versions, exporter="lut.pte",
+                          layout_boundaries=True),
     "coreml": Backend("coreml", _coreml_available, None, _coreml_versions, on_this_host=False, exporter="lut.apple"),
 }
 

@@ -15,7 +15,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from lut import backends, graph, measure
-from lut.table import CacheModel, LatencyTable
+from lut.table import ANY_FAMILY, CacheModel, LatencyTable, boundary_mb
 from nas.core import io
 from supernets.config import IDENTITY, ArchConfig, Choice, SearchSpace
 from supernets.layers import count_params, reparameterize
@@ -66,9 +66,10 @@ def ops_for(configs: Iterable[ArchConfig]) -> dict[str, OpNode]:
 
 def fill(table: LatencyTable, ops: dict[str, OpNode], *, calibration: dict[str, ArchConfig] | None = None,
          threads: int = 1, rounds: int = 5, calls: int = 7, save: bool = True, desc: str = "measuring",
-         progress: bool = True) -> Calibration | None:
+         progress: bool = True) -> dict[str, Calibration] | None:
     """Measure every op of `ops` the table lacks (cold and hot, see ``measure.time_rounds``) and,
-    given `calibration` networks, fit the table's cache blend on them (``calibrate``).
+    given `calibration` networks (named ``family:name``), fit each family's cache blend on its own
+    (``calibrate``).
 
     Rounds are round-major over *all* items (every op, then every calibration network, per round),
     so each estimate spans the whole build and a slow phase of the machine cannot bias one group
@@ -166,14 +167,21 @@ def calibration_configs(spaces: list[SearchSpace], num_classes: int | None, samp
 
 
 def fit_cache_model(hot: list[float], gap: list[float], measured: list[float],
-                    weight_bytes: list[float]) -> CacheModel:
-    """Least squares on relative error: minimise sum(((hot + blend(W) * gap) / measured - 1) ** 2)
-    over base and slope of blend(W) = base + slope * ln(W / 1 MiB). With fewer than 4 networks or
-    a weight range under 1.5x the slope is not identifiable and only the base is fitted."""
+                    weight_bytes: list[float], boundary: list[float] | None = None) -> CacheModel:
+    """Least squares on relative error: minimise sum(((hot + blend(W) * gap - k * B) / measured - 1) ** 2)
+    over base and slope of blend(W) = base + slope * ln(W / 1 MiB) and, given each network's
+    `boundary` MB B (``lut.table.boundary_mb`` summed), the cost k >= 0 per MB its ops pay alone
+    and not in the network. With fewer than 4 networks or a weight range under 1.5x the slope
+    is not identifiable and only the base is fitted."""
     y, h, g = (np.asarray(v, dtype=float) for v in (measured, hot, gap))
     x = np.log(np.asarray(weight_bytes, dtype=float) / 2**20)
     span = (float(x.min()), float(x.max()))
     design = [g / y] + ([g * x / y] if len(y) >= 4 and span[1] - span[0] > math.log(1.5) else [])
+    if boundary is not None:
+        b = np.asarray(boundary, dtype=float)
+        coef, *_ = np.linalg.lstsq(np.stack(design + [-b / y], axis=1), 1 - h / y, rcond=None)
+        if coef[-1] > 0:
+            return CacheModel(float(coef[0]), float(coef[1]) if len(coef) > 2 else 0.0, span, float(coef[-1]))
     coef, *_ = np.linalg.lstsq(np.stack(design, axis=1), 1 - h / y, rcond=None)
     return CacheModel(float(coef[0]), float(coef[1]) if len(coef) > 1 else 0.0, span)
 
@@ -217,49 +225,72 @@ class Calibration:
 
 def calibrate(table: LatencyTable, spaces: list[SearchSpace], num_classes: int | None = None, *, samples: int = 12,
               seed: int = 0, threads: int = 1, rounds: int = 5, progress: bool = True, save: bool = True,
-              ops: dict[str, OpNode] | None = None) -> Calibration:
-    """Fit the table's cache blend on `samples` random networks of `spaces`, measuring `ops` (and
-    the networks' own ops) that the table lacks in the same rounds.
+              ops: dict[str, OpNode] | None = None) -> dict[str, Calibration]:
+    """Fit the table's cache blend of each family of `spaces` on `samples` random networks of that
+    family's spaces, measuring `ops` (and the networks' own ops) that the table lacks in the same
+    rounds. Families the table holds calibrations of and `spaces` lacks keep theirs.
 
     The networks are timed end to end in the same rounds as their ops (cold and hot), and the
-    blend b minimises the squared relative error of sum(hot + b * (cold - hot)) against them."""
+    blend b minimises the squared relative error of sum(hot + b * (cold - hot)) against them.
+    Returns each family's calibration."""
     spaces = [s.replace(resolution=table.resolution) for s in spaces]
-    configs = calibration_configs(spaces, num_classes, samples, seed)
+    by_family: dict[str, list[SearchSpace]] = {}
+    for s in spaces:
+        by_family.setdefault(s.family, []).append(s)
+    configs = {f"{family}:{name}": cfg for family, fam_spaces in by_family.items()
+               for name, cfg in calibration_configs(fam_spaces, num_classes, samples, seed).items()}
     result = fill(table, ops or {}, calibration=configs, threads=threads, rounds=rounds, save=save,
                   desc=f"{table.device}@{table.resolution}", progress=progress)
-    table.environment["calibration"].update({"spaces": [s.to_dict() for s in spaces], "num_classes": num_classes,
-                                             "samples": samples, "seed": seed})
+    for family, fam_spaces in by_family.items():
+        table.environment["calibrations"][family].update({"spaces": [s.to_dict() for s in fam_spaces], "num_classes": num_classes,
+                                          "samples": samples, "seed": seed})
     if save and table.path is not None:
         table.save()
     return result
 
 
 def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measure.RoundTimings,
-               params: dict[str, int]) -> Calibration:
+               params: dict[str, int]) -> dict[str, Calibration]:
+    """Each family's cache model (or kind factors) fitted on its calibration networks, `configs`
+    named ``family:name``, and stored in the table."""
     _store(table, timed, [k for k in ops_for(configs.values()) if k not in table], params)
+    out = {}
+    for family in dict.fromkeys(c.family for c in configs.values()):
+        mine = {n.partition(":")[2]: c for n, c in configs.items() if c.family == family}
+        out[family] = _fit_family(table, family, mine, timed, {n: timed.models[f"{family}:{n}"].ms for n in mine})
+    return out
+
+
+def _fit_family(table: LatencyTable, family: str, configs: dict[str, ArchConfig], timed: measure.RoundTimings,
+                measured: dict[str, float]) -> Calibration:
     hot = {n: sum(timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
     gap = {n: sum(timed.cold[k].ms - timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
-    measured = {n: timed.models[n].ms for n in configs}
     weights = {n: table.weight_bytes(c) for n, c in configs.items()}
+    record: dict = {}
     if backends.get_backend(table_backend(table)).launch_bound:
         # A GPU at batch 1: a network runs its ops with weights warm (cold timings, after the L2 is
         # evicted, overprice them ~1.7x and the blend's fit turns negative), but not every kind of
         # op at its standalone speed (experiments/cuda_tables): hot times, a factor per kind.
-        table.set_cache_model(CacheModel(base=0.0))
+        model = CacheModel(base=0.0)
         by_kind = {n: _hot_by_kind(timed, c) for n, c in configs.items()}
         factors, ridge = fit_kind_factors(list(by_kind.values()), [measured[n] for n in configs])
-        table.environment.update(kind_factors=factors, kind_ridge=ridge)
+        record.update(kind_factors=factors, kind_ridge=ridge)
         predicted = {n: sum(factors.get(k, 1.0) * ms for k, ms in by_kind[n].items()) for n in configs}
     else:
-        table.set_cache_model(fit_cache_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights))))
-        model = table.cache_model   # as stored (rounded), so predictions match the table's
-        predicted = {n: hot[n] + model.blend(weights[n]) * gap[n] for n in configs}
-    result = Calibration(table.cache_model, predicted, measured)
-    table.environment["calibration"] = {
+        boundary = ({n: sum(boundary_mb(graph.ops(c))) for n, c in configs.items()}
+                    if backends.get_backend(table_backend(table)).layout_boundaries else None)
+        fitted = fit_cache_model(*([d[n] for n in configs] for d in (hot, gap, measured, weights)),
+                                 [boundary[n] for n in configs] if boundary else None)
+        model = CacheModel.from_dict(fitted.to_dict())   # as stored (rounded), so predictions match the table's
+        predicted = {n: hot[n] + model.blend(weights[n]) * gap[n] - model.boundary_ms_per_mb * (boundary or {}).get(n, 0)
+                     for n in configs}
+    result = Calibration(model, predicted, measured)
+    table.set_calibration(family, {
+        "cache_model": model.to_dict(), **record,
         "rounds": min(t.rounds for t in timed.models.values()), "date": _dt.date.today().isoformat(),
         "median_abs_error_pct": round(statistics.median(abs(e) for e in result.errors_pct), 3),
         "measured_ms": {n: round(v, 4) for n, v in measured.items()},
-    }
+    })
     return result
 
 
@@ -275,12 +306,16 @@ NOISY_CALIBRATION_PCT = 10.0
 
 
 def noisy_calibration_warning(table: LatencyTable) -> str | None:
-    """A one-line warning when the table's calibration networks missed its predictions by more
-    than NOISY_CALIBRATION_PCT (median): the machine was busy while it was timed."""
-    median = (table.environment.get("calibration") or {}).get("median_abs_error_pct")
-    if median is None or median <= NOISY_CALIBRATION_PCT:
+    """A one-line warning when a family's calibration networks missed the table's predictions by
+    more than NOISY_CALIBRATION_PCT (median): the machine was busy while it was timed."""
+    medians = {family: cal.get("median_abs_error_pct")
+               for family, cal in (table.environment.get("calibrations") or {}).items()}
+    noisy = {f: m for f, m in medians.items() if m is not None and m > NOISY_CALIBRATION_PCT}
+    if not noisy:
         return None
-    return (f"warning: {table.path}: its calibration networks missed the table's predictions by {median:.1f}% "
+    family, median = max(noisy.items(), key=lambda kv: kv[1])
+    which = "its calibration networks" if family == ANY_FAMILY else f"{family}'s calibration networks"
+    return (f"warning: {table.path}: {which} missed the table's predictions by {median:.1f}% "
             f"(median; a quiet machine gives 1-4%): the host was busy while it was timed; rebuild it on a quiet "
             f"machine (`nas lut build --device {table.device} --recalibrate`, after deleting the file to re-time ops)")
 

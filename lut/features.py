@@ -7,7 +7,7 @@ Core ML folds it into the conv before it. `lut.estimate` fits and applies the co
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -46,13 +46,16 @@ def _mb(tensors: Iterable[torch.Tensor]) -> float:
 
 
 class _Profiler(TorchDispatchMode):
-    """Adds each aten op's features to ``self.features``. Tensors derived from parameters by
+    """Adds each aten op's features to ``self.features`` (and, given `part_of`, to the features of
+    the part of the module the op runs in, ``self.parts``). Tensors derived from parameters by
     views (``linear``'s transposed weight) stay parameters, so a matmul with a weight counts as a
     dense layer and one between two activations as attention."""
 
-    def __init__(self, params: Iterable[torch.Tensor]):
+    def __init__(self, params: Iterable[torch.Tensor], part_of: Callable[[str], str] | None = None):
         super().__init__()
         self.features = dict.fromkeys(FEATURES, 0.0)
+        self.parts: dict[str, dict[str, float]] = {}
+        self._part_of = part_of
         self._weights = {id(p) for p in params}
         self._keep: list[torch.Tensor] = []   # keeps ids of derived weights from being reused
 
@@ -68,48 +71,68 @@ class _Profiler(TorchDispatchMode):
                 self._weights.add(id(t))
                 self._keep.append(t)
             return out
-        acts = [t for t in ins if id(t) not in self._weights]
-        f = self.features
-        counted = True
+        feature, amount = self._feature(func, name, args, kwargs, out, [t for t in ins if id(t) not in self._weights],
+                                        outs, from_weight)
+        if feature is not None:   # else a view or bookkeeping: free
+            targets = [self.features]
+            if self._part_of is not None:
+                targets.append(self.parts.setdefault(self._part_of(feature), dict.fromkeys(FEATURES, 0.0)))
+            for f in targets:
+                f[feature] += amount
+                f["ops"] += 1
+        return out
+
+    @staticmethod
+    def _feature(func, name, args, kwargs, out, acts, outs, from_weight) -> tuple[str | None, float]:
+        """The feature one aten op adds to, and how much."""
         if name == "convolution":
             x, w, groups = args[0], args[1], args[8]
             if groups > 1 and groups == x.shape[1] and w.shape[1] == 1:
-                f["depthwise_mb"] += _mb([x, *outs])
-            else:
-                f["dense_gmacs"] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out) / 2e9
-        elif name in _MATMUL:
+                return "depthwise_mb", _mb([x, *outs])
+            return "dense_gmacs", flop_registry[func.overloadpacket](*args, **kwargs, out_val=out) / 2e9
+        if name in _MATMUL:
             macs = flop_registry[func.overloadpacket](*args, **kwargs, out_val=out) / 2e9 \
                 if func.overloadpacket in flop_registry else 0.0
-            f["dense_gmacs" if from_weight else "attention_gmacs"] += macs
-        elif name in _SOFTMAX:
-            f["softmax_mb"] += _mb(acts + outs)
-        elif name in _NORM:
-            f["norm_mb"] += _mb(acts[:1] + outs[:1])
-        elif name in _ACTIVATION:
-            f["activation_mb"] += _mb(acts + outs)
-        elif name in _POOL:
-            f["pool_mb"] += _mb(acts + outs)
-        elif name in _LAYOUT:
-            f["layout_mb"] += _mb(outs)
-        elif name in _ELEMENTWISE:
-            f["elementwise_mb"] += _mb(acts + outs)
-        else:
-            counted = False   # views and bookkeeping: free
-        if counted:
-            f["ops"] += 1
-        return out
+            return ("dense_gmacs" if from_weight else "attention_gmacs"), macs
+        for names, feature, tensors in ((_SOFTMAX, "softmax_mb", acts + outs), (_NORM, "norm_mb", acts[:1] + outs[:1]),
+                                        (_ACTIVATION, "activation_mb", acts + outs), (_POOL, "pool_mb", acts + outs),
+                                        (_LAYOUT, "layout_mb", outs), (_ELEMENTWISE, "elementwise_mb", acts + outs)):
+            if name in names:
+                return feature, _mb(tensors)
+        return None, 0.0
 
 
 def profile(module: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
     """Features of one forward pass of a deploy-form module at `input_shape` (batch 1).
 
     Runs on the ``meta`` device (shapes only) when every op supports it, else on the CPU."""
+    return _run(module, input_shape).features
+
+
+def profile_parts(module: torch.nn.Module, input_shape: tuple[int, ...],
+                  part: Callable[[list[torch.nn.Module], str], str]) -> dict[str, dict[str, float]]:
+    """`profile`, split by part: each aten op's features go to ``part(modules, feature)``, with
+    `modules` the submodules the op runs in (outermost first) and `feature` the one it adds to.
+    The parts' features add up to the module's, but for the weight bytes (a whole-module feature)."""
+    from torch.utils.module_tracker import ModuleTracker
+
+    by_name = {type(module).__name__ + (f".{n}" if n else ""): m for n, m in module.named_modules()}
+    with ModuleTracker() as tracker:
+        def part_of(feature: str) -> str:
+            names = sorted((n for n in tracker.parents if n in by_name), key=lambda n: n.count("."))
+            return part([by_name[n] for n in names], feature)
+
+        return _run(module, input_shape, part_of).parts
+
+
+def _run(module: torch.nn.Module, input_shape: tuple[int, ...],
+         part_of: Callable[[str], str] | None = None) -> _Profiler:
     module = module.eval()
     weight_mb = sum(p.numel() for p in module.parameters()) * BYTES_PER_ELEMENT / 1e6
     for device in ("meta", "cpu"):
         try:
             m = module.to(device)
-            with torch.no_grad(), _Profiler(list(m.parameters()) + list(m.buffers())) as prof:
+            with torch.no_grad(), _Profiler(list(m.parameters()) + list(m.buffers()), part_of) as prof:
                 m(torch.zeros(input_shape, device=device))
             break
         except (NotImplementedError, RuntimeError):
@@ -117,4 +140,4 @@ def profile(module: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
                 raise
             module = module.to_empty(device="cpu")   # the values were lost on meta; features need shapes only
     prof.features["weight_mb"] = weight_mb
-    return prof.features
+    return prof

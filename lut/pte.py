@@ -113,20 +113,54 @@ class TwoPassGroupNorm(nn.Module):
         return centred * scale * self.weight.reshape(1, C, 1, 1) + self.bias.reshape(1, C, 1, 1)
 
 
+class TwoPassLayerNorm(nn.Module):
+    """``LayerNorm(C)`` over the last dim as XNNPACK can take it: each vector of C values as a
+    (C, 1) map whose 4D spatial mean gives the statistics, variance in a second pass over the
+    centred values. ExecuTorch has no XNNPACK layer norm: EfficientFormer's mb3d blocks and head
+    and MobileViT v1's transformers ran theirs as portable kernels, each a partition break
+    (experiments/executorch_delegation). Same parameters as the norm it replaces."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(1, -1, shape[-1], 1)
+        centred = x - x.mean((2, 3), keepdim=True)
+        normed = centred * torch.rsqrt((centred * centred).mean((2, 3), keepdim=True) + self.eps)
+        return normed.reshape(shape) * self.weight + self.bias
+
+
+def _xnnpack_form(m: nn.Module) -> nn.Module | None:
+    """The equivalent XNNPACK takes whole of a layer it does not, else None."""
+    if isinstance(m, nn.GroupNorm) and m.num_groups == 1 and m.affine:
+        return TwoPassGroupNorm(m)
+    if type(m) is nn.LayerNorm and len(m.normalized_shape) == 1 and m.elementwise_affine and m.bias is not None:
+        return TwoPassLayerNorm(m)
+    return None
+
+
 def for_xnnpack(module: nn.Module) -> nn.Module:
     """`module`, or a copy with the layers XNNPACK cannot take rewritten into equivalent ones it can
-    (`TwoPassGroupNorm`); the model itself is unchanged (its eager, ONNX and Core ML forms too)."""
-    norms = [name for name, m in module.named_modules()
-             if isinstance(m, nn.GroupNorm) and m.num_groups == 1 and m.affine]
-    if not norms:
+    (`TwoPassGroupNorm`, `TwoPassLayerNorm`) and layers that can hold a computed constant holding
+    it (``freeze_for_export()``: EfficientFormer's gathered attention bias); the model itself is
+    unchanged (its eager, ONNX and Core ML forms too)."""
+    names = [name for name, m in module.named_modules() if _xnnpack_form(m) is not None]
+    frozen = [name for name, m in module.named_modules() if hasattr(m, "freeze_for_export")]
+    if not names and not frozen:
         return module
+    if names == [""]:   # the module is itself such a layer
+        return _xnnpack_form(module)
     import copy
 
     module = copy.deepcopy(module)
-    for name in norms:
+    for name in frozen:
+        module.get_submodule(name).freeze_for_export()
+    for name in names:
         parent, _, child = name.rpartition(".")
         owner = module.get_submodule(parent) if parent else module
-        setattr(owner, child, TwoPassGroupNorm(getattr(owner, child)))
+        setattr(owner, child, _xnnpack_form(getattr(owner, child)))
     return module
 
 

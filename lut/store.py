@@ -249,7 +249,8 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
     """Time every op the families' shipped spaces (`space`: small, paper or all) can need on a
     device measurable here, at each resolution they deploy at, and fit each table's cache blend
     on random networks timed whole. Ops a table holds already are kept (a re-run resumes); the
-    blend is refitted when ops were added, or with `recalibrate`. Returns the tables written."""
+    blend is refitted when ops were added, or with `recalibrate`, and fitted for a family the
+    table has none of. Returns the tables written."""
     check_timing(rounds, calibration_samples)
     tables_dir = Path(tables_dir)
     paths = []
@@ -266,9 +267,13 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
             log(f"{device_name}@{res}: {len(ops)} ops in the space, {len(ops) - len(todo)} already in "
                   f"{table.path}, measuring {len(todo)}")
             t0 = time.time()
-            if todo or "calibration" not in table.environment or recalibrate:
+            # each family's networks are priced by a blend fitted on its own (`lut.table`): refit
+            # every family when ops were added, else those the table has no calibration of
+            calibrated = table.environment.get("calibrations") or {}
+            to_fit = spaces if todo or recalibrate else [sp for sp in spaces if sp.family not in calibrated]
+            if to_fit:
                 try:
-                    cal = build.calibrate(table, spaces, num_classes, ops=ops, samples=calibration_samples,
+                    cal = build.calibrate(table, to_fit, num_classes, ops=ops, samples=calibration_samples,
                                           threads=device.threads, rounds=rounds, progress=progress)
                 except PteError as e:   # an op ExecuTorch cannot take: say whose space it is in
                     key = e.subject.removeprefix("op ")
@@ -276,11 +281,14 @@ def build_tables(device_name: str, families: list[str], *, space: str = "all", r
                     if owner is None:
                         raise
                     raise PteError(f"{owner}'s {e}", e.subject) from None
-                errs = sorted(abs(e) for e in cal.errors_pct)
-                m = cal.cache_model
-                log(f"calibrated on {len(errs)} networks timed with the ops: cache blend {m.base:.3f} "
-                      f"{m.slope:+.3f}*ln(weights/MiB), "
-                      f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%")
+                for family, fam_cal in cal.items():
+                    errs = sorted(abs(e) for e in fam_cal.errors_pct)
+                    m = fam_cal.cache_model
+                    boundary = (f", {1e3 * m.boundary_ms_per_mb:.0f} µs per MB an op converts alone"
+                                if m.boundary_ms_per_mb else "")
+                    log(f"{family}: calibrated on {len(errs)} networks timed with the ops: cache blend "
+                        f"{m.base:.3f} {m.slope:+.3f}*ln(weights/MiB){boundary}, "
+                        f"median |err| {errs[len(errs) // 2]:.1f}%, max {errs[-1]:.1f}%")
             warning = build.noisy_calibration_warning(table)
             if warning:
                 log(warning)

@@ -9,7 +9,10 @@ and its deploy-form ``params``; inside a network the op costs ``hot + blend * (c
 where the blend, the share of its cold-cache penalty an op pays there, follows the network's
 total weight bytes (``CacheModel``): a small network keeps more of its weights in cache from one
 forward pass to the next. The cache model is fitted by ``lut.build.calibrate`` on whole networks
-and stored in the table's environment.
+and stored in the table's environment, **one per family** (``environment.calibrations``): a table
+is shared by every family that deploys at its resolution, and families differ in how their ops
+overlap in a network (a blend fitted on iFormer's networks priced FMViT's 10-15 % high), so each
+family's networks are priced by the model fitted on its own.
 """
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ class CacheModel:
     base: float = 0.6
     slope: float = 0.0
     log_mib_range: tuple[float, float] = (-math.inf, math.inf)
+    # ms per MB of an op's 4D input and output that it pays alone and not in a network: the
+    # layout conversions at a program's edges (a backend with ``layout_boundaries``, XNNPACK)
+    boundary_ms_per_mb: float = 0.0
 
     def blend(self, weight_bytes: float) -> float:
         lo, hi = self.log_mib_range
@@ -51,12 +57,41 @@ class CacheModel:
 
     def to_dict(self) -> dict:
         return {"base": round(self.base, 6), "slope": round(self.slope, 6),
-                "log_mib_range": [round(v, 4) for v in self.log_mib_range]}
+                "log_mib_range": [round(v, 4) for v in self.log_mib_range],
+                **({"boundary_ms_per_mb": round(self.boundary_ms_per_mb, 6)} if self.boundary_ms_per_mb else {})}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> CacheModel:
         lo, hi = raw.get("log_mib_range", (-math.inf, math.inf))
-        return cls(float(raw["base"]), float(raw.get("slope", 0.0)), (float(lo), float(hi)))
+        return cls(float(raw["base"]), float(raw.get("slope", 0.0)), (float(lo), float(hi)),
+                   float(raw.get("boundary_ms_per_mb", 0.0)))
+
+
+def boundary_mb(ops: list) -> list[float]:
+    """Per op of a network (in order), the MB of its 4D input and output (float32): what an op run
+    alone converts at its program's edges. An op's output is the next op's input; the last op's
+    (the logits) is not 4D."""
+    def mb(shape) -> float:
+        return BYTES_PER_PARAM * math.prod(shape) / 1e6 if len(shape) == 4 else 0.0
+
+    ins = [mb(op.in_shape) for op in ops]
+    return [a + b for a, b in zip(ins, ins[1:] + [0.0])]
+
+
+# The calibration a table of schema 2 stored before calibrations were per family applies to every
+# family (`_calibrations_by_family`)
+ANY_FAMILY = "*"
+
+
+def _calibrations_by_family(environment: dict) -> None:
+    """Tables written before calibrations were per family held one cache model (or kind factors)
+    and one calibration record; they become the calibration of every family (`ANY_FAMILY`), so an
+    existing table prices networks as it did until a build recalibrates it."""
+    legacy = {k: environment.pop(k) for k in ("calibration", "cache_model", "kind_factors", "kind_ridge")
+              if k in environment}
+    if legacy:
+        record = dict(legacy.pop("calibration", None) or {})
+        environment.setdefault("calibrations", {}).setdefault(ANY_FAMILY, {**record, **legacy})
 
 
 class TableError(OneLineError):
@@ -123,6 +158,7 @@ class LatencyTable:
             raise TableError(f"{path}: table schema {raw.get('schema')!r} is not {SCHEMA}; rebuild it with "
                              f"`nas lut build --device {raw.get('device', 'DEVICE')}`")
         table = cls(*_checked(raw, path), path, path)
+        _calibrations_by_family(table.environment)
         named_device, _, named_res = path.stem.partition("@")
         if named_res and (named_device, named_res) != (table.device, str(table.resolution)):
             raise TableError(f"{path}: named for {named_device}@{named_res} but holds {table.device}@"
@@ -170,10 +206,11 @@ class LatencyTable:
         return key in self.entries
 
     def ms(self, key: str, blend: float | None = None) -> float:
-        """An op's latency; a measured (cold/hot) entry needs the blend of the network it is in."""
+        """An op's latency; a measured (cold/hot) entry needs the blend of the network it is in
+        (default: the uncalibrated `CacheModel`'s)."""
         entry = self.entries[key]
         if "cold_ms" in entry:
-            blend = self.cache_model.base if blend is None else blend
+            blend = CacheModel().base if blend is None else blend
             return float(entry["hot_ms"]) + blend * (float(entry["cold_ms"]) - float(entry["hot_ms"]))
         return float(entry["ms"])
 
@@ -184,20 +221,24 @@ class LatencyTable:
         self._check_resolution(config)
         return list(dict.fromkeys(k for k in graph.keys(config) if k not in self.entries))
 
-    def breakdown(self, config: ArchConfig) -> list[tuple[str, str, float]]:
+    def breakdown(self, config: ArchConfig, model: CacheModel | None = None) -> list[tuple[str, str, float]]:
+        """(op name, key, ms) per op of `config`, priced by its family's cache model (or `model`)."""
         missing = self.missing(config)
         if missing:
             raise MissingKeysError(self.device, self.resolution, missing, self.fill_hint(config.family))
-        blend = self.cache_model.blend(self.weight_bytes(config))
-        factors = self.kind_factors
-        rows = [(op.name, op.key, self.ms(op.key, blend) * factors.get(graph.key_kind(op.key), 1.0))
-                for op in graph.ops(config)]
+        model = model or self.cache_model(config.family)
+        blend = model.blend(self.weight_bytes(config))
+        factors = self.kind_factors(config.family)
+        ops = graph.ops(config)
+        boundary = boundary_mb(ops) if model.boundary_ms_per_mb else [0.0] * len(ops)
+        rows = [(op.name, op.key, max(0.0, self.ms(op.key, blend) * factors.get(graph.key_kind(op.key), 1.0)
+                                      - model.boundary_ms_per_mb * mb)) for op, mb in zip(ops, boundary)]
         if self.overhead_ms:
             rows.append(("call overhead", OVERHEAD_KEY, self.overhead_ms))
         return rows
 
-    def predict(self, config: ArchConfig) -> float:
-        return sum(ms for _, _, ms in self.breakdown(config))
+    def predict(self, config: ArchConfig, model: CacheModel | None = None) -> float:
+        return sum(ms for _, _, ms in self.breakdown(config, model))
 
     def fill_hint(self, family: str) -> str:
         where = f"--device {self.device} --family {family} --resolution {self.resolution}"
@@ -220,20 +261,25 @@ class LatencyTable:
         per-prediction overhead, ``lut.estimate``)."""
         return float(self.environment.get("overhead_ms", 0.0))
 
-    @property
-    def kind_factors(self) -> dict[str, float]:
-        """Per op kind, the factor a network runs its ops at against their standalone timing (a
-        launch-bound GPU, ``lut.build.fit_kind_factors``); a kind not listed runs at 1."""
-        return self.environment.get("kind_factors") or {}
+    # ------------------------------------------------------------------ calibration, per family
+    def calibration(self, family: str) -> dict[str, Any]:
+        """How the table prices `family`'s networks, fitted on its calibration networks: the cache
+        model, (a launch-bound GPU) the kind factors, and the calibration's record (networks, their
+        measured times, median error). Empty when the family was never calibrated here."""
+        calibrations = self.environment.get("calibrations") or {}
+        return calibrations.get(family) or calibrations.get(ANY_FAMILY) or {}
 
-    # ------------------------------------------------------------------ cache model
-    @property
-    def cache_model(self) -> CacheModel:
-        raw = self.environment.get("cache_model")
+    def set_calibration(self, family: str, record: Mapping[str, Any]) -> None:
+        self.environment.setdefault("calibrations", {})[family] = dict(record)
+
+    def cache_model(self, family: str) -> CacheModel:
+        raw = self.calibration(family).get("cache_model")
         return CacheModel.from_dict(raw) if raw else CacheModel()
 
-    def set_cache_model(self, model: CacheModel) -> None:
-        self.environment["cache_model"] = model.to_dict()
+    def kind_factors(self, family: str) -> dict[str, float]:
+        """Per op kind, the factor a network runs its ops at against their standalone timing (a
+        launch-bound GPU, ``lut.build.fit_kind_factors``); a kind not listed runs at 1."""
+        return self.calibration(family).get("kind_factors") or {}
 
     # ------------------------------------------------------------------ updates
     def add(self, key: str, ms: float | None = None, *, source: str = "measured", cold_ms: float | None = None,

@@ -76,10 +76,15 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
     `predictor` (default ``table.predict``) may measure missing ops on demand."""
     predict = predictor or table.predict
     predicted = {n: predict(c) for n, c in configs.items()}
-    cal = table.environment.get("calibration") or {}
-    cal_spaces = [SearchSpace.from_dict(s) for s in cal.get("spaces", ())]
-    cal_configs = (build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"], cal["seed"])
-                   if cal_spaces else {})
+    # the calibration networks of the configs' families (those of their family's cache model)
+    cal_configs, cal_measured = {}, {}
+    for family in dict.fromkeys(c.family for c in configs.values()):
+        cal = table.calibration(family)
+        cal_spaces = [SearchSpace.from_dict(s) for s in cal.get("spaces", ())]
+        if cal_spaces:
+            for name, cfg in build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"],
+                                                       cal["seed"]).items():
+                cal_configs[f"{family}:{name}"], cal_measured[f"{family}:{name}"] = cfg, cal["measured_ms"][name]
     items = {**configs, **cal_configs}
     bar = tqdm(total=len(items) * rounds, desc="timing networks", unit="net", disable=not progress, leave=False)
     try:
@@ -87,7 +92,7 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
                                         backend=build.table_backend(table))
     finally:
         bar.close()
-    drift = (statistics.median(measured[n].ms / cal["measured_ms"][n] for n in cal_configs)
+    drift = (statistics.median(measured[n].ms / cal_measured[n] for n in cal_configs)
              if cal_configs else None)
     rows = []
     for n, c in configs.items():

@@ -459,6 +459,12 @@ def _show_parser(sub) -> None:
                         "α of a supernet (run directory or supernet.pt)")
     sh.add_argument("config", help="ArchConfig YAML, or a supernet run directory / checkpoint")
     sh.add_argument("--device", default=None, help="only this device's tables")
+    sh.add_argument("--breakdown", action="store_true",
+                    help="where the milliseconds go on --device: per stage and per kind of op, printed and drawn")
+    sh.add_argument("--compare", nargs="+", default=[], metavar="OTHER",
+                    help="with --breakdown: other ArchConfigs beside it (e.g. a published variant's YAML)")
+    sh.add_argument("--png", default=None, help="with --breakdown: the figure's path "
+                                                "(default: CONFIG.DEVICE.breakdown.png next to the config)")
     _common(sh)
     sh.set_defaults(func=cmd_show)
 
@@ -467,6 +473,17 @@ def cmd_show(args) -> None:
     from nas.report import reachable_range, show, show_supernet
 
     target = Path(args.config)
+    if args.breakdown or args.compare:
+        from nas.report import show_breakdown
+
+        if not args.device:
+            raise UserError("--breakdown: say which device's table to split (--device iphone12, cpu, xnnpack, ...)")
+        if target.is_dir() or target.suffix == ".pt":
+            raise UserError(f"--breakdown: {target} is a supernet; give an ArchConfig YAML (one `nas slim` wrote, "
+                            "or a published variant)")
+        print(show_breakdown([args.config, *args.compare], _tables_dir(args), args.device, args.png,
+                             progress=not args.no_progress)[0])
+        return
     if target.is_dir() or target.suffix == ".pt":
         print(show_supernet(target))
         if args.device:

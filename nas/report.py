@@ -64,7 +64,10 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
             lines.append(f"  latency  {t.device:<9s} n/a: table lacks {len(missing)} op(s); {t.fill_hint(cfg.family)}")
         else:
             sources = {t.entries[k].get("source", "?") for k in graph.keys(cfg)}
-            lines.append(f"  latency  {t.device:<9s} {t.predict(cfg):8.3f} ms predicted ({'/'.join(sorted(sources))}, {t.path})")
+            cal = t.calibration(cfg.family).get("median_abs_error_pct")
+            trust = f", {cfg.family} networks calibrated to a median |err| of {cal:.1f}%" if cal is not None else ""
+            lines.append(f"  latency  {t.device:<9s} {t.predict(cfg):8.3f} ms predicted ({'/'.join(sorted(sources))}"
+                         f"{trust}, {t.path})")
     lines.append("  blocks")
     for j, st in enumerate(cfg.stages):
         kinds = " ".join(str(b) for b in st.blocks) or "(none)"
@@ -126,3 +129,30 @@ def reachable_range(supernet: str | os.PathLike, device: str, tables_dir: str | 
     start_config = start.to_config(net.space, num_classes=net.num_classes)
     return (f"  reachable on {device}@{net.space.resolution}: {reachable_floor(net, predict, start):.3f} ms "
             f"(floor) to {predict(start_config):.3f} ms (start: {start_config.summary()})")
+
+
+def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: str | os.PathLike | None = None,
+                   progress: bool = True) -> tuple[str, Path]:
+    """Where the milliseconds of each config go on `device`, per stage and per kind of op
+    (``lut.breakdown``), side by side, as text and as a PNG (default: next to the first config,
+    ``NAME.DEVICE.breakdown.png``). Ops the table lacks are measured or estimated as for slim."""
+    from lut import breakdown, estimate, store
+    from nas.core.errors import UserError
+
+    configs = [ArchConfig.load(p) for p in config_paths]
+    if len({c.resolution for c in configs}) > 1:
+        raise UserError(f"--compare: the configs deploy at {sorted({c.resolution for c in configs})} px; a breakdown "
+                        "compares them on one table (re-emit one at the other's resolution)")
+    table, predict = store.open_predictor(device, configs[0].resolution, tables_dir, progress)
+    model = estimate.CostModel.load(estimate.cost_model_path(tables_dir))
+    rows = []
+    for path, cfg in zip(config_paths, configs):
+        predict(cfg)   # fills the ops the table lacks
+        rows.append(breakdown.breakdown(table, cfg, model.weights, cfg.name or Path(path).stem))
+    out = Path(png) if png else Path(config_paths[0]).with_suffix(f".{device}.breakdown.png")
+    breakdown.draw(rows, f"{device}@{configs[0].resolution}", out)
+    how = ("the Core ML cost model's estimate" if table.environment.get("backend") == "coreml" else
+           "the table's measured op times, split within each block by the Core ML cost model's relative costs")
+    return (breakdown.render(rows, f"{device}@{configs[0].resolution}") + f"\n  ({how}; "
+            f"{store.provenance(table)['table']})\n"
+            f"  wrote {out}"), out

@@ -64,11 +64,31 @@ class Attention(nn.Module):
             state_dict[key] = resize_rel_pos_bias_table_levit(table.T, (points, heads)).T.contiguous()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def freeze_for_export(self) -> None:
+        """Gather the (heads, N, N) bias from its table once and keep it, so that an exported graph
+        holds it as a constant: the gather, an ``aten.index``, is an op XNNPACK does not take
+        (experiments/executorch_delegation). For a copy made to be exported (``lut.pte.for_xnnpack``):
+        a table changed afterwards is not seen."""
+        with torch.no_grad():
+            self._frozen_bias = self.attention_biases[:, self.attention_bias_idxs].clone()
+
+    def relative_bias(self) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.attention_biases[:, self.attention_bias_idxs]
+        return self._bias()
+
+    @torch.jit.unused
+    def _bias(self) -> torch.Tensor:
+        frozen = getattr(self, "_frozen_bias", None)
+        return self.attention_biases[:, self.attention_bias_idxs] if frozen is None else frozen
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
-        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
-        attn = batched_matmul(q, k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        # slices, not ``split``: XNNPACK takes slices; a split stays with ExecuTorch's portable kernels
+        kd = self.key_dim
+        q, k, v = qkv[..., :kd], qkv[..., kd:2 * kd], qkv[..., 2 * kd:]
+        attn = batched_matmul(q, k.transpose(-2, -1)) * self.scale + self.relative_bias()
         x = batched_matmul(attn.softmax(dim=-1), v).transpose(1, 2).reshape(B, N, -1)
         return self.proj(x)
 
@@ -204,7 +224,10 @@ class Head(DistilledHead):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(1) if self.global_pool == "avg" else x
+        if self.global_pool != "avg":
+            return x
+        # the mean over tokens as a 4D spatial mean, (B, C, N, 1): the only mean XNNPACK takes
+        return x.transpose(1, 2).unsqueeze(-1).mean((2, 3), keepdim=True).flatten(1)
 
 
 class EfficientFormer(FamilyModel):

@@ -147,7 +147,9 @@ class LinearSelfAttention(nn.Module):
         # softmax over N of the 3D view: ExecuTorch 1.5's XNNPACK gets a softmax over the last dim
         # of a conv's 4D output wrong (relative error ~1; experiments/executorch_delegation)
         weights = q.reshape(B, P, N).softmax(dim=-1).reshape(B, 1, P, N)
-        context = (k * weights).sum(dim=-1, keepdim=True)
+        # the sum over N as N times a 4D spatial mean, the only reduction XNNPACK takes
+        C = k.shape[1]
+        context = (k * weights).reshape(B, C * P, N, 1).mean((2, 3), keepdim=True).reshape(B, C, P, 1) * N
         return self.out_proj(F.relu(v) * context)
 
 

@@ -2,7 +2,8 @@
 
 Each of the 30 published variants (1000 classes, its own resolution) is reparameterized,
 exported with ``torch.export`` and lowered with XNNPACK's partitioner (``lut.pte.lower``, with its
-rewrite of one-group norms, ``lut.pte.for_xnnpack``), as ``nas export --format pte`` does. The
+rewrites of one-group and layer norms and EfficientFormer's attention bias gathered once,
+``lut.pte.for_xnnpack``), as ``nas export --format pte`` does. The
 ops left outside XNNPACK's partitions run as ExecuTorch's portable kernels: on a phone they are
 where latency surprises live. Every program is also run by ``executorch.runtime`` against torch on
 one random image (max |Δ| relative to max |torch|). Then one op of every kind of every family's

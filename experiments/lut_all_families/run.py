@@ -54,9 +54,10 @@ def run(argv=None) -> int:
              f"    python experiments/lut_all_families/run.py --samples {args.samples} --rounds {args.rounds}", "",
              f"`nas lut build --device cpu --family all --rounds {args.rounds}`: **{build_s:.0f} s wall** "
              f"on this machine (2 shared cores, 1 thread), "
-             + ", ".join(f"{n}: {len(t.entries)} entries, cache blend {t.cache_model.base:.3f} "
-                         f"{t.cache_model.slope:+.3f}·ln(W/MiB), calibration median |err| "
-                         f"{t.environment['calibration']['median_abs_error_pct']:.2f} %" for n, t in built.items())
+             + "; ".join(f"{n}: {len(t.entries)} entries, " + ", ".join(
+                 f"{fam} cache blend {t.cache_model(fam).base:.3f} {t.cache_model(fam).slope:+.3f}·ln(W/MiB), "
+                 f"calibration median |err| {cal['median_abs_error_pct']:.2f} %"
+                 for fam, cal in t.environment["calibrations"].items()) for n, t in built.items())
              + ".", "",
              f"Then `nas lut validate --device cpu --family F --samples {args.samples}` on those tables. Goal: median "
              "|err| ≤ 3 %, ≥ 95 % within ±10 %. *raw*: prediction vs measured now; *at build speed*: measured divided "

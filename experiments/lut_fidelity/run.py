@@ -59,7 +59,7 @@ def run(argv=None) -> int:
     reps = [one_repeat(args, args.seed + i, out) for i in range(args.repeats)]
 
     last = reps[-1]["table"]
-    env = {k: v for k, v in last.environment.items() if k not in ("calibration", "cache_model")}
+    env = {k: v for k, v in last.environment.items() if k != "calibrations"}
     lines = [
         "# LUT fidelity: predicted vs measured CPU latency",
         "",
@@ -80,7 +80,7 @@ def run(argv=None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(reps):
-        m, cal = r["table"].cache_model, r["table"].environment["calibration"]
+        m, cal = r["table"].cache_model(args.family), r["table"].calibration(args.family)
         drift = statistics.median(float(x["measured_ms"]) / float(x["predicted_ms"]) *
                                   (1 + float(x["drift_corrected_error_pct"]) / 100) for x in r["rows"])
         lines.append(f"| {i + 1} (seed {r['seed']}) | {r['build_s']:.0f} | {r['validate_s']:.0f} | "

@@ -58,9 +58,10 @@ def test_cuda_runner_times_with_events():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_cuda_table_fits_its_kind_factors(tiny_space):
     table = build.new_table("cuda", 64, 1, "torch-cuda")
-    cal = build.calibrate(table, [tiny_space], 10, samples=8, rounds=2, progress=False)
+    cal = build.calibrate(table, [tiny_space], 10, samples=8, rounds=2, progress=False)[tiny_space.family]
     configs = build.calibration_configs([tiny_space.replace(resolution=64)], 10, 8, 0)
     kinds = {graph.key_kind(k) for c in configs.values() for k in graph.keys(c)}
-    assert set(table.kind_factors) == kinds and table.environment["kind_ridge"] in build.KIND_RIDGES
+    assert set(table.kind_factors(tiny_space.family)) == kinds
+    assert table.calibration(tiny_space.family)["kind_ridge"] in build.KIND_RIDGES
     assert all(table.predict(c) == pytest.approx(cal.predicted_ms[n], rel=1e-3) for n, c in configs.items())
     assert max(abs(e) for e in cal.errors_pct) < 50

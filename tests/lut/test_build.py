@@ -54,6 +54,24 @@ def test_fit_cache_model_recovers_the_blend_of_synthetic_networks():
     assert const.slope == 0.0 and const.base == pytest.approx(0.4)
 
 
+def test_fit_cache_model_recovers_the_cost_ops_pay_alone_at_their_layout_boundaries():
+    """XNNPACK: an op run alone converts its 4D input and output between NCHW and NHWC, a network
+    once; with each network's boundary MB the fit recovers that cost per MB with the blend, and
+    a boundary that explains nothing (k <= 0) is dropped."""
+    rng = random.Random(1)
+    weights = [2**20 * rng.uniform(2, 40) for _ in range(10)]
+    hot = [rng.uniform(5, 50) for _ in range(10)]
+    gap = [h * rng.uniform(0.1, 0.4) for h in hot]
+    boundary = [rng.uniform(2, 20) for _ in range(10)]
+    truth = CacheModel(base=0.3, slope=0.12, boundary_ms_per_mb=0.08)
+    measured = [h + truth.blend(w) * g - 0.08 * b for h, g, w, b in zip(hot, gap, weights, boundary)]
+    fitted = build.fit_cache_model(hot, gap, measured, weights, boundary)
+    assert (fitted.base, fitted.slope, fitted.boundary_ms_per_mb) == pytest.approx((0.3, 0.12, 0.08))
+    assert CacheModel.from_dict(fitted.to_dict()).boundary_ms_per_mb == pytest.approx(0.08)   # stored
+    no_copies = [h + truth.blend(w) * g + 0.05 * b for h, g, w, b in zip(hot, gap, weights, boundary)]
+    assert build.fit_cache_model(hot, gap, no_copies, weights, boundary).boundary_ms_per_mb == 0.0
+
+
 def test_kind_factors_recover_how_a_network_runs_each_kind_of_op():
     """A GPU at batch 1: networks run some kinds of op slower than alone (factor > 1), others at
     their standalone speed. With enough networks the fit recovers the factors; a kind no network
@@ -74,12 +92,12 @@ def test_a_tables_kind_factors_price_every_network_and_show_in_its_breakdown(tin
     cfg = _cfg(tiny_space)
     for op in graph.ops(cfg):
         table.add(op.key, cold_ms=0.02, hot_ms=0.01, params=100)
-    table.set_cache_model(CacheModel(base=0.0))
+    table.set_calibration(cfg.family, {"cache_model": CacheModel(base=0.0).to_dict()})
     plain = table.predict(cfg)
     assert plain == pytest.approx(0.01 * len(graph.ops(cfg)))
     kinds = {graph.key_kind(k) for k in graph.keys(cfg)}
     slow = sorted(kinds)[0]
-    table.environment["kind_factors"] = {slow: 1.5}
+    table.calibration(cfg.family)["kind_factors"] = {slow: 1.5}
     n_slow = sum(graph.key_kind(k) == slow for k in graph.keys(cfg))
     assert table.predict(cfg) == pytest.approx(plain + 0.005 * n_slow)
     assert all(ms == pytest.approx(0.015 if graph.key_kind(key) == slow else 0.01)
@@ -88,9 +106,10 @@ def test_a_tables_kind_factors_price_every_network_and_show_in_its_breakdown(tin
 
 def test_calibrate_fits_the_cache_model_on_real_networks_and_stores_its_configs(tiny_space):
     table = build.new_table("cpu", 64, 1)
-    cal = build.calibrate(table, [tiny_space], 10, samples=4, rounds=2, progress=False)
-    assert table.cache_model == cal.cache_model
-    stored = table.environment["calibration"]
+    table.set_calibration("fmvit", {"cache_model": CacheModel(base=0.9).to_dict()})   # another family's
+    (family, cal), = build.calibrate(table, [tiny_space], 10, samples=4, rounds=2, progress=False).items()
+    assert family == tiny_space.family and table.cache_model(family) == cal.cache_model
+    stored = table.calibration(family)
     assert set(stored["measured_ms"]) == set(cal.measured_ms) == {"cal00", "cal01", "cal02", "cal03"}
     # the calibration measured the ops it needed (with their weights): those networks are priced
     again = build.calibration_configs([type(tiny_space).from_dict(s) for s in stored["spaces"]], 10, 4, 0)
@@ -99,6 +118,7 @@ def test_calibrate_fits_the_cache_model_on_real_networks_and_stores_its_configs(
         assert table.predict(c) == pytest.approx(cal.predicted_ms[next(n for n, x in again.items() if x == c)])
     # a loose bound (2 rounds of tiny networks on a shared machine): catches a lost or doubled op
     assert max(abs(e) for e in cal.errors_pct) < 35
+    assert table.cache_model("fmvit") == CacheModel(base=0.9)     # untouched by this family's calibration
 
 
 def test_an_interrupted_build_resumes_from_its_last_round(tiny_space, tmp_path, monkeypatch):
@@ -145,11 +165,12 @@ def test_a_table_calibrated_on_a_busy_machine_is_flagged(tmp_path):
     table = build.new_table("cpu", 64, 1)
     table.path = tmp_path / "cpu@64.yaml"
     assert build.noisy_calibration_warning(table) is None            # not calibrated yet: nothing to say
-    table.environment["calibration"] = {"median_abs_error_pct": 2.4}
+    table.set_calibration("fastvit", {"median_abs_error_pct": 2.4})
     assert build.noisy_calibration_warning(table) is None
-    table.environment["calibration"] = {"median_abs_error_pct": 30.2}
+    table.set_calibration("mobilevitv3", {"median_abs_error_pct": 30.2})
     warning = build.noisy_calibration_warning(table)
-    assert "30.2%" in warning and "quiet machine" in warning and len(warning.splitlines()) == 1
+    assert "30.2%" in warning and "mobilevitv3's" in warning and "quiet machine" in warning
+    assert len(warning.splitlines()) == 1
 
 
 def test_a_second_build_on_the_machine_is_refused_while_one_measures(tmp_path, capsys):

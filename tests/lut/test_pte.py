@@ -172,3 +172,32 @@ def test_one_group_norms_are_lowered_in_two_passes_that_xnnpack_takes_whole():
     out = pte.load(pte.program_bytes(edge)).execute([x])[0]
     with torch.no_grad():
         assert (out - model[:2](x)).abs().max() <= 1e-5 * model[:2](x).abs().max()
+
+
+@pytest.mark.parametrize("what", ["layer norm", "efficientformer mb3d", "efficientformer head", "mobilevit v2 attention"])
+def test_blocks_that_left_ops_to_portable_kernels_are_now_xnnpacks_whole(what):
+    """Each of these ran ops as ExecuTorch's portable kernels, a partition break apiece on a phone
+    (experiments/executorch_delegation): layer norms (an XNNPACK rewrite), EfficientFormer's
+    relative-bias gather and qkv split and its head's token mean, MobileViT v2's context sum. The
+    lowered program is XNNPACK's alone and computes what torch does."""
+    from supernets import efficientformer, mobilevitv3
+
+    torch.manual_seed(0)
+    module, shape = {
+        "layer norm": (torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.LayerNorm(24)), (1, 10, 16)),
+        "efficientformer mb3d": (efficientformer.Attention(32, (3, 3), key_dim=8, num_heads=2), (1, 9, 32)),
+        "efficientformer head": (efficientformer.Head(32, 10, distillation=True), (1, 9, 32)),
+        "mobilevit v2 attention": (mobilevitv3.LinearSelfAttention(16), (1, 16, 4, 9)),
+    }[what]
+    module = module.eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-1, 1)
+    x = torch.randn(shape) * 2 + 1
+    edge = pte.lower(module, x, what)
+    # a layout copy at the program's edge is ExecuTorch's own (as in every network it lowers)
+    assert {op for op in pte.undelegated(edge) if op != "dim_order_ops._to_dim_order_copy"} == set()
+    out = pte.load(pte.program_bytes(edge)).execute([x])[0]
+    with torch.no_grad():
+        ref = module(x)
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()

@@ -99,3 +99,25 @@ def test_timing_rounds_and_calibration_networks_are_checked_before_anything_is_w
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and blamed in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_build_calibrates_each_family_it_has_no_calibration_of_and_leaves_the_others(tmp_path, monkeypatch):
+    """The FastViT case of #32: its ops were all in the 256 px table already (built with
+    MobileViTv3), so a build for it measured nothing and refitted nothing; its networks were
+    priced by a blend fitted on other networks. Now a family without a calibration of its own
+    gets one, and a family that has one keeps it."""
+    from lut.table import CacheModel
+
+    device, table = store.open_table("cpu", 256, tmp_path, create=True)
+    (res, spaces), = store.spaces_at(["fastvit", "mobilevitv3"], None, device, "small").items()
+    for key in store.ops_of(spaces, 10):
+        table.add(key, cold_ms=2.0, hot_ms=1.0, params=10)
+    table.set_calibration("mobilevitv3", {"cache_model": CacheModel(base=0.3).to_dict()})
+    table.save()
+    fitted = []
+    monkeypatch.setattr(build, "calibrate", lambda table, spaces, *a, **k: fitted.append(
+        sorted(s.family for s in spaces)) or {})
+    store.build_tables("cpu", ["fastvit", "mobilevitv3"], space="small", tables_dir=tmp_path, log=lambda *a: None)
+    assert fitted == [["fastvit"]]                         # nothing to measure; fastvit had no calibration
+    store.build_tables("cpu", ["fastvit"], space="small", tables_dir=tmp_path, recalibrate=True, log=lambda *a: None)
+    assert fitted[-1] == ["fastvit"]

@@ -52,17 +52,18 @@ def test_cache_model_prices_measured_entries_by_network_weight_and_survives_a_ro
     table = LatencyTable("cpu", 64)
     table.add("a", cold_ms=2.0, hot_ms=1.0, params=2**18)       # 1 MiB of float32 weights
     table.add("b", 0.5, source="estimated")
-    table.set_cache_model(CacheModel(base=0.5, slope=0.1, log_mib_range=(0.0, 2.0)))
+    table.set_calibration("efficientformer", {"cache_model": CacheModel(0.5, 0.1, (0.0, 2.0)).to_dict()})
     assert table.ms("b", blend=0.9) == 0.5                        # a direct entry ignores the blend
     assert table.ms("a", blend=0.25) == pytest.approx(1.25)
-    model = table.cache_model
+    model = table.cache_model("efficientformer")
     assert model.blend(2**20) == pytest.approx(0.5)
     assert model.blend(2**20 * math.e) == pytest.approx(0.6)
     assert model.blend(2**30) == pytest.approx(0.7)               # ln W clamped to the fitted range
     assert CacheModel(base=0.9, slope=1.0).blend(2**30) == 1.0    # the blend to [0, 1]
     table.save(tmp_path / "cpu@64.yaml")
     loaded = LatencyTable.load(tmp_path / "cpu@64.yaml")
-    assert loaded.cache_model == model and loaded.ms("a", 0.25) == pytest.approx(1.25)
+    assert loaded.cache_model("efficientformer") == model and loaded.ms("a", 0.25) == pytest.approx(1.25)
+    assert loaded.cache_model("fmvit") == CacheModel()            # a family never calibrated here
     with pytest.raises(ValueError, match="either ms"):
         table.add("c", 1.0, cold_ms=2.0, hot_ms=1.0)
     with pytest.raises(ValueError, match="either ms"):
@@ -121,3 +122,63 @@ def test_concurrent_writers_keep_each_others_entries(tmp_path):
     mine.entries["conv:a"] = {"ms": 2.0, "source": "measured"}
     mine.save()
     assert LatencyTable.load(path, device="cpu", resolution=64).ms("conv:a") == 2.0
+
+
+def _two_block_config(tiny_space):
+    from supernets.config import Choice
+
+    return Choice(tuple(st.max_width for st in tiny_space.stages),
+                  (("mb4d", "mb4d"), ("mb4d",), ("mb4d", "mb3d"), ("mb3d", "identity"))).to_config(tiny_space)
+
+
+def test_each_family_is_priced_by_the_cache_model_fitted_on_its_own_networks(tiny_space):
+    """A table is shared by the families deploying at its resolution; a blend fitted on one
+    family's networks must not price another's (it priced FMViT 10-15 % high on XNNPACK)."""
+    from lut import graph
+
+    cfg = _two_block_config(tiny_space)
+    table = LatencyTable("cpu", tiny_space.resolution)
+    for key in graph.keys(cfg):
+        table.add(key, cold_ms=2.0, hot_ms=1.0, params=10)
+    n = len(graph.keys(cfg))
+    table.set_calibration(cfg.family, {"cache_model": CacheModel(base=1.0).to_dict()})
+    table.set_calibration("another", {"cache_model": CacheModel(base=0.0).to_dict()})
+    assert table.predict(cfg) == pytest.approx(2.0 * n)           # its own family's blend, not the other's
+    table.environment["calibrations"].pop(cfg.family)
+    assert table.predict(cfg) == pytest.approx((1.0 + CacheModel().base) * n)   # uncalibrated: the default
+
+
+def test_a_table_calibrated_before_calibrations_were_per_family_prices_as_it_did(tiny_space, tmp_path):
+    import yaml
+    from lut import graph
+
+    cfg = _two_block_config(tiny_space)
+    table = LatencyTable("cpu", tiny_space.resolution)
+    for key in graph.keys(cfg):
+        table.add(key, cold_ms=2.0, hot_ms=1.0, params=10)
+    path = table.save(tmp_path / f"cpu@{tiny_space.resolution}.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw["environment"].update(cache_model=CacheModel(base=0.25).to_dict(),
+                              calibration={"median_abs_error_pct": 1.5, "measured_ms": {"cal00": 3.0}})
+    path.write_text(yaml.safe_dump(raw))
+    old = LatencyTable.load(path)
+    assert old.predict(cfg) == pytest.approx(1.25 * len(graph.keys(cfg)))
+    assert old.calibration("any family")["median_abs_error_pct"] == 1.5
+    assert "cache_model" not in old.environment and "calibration" not in old.environment
+
+
+def test_a_boundary_cost_comes_off_each_op_by_the_mb_it_converts_alone(tiny_space):
+    from lut import graph
+    from lut.table import boundary_mb
+
+    cfg = _two_block_config(tiny_space)
+    ops = graph.ops(cfg)
+    table = LatencyTable("xnnpack", tiny_space.resolution, {"backend": "executorch"})
+    for key in graph.keys(cfg):
+        table.add(key, cold_ms=2.0, hot_ms=2.0, params=10)
+    plain = table.predict(cfg)
+    mb = boundary_mb(ops)
+    assert len(mb) == len(ops) and mb[-1] == 0.0 and mb[0] == pytest.approx(4 * 3 * tiny_space.resolution ** 2 / 1e6
+                                                                             + 4 * math.prod(ops[1].in_shape) / 1e6)
+    table.set_calibration(cfg.family, {"cache_model": CacheModel(base=0.5, boundary_ms_per_mb=0.01).to_dict()})
+    assert table.predict(cfg) == pytest.approx(plain - 0.01 * sum(mb))

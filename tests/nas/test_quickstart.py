@@ -51,7 +51,7 @@ def test_quickstart_emits_a_config_its_measured_table_prices(quickstarted, capsy
     assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1
     assert f"slimming to {target:g} ms" in logged
     # the table's calibration networks were timed whole and fitted (the network-level term)
-    assert table.environment["calibration"]["median_abs_error_pct"] >= 0
+    assert table.calibration(cfg.family)["median_abs_error_pct"] >= 0
     assert main(["show", str(config_path), "--tables", str(runs / "tables")]) == 0
     assert "ms predicted" in capsys.readouterr().out
 

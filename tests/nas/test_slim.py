@@ -172,6 +172,19 @@ def test_fmvit_split_actions_drop_one_branch_and_16_fm_channels(tiny_fmvit_run):
     assert len(sub.stages[2].fmb.high) == 2 and len(sub.stages[2].fmb.fuse.convs) == 4   # x, low, 2 high
 
 
+def _halfway_target(run, device: str, tables):
+    """The supernet of `run` and the latency halfway between its start and its floor on `device`
+    (the table's missing ops filled on the way)."""
+    from lut import store
+    from nas.slim import reachable_floor
+
+    net = checkpoint.build_supernet(checkpoint.load(run))
+    _, predict = store.open_predictor(device, net.space.resolution, tables, progress=False)
+    start = net.initial_choice()
+    start_ms = predict(start.to_config(net.space, num_classes=net.num_classes))
+    return net, round((start_ms + reachable_floor(net, predict, start)) / 2, 4)
+
+
 @pytest.mark.parametrize("run", ["tiny_run", *(pytest.param(r, marks=pytest.mark.slow) for r in (
     "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run", "tiny_fmvit_run"))])   # the fast tier: one family
 def test_slim_end_to_end(run, request, tmp_path, capsys):
@@ -180,16 +193,9 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     and saved). Priced by the iphone12 cost model (estimated on demand: the same numbers on any
     host), since this tests slimming, not timing; the CPU tables' fidelity is `nas lut validate`'s
     (experiments/lut_all_families)."""
-    from lut import store
-    from nas.slim import reachable_floor
-
     tiny_run = request.getfixturevalue(run)
     tables = tmp_path / "tables"
-    net = checkpoint.build_supernet(checkpoint.load(tiny_run))
-    _, predict = store.open_predictor("iphone12", net.space.resolution, tables, progress=False)
-    start = net.initial_choice()
-    start_ms = predict(start.to_config(net.space, num_classes=net.num_classes))
-    target = round((start_ms + reachable_floor(net, predict, start)) / 2, 4)
+    net, target = _halfway_target(tiny_run, "iphone12", tables)
     out = tmp_path / "out"
     assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--supernet", str(tiny_run), "--tables",
                  str(tables), "--out", str(out), "--val-images", "200", "--calib-images", "64", "--no-progress"]) == 0
@@ -387,3 +393,30 @@ def test_the_step_that_meets_a_rung_takes_the_least_drop_among_those_that_meet_i
     # loss rise and keeps more latency (saves 2 ms, not 3), so c
     f = _candidate("f", 7.0, 89.5, 0.625, 3)
     assert choose([a, b, c, f], rung=1.0) is f and choose([b, f, c], rung=8.5) is c
+
+
+@pytest.mark.slow
+def test_slim_show_and_eval_price_on_an_executorch_device(tiny_run, tmp_path, capsys):
+    """#31: `--device xnnpack` works as `--device cpu` does: slim measures the ops it lacks (each
+    exported to its own XNNPACK-delegated `.pte`) into the user's table, the emitted config names
+    that table and its price, and show and eval price the config and the model with it."""
+    from lut import pte
+
+    if pte.available() is not None:
+        pytest.skip(pte.available())
+    tables = tmp_path / "tables"
+    net, target = _halfway_target(tiny_run, "xnnpack", tables)
+    out = tmp_path / "out"
+    assert main(["slim", "--target-ms", str(target), "--device", "xnnpack", "--supernet", str(tiny_run), "--tables",
+                 str(tables), "--out", str(out), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
+    capsys.readouterr()
+    stem = f"{net.space.family}@xnnpack-{target:g}ms"
+    cfg = ArchConfig.load(out / f"{stem}.yaml")
+    table = LatencyTable.load(tables / f"xnnpack@{net.space.resolution}.yaml")
+    assert table.environment["backend"] == "executorch" and not table.missing(cfg)
+    assert cfg.meta["predicted_ms"] <= target and table.predict(cfg) == pytest.approx(cfg.meta["predicted_ms"], rel=1e-3)
+    assert main(["show", str(out / f"{stem}.yaml"), "--device", "xnnpack", "--tables", str(tables)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{table.predict(cfg):8.3f} ms predicted (measured" in shown
+    assert main(["eval", str(out / f"{stem}.pt"), "--device", "xnnpack", "--tables", str(tables), "--no-progress"]) == 0
+    assert f"latency on xnnpack@{net.space.resolution}: {table.predict(cfg):.3f} ms predicted" in capsys.readouterr().out
