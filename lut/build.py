@@ -158,12 +158,37 @@ def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: 
                                rounds=rounds, model_min_run_time=min_run_time, progress=progress).models
 
 
+# How calibration networks are drawn (recorded with a calibration, so that `nas lut validate`
+# re-times the same networks): "uniform", `samples` uniform draws round-robin over the spaces (a
+# table built before 2026-12-05); "spread", per space its share of networks at evenly spaced size
+# ranks among SPREAD_POOL x as many uniform draws, the smallest and the largest included, so that
+# they span the sizes a space's configs take (six uniform draws of EfficientFormer's small space
+# missed its smallest tenth, where the fitted blend was then clamped).
+CALIBRATION_DRAWS = ("uniform", "spread")
+SPREAD_POOL = 8
+
+
 def calibration_configs(spaces: list[SearchSpace], num_classes: int | None, samples: int,
-                        seed: int) -> dict[str, ArchConfig]:
-    """`samples` random configs drawn round-robin from `spaces`."""
+                        seed: int, draw: str = "spread") -> dict[str, ArchConfig]:
+    """`samples` random configs of `spaces`, drawn as `draw` says (`CALIBRATION_DRAWS`)."""
     rng = random.Random(seed)
-    return {f"cal{i:02d}": random_choice(spaces[i % len(spaces)], rng).to_config(spaces[i % len(spaces)], num_classes)
-            for i in range(samples)}
+    if draw == "uniform":
+        return {f"cal{i:02d}": random_choice(spaces[i % len(spaces)], rng).to_config(spaces[i % len(spaces)],
+                                                                                    num_classes)
+                for i in range(samples)}
+    picked: list[ArchConfig] = []
+    for j, space in enumerate(spaces):
+        share = samples // len(spaces) + (j < samples % len(spaces))
+        pool = sorted((random_choice(space, rng).to_config(space, num_classes) for _ in range(SPREAD_POOL * share)),
+                      key=_weight_proxy)
+        ranks = [round(i * (len(pool) - 1) / max(share - 1, 1)) for i in range(share)]
+        picked += [pool[r] for r in ranks]
+    return {f"cal{i:02d}": cfg for i, cfg in enumerate(picked)}
+
+
+def _weight_proxy(config: ArchConfig) -> float:
+    """A network's weight count up to a factor, without building it: width² per kept block."""
+    return sum(stage.width ** 2 * len(stage.blocks) for stage in config.stages)
 
 
 def fit_cache_model(hot: list[float], gap: list[float], measured: list[float],
@@ -242,8 +267,9 @@ def calibrate(table: LatencyTable, spaces: list[SearchSpace], num_classes: int |
     result = fill(table, ops or {}, calibration=configs, threads=threads, rounds=rounds, save=save,
                   desc=f"{table.device}@{table.resolution}", progress=progress)
     for family, fam_spaces in by_family.items():
-        table.environment["calibrations"][family].update({"spaces": [s.to_dict() for s in fam_spaces], "num_classes": num_classes,
-                                          "samples": samples, "seed": seed})
+        table.environment["calibrations"][family].update({"spaces": [s.to_dict() for s in fam_spaces],
+                                                          "num_classes": num_classes, "samples": samples,
+                                                          "seed": seed, "draw": "spread"})
     if save and table.path is not None:
         table.save()
     return result

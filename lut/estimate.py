@@ -64,6 +64,9 @@ class CostModel:
     # out by family) without profiling 134 models again, and a test can check that today's
     # profiler still computes them
     profiled: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the error bar of an estimate: quantiles of published / estimated over the calibration rows,
+    # each predicted by a fit that never saw its architecture family (`lut.published.error_ratios`)
+    heldout: dict = field(default_factory=dict)
 
     def op_ms(self, features: Mapping[str, float], source: str) -> float:
         """One op of a network: no per-call overhead."""
@@ -84,7 +87,8 @@ class CostModel:
                 "weights": {k: r(v) for k, v in self.weights.items()},
                 "scales": {k: r(v) for k, v in self.scales.items()},
                 "overheads_ms": {k: r(v) for k, v in self.overheads.items()},
-                "device_source": dict(DEVICE_SOURCE), "fitted_on": self.fitted_on, "profiled": self.profiled}
+                "device_source": dict(DEVICE_SOURCE), "fitted_on": self.fitted_on, "heldout": self.heldout,
+                "profiled": self.profiled}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> CostModel:
@@ -93,7 +97,8 @@ class CostModel:
                              "`nas lut estimate --refit`")
         return cls({k: float(v) for k, v in raw["weights"].items()}, {k: float(v) for k, v in raw["scales"].items()},
                    {k: float(v) for k, v in raw["overheads_ms"].items()}, raw["version"], dict(raw.get("fitted_on", {})),
-                   {k: {f: float(v) for f, v in fs.items()} for k, fs in (raw.get("profiled") or {}).items()})
+                   {k: {f: float(v) for f, v in fs.items()} for k, fs in (raw.get("profiled") or {}).items()},
+                   dict(raw.get("heldout") or {}))
 
     def profiled_features(self) -> dict[tuple[str, int], dict[str, float]]:
         """`profiled` keyed as `calibration_features` keys it: (model, resolution)."""
@@ -179,4 +184,6 @@ def describe_table(table, model: CostModel, source: str) -> None:
         "estimate_calibration": {"rows": model.fitted_on.get("rows"), "models": model.fitted_on.get("models"),
                         "data": model.fitted_on.get("data"),
                         "in_sample_median_ape_pct": model.fitted_on.get("in_sample_median_ape_pct")},
+        "estimate_error": ({"method": model.heldout["method"], "source": source, **model.heldout["by_source"][source]}
+                           if source in (model.heldout or {}).get("by_source", {}) else {}),
     })

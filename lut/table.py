@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from lut import graph
@@ -260,6 +261,47 @@ class LatencyTable:
         """A fixed cost per network call, paid once (estimated Core ML tables: the harness's
         per-prediction overhead, ``lut.estimate``)."""
         return float(self.environment.get("overhead_ms", 0.0))
+
+    # ------------------------------------------------------------------ how far to trust a prediction
+    def estimated(self, config: ArchConfig) -> bool:
+        """Is any op of `config` priced by an estimate (no timing of it)?"""
+        return any(self.entries[k].get("source") == "estimated" for k in graph.keys(config) if k in self.entries)
+
+    def error_ratio(self, q: float) -> float | None:
+        """The q-quantile of (true / estimated) network latency, from the estimate's out-of-sample
+        errors (`lut.published.error_ratios`, recorded by `nas lut estimate`), interpolated between
+        the recorded quantiles (5 % .. 95 %); None when the table records none."""
+        pairs = (self.environment.get("estimate_error") or {}).get("ratio_quantiles")
+        if not pairs:
+            return None
+        qs, ratios = zip(*sorted((float(a), float(b)) for a, b in pairs))
+        if not qs[0] <= q <= qs[-1]:
+            raise UserError(f"a {q:g} quantile is outside the {qs[0]:g}..{qs[-1]:g} the table's estimate error "
+                            f"records; choose a confidence in that range")
+        return float(np.interp(q, qs, ratios))
+
+    def interval(self, ms: float, coverage: float = 0.8) -> tuple[float, float] | None:
+        """The central `coverage` interval of the true latency of a network estimated at `ms`."""
+        lo, hi = self.error_ratio((1 - coverage) / 2), self.error_ratio((1 + coverage) / 2)
+        return None if lo is None or hi is None else (ms * lo, ms * hi)
+
+    def trust(self, config: ArchConfig, ms: float | None = None) -> str:
+        """How far to trust the prediction `ms` (default: the table's) of `config`: an estimate's
+        80 % interval ("estimated, 80 % interval 1.30–1.62 ms"), else the calibration error of a
+        timed table ("measured, efficientformer networks calibrated to a median |err| of 2.1 %")."""
+        ms = self.predict(config) if ms is None else ms
+        if self.estimated(config):
+            span = self.interval(ms)
+            return (f"estimated, 80 % interval {span[0]:.2f}–{span[1]:.2f} ms" if span else
+                    "estimated, no error bar recorded: refresh the table with `nas lut estimate`")
+        cal = self.calibration(config.family).get("median_abs_error_pct")
+        return "measured" + (f", {config.family} networks calibrated to a median |err| of {cal:.1f} %"
+                             if cal is not None else "")
+
+    def describe_ms(self, config: ArchConfig, ms: float | None = None) -> str:
+        """"1.440 ms (estimated, 80 % interval 1.30–1.62 ms)": the prediction and `trust`."""
+        ms = self.predict(config) if ms is None else ms
+        return f"{ms:.3f} ms ({self.trust(config, ms)})"
 
     # ------------------------------------------------------------------ calibration, per family
     def calibration(self, family: str) -> dict[str, Any]:

@@ -82,8 +82,8 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
         cal = table.calibration(family)
         cal_spaces = [SearchSpace.from_dict(s) for s in cal.get("spaces", ())]
         if cal_spaces:
-            for name, cfg in build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"],
-                                                       cal["seed"]).items():
+            for name, cfg in build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"], cal["seed"],
+                                                       cal.get("draw", "uniform")).items():
                 cal_configs[f"{family}:{name}"], cal_measured[f"{family}:{name}"] = cfg, cal["measured_ms"][name]
     items = {**configs, **cal_configs}
     bar = tqdm(total=len(items) * rounds, desc="timing networks", unit="net", disable=not progress, leave=False)

@@ -341,6 +341,10 @@ def _slim_parser(sub) -> None:
     s.add_argument("--last-step", choices=LAST_STEPS, default=LAST_STEPS[0],
                    help="least-drop (default): the step that meets a target costs the least accuracy, not the "
                         "least per ms (which overshoots the target); ratio: the paper's rule throughout")
+    s.add_argument("--confidence", type=float, default=None, metavar="P",
+                   help="estimated tables (iphone12/13): slim until the latency the true one stays under with "
+                        "probability P (e.g. 0.9, from the estimate's out-of-sample errors) meets the target, "
+                        "not the prediction")
     s.add_argument("--out", default=None, help="output directory (default: RUN_DIR/slim)")
     s.add_argument("--ray-address", default=None,
                    help="run each step's accuracy evaluations as tasks on this Ray cluster ('auto': the local one)")
@@ -369,23 +373,30 @@ def _slim_one(args, family: str | None = None, supernet: str | None = None, out:
           f"to {', '.join(f'{t:g}' for t in targets)} ms", flush=True)
     emitted = session.slim(targets, Path(out) if out else session.ckpt_path.parent / "slim",
                            proposals=args.proposals, last_step=args.last_step, ray_address=args.ray_address,
-                           threads=args.threads)
+                           threads=args.threads, confidence=args.confidence)
     _print_emitted(emitted, targets)
     return emitted
 
 
 def _print_emitted(emitted, targets: list[float]) -> None:
+    from supernets.config import ArchConfig
+
     start = emitted.result.steps[0]
     for t, yaml_path, weights in zip(targets, emitted.configs, emitted.weights):
-        _, step = emitted.result.at(t)
+        _, step = emitted.step_at(t)
         if step.step == 0:
             print(f"note: {t:g} ms is at or above the supernet's start ({start.latency_ms:.3f} ms, every stage at its "
                   f"widest with every slot kept): no slimming was needed, the start is emitted; a larger space or "
                   f"a smaller target slims")
-        print(f"config: {yaml_path}  ({step.latency_ms:.3f} ms predicted, {step.accuracy:.2f}% inherited top-1, "
-              f"step {step.step})")
+        cfg = ArchConfig.load(yaml_path)
+        trust = f", {emitted.table.trust(cfg, step.latency_ms)}" if emitted.table is not None else ""
+        bound = (f", {cfg.meta['confidence']:g}-confidence bound {cfg.meta['upper_ms']:.3f} ms <= {t:g} ms"
+                 if "upper_ms" in cfg.meta else "")
+        print(f"config: {yaml_path}  ({step.latency_ms:.3f} ms predicted{trust}{bound}; {step.accuracy:.2f}% "
+              f"inherited top-1, step {step.step})")
         print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
-    print(f"trajectory: {emitted.trajectory[0]}  plot: {emitted.trajectory[1]}")
+    print(f"trajectory: {emitted.trajectory[0]}  plot: {emitted.trajectory[1]}  where the milliseconds go, first "
+          f"and last step: {emitted.trajectory[2]}")
 
 
 def _slim_every_family(args) -> Path:
@@ -434,7 +445,8 @@ def cmd_search(args) -> Path:
     from nas.slim import checked_targets
 
     targets = checked_targets(args.target_ms)
-    found = _session(args).search(
+    session = _session(args)
+    found = session.search(
         targets, args.out, trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed,
         population=args.population, ray_address=args.ray_address, workers=args.workers, threads=args.threads,
         progress=not args.no_progress, log=_say)
@@ -443,9 +455,13 @@ def cmd_search(args) -> Path:
     if result.best is None:
         print(f"{n} trials, none within {budget:g} ms; trials: {out_dir / 'trials.csv'}")
     else:
+        from nas.search import choice_of
+
         b = result.best
+        best = choice_of(b.params, session.net.space).to_config(session.net.space, session.net.num_classes)
         print(f"{n} trials; Pareto front within {budget:g} ms: {len(result.front)} configs in "
-              f"{out_dir / 'pareto'}; best: trial {b.number}, {b.values[0]:.2f}% inherited top-1 at {b.values[1]:.3f} ms")
+              f"{out_dir / 'pareto'}; best: trial {b.number}, {b.values[0]:.2f}% inherited top-1 at "
+              f"{session.table.describe_ms(best, b.values[1])}")
     for row in found.best_per_target:
         print(f"  {row['target_ms']:g} ms: " + (f"trial {row['trial']}, {row['inherited_top1']:.2f}% at "
                                                 f"{row['predicted_ms']:.3f} ms" if row["config"] else
@@ -597,7 +613,8 @@ def cmd_eval(args) -> dict:
           f"{r['img_size']} px): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%")
     print(f"params: {r['params_train'] / 1e6:.3f} M (train form), {r['params_deploy'] / 1e6:.3f} M (deploy); "
           f"MACs: {r['macs'] / 1e9:.3f} G (at the deploy resolution, {r['resolution']} px)")
-    print(f"latency on {args.device}@{r['resolution']}: {r['latency_ms']:.3f} ms predicted ({r['table']})")
+    print(f"latency on {args.device}@{r['resolution']}: {r['latency_ms']:.3f} ms predicted ({r['latency_trust']}; "
+          f"{r['table']})")
     if r["img_size"] != r["resolution"]:
         print(f"note: trained at {r['img_size']} px, priced at {r['resolution']} px; a model does not carry across "
               f"such a change: fine-tune it there before deploying ({finetune_hint(args.model, r['resolution'])})")

@@ -63,11 +63,7 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
         if missing:
             lines.append(f"  latency  {t.device:<9s} n/a: table lacks {len(missing)} op(s); {t.fill_hint(cfg.family)}")
         else:
-            sources = {t.entries[k].get("source", "?") for k in graph.keys(cfg)}
-            cal = t.calibration(cfg.family).get("median_abs_error_pct")
-            trust = f", {cfg.family} networks calibrated to a median |err| of {cal:.1f}%" if cal is not None else ""
-            lines.append(f"  latency  {t.device:<9s} {t.predict(cfg):8.3f} ms predicted ({'/'.join(sorted(sources))}"
-                         f"{trust}, {t.path})")
+            lines.append(f"  latency  {t.device:<9s} {t.predict(cfg):8.3f} ms predicted ({t.trust(cfg)}, {t.path})")
     lines.append("  blocks")
     for j, st in enumerate(cfg.stages):
         kinds = " ".join(str(b) for b in st.blocks) or "(none)"

@@ -25,7 +25,8 @@ from lut.table import LatencyTable
 from nas import checkpoint, runs
 from nas.errors import ParameterError, UserError
 from nas.evaluate import Evaluator
-from nas.slim import LAST_STEPS, PROPOSALS, SlimResult, channel_order, checked_targets, slim, write_trajectory
+from nas.slim import (LAST_STEPS, PROPOSALS, SlimResult, UnreachableTarget, channel_order, checked_targets, slim,
+                      write_trajectory)
 from nas.supernet_training import Recipe
 from supernets.config import ArchConfig
 
@@ -42,6 +43,15 @@ class Emitted:
     weights: list[Path]          # the configs' inherited weights, beside them
     trajectory: list[Path]       # the trajectory CSV and its plot
     result: SlimResult
+    table: LatencyTable | None = None   # the table that priced it
+    targets: list[float] = field(default_factory=list)
+    # per target, the predicted latency slimmed to: the target itself, or with a confidence the
+    # target over the table's error ratio at that quantile (the bound then meets the target)
+    slimmed_to: list[float] = field(default_factory=list)
+
+    def step_at(self, target_ms: float):
+        """The (choice, step) emitted for `target_ms`."""
+        return self.result.at(self.slimmed_to[self.targets.index(target_ms)] if self.targets else target_ms)
 
 
 @dataclass
@@ -95,26 +105,42 @@ class SupernetSession:
         return checkpoint.save_model(path, config, model, self.net.img_size, data=self.data)
 
     def slim(self, targets: list[float], out_dir: str | os.PathLike, *, proposals: str = PROPOSALS[0],
-             last_step: str = LAST_STEPS[0], ray_address: str | None = None, threads: int = 2) -> Emitted:
+             last_step: str = LAST_STEPS[0], ray_address: str | None = None, threads: int = 2,
+             confidence: float | None = None) -> Emitted:
         """Slim to every target; write each target's config (``FAMILY@DEVICE-Tms.yaml``) with its
         inherited weights beside it, then the trajectory. With `ray_address` each step's candidates
-        are scored as Ray tasks (`threads` each); the trajectory is the same. The caller makes the
+        are scored as Ray tasks (`threads` each); the trajectory is the same. With `confidence`
+        (estimated tables) each config's latency bound at that confidence (`upper_ratio`), not its
+        prediction, meets its target. The caller makes the
         files all-or-nothing (``io.all_or_nothing``) where a failure must leave none of them."""
         from nas import cluster
 
         targets = checked_targets(targets)
         out_dir = Path(out_dir)
+        ratio = self.upper_ratio(confidence) if confidence is not None else 1.0
+        slimmed_to = [t / ratio for t in targets]
         with cluster.connected(ray_address) as on_ray:
             evaluate_map = cluster.evaluate_map(self.net, self.evaluator, threads) if on_ray else map
-            result = slim(self.net, self.predictor, self.evaluator, targets, evaluate_map=evaluate_map,
-                          proposals=proposals, last_step=last_step)
+            try:
+                result = slim(self.net, self.predictor, self.evaluator, slimmed_to, evaluate_map=evaluate_map,
+                              proposals=proposals, last_step=last_step)
+            except UnreachableTarget as e:
+                if confidence is None:
+                    raise
+                target = targets[slimmed_to.index(e.target_ms)] if e.target_ms in slimmed_to else targets[-1]
+                raise UnreachableTarget(target, e.floor_ms, f"--confidence {confidence:g} bounds a prediction at "
+                                        f"x{ratio:.2f}: meeting {target:g} ms needs {target / ratio:.3f} ms predicted, "
+                                        f"below the smallest reachable {e.floor_ms:.3f} ms; lower --confidence or "
+                                        f"raise --target-ms to >= {e.floor_ms * ratio:.3f}") from None
         configs, weights = [], []
-        for t in targets:
-            choice, step = result.at(t)
+        for t, inner in zip(targets, slimmed_to):
+            choice, step = result.at(inner)
             name = f"{self.family}@{self.device}-{t:g}ms"
+            bound = {} if confidence is None else {"confidence": confidence,
+                                                   "upper_ms": round(step.latency_ms * ratio, 4)}
             config = choice.to_config(self.net.space, num_classes=self.net.num_classes).replace(
                 name=name,
-                meta={"device": self.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                meta={"device": self.device, "target_ms": t, "predicted_ms": round(step.latency_ms, 4), **bound,
                       "inherited_top1": round(step.accuracy, 2), "supernet": str(self.ckpt_path),
                       **store.provenance(self.table), "steps": step.step, "proposals": proposals,
                       "last_step": last_step})
@@ -129,9 +155,39 @@ class SupernetSession:
             configs.append(yaml_path)
             weights.append(pt)
         stem = out_dir / f"{self.family}@{self.device}-{targets_label(targets)}"
-        trajectory = write_trajectory(result, stem, targets, f"{self.family} @ {self.device}: slimming to "
-                                      f"{', '.join(f'{t:g}' for t in targets)} ms")
-        return Emitted(configs, weights, list(trajectory), result)
+        trajectory = write_trajectory(result, stem, slimmed_to, f"{self.family} @ {self.device}: slimming to "
+                                      f"{', '.join(f'{t:g}' for t in targets)} ms"
+                                      + (f" at {confidence:g} confidence" if confidence is not None else ""))
+        as_config = lambda choice: choice.to_config(self.net.space, num_classes=self.net.num_classes)  # noqa: E731
+        first, last = as_config(self.net.initial_choice()), as_config(result.at(slimmed_to[-1])[0])
+        trajectory = [*trajectory, self._breakdown([(first, "start (step 0)"), (last, f"{targets[-1]:g} ms target")],
+                                                   stem.with_name(stem.name + ".breakdown.png"))]
+        return Emitted(configs, weights, trajectory, result, self.table, targets, slimmed_to)
+
+    def _breakdown(self, configs: list[tuple[ArchConfig, str]], path: Path) -> Path:
+        """Where the milliseconds of the trajectory's first and last step go (`lut.breakdown`)."""
+        from lut import breakdown, estimate
+
+        weights = estimate.CostModel.load(estimate.cost_model_path(
+            self.table.path.parent if self.table.path is not None else None)).weights
+        rows = [breakdown.breakdown(self.table, cfg, weights, label) for cfg, label in configs]
+        return breakdown.draw(rows, f"{self.device}@{self.net.space.resolution}", path)
+
+    def upper_ratio(self, confidence: float) -> float:
+        """The factor on a predicted latency that the true one stays under with probability
+        `confidence` (one-sided), from the table's out-of-sample estimate errors."""
+        if not 0 < confidence < 1:
+            raise UserError(f"--confidence {confidence:g} is not a probability; give one in (0, 1), e.g. 0.9")
+        start = self.net.initial_choice().to_config(self.net.space, num_classes=self.net.num_classes)
+        self.predictor(start)   # fills the ops the table lacks, so that their kind (timed, estimated) is known
+        if not self.table.estimated(start):
+            raise UserError(f"--confidence bounds an estimated latency, and {self.device}'s table is timed "
+                            f"({self.table.trust(start)}); slim without it, or to a lower --target-ms")
+        ratio = self.table.error_ratio(confidence)
+        if ratio is None:
+            raise UserError(f"{self.table.path} records no estimate error to bound; refresh it with "
+                            f"`nas lut estimate --device {self.device}`, then slim with --confidence")
+        return ratio
 
     def search(self, targets: list[float], out_dir: str | os.PathLike | None = None, *, trials: int = 60,
                storage: str | None = None, study_name: str | None = None, seed: int = 0, population: int = 16,
@@ -193,7 +249,7 @@ class SupernetSession:
         return Searched(result, out_dir, written, rows)
 
 
-FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
+FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "latency_trust", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
                    "status", "config"]
 
 
@@ -218,7 +274,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
             return session.slim(targets, out_dir)
     rows, trajectories = [], {}
     for family in families:
-        base = {"family": family, "predicted_ms": "", "inherited_top1": "", "params_m": "", "macs_g": "",
+        base = {"family": family, "predicted_ms": "", "latency_trust": "", "inherited_top1": "", "params_m": "", "macs_g": "",
                 "steps": "", "floor_ms": "", "config": ""}
         try:
             ckpt = runs.latest_supernet(runs_dir, family)
@@ -238,9 +294,11 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
             continue
         trajectories[family] = [(s.latency_ms, s.accuracy) for s in emitted.result.steps]
         for t, path in zip(targets, emitted.configs):
-            _, step = emitted.result.at(t)
-            c = costs(ArchConfig.load(path))
+            _, step = emitted.step_at(t)
+            config = ArchConfig.load(path)
+            c = costs(config)
             rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
+                         "latency_trust": emitted.table.trust(config, step.latency_ms) if emitted.table else "",
                          "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
                          "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
     csv_path = io.write_csv(out_dir / "families.csv", rows, FAMILIES_FIELDS)

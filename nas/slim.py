@@ -68,9 +68,9 @@ LAST_STEPS = ("least-drop", "ratio")    # how the step that meets a target is ch
 class UnreachableTarget(UserError):
     """The target is below the fastest config the slimming actions can reach on the table."""
 
-    def __init__(self, target_ms: float, floor_ms: float):
-        super().__init__(f"--target-ms {target_ms:g} is below the smallest reachable latency {floor_ms:.3f} ms "
-                         f"on this table; choose a target >= {floor_ms:.3f}")
+    def __init__(self, target_ms: float, floor_ms: float, message: str | None = None):
+        super().__init__(message or f"--target-ms {target_ms:g} is below the smallest reachable latency "
+                                    f"{floor_ms:.3f} ms on this table; choose a target >= {floor_ms:.3f}")
         self.target_ms, self.floor_ms = target_ms, floor_ms
 
 

@@ -478,7 +478,9 @@ def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: 
     runtime.prepare(model)
     scores = engine.evaluate(model, data_mod.loader(source, source.val, 256, workers=4), runtime)
     table, predict = store.open_predictor(device, config.resolution, Path(tables_dir), progress)
-    return {**scores, "latency_ms": predict(config), "table": store.provenance(table)["table"], "ema": use_ema,
+    latency_ms = predict(config)
+    return {**scores, "latency_ms": latency_ms, "latency_trust": table.trust(config, latency_ms),
+            "table": store.provenance(table)["table"], "ema": use_ema,
             "data": source.source, "images": len(source.val), "img_size": ckpt["img_size"],
             "resolution": config.resolution, **costs(config)}
 

@@ -2,13 +2,16 @@
 
 1. Leave-one-model-out: every model of the published table is predicted by a fit that never saw
    it (all its rows, every source, left out); per source: rows, MAPE, median APE, Spearman.
-2. The published variants the issue names, predicted for iphone12 (A14, iOS 16 protocol) and
+2. Leave-architecture-family-out (#32): every MobileViTv2, every EfficientNet, ... predicted by a
+   fit that saw none of its family; per source, per family left out, and the error ratios the
+   estimated tables carry as their error bars (`lut.published.error_ratios`).
+3. The published variants the issue names, predicted for iphone12 (A14, iOS 16 protocol) and
    iphone13 (A15, iFormer's protocol), held out and with the full fit, next to every published
    number of the same chip.
 
     python experiments/apple_estimate/run.py
 
-Writes result.md, lomo.csv (every held-out prediction) and lomo.png here.
+Writes result.md, lomo.csv and lofo.csv (every held-out prediction) and lomo.png here.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ def main() -> None:
     full = published.fit_published(rows, features)
     pairs = published.leave_one_model_out(rows, features)
     summary = published.error_summary(pairs)
+    family_pairs = published.leave_family_out(rows, features)
     print(f"profiled {len(features)} (model, resolution) pairs, fitted, left each out: {time.time() - t0:.0f} s", flush=True)
 
     io.write_csv(HERE / "lomo.csv", [
@@ -48,6 +52,10 @@ def main() -> None:
          "published_ms": r.ms, "held_out_ms": round(p, 4), "error_pct": round(100 * (p / r.ms - 1), 2)}
         for r, p in pairs])
     _plot(pairs, HERE / "lomo.png")
+    io.write_csv(HERE / "lofo.csv", [
+        {"published_name": r.published, "model": r.model, "family": published.architecture_family(r.model),
+         "source": r.source, "resolution": r.resolution, "published_ms": r.ms, "held_out_ms": round(p, 4),
+         "error_pct": round(100 * (p / r.ms - 1), 2)} for r, p in family_pairs])
 
     lines = [f"# Core ML latency estimates vs published numbers ({datetime.date.today()})", "",
              "Reproduce: `python experiments/apple_estimate/run.py` (profiling on the meta device, fits: "
@@ -67,6 +75,7 @@ def main() -> None:
               "op-count model sees):", "", "| model | source | px | published ms | held-out ms |", "|---|---|---|---|---|"]
     lines += [f"| {r.published} | {r.source} | {r.resolution or 'n/s'} | {r.ms:g} | {p:.2f} |" for r, p in worst]
 
+    lines += _family_out_section(family_pairs, full)
     lines += ["", "## Named variants", "",
               "Full fit and held-out (the model's own rows left out of the fit) estimates; published: every "
               "number for the same chip, with its source.", ""]
@@ -93,6 +102,33 @@ def main() -> None:
               + ", ".join(f"{k} {v:.4g}" for k, v in full.weights.items()), ""]
     io.write_text(HERE / "result.md", "\n".join(lines))
     print("\n".join(lines))
+
+
+def _family_out_section(pairs, full) -> list[str]:
+    """#32's check: whole architecture families left out of the fit, then predicted."""
+    cells = lambda s: (f"{s['rows']} | {s['mape_pct']:.1f} | {s['median_ape_pct']:.1f} | "  # noqa: E731
+                       f"{s['within_5_pct']:.0f} | {s['within_10_pct']:.0f} | {s['spearman']:.3f}")
+    head = "| rows | MAPE % | median APE % | within ±5 % | within ±10 % | Spearman |"
+    lines = ["", "## Leave-architecture-family-out", "",
+             "Each architecture family (`lut.published.architecture_family`: every size of MobileViTv2, of "
+             "EfficientNet and EfficientNetV2, ...) predicted by a fit that saw none of it. Goal (#32): MAPE ≤ 10 %, "
+             "Spearman ≥ 0.95, ≥ 70 % within ±10 %.", "", "| held out | " + head[2:], "|---" * 7 + "|",
+             f"| every row | {cells(published.error_summary(pairs, by=lambda r: 'all')['all'])} |"]
+    lines += [f"| {src} rows | {cells(s)} |" for src, s in published.error_summary(pairs).items()]
+    lines += ["", "Per family left out (Spearman within the family, where it has 3 rows or more; signed: median of "
+              "estimate / published - 1):", "", "| family | " + head[2:] + " signed % |", "|---" * 8 + "|"]
+    by_family = published.error_summary(pairs, by=lambda r: published.architecture_family(r.model))
+    for fam, s in sorted(by_family.items(), key=lambda kv: -kv[1]["mape_pct"]):
+        signed = np.median([p / r.ms - 1 for r, p in pairs if published.architecture_family(r.model) == fam]) * 100
+        lines.append(f"| {fam} | {cells(s).replace('nan', '–')} | {signed:+.0f} |")
+    lines += ["", "The error bars of the estimated tables (`nas show`, `slim`, `search`, `eval`, `families.csv`: "
+              "\"estimated, 80 % interval ...\"; `nas slim --confidence P`) are these held-out ratios of the "
+              "device's own protocol, published / estimate:", "",
+              "| source | rows | 5 % | 10 % | 50 % | 90 % | 95 % |", "|---|---|---|---|---|---|---|"]
+    for src, rec in full.heldout["by_source"].items():
+        q = dict((round(a, 2), b) for a, b in rec["ratio_quantiles"])
+        lines.append(f"| {src} | {rec['rows']} | " + " | ".join(f"{q[k]:.2f}" for k in (0.05, 0.1, 0.5, 0.9, 0.95)) + " |")
+    return lines
 
 
 def _plot(pairs, path: Path) -> None:

@@ -1,7 +1,9 @@
 import math
 import random
 
+import numpy as np
 import pytest
+import torch
 
 from lut import build, graph
 from lut.table import CacheModel, LatencyTable, MissingKeysError
@@ -188,3 +190,25 @@ def test_a_second_build_on_the_machine_is_refused_while_one_measures(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "another `nas lut build` is measuring on this machine" in err, err
     assert not (tmp_path / "tables").exists()
+
+
+@pytest.mark.parametrize("family", ["efficientformer", "fastvit", "mobilevitv3", "iformer", "fmvit"])
+def test_the_calibration_networks_span_the_sizes_validation_draws(family):
+    """A cache blend is fitted over ln(weight bytes) and clamped outside the range of its calibration
+    networks (#32: FastViT's table was mispriced where it extrapolated). The networks `nas lut
+    build` calibrates a family on (12, seed 0, from every shipped space) must span the weights of the
+    configs `nas lut validate` draws (its small space, seed 1): the whole middle 90 % of them."""
+    from lut import store
+    from supernets.registry import get_family
+
+    def weights(configs) -> np.ndarray:   # parameter counts, built on the meta device (shapes only)
+        with torch.device("meta"):
+            return np.array([sum(p.numel() for p in get_family(c.family).build(c).parameters()) for c in configs])
+
+    (res, spaces), = store.spaces_at([family], None, None, "all").items()
+    calibration = weights(build.calibration_configs(spaces, 10, 12, 0).values())
+    small = next(s for s in spaces if s.to_dict() == store.spaces_at([family], res, None, "small")[res][0].to_dict())
+    rng = random.Random(1)
+    drawn = weights([random_choice(small, rng).to_config(small, 10) for _ in range(40)])
+    lo, hi = np.quantile(drawn, [0.05, 0.95])
+    assert calibration.min() <= lo and calibration.max() >= hi, (calibration.min(), calibration.max(), lo, hi)

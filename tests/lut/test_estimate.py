@@ -6,10 +6,12 @@ import pytest
 from torch import nn
 
 import search_spaces
-from lut import build, estimate, features, published
+from lut import build, estimate, features, graph, published
 from lut.devices import SHIPPED_TABLES
+from lut.features import FEATURES
 from lut.table import LatencyTable
 from nas.cli import main
+from nas.core.errors import UserError
 from supernets.config import ArchConfig, SearchSpace
 from supernets.layers import reparameterize
 from supernets.registry import family_names, get_family, random_choice
@@ -108,6 +110,71 @@ def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
         got, want = getattr(refit, name), getattr(shipped, name)
         assert got.keys() == want.keys()
         assert [got[k] for k in want] == pytest.approx([want[k] for k in want], rel=1e-3, abs=1e-6)
+    # and its error bars are the same family-out errors
+    assert refit.heldout.keys() == shipped.heldout.keys() and refit.heldout["by_source"].keys() == set(shipped.scales)
+    for src, rec in shipped.heldout["by_source"].items():
+        assert rec["rows"] == refit.heldout["by_source"][src]["rows"]
+        assert np.array(refit.heldout["by_source"][src]["ratio_quantiles"]) == pytest.approx(
+            np.array(rec["ratio_quantiles"]), rel=1e-3)
+
+
+@pytest.mark.parametrize("model, family", [
+    ("mobilevitv2_050", "mobilevitv2"), ("mobilevit_xs", "mobilevit"), ("tf_efficientnet_b7", "efficientnet"),
+    ("efficientnetv2_s", "efficientnet"), ("resnet101", "resnet"), ("resnext50_32x4d", "resnext"),
+    ("mobilenetv3_large_075", "mobilenetv3"), ("dm_nfnet_f0", "nfnet"), ("nas_fmvit_s", "fmvit"),
+    ("swin_tiny_patch4_window7_224", "swin"), ("efficientformerv2_s0", "efficientformerv2")])
+def test_a_model_belongs_to_its_architecture_family(model, family):
+    assert published.architecture_family(model) == family
+
+
+def test_leaving_a_family_out_fits_on_none_of_its_rows(monkeypatch):
+    """Every family's rows are predicted by a fit that saw no row of that family (any source)."""
+    shipped = estimate.CostModel.load()
+    features = shipped.profiled_features()
+    rows = [r for r in published.calibration_rows() if (r.model, r.resolution) in features]
+    usable, x, _ = published.design(rows, features)
+    seen = []
+    real_fit = published.fit
+
+    def recording_fit(x_fit, y_fit, sources, **kw):
+        seen.append({tuple(row) for row in x_fit})
+        return real_fit(x_fit, y_fit, sources, **kw)
+
+    monkeypatch.setattr(published, "fit", recording_fit)
+    pairs = published.leave_family_out(rows, features)
+    families = list(dict.fromkeys(published.architecture_family(r.model) for r in usable))
+    assert len(seen) == len(families) > 30 and len(pairs) == len(usable)
+    for fam, fitted_on in zip(families, seen):
+        held = {tuple(xi) for r, xi in zip(usable, x) if published.architecture_family(r.model) == fam}
+        others = {tuple(xi) for r, xi in zip(usable, x) if published.architecture_family(r.model) != fam}
+        assert not held & fitted_on and others - held <= fitted_on, fam
+    # every row is predicted, by a model that differs from the full fit where its family mattered
+    full = published.fit(x, np.array([r.ms for r in usable]), [r.source for r in usable])
+    by_row = {id(r): p for r, p in pairs}
+    assert any(abs(by_row[id(r)] / full.network_ms(dict(zip(FEATURES, xi)), r.source) - 1) > 0.05
+               for r, xi in zip(usable, x))
+
+
+def test_an_estimated_table_prints_its_error_bar_and_a_timed_one_its_calibration(tmp_path):
+    """The estimate's 80 % interval is the prediction times the recorded 10 % and 90 % ratios of
+    the device's own protocol (family-out errors); a measured table reports its calibration."""
+    table = LatencyTable.load(SHIPPED_TABLES / "iphone12@224.yaml")
+    cfg = ArchConfig.load(search_spaces.variant_path("efficientformer", "l1"))
+    ms = table.predict(cfg)
+    recorded = estimate.CostModel.load().heldout["by_source"]["A14 iOS16 ModelBench"]
+    q = dict((round(a, 2), b) for a, b in recorded["ratio_quantiles"])
+    assert table.interval(ms) == pytest.approx((ms * q[0.1], ms * q[0.9]))
+    assert table.error_ratio(0.5) == pytest.approx(q[0.5]) and table.error_ratio(0.925) == pytest.approx(
+        (q[0.9] + q[0.95]) / 2)
+    assert q[0.1] < 1 < q[0.9]                      # the interval brackets the estimate
+    assert table.describe_ms(cfg) == f"{ms:.3f} ms (estimated, 80 % interval {ms * q[0.1]:.2f}–{ms * q[0.9]:.2f} ms)"
+    with pytest.raises(UserError, match="outside"):
+        table.error_ratio(0.99)
+    # a timed table has no estimate to bound: it says how well its networks were calibrated
+    timed = LatencyTable("cpu", 224, environment={"calibrations": {"efficientformer": {"median_abs_error_pct": 2.14}}},
+                         entries={k: {"ms": 1.0, "source": "measured"} for k in graph.keys(cfg)})
+    assert timed.trust(cfg) == "measured, efficientformer networks calibrated to a median |err| of 2.1 %"
+    assert timed.interval(10.0) is None
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ def small_config(tiny_space, tmp_path):
     return tmp_path / "small.yaml"
 
 
+@pytest.mark.slow
 def test_export_every_format_of_a_config_with_attention(small_config, capsys):
     from lut import pte
 

@@ -43,5 +43,7 @@ def test_a_session_slims_and_writes_what_the_cli_reports(tiny_run, tmp_path):
     assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1 and cfg.meta["supernet"] == str(tiny_run)
     assert cfg.meta["table"].endswith("iphone12@64.yaml") and len(cfg.meta["table_sha256"]) == 16
     assert checkpoint.load(emitted.weights[0], (checkpoint.MODEL_FORMAT,))["config"]["name"] == cfg.name
-    assert [p.suffix for p in emitted.trajectory] == [".csv", ".png"]
+    # the trajectory, its plot, and where the milliseconds of its first and last step go
+    assert [p.name.removeprefix(f"efficientformer@iphone12-{target:g}ms") for p in emitted.trajectory] == [
+        ".trajectory.csv", ".trajectory.png", ".breakdown.png"]
     assert all(p.is_file() for p in emitted.trajectory)

@@ -185,8 +185,11 @@ def _halfway_target(run, device: str, tables):
     return net, round((start_ms + reachable_floor(net, predict, start)) / 2, 4)
 
 
-@pytest.mark.parametrize("run", ["tiny_run", *(pytest.param(r, marks=pytest.mark.slow) for r in (
-    "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run", "tiny_fmvit_run"))])   # the fast tier: one family
+# the full suite only: the fast tier's slim tests (the ladder, the session, --confidence) stop at the
+# emitted config; this journey goes on to train and export it in every format
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_fastvit_run", "tiny_mobilevit_run", "tiny_iformer_run",
+                                 "tiny_fmvit_run"])
 def test_slim_end_to_end(run, request, tmp_path, capsys):
     """Every family: slim halfway from the start to the floor, a valid trajectory, and an emitted
     config that builds, trains, runs and exports (ONNX, checked against torch; Core ML, converted
@@ -256,6 +259,45 @@ def test_a_latency_ladder_slims_once_and_emits_a_config_per_target(tiny_run, tmp
     assert single.stages == configs["0.48"].stages and single.meta["predicted_ms"] == configs["0.48"].meta["predicted_ms"]
 
 
+def test_slim_with_confidence_meets_the_target_with_the_estimates_upper_bound(tiny_run, tmp_path, capsys):
+    """--confidence P on an estimated table: the emitted config's bound (prediction x the table's
+    P-quantile error ratio), not its prediction, meets the target; the printout carries the 80 %
+    interval; a timed table has no estimate to bound and refuses it in one line."""
+    tables = tmp_path / "tables"
+    net, target = _halfway_target(tiny_run, "iphone12", tables)
+    common = ["--target-ms", str(target), "--device", "iphone12", "--supernet", str(tiny_run), "--tables", str(tables),
+              "--val-images", "100", "--calib-images", "32", "--no-progress"]
+    assert main(["slim", *common, "--confidence", "0.5", "--out", str(tmp_path / "sure")]) == 0
+    printed = capsys.readouterr().out
+    stem = f"efficientformer@iphone12-{target:g}ms.yaml"
+    sure = ArchConfig.load(tmp_path / "sure" / stem)
+    table = LatencyTable.load(tables / "iphone12@64.yaml")
+    ratio = table.error_ratio(0.5)
+    assert ratio > 1 and sure.meta["confidence"] == 0.5
+    assert sure.meta["upper_ms"] == pytest.approx(sure.meta["predicted_ms"] * ratio, rel=1e-3)
+    assert sure.meta["upper_ms"] <= target
+    assert f"0.5-confidence bound {sure.meta['upper_ms']:.3f} ms <= {target:g} ms" in printed
+    lo, hi = table.interval(sure.meta["predicted_ms"])
+    assert f"estimated, 80 % interval {lo:.2f}–{hi:.2f} ms" in printed
+    # without it the prediction alone meets the target: a slower network
+    assert main(["slim", *common, "--out", str(tmp_path / "plain")]) == 0
+    plain = ArchConfig.load(tmp_path / "plain" / stem)
+    assert target >= plain.meta["predicted_ms"] >= sure.meta["predicted_ms"]
+    capsys.readouterr()
+    # a bound the space cannot meet says so in the user's terms
+    for bad, says in (("1.5", "not a probability"), ("0.999", "outside"), ("0.9", "lower --confidence or raise")):
+        assert main(["slim", *common, "--confidence", bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "bad").exists()
+    timed = LatencyTable.load(tables / "iphone12@64.yaml")
+    for entry in timed.entries.values():
+        entry["source"] = "measured"
+    timed.save()
+    assert main(["slim", *common, "--confidence", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "bounds an estimated latency" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_targets_that_are_not_finite_are_refused(tiny_run, tmp_path, capsys):
     for bad in ("nan", "inf", "-1"):
         assert main(["slim", "--target-ms", bad, "--supernet", str(tiny_run), "--device", "iphone12",
@@ -297,6 +339,7 @@ def test_a_failure_after_the_configs_are_written_takes_them_back(tiny_run, tmp_p
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_every_family_at_one_target(tiny_run, tiny_fastvit_run, tiny_mobilevit_run, tiny_iformer_run, tmp_path,
                                     capsys):
     """nas slim --family all: one config per family in one folder, families.csv/png; a family

@@ -51,6 +51,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, tiny_sp
         assert torch.equal(alpha, b["alpha"][name]), name
 
 
+@pytest.mark.slow
 def test_training_without_a_ray_address_never_imports_ray(tiny_space_path, tmp_path):
     """A laptop with no Ray started: single-process training must not touch Ray at all."""
     import subprocess

@@ -113,7 +113,8 @@ def test_exported_onnx_has_the_trained_models_top1(emitted, tmp_path, capsys):
     assert "top-1" in shown and "top-5" in shown and "ms predicted" in shown and "params:" in shown
 
 
-@pytest.mark.parametrize("kind", ["hard", pytest.param("soft", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_distillation_from_the_supernet(emitted, tiny_run, tmp_path, capsys, kind):
     out = tmp_path / kind
     _train(emitted, out, init="inherited", epochs=1, teacher=str(tiny_run), distill=kind)
