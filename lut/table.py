@@ -295,8 +295,13 @@ class LatencyTable:
             return (f"estimated, 80 % interval {span[0]:.2f}–{span[1]:.2f} ms" if span else
                     "estimated, no error bar recorded: refresh the table with `nas lut estimate`")
         cal = self.calibration(config.family).get("median_abs_error_pct")
-        return "measured" + (f", {config.family} networks calibrated to a median |err| of {cal:.1f} %"
-                             if cal is not None else "")
+        if cal is not None:
+            return f"measured, {config.family} networks calibrated to a median |err| of {cal:.1f} %"
+        backend = BACKENDS.get(self.environment.get("backend"))
+        if self.environment.get("on_device") or (backend is not None and not backend.on_this_host):
+            return "measured on the device"   # imported timings: no networks were timed with them
+        return (f"measured, not calibrated on {config.family} networks: `nas lut build --device {self.device} "
+                f"--family {config.family}` fits how its ops add up")
 
     def describe_ms(self, config: ArchConfig, ms: float | None = None) -> str:
         """"1.440 ms (estimated, 80 % interval 1.30–1.62 ms)": the prediction and `trust`."""

@@ -65,7 +65,7 @@ def run(argv=None) -> int:
                   "| run | emitted predicted ms | bound ms | inherited top-1 % | steps |", "|---|---|---|---|---|"]
         printed = []
         for confidence in (None, *args.confidence):
-            out = HERE / "out" / device / (f"p{confidence:g}" if confidence else "plain")
+            out = work / "error_bars" / device / (f"p{confidence:g}" if confidence else "plain")
             flags = ["slim", "--target-ms", f"{args.target_ms:g}", "--device", device, "--supernet", str(supernet),
                      "--tables", str(tables), "--out", str(out), "--no-progress"]
             rc, said = _run(flags + (["--confidence", f"{confidence:g}"] if confidence else []))
