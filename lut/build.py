@@ -97,8 +97,13 @@ def fill(table: LatencyTable, ops: dict[str, OpNode], *, calibration: dict[str, 
     finally:
         bar.close()
     params = {k: count_params(module) for k, module, _ in items}
-    _store(table, timed, todo, params)
-    result = _calibrate(table, calibration, timed, params) if calibration else None
+    # A calibration network's ops already in the table (another family's, an earlier build's) were
+    # timed again in these rounds: their entries take the new timings, so the blend fitted on these
+    # rounds prices the entries it was fitted on (it was fitted on fresh timings of ops whose stale
+    # entries then priced the networks: iFormer's XNNPACK table predicted its own calibration
+    # networks 13 % fast). Entries imported from a device are not host timings and stay.
+    _store(table, timed, [k for k in measure_ops if "cold_ms" in table.entries.get(k, {"cold_ms": None})], params)
+    result = _calibrate(table, calibration, timed) if calibration else None
     if save and table.path is not None:
         table.save()
     if sidecar:
@@ -275,22 +280,24 @@ def calibrate(table: LatencyTable, spaces: list[SearchSpace], num_classes: int |
     return result
 
 
-def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measure.RoundTimings,
-               params: dict[str, int]) -> dict[str, Calibration]:
+def _calibrate(table: LatencyTable, configs: dict[str, ArchConfig], timed: measure.RoundTimings) -> dict[str, Calibration]:
     """Each family's cache model (or kind factors) fitted on its calibration networks, `configs`
-    named ``family:name``, and stored in the table."""
-    _store(table, timed, [k for k in ops_for(configs.values()) if k not in table], params)
+    named ``family:name`` (their ops in the table, timed in the same rounds), and stored in the table."""
     out = {}
     for family in dict.fromkeys(c.family for c in configs.values()):
         mine = {n.partition(":")[2]: c for n, c in configs.items() if c.family == family}
-        out[family] = _fit_family(table, family, mine, timed, {n: timed.models[f"{family}:{n}"].ms for n in mine})
+        out[family] = _fit_family(table, family, mine, {n: timed.models[f"{family}:{n}"].ms for n in mine},
+                                  min(timed.models[f"{family}:{n}"].rounds for n in mine))
     return out
 
 
-def _fit_family(table: LatencyTable, family: str, configs: dict[str, ArchConfig], timed: measure.RoundTimings,
-                measured: dict[str, float]) -> Calibration:
-    hot = {n: sum(timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
-    gap = {n: sum(timed.cold[k].ms - timed.hot[k].ms for k in graph.keys(c)) for n, c in configs.items()}
+def _fit_family(table: LatencyTable, family: str, configs: dict[str, ArchConfig],
+                measured: dict[str, float], rounds: int) -> Calibration:
+    """Fit on the table's own entries, so that the calibration's error is the table's."""
+    entry = table.entries
+    hot = {n: sum(float(entry[k]["hot_ms"]) for k in graph.keys(c)) for n, c in configs.items()}
+    gap = {n: sum(float(entry[k]["cold_ms"]) - float(entry[k]["hot_ms"]) for k in graph.keys(c))
+           for n, c in configs.items()}
     weights = {n: table.weight_bytes(c) for n, c in configs.items()}
     record: dict = {}
     if backends.get_backend(table_backend(table)).launch_bound:
@@ -298,7 +305,7 @@ def _fit_family(table: LatencyTable, family: str, configs: dict[str, ArchConfig]
         # evicted, overprice them ~1.7x and the blend's fit turns negative), but not every kind of
         # op at its standalone speed (experiments/cuda_tables): hot times, a factor per kind.
         model = CacheModel(base=0.0)
-        by_kind = {n: _hot_by_kind(timed, c) for n, c in configs.items()}
+        by_kind = {n: _hot_by_kind(table, c) for n, c in configs.items()}
         factors, ridge = fit_kind_factors(list(by_kind.values()), [measured[n] for n in configs])
         record.update(kind_factors=factors, kind_ridge=ridge)
         predicted = {n: sum(factors.get(k, 1.0) * ms for k, ms in by_kind[n].items()) for n in configs}
@@ -313,17 +320,17 @@ def _fit_family(table: LatencyTable, family: str, configs: dict[str, ArchConfig]
     result = Calibration(model, predicted, measured)
     table.set_calibration(family, {
         "cache_model": model.to_dict(), **record,
-        "rounds": min(t.rounds for t in timed.models.values()), "date": _dt.date.today().isoformat(),
+        "rounds": rounds, "date": _dt.date.today().isoformat(),
         "median_abs_error_pct": round(statistics.median(abs(e) for e in result.errors_pct), 3),
         "measured_ms": {n: round(v, 4) for n, v in measured.items()},
     })
     return result
 
 
-def _hot_by_kind(timed: measure.RoundTimings, config: ArchConfig) -> dict[str, float]:
+def _hot_by_kind(table: LatencyTable, config: ArchConfig) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in graph.keys(config):
-        out[graph.key_kind(k)] = out.get(graph.key_kind(k), 0.0) + timed.hot[k].ms
+        out[graph.key_kind(k)] = out.get(graph.key_kind(k), 0.0) + float(table.entries[k]["hot_ms"])
     return out
 
 

@@ -109,7 +109,12 @@ def test_a_tables_kind_factors_price_every_network_and_show_in_its_breakdown(tin
 def test_calibrate_fits_the_cache_model_on_real_networks_and_stores_its_configs(tiny_space):
     table = build.new_table("cpu", 64, 1)
     table.set_calibration("fmvit", {"cache_model": CacheModel(base=0.9).to_dict()})   # another family's
+    # an earlier build's entries of some of the networks' ops, timed at another machine speed
+    stale = list(build.ops_for(build.calibration_configs([tiny_space], 10, 4, 0).values()))[:3]
+    for key in stale:
+        table.add(key, cold_ms=50.0, hot_ms=40.0, params=0)
     (family, cal), = build.calibrate(table, [tiny_space], 10, samples=4, rounds=2, progress=False).items()
+    assert all(table.entries[k]["hot_ms"] < 40.0 for k in stale), "the re-timed ops kept their stale entries"
     assert family == tiny_space.family and table.cache_model(family) == cal.cache_model
     stored = table.calibration(family)
     assert set(stored["measured_ms"]) == set(cal.measured_ms) == {"cal00", "cal01", "cal02", "cal03"}
