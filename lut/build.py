@@ -157,10 +157,13 @@ def table_backend(table: LatencyTable) -> str:
 
 def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: int = 5,
                    min_run_time: float = 0.2, progress: Callable[[int], None] | None = None,
-                   backend: str = "torch-eager") -> dict[str, measure.Timing]:
-    """End-to-end latency of whole deploy-form models, same harness as the table's ops."""
+                   backend: str = "torch-eager", on_round: Callable[[dict], None] | None = None
+                   ) -> dict[str, measure.Timing]:
+    """End-to-end latency of whole deploy-form models, same harness as the table's ops, timed in
+    the order of `configs` in every round (`on_round` sees the per-round record)."""
     return measure.time_rounds([], backends.runners(_model_items(configs), backend, threads), num_threads=threads,
-                               rounds=rounds, model_min_run_time=min_run_time, progress=progress).models
+                               rounds=rounds, model_min_run_time=min_run_time, progress=progress,
+                               on_round=on_round).models
 
 
 # How calibration networks are drawn (recorded with a calibration, so that `nas lut validate`

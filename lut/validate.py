@@ -34,7 +34,7 @@ def error_stats(signed: list[float]) -> dict[str, float]:
 
 @dataclass
 class Validation:
-    rows: list[dict]   # config, predicted_ms, measured_ms, error_pct[, drift_corrected_error_pct], summary
+    rows: list[dict]   # config, predicted_ms, measured_ms, error_pct[, drift_corrected_error_pct, round_spread_pct], summary
     drift: float | None  # median over the calibration networks of (time now / time at build); None: uncalibrated
 
     def stats(self, drift_corrected: bool = False) -> dict[str, float]:
@@ -54,6 +54,10 @@ class Validation:
                     f"within ±5%: {100 * st['within_5_pct']:.0f}%  ±10%: {100 * st['within_10_pct']:.0f}%  median signed {st['median_signed_error_pct']:+.2f}%"
                     + (f"  Spearman {st['spearman']:.3f}" if "spearman" in st else ""))
         text = f"samples {len(self.rows)}  {line(self.stats())}"
+        spreads = [r["round_spread_pct"] for r in self.rows if "round_spread_pct" in r]
+        if spreads:
+            # a quiet host times a network within ~1-3 % from round to round; a busy one, 10 %
+            text += f"\n  a network's time varied {statistics.median(spreads):.1f}% between rounds (median std)"
         if self.drift:
             text += (f"\n  the table's calibration networks now take {self.drift:.3f}x their build-time latency; "
                      f"at build-time speed: {line(self.stats(drift_corrected=True))}")
@@ -85,24 +89,53 @@ def compare(table: LatencyTable, configs: dict[str, ArchConfig], *, threads: int
             for name, cfg in build.calibration_configs(cal_spaces, cal["num_classes"], cal["samples"], cal["seed"],
                                                        cal.get("draw", "uniform")).items():
                 cal_configs[f"{family}:{name}"], cal_measured[f"{family}:{name}"] = cfg, cal["measured_ms"][name]
-    items = {**configs, **cal_configs}
+    items = _interleaved(configs, cal_configs)
     bar = tqdm(total=len(items) * rounds, desc="timing networks", unit="net", disable=not progress, leave=False)
+    per_round: dict[str, list[float]] = {}
     try:
         measured = build.measure_models(items, threads=threads, rounds=rounds, progress=bar.update,
-                                        backend=build.table_backend(table))
+                                        backend=build.table_backend(table),
+                                        on_round=lambda record: per_round.update(record["models"]))
     finally:
         bar.close()
     drift = (statistics.median(measured[n].ms / cal_measured[n] for n in cal_configs)
              if cal_configs else None)
+    at_build_speed = _at_build_speed(per_round, configs, cal_measured) if cal_configs else {}
     rows = []
     for n, c in configs.items():
         m = measured[n].ms
         row = {"config": n, "predicted_ms": round(predicted[n], 4), "measured_ms": round(m, 4),
                "error_pct": round(100 * (predicted[n] / m - 1), 3)}
         if drift:
-            row["drift_corrected_error_pct"] = round(100 * (predicted[n] * drift / m - 1), 3)
+            row["drift_corrected_error_pct"] = round(100 * (predicted[n] / at_build_speed[n] - 1), 3)
+        if len(per_round.get(n, ())) > 1:   # how much the host moved the network between rounds
+            row["round_spread_pct"] = round(100 * statistics.pstdev(per_round[n]) / statistics.mean(per_round[n]), 2)
         rows.append({**row, "summary": c.summary()})
     return Validation(rows, drift)
+
+
+def _interleaved(configs: dict[str, ArchConfig], cal_configs: dict[str, ArchConfig]) -> dict[str, ArchConfig]:
+    """The configs with the calibration networks spread evenly among them: a round's drift is
+    then measured across the round, not at its end."""
+    cal = list(cal_configs.items())
+    due = [(j + 1) * len(configs) / (len(cal) + 1) for j in range(len(cal))]   # after how many configs
+    out: dict[str, ArchConfig] = {}
+    for i, (name, cfg) in enumerate(configs.items(), start=1):
+        out[name] = cfg
+        out.update(c for c, after in zip(cal, due) if i - 1 < after <= i)
+    out.update(c for c, after in zip(cal, due) if after > len(configs) or after <= 0)
+    return out
+
+
+def _at_build_speed(per_round: dict[str, list[float]], configs, cal_measured: dict[str, float]) -> dict[str, float]:
+    """Each config's latency at the machine speed of the build: per round, its time divided by the
+    round's drift (median over the calibration networks of their time in the round / at the
+    build), then the median over rounds. A shared host changes speed between rounds (a validation
+    has drifted 1.26x while configs caught fast spells in single rounds); one drift for the whole
+    validation leaves that in the errors."""
+    rounds = len(next(iter(per_round.values())))
+    drift = [statistics.median(per_round[n][r] / cal_measured[n] for n in cal_measured) for r in range(rounds)]
+    return {n: statistics.median(per_round[n][r] / drift[r] for r in range(rounds)) for n in configs}
 
 
 def write(result: Validation, out_dir: str | Path, title: str) -> list[Path]:
