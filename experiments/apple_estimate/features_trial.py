@@ -139,7 +139,7 @@ CONCLUSION = (
     "(`run.py`'s leave-one-model-out, the kind of check #32's 27 iPhone-12 rows are): on the A14 iOS 16 rows, "
     "the protocol `iphone12` reproduces, the median error went from 8.7 to 12.3 % and Spearman from 0.962 to "
     "0.951, and the full fit priced EfficientFormer-L1/L3/L7 at 1.25/2.62/5.82 ms against 1.44/3.01/6.52 "
-    "(published: 1.6, 3.0, 7.0): 17 % fast on the family the product slims first, whose held-out error went "
+    "(published: 1.6, 3.0, 7.0): 13–22 % fast on the family the product slims first, whose held-out error went "
     "from 11 to 20 %. An on-chip buffer (spill) does not help at 2 or 6 MB; a roofline for dense ops and a "
     "per-head count help only with split. No candidate moves EfficientViT (MIT, 76 %), MobileViT v2 (66 %) "
     "or MobileViT (45 %): their published times are 2–4x what their op counts say, in every protocol. #32's "
