@@ -63,6 +63,37 @@ def _l2_bytes() -> int:
 
 Item = tuple[str, torch.nn.Module, torch.Tensor]
 
+# glibc's mallopt parameters and the values timing runs with
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 32 << 20, 128 << 20
+
+
+def steady_allocator() -> bool:
+    """Serve activations up to 32 MB from the heap and keep freed memory, for the rest of the
+    process (glibc; elsewhere a no-op, False).
+
+    glibc's defaults map a large tensor fresh (page faults on first touch) and return the heap's
+    top to the system when it is freed, until its dynamic threshold has seen tensors that large:
+    a process that has just built a table (thousands of modules) runs networks 1.2x slower or
+    faster than a fresh one, and by how much depends on the config's activation sizes. A FastViT
+    table built and validated in one process fitted its networks to 1.6 %; the same table, the
+    networks timed in a fresh process, 11.8 % (Spearman 0.87); in a fresh process with these two
+    settings, 3.0 % (0.96). Timing here, in every process, in the steady state of a process that
+    runs networks over and over (experiments/lut_all_families)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD,
+                                                                                    _TRIM_THRESHOLD_BYTES))
+
 
 @dataclass
 class RoundTimings:
@@ -98,6 +129,7 @@ def time_rounds(ops: list[Item], models: list[Item] = (), *, num_threads: int = 
     the record of an interrupted run to continue it, and `on_round(record)` to persist it after
     every round.
     """
+    steady_allocator()
     record = record or {"cold": {}, "hot": {}, "models": {}}
     cold = {name: list(record["cold"].get(name, ())) for name, _, _ in ops}
     hot = {name: list(record["hot"].get(name, ())) for name, _, _ in ops}

@@ -152,7 +152,23 @@ def report(runs: list[dict]) -> int:
               "quiet (networks moved 1.6–4.2 % between rounds) and FastViT still missed by 8 % at build speed: the "
               "noise was in the build's op timings. Those figures are the host's, not a change to the tables; "
               "`nas lut validate` now prints how far a network's time moved between rounds, so a reader can tell "
-              "a noisy validation from a noisy build.",
+              "a noisy validation from a noisy build. Part of what builds 5–8 show for the 256 px families is not the "
+              "host but the allocator (next point).",
+              "- **The allocator made the 256 px families miss when validated in a process of their own** (builds "
+              "5–8; found after build 8). "
+              "Build 4's FastViT table, 1.6 % validated in the process that built it, validated at 11.8 % (Spearman "
+              "0.87) in a fresh process, on the same table; in a fresh process with glibc told to serve tensors up "
+              "to 32 MB from its heap and keep freed memory (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), "
+              "at 3.0 % (0.96), and its networks ran 20 % faster. glibc's defaults map a large activation fresh "
+              "and give it back when freed, so every forward pass pays page faults in proportion to its "
+              "activations, until the process has seen tensors that large; a process that has built a table has. "
+              "`lut.measure.steady_allocator` now sets both in every timing run (build, validate, slim's on-demand "
+              "ops). Build 9, the first with it: every family within the goal at build speed (2.9, 2.9, 2.1, 1.2 "
+              "and 1.8 %, 100 % within ±10 %, Spearman 0.96–0.99), as build 4 was. Raw, only iFormer is: the "
+              "networks ran at 0.80–0.99x their build-time latency in the validating processes, alike for every "
+              "config of a family (hence Spearman ≥ 0.96). Whether that is the host or the building process "
+              "(which times ops cold and hot between the networks) is not separated yet: validating build 9's "
+              "tables again later, on a quiet host, would.",
               "- A per-MB activation term, as the XNNPACK tables need, does not help the CPU tables "
               "(`network_terms.md`).", ""]
     io.write_text(HERE / "result.md", "\n".join(lines))
