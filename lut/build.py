@@ -1,14 +1,16 @@
 """Filling latency tables: which ops a space can need, measuring them, timing whole models."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import itertools
 import math
 import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import yaml
@@ -86,16 +88,16 @@ def fill(table: LatencyTable, ops: dict[str, OpNode], *, calibration: dict[str, 
     random.Random(0).shuffle(order)
     backend = table_backend(table)
     items = backends.runners(_op_items({k: measure_ops[k] for k in order}), backend, threads)
-    models = backends.runners(_model_items(calibration or {}), backend, threads)
-    sidecar = table.path.with_name(table.path.name + ".partial") if save and table.path else None
-    record = _load_partial(sidecar, [k for k, _, _ in items] + [n for n, _, _ in models], rounds)
-    bar = tqdm(total=(len(items) + len(models)) * rounds, desc=desc, unit="op", disable=not progress, leave=False)
-    try:
-        timed = measure.time_rounds(items, models, num_threads=threads, rounds=rounds, calls=calls, record=record,
-                                    on_round=(lambda rec: _save_partial(sidecar, rec, rounds)) if sidecar else None,
-                                    progress=bar.update)
-    finally:
-        bar.close()
+    with _networks(calibration or {}, backend, threads) as models:
+        sidecar = table.path.with_name(table.path.name + ".partial") if save and table.path else None
+        record = _load_partial(sidecar, [k for k, _, _ in items] + [n for n, _, _ in models], rounds)
+        bar = tqdm(total=(len(items) + len(models)) * rounds, desc=desc, unit="op", disable=not progress, leave=False)
+        try:
+            timed = measure.time_rounds(items, models, num_threads=threads, rounds=rounds, calls=calls, record=record,
+                                        on_round=(lambda rec: _save_partial(sidecar, rec, rounds)) if sidecar else None,
+                                        progress=bar.update)
+        finally:
+            bar.close()
     params = {k: count_params(module) for k, module, _ in items}
     # A calibration network's ops already in the table (another family's, an earlier build's) were
     # timed again in these rounds: their entries take the new timings, so the blend fitted on these
@@ -127,6 +129,19 @@ def _load_partial(path: Path | None, names: list[str], rounds: int) -> dict | No
 def _save_partial(path: Path, record: dict, rounds: int) -> None:
     names = [*record["cold"], *record["models"]]
     io.write_yaml(path, {"names": names, "rounds": rounds, "record": record})
+
+
+@contextlib.contextmanager
+def _networks(configs: dict[str, ArchConfig], backend: str, threads: int) -> Iterator[list[measure.Item]]:
+    """Runners of whole networks for ``time_rounds``. On the CPU with torch they run in a process
+    of their own (``measure.NetworksApart``): the process timing the ops runs networks slower
+    than the process a user runs them in, and the blend is fitted on these timings. The other
+    backends' runtimes plan their own memory and run here."""
+    if backend != "torch-eager" or not configs:
+        yield backends.runners(_model_items(configs), backend, threads)
+        return
+    with measure.NetworksApart(functools.partial(_model_items, configs), threads) as apart:
+        yield apart.runners()
 
 
 def _op_items(ops: dict[str, OpNode]) -> list[measure.Item]:
@@ -161,9 +176,9 @@ def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: 
                    ) -> dict[str, measure.Timing]:
     """End-to-end latency of whole deploy-form models, same harness as the table's ops, timed in
     the order of `configs` in every round (`on_round` sees the per-round record)."""
-    return measure.time_rounds([], backends.runners(_model_items(configs), backend, threads), num_threads=threads,
-                               rounds=rounds, model_min_run_time=min_run_time, progress=progress,
-                               on_round=on_round).models
+    with _networks(configs, backend, threads) as models:
+        return measure.time_rounds([], models, num_threads=threads, rounds=rounds, model_min_run_time=min_run_time,
+                                   progress=progress, on_round=on_round).models
 
 
 # How calibration networks are drawn (recorded with a calibration, so that `nas lut validate`

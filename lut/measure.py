@@ -180,7 +180,106 @@ def _call_times(module, x, calls: int) -> list[float]:
     return out
 
 
+class NetworksApart:
+    """Whole networks timed in a process that runs nothing else, as a user's process runs them.
+
+    A process that has timed a table's thousand ops runs networks 5-15 % slower than a fresh one,
+    in proportion to their activations, and stays slower (a full garbage collection and
+    ``malloc_trim`` do not bring it back: experiments/lut_all_families/process_state.md); a blend
+    fitted on networks timed there priced networks timed in fresh processes 1-26 % high (build 9:
+    MobileViTv3 at 256 px +26 %, the 224 px families +1-9 %). The worker is forked from a
+    `forkserver` (started once per session, torch imported), so it starts fresh in milliseconds,
+    and is timed in the same rounds as the ops: ``runners()`` are items for ``time_rounds``.
+
+    `make_items` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the
+    (name, module, input) items in the worker."""
+
+    def __init__(self, make_items: Callable[[], list[Item]], num_threads: int = 1):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "lut.build"])   # what a worker imports
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_networks, args=(theirs, make_items, num_threads), daemon=True)
+        self._proc.start()
+        theirs.close()
+        self.names: list[str] = self._ask()   # the worker says which networks it built
+
+    def _ask(self, *message):
+        if message:
+            self._conn.send(message)
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the process timing the networks died (exit code {self._proc.exitcode})") from None
+        if kind == "error":
+            raise RuntimeError(f"timing the networks apart: {value}")
+        return value
+
+    def runners(self) -> list[Item]:
+        return [(name, _NetworkApart(self, name), None) for name in self.names]
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("stop",))
+            except OSError:
+                pass
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._conn.close()
+
+    def __enter__(self) -> NetworksApart:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _NetworkApart:
+    """One network of a ``NetworksApart`` worker, callable as ``time_rounds`` calls a model."""
+
+    def __init__(self, worker: NetworksApart, name: str):
+        self._worker, self._name = worker, name
+
+    def __call__(self, x=None) -> None:          # a warm-up pass, in the worker
+        self._worker._ask("call", self._name)
+
+    def autorange(self, min_run_time: float) -> float:
+        return self._worker._ask("autorange", self._name, min_run_time)
+
+
+def _serve_networks(conn, make_items, num_threads: int) -> None:
+    steady_allocator()
+    try:
+        items = {name: (module, x) for name, module, x in make_items()}
+        conn.send(("ok", list(items)))
+    except Exception as e:   # noqa: BLE001 (said to the parent, which raises it)
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    with threads(num_threads), torch.inference_mode():
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                return
+            if message[0] == "stop":
+                return
+            try:
+                module, x = items[message[1]]
+                if message[0] == "call":
+                    module(x)
+                    conn.send(("ok", None))
+                else:
+                    conn.send(("ok", _autorange(module, x, num_threads, message[2])))
+            except Exception as e:   # noqa: BLE001
+                conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
 def _autorange(module, x, num_threads: int, min_run_time: float) -> float:
+    if hasattr(module, "autorange"):   # timed elsewhere (``NetworksApart``)
+        return module.autorange(min_run_time)
     m = benchmark.Timer(stmt="module(x)", globals={"module": module, "x": x},
                         num_threads=num_threads).blocked_autorange(min_run_time=min_run_time)
     return m.median * 1e3

@@ -110,8 +110,10 @@ def test_a_model_trained_below_its_deploy_resolution_exports_there_with_top1_at_
                                                                                       tmp_path, capsys):
     from nas.export import RESOLUTION_DROP_WARN
 
+    # 40 images: the check is that both resolutions are reported and torch agrees with onnxruntime
+    # on the same subset, not the accuracy itself (each image costs three 224 px forward passes)
     assert main(["export", str(attention_models[family]), "--format", "onnx", "--resolution", "224",
-                 "--val-images", "100", "--out", str(tmp_path / "m")]) == 0
+                 "--val-images", "40", "--out", str(tmp_path / "m")]) == 0
     printed = capsys.readouterr().out
     trained, exported = _resolution_check(printed)
     assert ("warning: top-1 falls" in printed) == (trained - exported > RESOLUTION_DROP_WARN)

@@ -201,7 +201,7 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     net, target = _halfway_target(tiny_run, "iphone12", tables)
     out = tmp_path / "out"
     assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--supernet", str(tiny_run), "--tables",
-                 str(tables), "--out", str(out), "--val-images", "200", "--calib-images", "64", "--no-progress"]) == 0
+                 str(tables), "--out", str(out), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "step 1" in printed
     stem = f"{net.space.family}@iphone12-{target:g}ms"
@@ -220,7 +220,7 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert main(["train", str(out / f"{stem}.yaml"), "--init", "inherited", "--epochs", "1", "--out", str(trained),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["export", str(trained / "model.pt"), "--format", "all", "--val-images", "200"]) == 0
+    assert main(["export", str(trained / "model.pt"), "--format", "all", "--val-images", "64"]) == 0
     exported = capsys.readouterr().out
     assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir()
     top1 = exported.split("torch ")[1].split("%, onnxruntime ")
