@@ -175,7 +175,8 @@ def measure_models(configs: dict[str, ArchConfig], *, threads: int = 1, rounds: 
                    backend: str = "torch-eager", on_round: Callable[[dict], None] | None = None
                    ) -> dict[str, measure.Timing]:
     """End-to-end latency of whole deploy-form models, same harness as the table's ops, timed in
-    the order of `configs` in every round (`on_round` sees the per-round record)."""
+    the order of `configs` in every round (`on_round` sees the per-round record), on the CPU in a
+    process that runs only them (``_networks``), as a table's calibration networks are timed."""
     with _networks(configs, backend, threads) as models:
         return measure.time_rounds([], models, num_threads=threads, rounds=rounds, model_min_run_time=min_run_time,
                                    progress=progress, on_round=on_round).models

@@ -183,12 +183,12 @@ def _call_times(module, x, calls: int) -> list[float]:
 class NetworksApart:
     """Whole networks timed in a process that runs nothing else, as a user's process runs them.
 
-    A process that has timed a table's thousand ops runs networks 5-15 % slower than a fresh one,
-    in proportion to their activations, and stays slower (a full garbage collection and
+    A process that has timed a table's thousand ops runs networks up to 14 % slower than a fresh
+    one, and stays slower (a full garbage collection and
     ``malloc_trim`` do not bring it back: experiments/lut_all_families/process_state.md); a blend
     fitted on networks timed there priced networks timed in fresh processes 1-26 % high (build 9:
     MobileViTv3 at 256 px +26 %, the 224 px families +1-9 %). The worker is forked from a
-    `forkserver` (started once per session, torch imported), so it starts fresh in milliseconds,
+    `forkserver` (started once per session, ``lut.build`` imported), so it starts fresh in milliseconds,
     and is timed in the same rounds as the ops: ``runners()`` are items for ``time_rounds``.
 
     `make_items` (picklable, e.g. a ``functools.partial`` of a module-level function) builds the

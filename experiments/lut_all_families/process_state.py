@@ -11,6 +11,7 @@ process, and once more in a fresh process:
     after gc      then after a full garbage collection
     after trim    then after glibc's malloc_trim(0) (gives the heap's free pages back)
     in build      inside the 256 px table's rounds, next to its ops, as a build times its networks
+                  (since lut.measure.NetworksApart: in the build's worker process)
     after build   after both
     new process   a fresh process again, after everything
 
@@ -35,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lut import build, store  # noqa: E402
+from lut import build, measure, store  # noqa: E402
 from nas.core import io  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -53,20 +54,25 @@ def networks(samples: int) -> dict:
     return out
 
 
-def time_networks(configs: dict, rounds: int) -> dict[str, float]:
-    timed = build.measure_models(configs, rounds=rounds, progress=None)
+def time_networks(configs: dict, rounds: int, here: bool = False) -> dict[str, float]:
+    """Each network's time: in a worker process (as `nas lut validate` and a build time networks
+    since `lut.measure.NetworksApart`), or with `here` in this process (as they were before)."""
+    if here:
+        timed = measure.time_rounds([], build._model_items(configs), rounds=rounds).models
+    else:
+        timed = build.measure_models(configs, rounds=rounds, progress=None)
     return {n: t.ms for n, t in timed.items()}
 
 
-def child(samples: int, rounds: int) -> None:
-    print(json.dumps(time_networks(networks(samples), rounds)))
+def child(samples: int, rounds: int, here: bool) -> None:
+    print(json.dumps(time_networks(networks(samples), rounds, here)))
 
 
 def run(args) -> dict[str, dict[str, float]]:
     configs = networks(args.samples)
     at = {}
     t0 = time.time()
-    at["fresh"] = time_networks(configs, args.rounds)
+    at["fresh"] = time_networks(configs, args.rounds, args.here)
     print(f"fresh: {time.time() - t0:.0f}s", flush=True)
     by_res = store.spaces_at(FAMILIES, None, None, "small")
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,12 +82,12 @@ def run(args) -> dict[str, dict[str, float]]:
             ops = store.ops_of(by_res[res], 10)
             if res == 224:
                 build.fill(table, ops, rounds=1, save=False, progress=False)
-                at["after 224"] = time_networks(configs, args.rounds)
+                at["after 224"] = time_networks(configs, args.rounds, args.here)
                 print(f"after 224 ({len(ops)} ops): {time.time() - t0:.0f}s", flush=True)
                 gc.collect()
-                at["after gc"] = time_networks(configs, args.rounds)
+                at["after gc"] = time_networks(configs, args.rounds, args.here)
                 ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-                at["after trim"] = time_networks(configs, args.rounds)
+                at["after trim"] = time_networks(configs, args.rounds, args.here)
                 print(f"after gc, trim: {time.time() - t0:.0f}s", flush=True)
             else:
                 # the networks timed inside the table's rounds, as `build.calibrate` times them
@@ -89,9 +95,9 @@ def run(args) -> dict[str, dict[str, float]]:
                 fitted = build.fill(table, ops, calibration=cal, rounds=args.rounds, save=False, progress=False)
                 at["in build"] = {f"{fam}:{n}": ms for fam, c in fitted.items() for n, ms in c.measured_ms.items()}
                 print(f"in build ({len(ops)} ops, {len(cal)} networks): {time.time() - t0:.0f}s", flush=True)
-    at["after build"] = time_networks(configs, args.rounds)
+    at["after build"] = time_networks(configs, args.rounds, args.here)
     out = subprocess.run([sys.executable, __file__, "--child", "--samples", str(args.samples),
-                          "--rounds", str(args.rounds)], check=True, capture_output=True, text=True).stdout
+                          "--rounds", str(args.rounds)] + ["--here"] * args.here, check=True, capture_output=True, text=True).stdout
     at["new process"] = json.loads(out.strip().splitlines()[-1])
     print(f"new process: {time.time() - t0:.0f}s", flush=True)
     return at
@@ -102,7 +108,10 @@ def report(at: dict[str, dict[str, float]], args) -> None:
     names = list(at["fresh"])
     rows = [{"network": n, **{s: round(at[s][n], 4) for s in STAGES if n in at.get(s, {})}} for n in names]
     io.write_csv(HERE / "process_state.csv", rows, ["network", *STAGES])
-    lines = [f"\n## {dt.date.today()}: {args.samples} networks per family, {args.rounds} rounds per timing\n",
+    where = ("in this process (in build: the build's own worker)" if args.here else
+             "each timing in a worker process (`lut.measure.NetworksApart`; in build: the build's own worker)")
+    lines = [f"\n## {dt.date.today()}: {args.samples} networks per family, {args.rounds} rounds per timing, "
+             f"networks timed {where}\n",
              "Median over a family's networks of (time at the stage / time in the fresh process):\n",
              "| family | res | " + " | ".join(STAGES[1:]) + " |", "|---|---|" + "---|" * (len(STAGES) - 1)]
     for fam in FAMILIES:
@@ -124,11 +133,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--samples", type=int, default=4, help="networks per family")
+    p.add_argument("--here", action="store_true",
+                   help="time the networks in this process (how builds timed them before NetworksApart)")
     p.add_argument("--report-only", action="store_true", help="tabulate process_state.json again")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.samples, args.rounds)
+        child(args.samples, args.rounds, args.here)
         return 0
     raw = HERE / "process_state.json"   # the timings, kept before the report is written
     if not args.report_only:
