@@ -197,8 +197,11 @@ class NetworksApart:
     def __init__(self, make_items: Callable[[], list[Item]], num_threads: int = 1):
         import multiprocessing
 
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "lut.build"])   # what a worker imports
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["torch", "lut.build"])   # what a worker imports
+        else:   # Windows: a spawned worker imports them itself (seconds, once per build)
+            ctx = multiprocessing.get_context("spawn")
         self._conn, theirs = ctx.Pipe()
         self._proc = ctx.Process(target=_serve_networks, args=(theirs, make_items, num_threads), daemon=True)
         self._proc.start()

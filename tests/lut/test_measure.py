@@ -51,3 +51,14 @@ def test_networks_are_timed_apart_in_the_same_rounds_as_the_ops():
     assert not worker.is_alive()
     with pytest.raises(RuntimeError, match="ValueError: no such family"):
         measure.NetworksApart(_broken)
+
+
+@pytest.mark.slow
+def test_networks_are_timed_apart_where_there_is_no_forkserver(monkeypatch):
+    # Windows has no forkserver: the worker is spawned (and imports what it needs itself)
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with measure.NetworksApart(functools.partial(_networks, os.getpid())) as apart:
+        assert type(apart._proc).__name__ == "SpawnProcess" and apart.names == ["net"]
+        assert apart.runners()[0][1].autorange(0.01) > 0
