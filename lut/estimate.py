@@ -11,7 +11,8 @@ LayerNorm/GroupNorm, softmax, layout changes (permute/transpose/concat/pad) and 
 weight bytes, and the number of compute ops). BatchNorm is free: Core ML folds it into the
 conv before it.
 
-The weights ``w`` (non-negative) are fitted on published on-device latencies
+The weights ``w`` (non-negative; one shared by the ops the Neural Engine streams, each weight conv's
+at least the chip's peak: `STREAMED`, `COMPUTE_FLOOR`) are fitted on published on-device latencies
 (``lut/calibration/published_latency.csv``: latencies the papers publish), each model rebuilt with
 ``timm.create_model(..., pretrained=False)`` (or our own published variants) and profiled on the
 ``meta`` device, so profiling costs no compute. Sources differ in phone, iOS/Core ML stack and
@@ -40,7 +41,7 @@ from lut.features import FEATURES, profile
 from nas.core import io
 from supernets.registry import OpNode
 
-MODEL_VERSION = "coreml-cost-v1"
+MODEL_VERSION = "coreml-cost-v2"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "tables" / "coreml_cost_model.yaml"
 
 # Which source's protocol each Apple device reproduces (see the module docstring): declared by
@@ -65,15 +66,25 @@ class CostModel:
     # profiler still computes them
     profiled: dict[str, dict[str, float]] = field(default_factory=dict)
     # the error bar of an estimate: quantiles of published / estimated over the calibration rows,
-    # each predicted by a fit that never saw its architecture family (`lut.published.error_ratios`)
+    # each predicted by a fit that never saw its architecture family (`lut.published.error_ratios`);
+    # "seen_by_source": the same for a model whose architecture the calibration holds, each row
+    # predicted by a fit without its model, with its family's factor
     heldout: dict = field(default_factory=dict)
+    # architecture family -> source -> how much slower than the op counts say the family's
+    # published models run (`lut.published.family_factors`); a family not in it runs as priced
+    families: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def op_ms(self, features: Mapping[str, float], source: str) -> float:
         """One op of a network: no per-call overhead."""
         return self.scales[source] * sum(self.weights[k] * features[k] for k in FEATURES)
 
-    def network_ms(self, features: Mapping[str, float], source: str) -> float:
-        return self.op_ms(features, source) + self.overheads[source]
+    def family_factor(self, family: str | None, source: str) -> float:
+        return self.families.get(family, {}).get(source, 1.0) if family else 1.0
+
+    def network_ms(self, features: Mapping[str, float], source: str, family: str | None = None) -> float:
+        """A whole network; `family`: its architecture family, whose factor it is priced with if the
+        calibration holds the family (`families`)."""
+        return (self.op_ms(features, source) + self.overheads[source]) * self.family_factor(family, source)
 
     def breakdown(self, features: Mapping[str, float], source: str) -> list[tuple[str, float]]:
         """Where a network's estimated milliseconds go: (feature, ms) for every feature that
@@ -88,6 +99,7 @@ class CostModel:
                 "scales": {k: r(v) for k, v in self.scales.items()},
                 "overheads_ms": {k: r(v) for k, v in self.overheads.items()},
                 "device_source": dict(DEVICE_SOURCE), "fitted_on": self.fitted_on, "heldout": self.heldout,
+                "families": {f: {k: r(v) for k, v in by.items()} for f, by in self.families.items()},
                 "profiled": self.profiled}
 
     @classmethod
@@ -98,7 +110,8 @@ class CostModel:
         return cls({k: float(v) for k, v in raw["weights"].items()}, {k: float(v) for k, v in raw["scales"].items()},
                    {k: float(v) for k, v in raw["overheads_ms"].items()}, raw["version"], dict(raw.get("fitted_on", {})),
                    {k: {f: float(v) for f, v in fs.items()} for k, fs in (raw.get("profiled") or {}).items()},
-                   dict(raw.get("heldout") or {}))
+                   dict(raw.get("heldout") or {}),
+                   {f: {k: float(v) for k, v in by.items()} for f, by in (raw.get("families") or {}).items()})
 
     def profiled_features(self) -> dict[tuple[str, int], dict[str, float]]:
         """`profiled` keyed as `calibration_features` keys it: (model, resolution)."""
@@ -116,9 +129,29 @@ def _cauchy(log_ratio: np.ndarray, c: float = 0.3) -> np.ndarray:
     return 1.0 / (1.0 + (log_ratio / c) ** 2)
 
 
-def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, iterations: int = 60) -> CostModel:
-    """Fit weights, per-source scales and overheads on rows x (features) -> y (ms).
+# Ops the Neural Engine runs as one streaming pass over their tensors (depthwise convs, elementwise
+# ops, activations, norms, pooling) cost the MB they move at one rate, whatever their kind: fitted
+# a rate per kind, each rate was set by the one or two architectures that move the most bytes
+# through it (EfficientNet's squeeze-excitation pools set pool_mb's, PoolFormer's norms norm_mb's)
+# and priced an architecture the fit never saw by another's quirk: left out, PoolFormer was
+# estimated at twice its published times, FastViT 35 % slow (experiments/apple_estimate/fit_trial.md).
+# Softmax and layout changes keep rates of their own: the Neural Engine runs them as reductions
+# along the last axis and as copies into another layout, not as one pass.
+STREAMED = ("depthwise_mb", "elementwise_mb", "activation_mb", "norm_mb", "pool_mb")
+# No matmul runs faster than the A14 Neural Engine's peak, Apple's 11 TOPS (5.5e12 MAC/s): 0.182 ms
+# per GMAC at the reference source's speed, for weight convs/linears and attention's matmuls alike.
+# Without the floor the fit priced weight MACs below it and charged their time to weight bytes,
+# which a MAC-heavy unseen model does not have.
+COMPUTE_FLOOR = {"dense_gmacs": 1e3 / 5.5e3, "attention_gmacs": 1e3 / 5.5e3}
 
+
+def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, streamed: tuple[str, ...] = STREAMED,
+        floors: Mapping[str, float] = COMPUTE_FLOOR, iterations: int = 60) -> CostModel:
+    """Fit weights, per-source scales and overheads on rows x (features, columns in `FEATURES`'
+    order) -> y (ms).
+
+    The `streamed` features share one weight and each of `floors` is at least its floor (the
+    comments above; `streamed=()`, `floors={}` fit every weight freely, as coreml-cost-v1 did).
     Alternates (1) non-negative least squares on relative error of the weights and all overheads
     together, the scales fixed, and (2) per source, scale and overhead (both >= 0) with the
     weights fixed; the reference source's scale stays 1 (it fixes the unit). Rows are re-weighted
@@ -130,17 +163,24 @@ def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, iterations: int = 6
     src = np.array([names.index(s) for s in sources])
     onehot = np.eye(len(names))[src]
     ref = names.index(REFERENCE_SOURCE if REFERENCE_SOURCE in names else names[0])
+    features = list(FEATURES)
+    tied = [j for j, k in enumerate(features) if k in streamed]
+    groups = [[j] for j in range(len(features)) if j not in tied] + ([tied] if tied else [])
+    z = np.stack([x[:, g].sum(axis=1) for g in groups], axis=1)     # one column per free weight
+    floor = np.array([floors.get(k, 0.0) for k in features])
+    floor_ms = x @ floor                                              # what the floors charge, at scale 1
+    colnorm = np.maximum(z.max(axis=0), 1e-12)   # conditioning: features span 1e-3 .. 1e3
+    zs = z / colnorm
     scale = np.ones(len(names))
     over = np.zeros(len(names))
     robust = np.ones(len(y))
-    colnorm = np.maximum(x.max(axis=0), 1e-12)   # conditioning: features span 1e-3 .. 1e3
-    xs = x / colnorm
-    w = np.zeros(x.shape[1])
+    v = np.zeros(len(groups))
     for _ in range(iterations):
         r = np.sqrt(robust) / y
-        coef, _ = nnls(np.hstack([xs * scale[src][:, None], onehot]) * r[:, None], y * r, maxiter=100 * x.shape[1])
-        w, over = coef[:x.shape[1]], coef[x.shape[1]:]
-        u = xs @ w
+        coef, _ = nnls(np.hstack([zs * scale[src][:, None], onehot]) * r[:, None], (y - scale[src] * floor_ms) * r,
+                       maxiter=100 * len(groups))
+        v, over = coef[:len(groups)], coef[len(groups):]
+        u = zs @ v + floor_ms
         for k in range(len(names)):
             if k != ref:
                 m = src == k
@@ -148,8 +188,10 @@ def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, iterations: int = 6
                 scale[k], over[k] = max(sk[0], 1e-6), sk[1]
         pred = scale[src] * u + over[src]
         robust = _cauchy(np.log(np.maximum(pred, 1e-9) / y))
-    weights = dict(zip(FEATURES, (w / colnorm).tolist()))
-    return CostModel(weights, dict(zip(names, scale.tolist())), dict(zip(names, over.tolist())))
+    w = floor.copy()
+    for g, vg, norm in zip(groups, v, colnorm):
+        w[g] += vg / norm
+    return CostModel(dict(zip(features, w.tolist())), dict(zip(names, scale.tolist())), dict(zip(names, over.tolist())))
 
 
 # ---------------------------------------------------------------------------- tables

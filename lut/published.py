@@ -187,8 +187,40 @@ def fit_published(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> 
     model.fitted_on = {"rows": len(usable), "models": len({r.model for r in usable}),
                        "sources": sorted({r.source for r in usable}), "data": CALIBRATION_CSV.name,
                        "in_sample_median_ape_pct": round(float(np.median(np.abs(pred / y - 1))) * 100, 2)}
-    model.heldout = error_ratios(leave_family_out(rows, features))
+    model.families = family_factors(model, usable, features)
+    model.heldout = {**error_ratios(leave_family_out(rows, features)),
+                     "seen_by_source": error_ratios(leave_one_model_out(rows, features))["by_source"]}
     return model
+
+
+# A family's factor is its published rows' mean log(published / estimate), shrunk toward 1 as if
+# PRIOR_ROWS more rows had found none; per source, shrunk toward the family's mean over all sources
+# by PRIOR_ROWS rows. A row's log ratio is clipped at +-FACTOR_CLIP: a model that fell off the
+# Neural Engine in one paper's stack (20x) must not move its kin by more than 2x.
+PRIOR_ROWS = 1.0
+FACTOR_CLIP = math.log(2.0)
+
+
+def family_factors(model: CostModel, rows: list[Row], features: Mapping[tuple[str, int], dict]) -> dict[str, dict[str, float]]:
+    """Architecture family -> source -> factor (for every source of `model`): how much slower than
+    their op counts the family's models ran in the published rows, the residual of a family the
+    fit's shared weights cannot express (EfficientNet's squeeze-excitation at 300-600 px runs
+    2-4x its estimate on the A14). A model of a family the rows hold is priced with it; one of a
+    family they do not hold, with none."""
+    by_family: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        f = features[r.model, r.resolution]
+        if "error" in f or r.source not in model.scales:
+            continue
+        lr = max(-FACTOR_CLIP, min(FACTOR_CLIP, math.log(r.ms / model.network_ms(f, r.source))))
+        by_family.setdefault(architecture_family(r.model), {}).setdefault(r.source, []).append(lr)
+    out = {}
+    for family, by_source in by_family.items():
+        every = [v for vs in by_source.values() for v in vs]
+        mean = sum(every) / (len(every) + PRIOR_ROWS)
+        out[family] = {src: math.exp((sum(by_source.get(src, [])) + PRIOR_ROWS * mean) / (len(by_source.get(src, [])) + PRIOR_ROWS))
+                       for src in model.scales}
+    return out
 
 
 # Sizes of one design that timm names as separate architectures (EfficientNetV2 keeps EfficientNet's
@@ -208,31 +240,36 @@ def architecture_family(model: str) -> str:
 
 
 def held_out(rows: list[Row], features: Mapping[tuple[str, int], dict],
-             group: Callable[[Row], str]) -> list[tuple[Row, float]]:
-    """(row, prediction) with every group's rows predicted by a fit without that group's rows."""
+             group: Callable[[Row], str], **fit_options) -> list[tuple[Row, float]]:
+    """(row, prediction) with every group's rows predicted by a fit (`lut.estimate.fit`, with
+    `fit_options`) without that group's rows, with their family's factor from the rows the fit
+    saw (none where it saw none of the family)."""
     usable, x, y = design(rows, features)
     sources = np.array([r.source for r in usable])
     groups = np.array([group(r) for r in usable])
     out = []
     for name in dict.fromkeys(groups):
         held = groups == name
-        m = fit(x[~held], y[~held], list(sources[~held]))
+        m = fit(x[~held], y[~held], list(sources[~held]), **fit_options)
+        m.families = family_factors(m, [usable[i] for i in np.flatnonzero(~held)], features)
         for i in np.flatnonzero(held):
             r = usable[i]
             if r.source in m.scales:
-                out.append((r, m.network_ms(dict(zip(FEATURES, x[i])), r.source)))
+                out.append((r, m.network_ms(dict(zip(FEATURES, x[i])), r.source, architecture_family(r.model))))
     return out
 
 
-def leave_one_model_out(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> list[tuple[Row, float]]:
+def leave_one_model_out(rows: list[Row], features: Mapping[tuple[str, int], dict],
+                        **fit_options) -> list[tuple[Row, float]]:
     """Every model's rows predicted by a fit without that model."""
-    return held_out(rows, features, lambda r: r.model)
+    return held_out(rows, features, lambda r: r.model, **fit_options)
 
 
-def leave_family_out(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> list[tuple[Row, float]]:
+def leave_family_out(rows: list[Row], features: Mapping[tuple[str, int], dict],
+                     **fit_options) -> list[tuple[Row, float]]:
     """Every architecture family's rows (every MobileViTv2, every EfficientNet, ...) predicted by a
     fit that saw none of them: how the estimate does on an architecture it has never seen."""
-    return held_out(rows, features, lambda r: architecture_family(r.model))
+    return held_out(rows, features, lambda r: architecture_family(r.model), **fit_options)
 
 
 # The quantiles of (published / held-out estimate) a table keeps: any interval or one-sided bound

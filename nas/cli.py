@@ -274,6 +274,8 @@ def _lut_estimate_model_parser(sub) -> None:
 
 
 def cmd_lut_estimate_model(args) -> float:
+    import numpy as np
+
     from lut import published, store
     from lut.devices import get_device
 
@@ -282,10 +284,24 @@ def cmd_lut_estimate_model(args) -> float:
         feats, res = published.model_features(args.timm, args.resolution)
     except RuntimeError as e:
         raise UserError(f"--timm {args.timm}: {str(e).splitlines()[0]} (list names with timm.list_models())") from None
-    ms = model.network_ms(feats, source)
-    print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source})")
+    family = published.architecture_family(args.timm)
+    seen = family in model.families
+    ms = model.network_ms(feats, source, family)
+    # the error bar of this kind of estimate: held out by model where the calibration holds the
+    # family (the estimate uses its factor), by whole family where it does not
+    errors = (model.heldout.get("seen_by_source" if seen else "by_source") or {}).get(source)
+    span = ""
+    if errors:
+        qs, ratios = zip(*errors["ratio_quantiles"])
+        span = f"; 80 % interval {ms * np.interp(0.1, qs, ratios):.2f}–{ms * np.interp(0.9, qs, ratios):.2f} ms"
+    print(f"{args.timm} @ {res} px on {args.device}: {ms:.3f} ms estimated ({model.version}, as {source}{span})")
     print("  " + ", ".join(f"{k} {ms:.3f}" for k, ms in model.breakdown(feats, source))
           + f", call overhead {model.overheads[source]:.3f}")
+    if seen:
+        print(f"  x{model.family_factor(family, source):.2f}: how {family} models ran against their op counts in the "
+              "published latencies")
+    else:
+        print(f"  {family}: no published latency of this architecture family; priced from its op counts alone")
     return ms
 
 

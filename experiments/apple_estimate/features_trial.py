@@ -3,7 +3,8 @@
 The shipped cost model (`lut/estimate.py`, features of `lut/features.py`) is a weighted sum of
 per-network totals: MACs of weight convs/linears, MB moved by depthwise convs, elementwise
 ops, activations, norms, softmax, layout changes and pooling, weight MB and op count. Each
-candidate below changes the features only; the fit (`lut.estimate.fit`) and the judge
+candidate below changes the features only; the fit (`lut.estimate.fit`, every weight free, as
+coreml-cost-v1 fitted them: `fit_trial.py` judges the fit) and the judge
 (`lut.published.leave_family_out`: every architecture family predicted by a fit without it) are
 the shipped ones.
 
@@ -41,6 +42,7 @@ from lut import published
 from nas.core import io
 
 HERE = Path(__file__).resolve().parent
+FIT_V1 = {"streamed": (), "floors": {}}   # the fit these candidates were judged with (coreml-cost-v1's)
 
 
 class _OpRecorder(F._Profiler):
@@ -159,7 +161,7 @@ def _with_features(names, fn):
 def _fit_predict(train, test, features) -> list[tuple]:
     """(row, estimate) for the `test` rows, by a fit on the `train` rows."""
     _, x, y = published.design(train, features)
-    model = estimate.fit(x, y, [r.source for r in train])
+    model = estimate.fit(x, y, [r.source for r in train], **FIT_V1)
     return [(r, model.network_ms(features[r.model, r.resolution], r.source)) for r in test if r.source in model.scales]
 
 
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
 
     def lofo(name, rows_=rows):
         names = list(next(iter(feats[name].values())))
-        return _with_features(names, lambda: published.leave_family_out(rows_, feats[name]))
+        return _with_features(names, lambda: published.leave_family_out(rows_, feats[name], **FIT_V1))
 
     lines = [f"# Features for the Apple estimate, judged by leave-family-out ({datetime.date.today()})", "",
              "    python experiments/apple_estimate/features_trial.py", "",

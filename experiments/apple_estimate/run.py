@@ -34,6 +34,7 @@ NAMED = [("EfficientFormer-L1", "efficientformer_l1", 224), ("EfficientFormer-L3
          ("MobileViTv3-XS", "nas_mobilevitv3_xs", 256), ("MobileViT-XS (v1, for reference)", "mobilevit_xs", 256),
          ("FMViT-S", "nas_fmvit_s", 224)]
 CHIP = {"iphone12": "A14", "iphone13": "A15"}
+V1_FIT = {"streamed": (), "floors": {}}   # coreml-cost-v1: every weight free (before #32's fit_trial)
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def main() -> None:
     pairs = published.leave_one_model_out(rows, features)
     summary = published.error_summary(pairs)
     family_pairs = published.leave_family_out(rows, features)
+    before = published.leave_family_out(rows, features, **V1_FIT)
     print(f"profiled {len(features)} (model, resolution) pairs, fitted, left each out: {time.time() - t0:.0f} s", flush=True)
 
     io.write_csv(HERE / "lomo.csv", [
@@ -66,7 +68,9 @@ def main() -> None:
              "backbone rows at 512 px / 1344x800 and tagged variants left out)."
              + (f" Failed to build: {failed}." if failed else ""), "",
              "## Leave-one-model-out error per source", "",
-             "Each model's rows are predicted by a fit without that model (all sources). APE = |pred/published - 1|.",
+             "Each model's rows are predicted by a fit without that model (all sources), times its architecture "
+             "family's factor from the rows the fit saw (`lut.published.family_factors`; 1 for a family it saw "
+             "none of), as `nas lut estimate-model` prices a timm model. APE = |pred/published - 1|.",
              "", "| source | rows | MAPE % | median APE % | Spearman |", "|---|---|---|---|---|"]
     for src, s in summary.items():
         lines.append(f"| {src} | {s['rows']} | {s['mape_pct']:.1f} | {s['median_ape_pct']:.1f} | {s['spearman']:.3f} |")
@@ -75,10 +79,12 @@ def main() -> None:
               "op-count model sees):", "", "| model | source | px | published ms | held-out ms |", "|---|---|---|---|---|"]
     lines += [f"| {r.published} | {r.source} | {r.resolution or 'n/s'} | {r.ms:g} | {p:.2f} |" for r, p in worst]
 
-    lines += _family_out_section(family_pairs, full)
+    lines += _family_out_section(family_pairs, before, full)
     lines += ["", "## Named variants", "",
-              "Full fit and held-out (the model's own rows left out of the fit) estimates; published: every "
-              "number for the same chip, with its source.", ""]
+              "Full fit from the op counts (what the shipped tables price a config at), the same with the "
+              "model's family factor (what `nas lut estimate-model` prints), and held out (the model's own rows "
+              "left out of the fit and of the family factor); published: every number for the same chip, with "
+              "its source.", ""]
     held = {}
     for label, name, res in NAMED:
         feats, _ = published.model_features(name, res)
@@ -87,14 +93,15 @@ def main() -> None:
         held[label] = (feats, held_model, mine)
     for device, src in estimate.DEVICE_SOURCE.items():
         lines += [f"### {device} ({CHIP[device]}; estimated as `{src}`, call overhead {full.overheads[src]:.3f} ms)", "",
-                  "| model | px | estimate ms | held-out ms | published ms on the " + CHIP[device] + " |",
-                  "|---|---|---|---|---|"]
+                  "| model | px | op counts ms | with family factor ms | held-out ms | published ms on the "
+                  + CHIP[device] + " |", "|---|---|---|---|---|---|"]
         for label, name, res in NAMED:
             feats, held_model, mine = held[label]
             pub = [f"{r.ms:g} ({r.source})" for r in mine if r.source.startswith(CHIP[device]) and r.resolution in (0, res)]
-            held_out = f"{held_model.network_ms(feats, src):.2f}" if mine else "not in the calibration"
-            lines.append(f"| {label} | {res} | {full.network_ms(feats, src):.2f} | {held_out} | "
-                         f"{'; '.join(pub) or 'none'} |")
+            fam = published.architecture_family(name)
+            held_out = f"{held_model.network_ms(feats, src, fam):.2f}" if mine else "not in the calibration"
+            lines.append(f"| {label} | {res} | {full.network_ms(feats, src):.2f} | {full.network_ms(feats, src, fam):.2f} | "
+                         f"{held_out} | {'; '.join(pub) or 'none'} |")
         lines.append("")
     lines += ["Fitted per-source factors (scale on the reference's op costs, per-call overhead ms): "
               + ", ".join(f"{k} x{full.scales[k]:.3f} + {full.overheads[k]:.3f}" for k in full.scales), "",
@@ -104,8 +111,9 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def _family_out_section(pairs, full) -> list[str]:
-    """#32's check: whole architecture families left out of the fit, then predicted."""
+def _family_out_section(pairs, before, full) -> list[str]:
+    """#32's check: whole architecture families left out of the fit, then predicted; `before`: the
+    same with coreml-cost-v1's fit."""
     cells = lambda s: (f"{s['rows']} | {s['mape_pct']:.1f} | {s['median_ape_pct']:.1f} | "  # noqa: E731
                        f"{s['within_5_pct']:.0f} | {s['within_10_pct']:.0f} | {s['spearman']:.3f}")
     head = "| rows | MAPE % | median APE % | within ±5 % | within ±10 % | Spearman |"
@@ -115,12 +123,16 @@ def _family_out_section(pairs, full) -> list[str]:
              "Spearman ≥ 0.95, ≥ 70 % within ±10 %.", "", "| held out | " + head[2:], "|---" * 7 + "|",
              f"| every row | {cells(published.error_summary(pairs, by=lambda r: 'all')['all'])} |"]
     lines += [f"| {src} rows | {cells(s)} |" for src, s in published.error_summary(pairs).items()]
+    lines += [f"| every row, coreml-cost-v1's fit | {cells(published.error_summary(before, by=lambda r: 'all')['all'])} |"]
+    lines += [f"| {src} rows, coreml-cost-v1's fit | {cells(s)} |" for src, s in published.error_summary(before).items()]
     lines += ["", "Per family left out (Spearman within the family, where it has 3 rows or more; signed: median of "
-              "estimate / published - 1):", "", "| family | " + head[2:] + " signed % |", "|---" * 8 + "|"]
+              "estimate / published - 1; before: median APE with coreml-cost-v1's fit):", "",
+              "| family | " + head[2:] + " signed % | before: median APE % |", "|---" * 9 + "|"]
     by_family = published.error_summary(pairs, by=lambda r: published.architecture_family(r.model))
+    was = published.error_summary(before, by=lambda r: published.architecture_family(r.model))
     for fam, s in sorted(by_family.items(), key=lambda kv: -kv[1]["mape_pct"]):
         signed = np.median([p / r.ms - 1 for r, p in pairs if published.architecture_family(r.model) == fam]) * 100
-        lines.append(f"| {fam} | {cells(s).replace('nan', '–')} | {signed:+.0f} |")
+        lines.append(f"| {fam} | {cells(s).replace('nan', '–')} | {signed:+.0f} | {was[fam]['median_ape_pct']:.1f} |")
     lines += ["", "The error bars of the estimated tables (`nas show`, `slim`, `search`, `eval`, `families.csv`: "
               "\"estimated, 80 % interval ...\"; `nas slim --confidence P`) are these held-out ratios of the "
               "device's own protocol, published / estimate:", "",

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lut import store
 from lut.table import LatencyTable
 from nas import checkpoint
 from nas.cli import main
@@ -240,23 +241,29 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
 def test_a_latency_ladder_slims_once_and_emits_a_config_per_target(tiny_run, tmp_path, capsys):
     common = ["--device", "iphone12", "--supernet", str(tiny_run), "--tables", str(tmp_path / "tables"),
               "--val-images", "100", "--calib-images", "32", "--no-progress"]
-    assert main(["slim", "--target-ms", "1.0", "0.485", "0.48", "--out", str(tmp_path / "ladder"), *common]) == 0
+    # rungs from the table, not hard-coded: just under the start (one step or more) and halfway to the floor
+    net, halfway = _halfway_target(tiny_run, "iphone12", tmp_path / "tables")
+    start = net.initial_choice()
+    _, predict = store.open_predictor("iphone12", net.space.resolution, tmp_path / "tables", progress=False)
+    near = round(predict(start.to_config(net.space, num_classes=net.num_classes)) - 0.001, 4)
+    targets = [f"{t:g}" for t in (1.0, near, halfway)]
+    assert main(["slim", "--target-ms", *targets, "--out", str(tmp_path / "ladder"), *common]) == 0
     printed = capsys.readouterr().out
     assert "note: 1 ms is at or above the supernet's start" in printed
-    configs = {t: ArchConfig.load(tmp_path / "ladder" / f"efficientformer@iphone12-{t}ms.yaml")
-               for t in ("1", "0.485", "0.48")}
+    configs = {t: ArchConfig.load(tmp_path / "ladder" / f"efficientformer@iphone12-{t}ms.yaml") for t in targets}
     assert configs["1"].meta["steps"] == 0
-    assert configs["0.48"].meta["steps"] > configs["0.485"].meta["steps"] > 0
+    assert configs[targets[2]].meta["steps"] > configs[targets[1]].meta["steps"] > 0
     for t, cfg in configs.items():
         assert cfg.meta["predicted_ms"] <= float(t)
         assert (tmp_path / "ladder" / f"efficientformer@iphone12-{t}ms.pt").is_file()
-    rows = list(csv.DictReader(open(tmp_path / "ladder" / "efficientformer@iphone12-1-0.485-0.48ms.trajectory.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "ladder" / f"efficientformer@iphone12-{'-'.join(targets)}ms.trajectory.csv")))
     marked = {r["emitted_for"]: int(r["step"]) for r in rows if r["emitted_for"]}
-    assert marked == {"1": 0, "0.485": configs["0.485"].meta["steps"], "0.48": configs["0.48"].meta["steps"]}
+    assert marked == {t: cfg.meta["steps"] for t, cfg in configs.items()}
     # the ladder's rung is exactly what slimming to that target alone emits
-    assert main(["slim", "--target-ms", "0.48", "--out", str(tmp_path / "single"), *common]) == 0
-    single = ArchConfig.load(tmp_path / "single" / "efficientformer@iphone12-0.48ms.yaml")
-    assert single.stages == configs["0.48"].stages and single.meta["predicted_ms"] == configs["0.48"].meta["predicted_ms"]
+    assert main(["slim", "--target-ms", targets[2], "--out", str(tmp_path / "single"), *common]) == 0
+    single = ArchConfig.load(tmp_path / "single" / f"efficientformer@iphone12-{targets[2]}ms.yaml")
+    assert single.stages == configs[targets[2]].stages
+    assert single.meta["predicted_ms"] == configs[targets[2]].meta["predicted_ms"]
 
 
 def test_slim_with_confidence_meets_the_target_with_the_estimates_upper_bound(tiny_run, tmp_path, capsys):
