@@ -226,14 +226,22 @@ def family_factors(model: CostModel, rows: list[Row], features: Mapping[tuple[st
 # Sizes of one design that timm names as separate architectures (EfficientNetV2 keeps EfficientNet's
 # MBConv + squeeze-excitation blocks): left out together, or the "unseen" family would be seen
 _SAME_ARCHITECTURE = {"efficientnetv2": "efficientnet"}
+# ... and two architectures timm names alike: MSRA's EfficientViT (``efficientvit_m0``..``m5``,
+# cascaded group attention) is not MIT's (``efficientvit_b*``/``l*``, ReLU linear attention), and
+# must not be priced with MIT's family factor
+_DISTINCT_ARCHITECTURE = ((re.compile(r"efficientvit_m\d"), "efficientvit_msra"),)
 
 
 def architecture_family(model: str) -> str:
     """The architecture a model is one size of: its timm name without the size and the weights'
     tag (``mobilevitv2_050`` -> ``mobilevitv2``, ``tf_efficientnet_b7`` -> ``efficientnet``,
     ``resnet101`` -> ``resnet``, ``nas_fmvit_s`` -> ``fmvit``). A version is its own architecture
-    (MobileViT v1 and v2 attend differently), but for `_SAME_ARCHITECTURE`."""
+    (MobileViT v1 and v2 attend differently), but for `_SAME_ARCHITECTURE`; one name stem can be two
+    architectures (`_DISTINCT_ARCHITECTURE`)."""
     name = re.sub(r"^(tf_|dm_|nas_)", "", model)
+    for pattern, family in _DISTINCT_ARCHITECTURE:
+        if pattern.match(name):
+            return family
     stem = re.match(r"[a-z]+?(?:v\d+)?(?=[_\d]|$)", name)
     family = stem.group(0) if stem else name
     return _SAME_ARCHITECTURE.get(family, family)

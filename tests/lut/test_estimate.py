@@ -156,7 +156,8 @@ def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
     ("mobilevitv2_050", "mobilevitv2"), ("mobilevit_xs", "mobilevit"), ("tf_efficientnet_b7", "efficientnet"),
     ("efficientnetv2_s", "efficientnet"), ("resnet101", "resnet"), ("resnext50_32x4d", "resnext"),
     ("mobilenetv3_large_075", "mobilenetv3"), ("dm_nfnet_f0", "nfnet"), ("nas_fmvit_s", "fmvit"),
-    ("swin_tiny_patch4_window7_224", "swin"), ("efficientformerv2_s0", "efficientformerv2")])
+    ("swin_tiny_patch4_window7_224", "swin"), ("efficientformerv2_s0", "efficientformerv2"),
+    ("efficientvit_b1", "efficientvit"), ("efficientvit_m4", "efficientvit_msra")])
 def test_a_model_belongs_to_its_architecture_family(model, family):
     assert published.architecture_family(model) == family
 
