@@ -19,12 +19,21 @@ from lut.estimate import REFERENCE_SOURCE, CostModel, fit
 from lut.features import FEATURES, profile
 
 CALIBRATION_CSV = Path(__file__).resolve().parent / "calibration" / "published_latency.csv"
+# The A14 on iOS 16 timed by Xcode 14's Core ML performance report (RepViT and EfficientFormerV2
+# READMEs): the reference source's chip and stack, another harness and statistic, so its own scale
+XCODE_SOURCE = "A14 iOS16 Xcode"
+# A published "<name> [backbone]" row timed the network without its classifier (a detection or
+# segmentation backbone, at 512 px): built as timm's ``features_only`` model, named `<timm name>` +
+# BACKBONE so that its features are not the classifier's
+BACKBONE = "[backbone]"
 
 
 def source_of(row: Mapping[str, str]) -> str | None:
     """The protocol group of a published row (None: not an Apple phone)."""
     device, src = row["device"], row["source"]
     if device == "iPhone 12":
+        if "Xcode 14" in row["os_or_tool"]:
+            return XCODE_SOURCE                     # iOS 16 stack, Xcode's report: not ModelBench's app loop
         return "A14 EfficientFormer preprint"      # pre-iOS 16 stack: its own factor (README caveat)
     if device == "iPhone 12 Pro":
         return REFERENCE_SOURCE                     # FastViT paper + ml-fastvit/ml-mobileone READMEs
@@ -52,7 +61,8 @@ TIMM_NAMES = {
     "DeiT-B [distilled, DeiT recipe]": "deit_base_distilled_patch16_224",
     "PoolFormer-S12": "poolformer_s12", "PoolFormer-S24": "poolformer_s24", "PoolFormer-S36": "poolformer_s36",
     "PoolFormer-M36": "poolformer_m36", "PoolFormer-M48": "poolformer_m48", "ResMLP-S24": "resmlp_24_224",
-    "ConvMixer-768": "convmixer_768_32", "LeViT-256 [original HardSwish]": "levit_256",
+    "ConvMixer-768": "convmixer_768_32", "ResNet-18": "resnet18",
+    "Twins-PCPVT-S": "twins_pcpvt_small", "PVTv2-B1": "pvt_v2_b1", "ResNeXt101-64x4d": "resnext101_64x4d", "LeViT-256 [original HardSwish]": "levit_256",
     "MobileViT-XXS": "mobilevit_xxs", "MobileViT-XS": "mobilevit_xs", "MobileViT-S": "mobilevit_s",
     "MobileViTv2-0.5": "mobilevitv2_050", "MobileViTv2-1.0": "mobilevitv2_100", "MobileViTv2-2.0": "mobilevitv2_200",
     "EfficientFormer-L1": "efficientformer_l1", "EfficientFormer-L3": "efficientformer_l3",
@@ -72,7 +82,8 @@ TIMM_NAMES = {
     "MaxViT-T": "maxvit_tiny_tf_224", "MaxViT-S": "maxvit_small_tf_224", "NFNet-F0": "dm_nfnet_f0",
     "NFNet-F1": "dm_nfnet_f1", "ConvNeXt-T": "convnext_tiny", "ConvNeXt-S": "convnext_small",
     "ConvNeXt-B": "convnext_base", "RepVGG-A0": "repvgg_a0", "RepVGG-A2": "repvgg_a2", "RepVGG-B1": "repvgg_b1",
-    "RepViT-M1.0": "repvit_m1_0", "RepViT-M1.1": "repvit_m1_1", "RepViT-M1.5": "repvit_m1_5",
+    "RepViT-M0.9": "repvit_m0_9", "RepViT-M1.0": "repvit_m1_0", "RepViT-M1.1": "repvit_m1_1",
+    "RepViT-M1.5": "repvit_m1_5", "RepViT-M2.3": "repvit_m2_3", "RepViT-M3 [first release]": "repvit_m3",
     "FasterNet-T0": "fasternet_t0", "FasterNet-T1": "fasternet_t1", "FasterNet-T2": "fasternet_t2",
     "FasterNet-S": "fasternet_s", "FasterNet-M": "fasternet_m", "Next-ViT-S": "nextvit_small",
     "Next-ViT-B": "nextvit_base", "EfficientViT-B1 (MIT)": "efficientvit_b1", "EfficientViT-B2 (MIT)": "efficientvit_b2",
@@ -95,22 +106,29 @@ class Row:
     ms: float
 
 
-def calibration_rows(path: Path = CALIBRATION_CSV) -> list[Row]:
-    """The Apple-phone rows of the published table that map to a buildable model."""
+def calibration_rows(path: Path = CALIBRATION_CSV, *, backbones: bool = False) -> list[Row]:
+    """The Apple-phone rows of the published table that map to a buildable model; with
+    `backbones`, also the detection/segmentation backbones timed at 512 px. The cost model is not
+    fitted on those: fitted with them (their own scale or the classifiers'), it priced the
+    classification rows of a family it never saw worse (experiments/apple_estimate/backbones.md),
+    so they are a check of how far the estimate carries to dense-prediction sizes."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out = []
     for r in rows:
-        src = source_of(r)
-        if src is None or r["model"] not in TIMM_NAMES or not r["latency_ms"]:
-            continue
-        res = r["resolution"].strip()
-        out.append(Row(r["model"], TIMM_NAMES[r["model"]], src, int(res) if res.isdigit() else 0, float(r["latency_ms"])))
+        src, res, name = source_of(r), r["resolution"].strip(), r["model"]
+        backbone = name.endswith(" " + BACKBONE)
+        base = name.removesuffix(" " + BACKBONE)
+        if src is None or base not in TIMM_NAMES or not r["latency_ms"] or (backbone and not (backbones and res.isdigit())):
+            continue   # not an Apple phone, a model we cannot build, or a backbone (at a non-square size)
+        model = TIMM_NAMES[base] + (BACKBONE if backbone else "")
+        out.append(Row(name, model, src, int(res) if res.isdigit() else 0, float(r["latency_ms"])))
     return out
 
 
 def build_model(name: str, resolution: int | None = None) -> tuple[torch.nn.Module, int]:
-    """A deploy-form model and the resolution it runs at (its default if `resolution` is 0/None)."""
+    """A deploy-form model and the resolution it runs at (its default if `resolution` is 0/None);
+    a name ending in `BACKBONE` builds the model's feature extractor (no classifier)."""
     import timm
     from timm.layers import set_fused_attn
 
@@ -122,13 +140,18 @@ def build_model(name: str, resolution: int | None = None) -> tuple[torch.nn.Modu
 
     set_fused_attn(False)   # plain matmul + softmax, as Core ML runs attention
 
+    backbone = {"features_only": True} if name.endswith(BACKBONE) else {}
+    name = name.removesuffix(BACKBONE)
+
     def build(device: str) -> tuple[torch.nn.Module, int]:
         with torch.device(device):
             model = timm.create_model(name, pretrained=False)
             native = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
             res = resolution or native
             if res != native and _fixed_size(model):
-                model = timm.create_model(name, pretrained=False, img_size=res)
+                model = timm.create_model(name, pretrained=False, img_size=res, **backbone)
+            elif backbone:
+                model = timm.create_model(name, pretrained=False, **backbone)
             if name.startswith("nas_"):
                 model = reparameterize(model)
             else:

@@ -65,7 +65,9 @@ def main() -> None:
              "`lut/tables/coreml_cost_model.yaml` is this full fit (a slow test checks that refitting reproduces it).",
              "", f"Calibration: {full.fitted_on['rows']} published Apple-phone rows of {full.fitted_on['models']} models "
              "(`lut/calibration/published_latency.csv`; classification rows of models timm or `nas` can build; "
-             "backbone rows at 512 px / 1344x800 and tagged variants left out)."
+             "tagged variants left out; the backbone rows at 512 px are a check of the fit, not in it: `backbones.md`). "
+             "The `A14 iOS16 Xcode` rows are RepViT's and EfficientFormerV2's READMEs: the iPhone 12 on iOS 16, "
+             "timed by Xcode 14's Core ML performance report."
              + (f" Failed to build: {failed}." if failed else ""), "",
              "## Leave-one-model-out error per source", "",
              "Each model's rows are predicted by a fit without that model (all sources), times its architecture "

@@ -120,11 +120,26 @@ def test_no_matmul_is_priced_below_the_chips_peak():
 def test_calibration_rows_map_published_names_and_group_protocols():
     rows = published.calibration_rows()
     assert len(rows) > 150 and len({r.model for r in rows}) > 100
-    assert {r.source for r in rows} == {"A14 EfficientFormer preprint", "A14 iOS16 ModelBench", "A15 iFormer",
-                                        "A15 FMViT (iOS 16.6)"}
+    assert {r.source for r in rows} == {"A14 EfficientFormer preprint", "A14 iOS16 ModelBench", "A14 iOS16 Xcode",
+                                        "A15 iFormer", "A15 FMViT (iOS 16.6)"}
     assert not any("backbone" in r.published for r in rows)      # 512 px / 1344x800 backbones are not pooled
     l1 = {(r.source, r.ms) for r in rows if r.model == "efficientformer_l1"}
     assert ("A14 EfficientFormer preprint", 1.6) in l1
+    # the same iPhone 12, timed on iOS 16 by Xcode's report (RepViT's README), is not the preprint's stack
+    assert ("A14 iOS16 Xcode", 2.3) in {(r.source, r.ms) for r in rows if r.model == "repvit_m2_3"}
+
+
+def test_backbone_rows_are_the_network_without_its_classifier():
+    rows = published.calibration_rows(backbones=True)
+    backbones = [r for r in rows if r.model.endswith(published.BACKBONE)]
+    assert {r.resolution for r in backbones} == {512}             # the 1344x800 ones are left out
+    assert ("resnet50[backbone]", "A14 iOS16 ModelBench", 8.7) in {(r.model, r.source, r.ms) for r in backbones}
+    assert published.architecture_family("resnet50[backbone]") == "resnet"
+    body, _ = published.model_features("resnet18[backbone]", 512)
+    whole, _ = published.model_features("resnet18", 512)
+    fc_gmacs, fc_mb = 512 * 1000 / 1e9, (512 * 1000 + 1000) * 2 / 1e6      # the classifier: 512 -> 1000
+    assert body["dense_gmacs"] == pytest.approx(whole["dense_gmacs"] - fc_gmacs, rel=1e-6)
+    assert body["weight_mb"] == pytest.approx(whole["weight_mb"] - fc_mb, rel=1e-6)
 
 
 def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
