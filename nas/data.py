@@ -165,6 +165,30 @@ def _fashion_mnist(folder: Path, img_size: int) -> Data:
     return Data(splits[0], splits[1], 10, FASHION_MNIST, True)
 
 
+def _posterize(img, bits_to_keep: int, **kwargs):
+    """timm's posterize, but for 0 bits kept: a black image, as Pillow made it before 13, which
+    refuses 0 bits. timm's "inc" RandAugment (``rand-m9-mstd0.5-inc1``) keeps 4 - int(0.4 * M)
+    bits, 0 at magnitude 10, which M=9's spread (mstd0.5) reaches for one image in ~40: training
+    crashed in a data worker partway through an epoch."""
+    from PIL import Image
+    from timm.data import auto_augment
+
+    return Image.new(img.mode, img.size) if bits_to_keep <= 0 else auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def _posterize_safe(transform):
+    """`transform` with the posterize of its auto-augment ops (RandAugment's, AutoAugment's,
+    AugMix's) replaced by `_posterize`."""
+    from timm.data import auto_augment
+
+    for t in getattr(transform, "transforms", ()):
+        ops = list(getattr(t, "ops", ())) + [op for sub in getattr(t, "policy", ()) for op in sub]
+        for op in ops:
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+    return transform
+
+
 def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re_prob: float = 0.0) -> Data:
     if not root.is_dir():
         raise UserError(_no_image_folder(root))
@@ -193,8 +217,8 @@ def _image_folder(root: Path, img_size: int, auto_augment: str | None = None, re
             if not any(f.suffix.lower() in extensions for f in folder.rglob("*") if f.is_file()):
                 raise UserError(f"--data {root}: {folder} holds no images; every class needs images in train/ and "
                                 "val/ (or remove the folder from both)")
-    train = ImageDataset(str(root / "train"), transform=create_transform(
-        img_size, is_training=True, auto_augment=auto_augment or None, re_prob=re_prob))
+    train = ImageDataset(str(root / "train"), transform=_posterize_safe(create_transform(
+        img_size, is_training=True, auto_augment=auto_augment or None, re_prob=re_prob)))
     val = ImageDataset(str(root / "val"), transform=create_transform(img_size, is_training=False))
     if len(train) == 0 or len(val) == 0:
         raise UserError(f"--data {root}: no images found under train/ or val/")

@@ -29,6 +29,22 @@ tiny_iformer_run = _tiny_run(TINY_IFORMER_SPACE, "tiny_iformer", "iformer",
 tiny_fmvit_run = _tiny_run(TINY_FMVIT_SPACE, "tiny_fmvit", "fmvit",
                            "A tiny FMViT supernet (CFB slots, FMBs with an α-searched frequency split).")
 
+# Fixed widths, five slots: 12 ops in all, for a test that lowers each op it prices to its own
+# ExecuTorch program (seconds apiece): the tiny space's 52 would make it the suite's slowest test
+MICRO_SPACE = """\
+family: efficientformer
+resolution: 64
+num_classes: 10
+width_step: 16
+head: {distillation: false}
+stages:
+  - {max_width: 16, min_width: 16, slots: 1, choices: [mb4d, identity]}
+  - {max_width: 16, min_width: 16, slots: 1, choices: [mb4d, identity]}
+  - {max_width: 32, min_width: 32, slots: 1, choices: [mb4d, identity]}
+  - {max_width: 32, min_width: 32, slots: 2, choices: [mb4d, mb3d, identity]}
+"""
+micro_run = _tiny_run(MICRO_SPACE, "micro", "efficientformer", "An EfficientFormer supernet of 12 ops.")
+
 
 # `nas search` flags for tiny supernets: the shipped Apple cost model prices them, small subsets score them
 SEARCH_FLAGS = ["--device", "iphone12", "--population", "4", "--val-images", "100", "--calib-images", "32",

@@ -74,6 +74,21 @@ def test_image_folder_with_randaugment_and_erasing_loads_in_worker_processes(dig
     assert "RandAugment" in names and "RandomErasing" in names
 
 
+def test_randaugments_posterize_to_zero_bits_is_a_black_image_not_a_crash(digit_folder):
+    """timm's "inc" RandAugment keeps 0 bits at magnitude 10 (rand-m9-mstd0.5 reaches it for ~1 image
+    in 40), which Pillow 13 refuses: every epoch of an image folder crashed in a data worker."""
+    from PIL import Image
+
+    data = data_mod.load(str(digit_folder), 32, augment=("rand-m10-n1-inc1", 0.0))
+    rand_augment = next(t for t in data.train.transform.transforms if type(t).__name__ == "RandAugment")
+    op = next(op for op in rand_augment.ops if op.name == "PosterizeIncreasing")
+    op.prob, op.magnitude_std = 1.0, 0.0
+    img = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert op.level_fn(10, op.hparams) == (0,)                # the bits it asks for
+    assert op(img).getextrema() == ((0, 0),) * 3             # black, as Pillow < 13 made it
+    assert op.__class__("PosterizeIncreasing", 1.0, 5)(img).getpixel((0, 0)) != (0, 0, 0)   # timm's own, unchanged
+
+
 def test_image_folder_traps_are_one_clear_error(digit_folder, tmp_path):
     import shutil
 

@@ -202,7 +202,7 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     net, target = _halfway_target(tiny_run, "iphone12", tables)
     out = tmp_path / "out"
     assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--supernet", str(tiny_run), "--tables",
-                 str(tables), "--out", str(out), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
+                 str(tables), "--out", str(out), "--val-images", "50", "--calib-images", "16", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "step 1" in printed
     stem = f"{net.space.family}@iphone12-{target:g}ms"
@@ -446,7 +446,7 @@ def test_the_step_that_meets_a_rung_takes_the_least_drop_among_those_that_meet_i
 
 
 @pytest.mark.slow
-def test_slim_show_and_eval_price_on_an_executorch_device(tiny_run, tmp_path, capsys):
+def test_slim_show_and_eval_price_on_an_executorch_device(micro_run, tmp_path, capsys):
     """#31: `--device xnnpack` works as `--device cpu` does: slim measures the ops it lacks (each
     exported to its own XNNPACK-delegated `.pte`) into the user's table, the emitted config names
     that table and its price, and show and eval price the config and the model with it."""
@@ -455,10 +455,10 @@ def test_slim_show_and_eval_price_on_an_executorch_device(tiny_run, tmp_path, ca
     if pte.available() is not None:
         pytest.skip(pte.available())
     tables = tmp_path / "tables"
-    net, target = _halfway_target(tiny_run, "xnnpack", tables)
+    net, target = _halfway_target(micro_run, "xnnpack", tables)
     out = tmp_path / "out"
-    assert main(["slim", "--target-ms", str(target), "--device", "xnnpack", "--supernet", str(tiny_run), "--tables",
-                 str(tables), "--out", str(out), "--val-images", "100", "--calib-images", "32", "--no-progress"]) == 0
+    assert main(["slim", "--target-ms", str(target), "--device", "xnnpack", "--supernet", str(micro_run), "--tables",
+                 str(tables), "--out", str(out), "--val-images", "50", "--calib-images", "16", "--no-progress"]) == 0
     capsys.readouterr()
     stem = f"{net.space.family}@xnnpack-{target:g}ms"
     cfg = ArchConfig.load(out / f"{stem}.yaml")
