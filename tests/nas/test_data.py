@@ -63,15 +63,30 @@ def test_digits_split_is_fixed_by_the_seed():
     assert (len(a.train), len(a.val)) == (1438, 359)
 
 
+_LOAD_IN_WORKERS = """
+import sys
+from nas import data as data_mod
+data = data_mod.load(sys.argv[1], 32, augment=("rand-m9-mstd0.5-inc1", 0.25))
+assert (len(data.train), len(data.val), data.num_classes, data.in_memory) == (36, 12, 3, False)
+loader = data_mod.train_loader(data, 8, seed=0, epoch=0, workers=2)
+assert loader.num_workers == 2 and loader.persistent_workers
+x, y = next(iter(loader))
+assert x.shape == (8, 3, 32, 32) and y.max() < 3
+print(" ".join(type(t).__name__ for t in data.train.transform.transforms))
+"""
+
+
 def test_image_folder_with_randaugment_and_erasing_loads_in_worker_processes(digit_folder):
-    data = data_mod.load(str(digit_folder), 32, augment=("rand-m9-mstd0.5-inc1", 0.25))
-    assert (len(data.train), len(data.val), data.num_classes, data.in_memory) == (36, 12, 3, False)
-    loader = data_mod.train_loader(data, 8, seed=0, epoch=0, workers=2)
-    assert loader.num_workers == 2 and loader.persistent_workers
-    x, y = next(iter(loader))
-    assert x.shape == (8, 3, 32, 32) and y.max() < 3
-    names = " ".join(type(t).__name__ for t in data.train.transform.transforms)
-    assert "RandAugment" in names and "RandomErasing" in names
+    # In a fresh interpreter, as `nas train` runs: forked from the suite's own process (which by then
+    # has attached to Ray and loaded every backend), a DataLoader worker died of a segfault in 2 of 3
+    # full runs, never alone
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LOAD_IN_WORKERS, str(digit_folder)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "RandAugment" in done.stdout and "RandomErasing" in done.stdout
 
 
 def test_randaugments_posterize_to_zero_bits_is_a_black_image_not_a_crash(digit_folder):
