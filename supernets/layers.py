@@ -485,7 +485,8 @@ class FamilyModel(nn.Module):
 
 
 def _init_linear(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
+    # A meta tensor holds no values (shape-only builds: width masks, profiling): drawing them only costs time
+    if isinstance(m, nn.Linear) and not m.weight.is_meta:
         trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)

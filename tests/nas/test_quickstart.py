@@ -7,7 +7,6 @@ it prices is a timing question for a quiet machine: `nas lut validate`, recorded
 `experiments/lut_all_families/` and `experiments/lut_fidelity/`, not a bound a loaded CI host
 could break here.
 """
-import csv
 
 import pytest
 
@@ -31,7 +30,7 @@ def quickstarted(tmp_path_factory):
         # (one or two slimming steps), 2 timing rounds and 4 calibration networks rather than 7 and
         # 12 (the table's timing is not what is tested here), scored on small subsets.
         assert main(["quickstart", "--runs", str(runs), "--epochs", "1", "--target-fraction", "0.98", "--rounds", "2",
-                     "--calibration-samples", "4", "--val-images", "100", "--calib-images", "64",
+                     "--calibration-samples", "4", "--val-images", "50", "--calib-images", "16",
                      "--no-progress"]) == 0
     finally:
         capture.undo()
@@ -61,23 +60,14 @@ def test_the_mission_command_on_the_shipped_iphone12_table(quickstarted, capsys)
     supernet's configs (nothing estimated on demand), the emitted config meets the target and
     exports."""
     runs, _ = quickstarted
-    # (scored on small subsets: what is tested is the table and the target, not the ranking)
-    assert main(["slim", "--target-ms", "1.6", "--device", "iphone12", "--runs", str(runs), "--val-images", "100",
-                 "--calib-images", "64", "--no-progress"]) == 0
+    # (scored on small subsets: what is tested is the table and the target, not the ranking; slimming
+    # steps on an estimated table are test_slim's)
+    assert main(["slim", "--target-ms", "1.6", "--device", "iphone12", "--runs", str(runs), "--val-images", "50",
+                 "--calib-images", "16", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "estimating" not in out
     config_path = next(runs.glob("*/slim/efficientformer@iphone12-1.6ms.yaml"))
     cfg = ArchConfig.load(config_path)
     assert cfg.meta["predicted_ms"] <= 1.6
-    # the supernet's start may already meet 1.6 ms: slim once more from there to 80% of it
-    trajectory = next(runs.glob("*/slim/efficientformer@iphone12-1.6ms.trajectory.csv"))
-    start_ms = float(next(csv.DictReader(open(trajectory)))["latency_ms"])
-    target = round(0.8 * start_ms, 3)
-    assert main(["slim", "--target-ms", str(target), "--device", "iphone12", "--runs", str(runs), "--val-images", "100",
-                 "--calib-images", "64", "--no-progress"]) == 0
-    assert "estimating" not in capsys.readouterr().out
-    config_path = next(runs.glob(f"*/slim/efficientformer@iphone12-{target:g}ms.yaml"))
-    cfg = ArchConfig.load(config_path)
-    assert cfg.meta["predicted_ms"] <= target and cfg.meta["steps"] >= 1
     assert not (runs / "tables" / "iphone12@224.yaml").exists()     # nothing new to write
     assert main(["export", str(config_path), "--format", "onnx"]) == 0
