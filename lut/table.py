@@ -16,9 +16,11 @@ family's networks are priced by the model fitted on its own.
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -106,6 +108,29 @@ class MissingKeysError(UserError, LookupError):
         super().__init__(f"latency table {device}@{resolution} lacks {len(keys)} op(s): {shown}; {fill_hint}")
 
 
+# Parsed table files by (path, inode, mtime, size): a shipped estimated table is ~6,000 entries and
+# 0.8 s to parse, and one command may read it several times (`slim --family all`, the merge in
+# `save`). Only a file last modified a while ago is kept: file times tick coarsely (milliseconds),
+# so an edit in place right after a read could leave all four the same ("racy git"); any later
+# edit gets a later time.
+_PARSED: dict[tuple, Any] = {}
+_PARSED_KEPT = 8
+_SETTLED_S = 2.0
+
+
+def _read_raw(path: Path) -> Any:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    if key in _PARSED:
+        return copy.deepcopy(_PARSED[key])   # callers own what they get: a table's entries are mutated
+    raw = io.read_yaml(path)
+    if time.time() - stat.st_mtime > _SETTLED_S:
+        if len(_PARSED) >= _PARSED_KEPT:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = copy.deepcopy(raw)
+    return raw
+
+
 def _checked(raw: Mapping, path: Path) -> tuple[str, int, dict, dict]:
     """(device, resolution, environment, entries) of a table file, every field checked: a
     hand-edited or truncated table is one clear error, never a wrong prediction."""
@@ -148,7 +173,7 @@ class LatencyTable:
     def load(cls, path: str | os.PathLike, device: str | None = None, resolution: int | None = None) -> "LatencyTable":
         path = Path(path)
         try:
-            raw = io.read_yaml(path)
+            raw = _read_raw(path)
         except FileNotFoundError:
             raise TableError(f"{path}: latency table not found") from None
         except yaml.YAMLError as e:

@@ -38,6 +38,39 @@ def test_predict_sums_entries_and_missing_lists_keys(tiny_space, tmp_path):
         loaded.predict(narrower)
 
 
+def test_a_table_read_again_is_parsed_once_and_never_stale(tmp_path, monkeypatch):
+    """A settled table file is parsed once per process (the shipped ones take most of a second);
+    each load owns its entries; a file replaced, or edited in place, is read anew."""
+    import os
+
+    from lut import table as table_mod
+    from nas.core import io
+
+    path = tmp_path / "cpu@64.yaml"
+    LatencyTable("cpu", 64, entries={"a": {"ms": 1.0}}).save(path)
+    os.utime(path, (1e9, 1e9))                           # settled long ago
+    parses = []
+    monkeypatch.setattr(io, "read_yaml", lambda p: parses.append(p) or yaml_load(p))
+    first = LatencyTable.load(path)
+    first.entries["a"]["ms"] = 5.0
+    first.entries["b"] = {"ms": 2.0}
+    assert LatencyTable.load(path).entries == {"a": {"ms": 1.0}} and len(parses) == 1
+    path.write_text(path.read_text().replace("ms: 1.0", "ms: 3.0"))    # edited in place: same size, new time
+    assert LatencyTable.load(path).entries == {"a": {"ms": 3.0}} and len(parses) == 2
+    LatencyTable("cpu", 64, entries={"a": {"ms": 4.0}}).save(tmp_path / "other.yaml")
+    os.replace(tmp_path / "other.yaml", path)            # replaced (a new file, just written): read anew
+    assert LatencyTable.load(path).entries == {"a": {"ms": 4.0}} and len(parses) == 3
+    assert LatencyTable.load(path).entries == {"a": {"ms": 4.0}} and len(parses) == 4   # too fresh to keep
+    assert len(table_mod._PARSED) <= table_mod._PARSED_KEPT
+
+
+def yaml_load(path):
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
 def test_table_for_another_resolution_or_schema_is_an_error(tiny_space, tmp_path):
     table = LatencyTable("cpu", 64)
     path = table.save(tmp_path / "cpu@64.yaml")
