@@ -221,14 +221,18 @@ def test_slim_end_to_end(run, request, tmp_path, capsys):
     assert main(["train", str(out / f"{stem}.yaml"), "--init", "inherited", "--epochs", "1", "--out", str(trained),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["export", str(trained / "model.pt"), "--format", "all", "--val-images", "64"]) == 0
+    # every format, but for EfficientFormer's: test_export exports one with attention to all of them
+    # (lowering to ExecuTorch is most of this test's time)
+    every_format = net.space.family != "efficientformer"
+    assert main(["export", str(trained / "model.pt"), "--format", "all" if every_format else "onnx",
+                 "--val-images", "64"]) == 0
     exported = capsys.readouterr().out
-    assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir()
+    assert (trained / "model.onnx").is_file() and (trained / "model.mlpackage").is_dir() == every_format
     top1 = exported.split("torch ")[1].split("%, onnxruntime ")
     assert top1[0] == top1[1].split("%")[0]
     from lut import pte
 
-    if pte.available() is None:   # and ExecuTorch (XNNPACK) gives torch's top-1 on the same subset
+    if every_format and pte.available() is None:   # and ExecuTorch (XNNPACK) gives torch's top-1 on the same subset
         line = next(x for x in exported.splitlines() if x.startswith("pte: "))
         torch_top1, et_top1 = line.split("torch ")[1].split("%, ExecuTorch ")
         assert torch_top1 == et_top1.split("%")[0] == top1[0] and (trained / "model.pte").is_file()
