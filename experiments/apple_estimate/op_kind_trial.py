@@ -15,6 +15,8 @@ features and the shipped fit (`lut.estimate.fit`, coreml-cost-v2) unchanged:
 - depthwise MACs: a depthwise conv is priced by the MB it moves, blind to its kernel; its MACs
   (every kernel, or kernels of 5 and more only: EfficientNet's 5x5s) as a feature beside that MB.
 
+(`activation_trial.py` uses `featurize`'s two other options: activations by kind.)
+
 Judged by leave-architecture-family-out (`lut.published.leave_family_out`) over the published rows
 the shipped model is fitted on, and by leave-one-model-out on the `iphone12` protocol's rows.
 
@@ -28,6 +30,7 @@ import datetime
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch.utils.flop_counter import flop_registry
@@ -87,13 +90,23 @@ def _records(name: str, resolution: int):
 
 
 def featurize(records, weight_mb: float, *, grouped: str | None = None, max_group_width: int | None = None,
-              rank6: bool = False, depthwise_kernel: int | None = None) -> dict[str, float]:
+              rank6: bool = False, depthwise_kernel: int | None = None,
+              apart: Mapping[str, tuple[str, ...]] | None = None, free: tuple[str, ...] = ()) -> dict[str, float]:
+    """One network's features from its records; `apart`: feature name -> the aten ops whose amount
+    it takes from the feature they add to in `lut.features`; `free`: aten ops that cost nothing."""
+    apart = apart or {}
+    owner = {op: feat for feat, ops in apart.items() for op in ops}
     out = dict.fromkeys(F.FEATURES, 0.0)
     out["weight_mb"] = weight_mb
     out.update(dict.fromkeys((["grouped"] if grouped else []) + (["rank6_layout_mb"] if rank6 else [])
-                             + (["depthwise_gmacs"] if depthwise_kernel else []), 0.0))
-    for (feature, amount, _name, act_mb, _w_mb, _broadcast, _heads), (kind, size, *macs) in records:
+                             + (["depthwise_gmacs"] if depthwise_kernel else []) + list(apart), 0.0))
+    for (feature, amount, name, act_mb, _w_mb, _broadcast, _heads), (kind, size, *macs) in records:
+        if name in free:
+            continue
         out["ops"] += 1
+        if name in owner:
+            out[owner[name]] += amount
+            continue
         if depthwise_kernel and kind == "depthwise" and size >= depthwise_kernel:
             out["depthwise_gmacs"] += macs[0]          # beside its MB, which it keeps
         if grouped and kind == "grouped" and (max_group_width is None or size <= max_group_width):

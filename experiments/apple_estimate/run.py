@@ -79,7 +79,8 @@ def main() -> None:
     worst = sorted(pairs, key=lambda rp: -abs(np.log(rp[1] / rp[0].ms)))[:8]
     lines += ["", "Largest held-out misses (a model falling off the Neural Engine in one paper's stack, which no "
               "op-count model sees; features for the op kinds suspected, grouped convs, rank-6 window "
-              "partitions and depthwise MACs, tried in `op_kind_trial.md`: no better):", "",
+              "partitions and depthwise MACs, tried in `op_kind_trial.md`: no better; activations by kind in "
+              "`activation_trial.md`: Swish's price depends on the iOS stack):", "",
               "| model | source | px | published ms | held-out ms |", "|---|---|---|---|---|"]
     lines += [f"| {r.published} | {r.source} | {r.resolution or 'n/s'} | {r.ms:g} | {p:.2f} |" for r, p in worst]
 
