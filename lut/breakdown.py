@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lut import graph
-from lut.features import FEATURES, profile_parts
+from lut.features import FEATURES, profile, profile_parts
 from lut.table import OVERHEAD_KEY, LatencyTable
 from supernets.config import ArchConfig
 
@@ -90,6 +90,11 @@ def breakdown(table: LatencyTable, config: ArchConfig, weights: dict[str, float]
             by_kind[kind] += share * ms
     return Breakdown(label or config.name or config.family, sum(by_stage.values()), by_stage,
                      {k: v for k, v in by_kind.items() if v > 0})
+
+
+def swish_mb(config: ArchConfig) -> float:
+    """MB moved by SiLU/HardSwish in `config`, summed over its LUT ops as a table prices it."""
+    return sum(profile(graph.deploy_module(op), tuple(op.in_shape))["swish_mb"] for op in graph.ops(config))
 
 
 def render(rows: list[Breakdown], device: str) -> str:

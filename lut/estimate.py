@@ -73,6 +73,10 @@ class CostModel:
     # architecture family -> source -> how much slower than the op counts say the family's
     # published models run (`lut.published.family_factors`); a family not in it runs as priced
     families: dict[str, dict[str, float]] = field(default_factory=dict)
+    # source -> ms per MB of SiLU/HardSwish at that source's speed, where its published rows hold
+    # them (`lut.published.swish_prices`): not priced (the estimate charges them as any activation),
+    # reported beside an estimate (`swish_note`)
+    swish_ms_per_mb: dict[str, float] = field(default_factory=dict)
 
     def op_ms(self, features: Mapping[str, float], source: str) -> float:
         """One op of a network: no per-call overhead."""
@@ -92,6 +96,24 @@ class CostModel:
         parts = ((k, self.scales[source] * self.weights[k] * features[k]) for k in FEATURES)
         return sorted(((k, ms) for k, ms in parts if ms > 0), key=lambda kv: -kv[1])
 
+    def swish_cost(self, features: Mapping[str, float], source: str) -> tuple[float, float, float] | None:
+        """(MB, ms charged, ms at `source`'s own price) of the SiLU/HardSwish in `features`; None where
+        there are none or `source`'s published rows do not price them."""
+        mb, rate = features.get("swish_mb", 0.0), self.swish_ms_per_mb.get(source)
+        if mb <= 0 or rate is None:
+            return None
+        return mb, self.scales[source] * self.weights["activation_mb"] * mb, rate * mb
+
+    def swish_note(self, features: Mapping[str, float], source: str) -> str | None:
+        """`swish_cost` as a line: what the estimate charges and what the protocol's rows say."""
+        cost = self.swish_cost(features, source)
+        if cost is None:
+            return None
+        mb, charged, priced = cost
+        return (f"SiLU/HardSwish: {mb:.1f} MB, charged as any activation ({charged:.3f} ms); this protocol's published "
+                f"rows price them at {priced / charged:.1f}x that ({priced:.3f} ms, {priced - charged:+.3f}): their cost "
+                "depends on the iOS stack (experiments/apple_estimate/activation_trial.md)")
+
     def to_dict(self) -> dict:
         r = lambda v: float(f"{v:.6g}")   # noqa: E731
         return {"version": self.version, "features": list(FEATURES),
@@ -100,6 +122,7 @@ class CostModel:
                 "overheads_ms": {k: r(v) for k, v in self.overheads.items()},
                 "device_source": dict(DEVICE_SOURCE), "fitted_on": self.fitted_on, "heldout": self.heldout,
                 "families": {f: {k: r(v) for k, v in by.items()} for f, by in self.families.items()},
+                "swish_ms_per_mb": {k: r(v) for k, v in self.swish_ms_per_mb.items()},
                 "profiled": self.profiled}
 
     @classmethod
@@ -111,7 +134,8 @@ class CostModel:
                    {k: float(v) for k, v in raw["overheads_ms"].items()}, raw["version"], dict(raw.get("fitted_on", {})),
                    {k: {f: float(v) for f, v in fs.items()} for k, fs in (raw.get("profiled") or {}).items()},
                    dict(raw.get("heldout") or {}),
-                   {f: {k: float(v) for k, v in by.items()} for f, by in (raw.get("families") or {}).items()})
+                   {f: {k: float(v) for k, v in by.items()} for f, by in (raw.get("families") or {}).items()},
+                   {k: float(v) for k, v in (raw.get("swish_ms_per_mb") or {}).items()})
 
     def profiled_features(self) -> dict[tuple[str, int], dict[str, float]]:
         """`profiled` keyed as `calibration_features` keys it: (model, resolution)."""
@@ -146,9 +170,10 @@ COMPUTE_FLOOR = {"dense_gmacs": 1e3 / 5.5e3, "attention_gmacs": 1e3 / 5.5e3}
 
 
 def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, streamed: tuple[str, ...] = STREAMED,
-        floors: Mapping[str, float] = COMPUTE_FLOOR, iterations: int = 60) -> CostModel:
+        floors: Mapping[str, float] = COMPUTE_FLOOR, iterations: int = 60,
+        columns: tuple[str, ...] | None = None) -> CostModel:
     """Fit weights, per-source scales and overheads on rows x (features, columns in `FEATURES`'
-    order) -> y (ms).
+    order, or `columns`' if given) -> y (ms).
 
     The `streamed` features share one weight and each of `floors` is at least its floor (the
     comments above; `streamed=()`, `floors={}` fit every weight freely, as coreml-cost-v1 did).
@@ -163,7 +188,7 @@ def fit(x: np.ndarray, y: np.ndarray, sources: list[str], *, streamed: tuple[str
     src = np.array([names.index(s) for s in sources])
     onehot = np.eye(len(names))[src]
     ref = names.index(REFERENCE_SOURCE if REFERENCE_SOURCE in names else names[0])
-    features = list(FEATURES)
+    features = list(columns or FEATURES)
     tied = [j for j, k in enumerate(features) if k in streamed]
     groups = [[j] for j in range(len(features)) if j not in tied] + ([tied] if tied else [])
     z = np.stack([x[:, g].sum(axis=1) for g in groups], axis=1)     # one column per free weight

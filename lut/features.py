@@ -2,7 +2,8 @@
 ``meta`` device (shapes only, no compute): MACs of weight convs/linears and of activation x
 activation matmuls, bytes moved by depthwise convs, elementwise ops, transcendental activations,
 LayerNorm/GroupNorm, softmax, layout changes and pooling, weight bytes, and the number of compute
-ops. They are additive, so a network's features are the sum of its LUT ops'. BatchNorm is free:
+ops; and, unpriced, the Swish activations' share (`DETAILS`). They are additive, so a network's
+features are the sum of its LUT ops'. BatchNorm is free:
 Core ML folds it into the conv before it. `lut.estimate` fits and applies the cost model over them.
 """
 from __future__ import annotations
@@ -18,6 +19,12 @@ BYTES_PER_ELEMENT = 2   # the Neural Engine computes in float16
 
 FEATURES = ("dense_gmacs", "attention_gmacs", "depthwise_mb", "elementwise_mb", "activation_mb", "norm_mb",
             "softmax_mb", "layout_mb", "pool_mb", "weight_mb", "ops")
+# Read off with the features but not priced by the cost model: the MB of SiLU and HardSwish (the
+# Swish family), already in activation_mb. What they cost depends on the iOS stack (7-10x other
+# activations per MB in the iOS 16 stacks' published rows, 2x in iFormer's:
+# experiments/apple_estimate/activation_trial.md), so an estimate says how much of it a network has.
+DETAILS = ("swish_mb",)
+_SWISH = {"silu", "silu_", "hardswish", "hardswish_"}
 
 _VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze",
           "slice", "select", "split", "split_with_sizes", "unbind", "alias", "detach", "as_strided", "flatten",
@@ -53,7 +60,7 @@ class _Profiler(TorchDispatchMode):
 
     def __init__(self, params: Iterable[torch.Tensor], part_of: Callable[[str], str] | None = None):
         super().__init__()
-        self.features = dict.fromkeys(FEATURES, 0.0)
+        self.features = dict.fromkeys(FEATURES + DETAILS, 0.0)
         self.parts: dict[str, dict[str, float]] = {}
         self._part_of = part_of
         self._weights = {id(p) for p in params}
@@ -80,6 +87,8 @@ class _Profiler(TorchDispatchMode):
             for f in targets:
                 f[feature] += amount
                 f["ops"] += 1
+            if name in _SWISH:
+                self.features["swish_mb"] += amount
         return out
 
     @staticmethod

@@ -211,9 +211,29 @@ def fit_published(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> 
                        "sources": sorted({r.source for r in usable}), "data": CALIBRATION_CSV.name,
                        "in_sample_median_ape_pct": round(float(np.median(np.abs(pred / y - 1))) * 100, 2)}
     model.families = family_factors(model, usable, features)
+    model.swish_ms_per_mb = swish_prices(usable, features)
     model.heldout = {**error_ratios(leave_family_out(rows, features)),
                      "seen_by_source": error_ratios(leave_one_model_out(rows, features))["by_source"]}
     return model
+
+
+def swish_prices(rows: list[Row], features: Mapping[tuple[str, int], dict]) -> dict[str, float]:
+    """Per source whose rows hold SiLU/HardSwish: what they cost per MB at that source's speed, by
+    the shipped fit with their MB taken out of activation_mb and given a weight per source.
+
+    Reported beside an estimate, not charged (experiments/apple_estimate/activation_trial.md): one
+    weight for every source priced the stacks that run them cheaply (iFormer's A15) 45-60 % slow,
+    and a weight per source cannot price an unseen family where that family is its only Swish."""
+    usable, x, y = design(rows, features)
+    swish = np.array([features[r.model, r.resolution].get("swish_mb", 0.0) for r in usable])
+    holding = sorted({r.source for r, mb in zip(usable, swish) if mb > 0})
+    if not holding:
+        return {}
+    x[:, FEATURES.index("activation_mb")] -= swish
+    per_source = np.stack([swish * np.array([r.source == s for r in usable]) for s in holding], axis=1)
+    model = fit(np.hstack([x, per_source]), y, [r.source for r in usable],
+                columns=(*FEATURES, *(f"swish_mb@{s}" for s in holding)))
+    return {s: model.scales[s] * model.weights[f"swish_mb@{s}"] for s in holding}
 
 
 # A family's factor is its published rows' mean log(published / estimate), shrunk toward 1 as if

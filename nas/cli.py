@@ -302,6 +302,9 @@ def cmd_lut_estimate_model(args) -> float:
               "published latencies")
     else:
         print(f"  {family}: no published latency of this architecture family; priced from its op counts alone")
+        note = model.swish_note(feats, source)   # where seen, the family's factor carries it
+        if note:
+            print("  " + note)
     return ms
 
 

@@ -149,6 +149,12 @@ def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: 
     breakdown.draw(rows, f"{device}@{configs[0].resolution}", out)
     how = ("the Core ML cost model's estimate" if table.environment.get("backend") == "coreml" else
            "the table's measured op times, split within each block by the Core ML cost model's relative costs")
+    notes = ""
+    source = table.environment.get("estimate_source")
+    if source in model.swish_ms_per_mb:   # an estimated table: say what its Swish may cost instead
+        for row, cfg in zip(rows, configs):
+            note = model.swish_note({"swish_mb": breakdown.swish_mb(cfg)}, source)
+            notes += f"  {row.label}: {note}\n" if note else ""
     return (breakdown.render(rows, f"{device}@{configs[0].resolution}") + f"\n  ({how}; "
-            f"{store.provenance(table)['table']})\n"
+            f"{store.provenance(table)['table']})\n{notes}"
             f"  wrote {out}"), out

@@ -249,8 +249,23 @@ class SupernetSession:
         return Searched(result, out_dir, written, rows)
 
 
-FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "latency_trust", "inherited_top1", "params_m", "macs_g", "steps", "floor_ms",
-                   "status", "config"]
+FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "latency_trust", "swish_extra_ms", "inherited_top1", "params_m",
+                   "macs_g", "steps", "floor_ms", "status", "config"]
+
+
+def swish_extra_ms(table, config: ArchConfig) -> float | str:
+    """How much more `config` would take on an estimated Apple table if its SiLU/HardSwish cost what
+    the table's protocol's published rows say (`lut.estimate.CostModel.swish_cost`): 0 where it has
+    none; '' on a timed table. MobileViTv3 is built on SiLU, so `--family all` compares it with
+    families that are not at the estimate's discount."""
+    from lut import breakdown, estimate
+
+    source = table.environment.get("estimate_source") if table is not None else None
+    if source is None:
+        return ""
+    model = estimate.CostModel.load(estimate.cost_model_path(table.path.parent if table.path else None))
+    cost = model.swish_cost({"swish_mb": breakdown.swish_mb(config)}, source)
+    return round(cost[2] - cost[1], 4) if cost else 0.0
 
 
 def slim_every_family(families: list[str], targets: list[float], out_dir: str | os.PathLike, *,
@@ -274,8 +289,8 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
             return session.slim(targets, out_dir)
     rows, trajectories = [], {}
     for family in families:
-        base = {"family": family, "predicted_ms": "", "latency_trust": "", "inherited_top1": "", "params_m": "", "macs_g": "",
-                "steps": "", "floor_ms": "", "config": ""}
+        base = {"family": family, "predicted_ms": "", "latency_trust": "", "swish_extra_ms": "", "inherited_top1": "",
+                "params_m": "", "macs_g": "", "steps": "", "floor_ms": "", "config": ""}
         try:
             ckpt = runs.latest_supernet(runs_dir, family)
         except UserError:
@@ -299,6 +314,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
             c = costs(config)
             rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
                          "latency_trust": emitted.table.trust(config, step.latency_ms) if emitted.table else "",
+                         "swish_extra_ms": swish_extra_ms(emitted.table, config),
                          "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
                          "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
     csv_path = io.write_csv(out_dir / "families.csv", rows, FAMILIES_FIELDS)

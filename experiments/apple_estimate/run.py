@@ -111,7 +111,11 @@ def main() -> None:
     lines += ["Fitted per-source factors (scale on the reference's op costs, per-call overhead ms): "
               + ", ".join(f"{k} x{full.scales[k]:.3f} + {full.overheads[k]:.3f}" for k in full.scales), "",
               "Feature weights (ms per unit at the reference): "
-              + ", ".join(f"{k} {v:.4g}" for k, v in full.weights.items()), ""]
+              + ", ".join(f"{k} {v:.4g}" for k, v in full.weights.items()), "",
+              "SiLU/HardSwish per protocol, ms per MB at its speed (`lut.published.swish_prices`; said beside an "
+              "estimate, not charged: `activation_trial.md`): "
+              + ", ".join(f"{k} {v:.4g} ({v / (full.scales[k] * full.weights['activation_mb']):.1f}x the activation "
+                          "rate charged)" for k, v in full.swish_ms_per_mb.items()), ""]
     io.write_text(HERE / "result.md", "\n".join(lines))
     print("\n".join(lines))
 

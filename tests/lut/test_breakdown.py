@@ -43,14 +43,20 @@ def test_attention_is_where_the_attention_blocks_are(weights, tmp_path):
 
 
 def test_show_breakdown_prints_and_draws_two_configs_side_by_side(tmp_path, capsys):
-    l1 = search_spaces.variant_path("efficientformer", "l1")
-    l3 = search_spaces.variant_path("efficientformer", "l3")
-    png = tmp_path / "l1-vs-l3.png"
-    assert main(["show", str(l1), "--device", "iphone12", "--breakdown", "--compare", str(l3), "--png", str(png),
+    """MobileViTv3-XS next to FastViT-SA12, on the estimated iphone12 table: the one built on
+    SiLU also gets a line on what its SiLU may cost in the table's iOS stack."""
+    xs = search_spaces.variant_path("mobilevitv3", "xs")
+    sa12 = search_spaces.variant_path("fastvit", "sa12")
+    png = tmp_path / "xs-vs-sa12.png"
+    assert main(["show", str(xs), "--device", "iphone12", "--breakdown", "--compare", str(sa12), "--png", str(png),
                  "--tables", str(tmp_path / "tables"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "per stage" in out and "per kind of op" in out and "attention" in out and "l3" in out.splitlines()[0]
+    assert "per stage" in out and "per kind of op" in out and "attention" in out and "sa12" in out.splitlines()[0]
     assert png.read_bytes()[:4] == b"\x89PNG"
+    notes = [line for line in out.splitlines() if "SiLU/HardSwish" in line]
+    assert len(notes) == 1 and notes[0].lstrip().startswith("xs: SiLU/HardSwish:")
+    mb = float(notes[0].split("SiLU/HardSwish: ")[1].split(" MB")[0])
+    assert mb == pytest.approx(breakdown.swish_mb(ArchConfig.load(xs)), abs=0.05) and mb > 0
 
 
 @pytest.mark.parametrize("argv, says", [

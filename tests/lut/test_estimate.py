@@ -50,6 +50,51 @@ def test_features_are_read_off_the_aten_ops():
     assert f["weight_mb"] == pytest.approx(mb(sum(p.numel() for p in _Attention().parameters())))
 
 
+def test_swish_is_read_off_apart_and_still_priced_as_an_activation():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.SiLU(), nn.Hardswish(), nn.GELU(), nn.ReLU())
+    f = features.profile(model, (1, 3, 4, 4))
+    per_activation = 2 * 128 * features.BYTES_PER_ELEMENT / 1e6          # in and out, 8 x 4 x 4 each
+    assert f["swish_mb"] == pytest.approx(2 * per_activation)             # SiLU and HardSwish, not GELU
+    assert f["activation_mb"] == pytest.approx(3 * per_activation)        # all three; ReLU is elementwise
+    assert estimate.CostModel.load().op_ms(f, estimate.REFERENCE_SOURCE) == pytest.approx(
+        estimate.CostModel.load().op_ms({**f, "swish_mb": 0.0}, estimate.REFERENCE_SOURCE))   # not priced
+
+
+def test_swish_prices_are_each_protocols_own_and_said_beside_an_unseen_familys_estimate(capsys):
+    """Rows whose SiLU/HardSwish cost 8x the shared activation rate in one protocol and 2x in
+    another give those prices back; the shipped model finds the iOS 16 stack's well above
+    iFormer's (experiments/apple_estimate/activation_trial.md), and `estimate-model` says so for
+    an architecture the calibration lacks, built on SiLU."""
+    w = np.full(len(FEATURES), 0.05)
+    w[[FEATURES.index(k) for k in estimate.STREAMED]] = 0.01
+    w[FEATURES.index("dense_gmacs")] = w[FEATURES.index("attention_gmacs")] = 0.3
+    x, _, sources, scale, over = _synthetic_rows(w)
+    rng = np.random.default_rng(1)
+    swish = rng.uniform(0, 1, len(x)) * x[:, FEATURES.index("activation_mb")]
+    swish[rng.uniform(size=len(x)) < 0.5] = 0.0                     # half the models have none
+    price = {estimate.REFERENCE_SOURCE: 0.08, "B": 0.02}              # "C": no row of it holds Swish
+    swish[np.array(sources) == "C"] = 0.0
+    y = np.array([scale[s] * (xi @ w + (price.get(s, 0.01) - 0.01) * m) + over[s]
+                  for xi, s, m in zip(x, sources, swish)])
+    rows = [published.Row(f"m{i}", f"m{i}", s, 224, ms) for i, (s, ms) in enumerate(zip(sources, y))]
+    feats = {(f"m{i}", 224): {**dict(zip(FEATURES, xi)), "swish_mb": m} for i, (xi, m) in enumerate(zip(x, swish))}
+    got = published.swish_prices(rows, feats)
+    assert set(got) == set(price)
+    assert [got[s] for s in price] == pytest.approx([scale[s] * price[s] for s in price], rel=0.05)
+
+    shipped = estimate.CostModel.load()
+    iphone12, iphone13 = estimate.DEVICE_SOURCE["iphone12"], estimate.DEVICE_SOURCE["iphone13"]
+    charged = {s: shipped.scales[s] * shipped.weights["activation_mb"] for s in (iphone12, iphone13)}
+    assert shipped.swish_ms_per_mb[iphone12] > 3 * charged[iphone12]
+    assert shipped.swish_ms_per_mb[iphone13] / charged[iphone13] < shipped.swish_ms_per_mb[iphone12] / charged[iphone12]
+    assert shipped.swish_note({"swish_mb": 0.0}, iphone12) is None
+    assert main(["lut", "estimate-model", "--device", "iphone12", "--timm", "nas_mobilevitv3_xs"]) == 0
+    out = capsys.readouterr().out
+    assert "SiLU/HardSwish:" in out and "charged as any activation" in out and "depends on the iOS stack" in out
+    ratio = float(out.split("rows price them at ")[1].split("x that")[0])
+    assert ratio == pytest.approx(shipped.swish_ms_per_mb[iphone12] / charged[iphone12], abs=0.05)
+
+
 @pytest.mark.parametrize("space_text", [TINY_SPACE, TINY_FASTVIT_SPACE, TINY_MOBILEVIT_SPACE, TINY_IFORMER_SPACE,
                                         TINY_FMVIT_SPACE], ids=FAMILIES)
 def test_a_network_estimate_is_the_sum_of_its_ops(space_text, tmp_path):
@@ -155,6 +200,9 @@ def test_the_shipped_cost_model_is_what_fitting_the_published_rows_gives():
         got, want = getattr(refit, name), getattr(shipped, name)
         assert got.keys() == want.keys()
         assert [got[k] for k in want] == pytest.approx([want[k] for k in want], rel=1e-3, abs=1e-6)
+    assert refit.swish_ms_per_mb.keys() == shipped.swish_ms_per_mb.keys()
+    assert [refit.swish_ms_per_mb[s] for s in shipped.swish_ms_per_mb] == pytest.approx(
+        list(shipped.swish_ms_per_mb.values()), rel=1e-3)
     assert refit.families.keys() == shipped.families.keys() == {published.architecture_family(r.model) for r in rows}
     for fam, by_source in shipped.families.items():
         assert [refit.families[fam][s] for s in by_source] == pytest.approx(list(by_source.values()), rel=1e-3)

@@ -371,6 +371,8 @@ def test_every_family_at_one_target(tiny_run, tiny_fastvit_run, tiny_mobilevit_r
         r = by[fam]
         assert r["status"] == "ok" and float(r["predicted_ms"]) <= 100 and float(r["params_m"]) > 0
         assert float(r["macs_g"]) > 0 and r["steps"] == "0" and ArchConfig.load(r["config"]).family == fam
+        # on an estimated table: what its SiLU would add at the protocol's own price (MobileViTv3's alone)
+        assert (float(r["swish_extra_ms"]) > 0) == (fam == "mobilevitv3"), r
     assert (runs / "families" / "iphone12-100ms" / "families.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     with warnings.catch_warnings():     # a plot with no family on it has no legend to draw
