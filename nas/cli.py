@@ -398,6 +398,7 @@ def _slim_one(args, family: str | None = None, supernet: str | None = None, out:
 
 
 def _print_emitted(emitted, targets: list[float]) -> None:
+    from nas.session import swish_note
     from supernets.config import ArchConfig
 
     start = emitted.result.steps[0]
@@ -413,6 +414,9 @@ def _print_emitted(emitted, targets: list[float]) -> None:
                  if "upper_ms" in cfg.meta else "")
         print(f"config: {yaml_path}  ({step.latency_ms:.3f} ms predicted{trust}{bound}; {step.accuracy:.2f}% "
               f"inherited top-1, step {step.step})")
+        note = swish_note(emitted.table, cfg)
+        if note:
+            print(f"  {note}")
         print(f"inherited weights: {weights}  (train them: nas train {yaml_path} --init inherited)")
     print(f"trajectory: {emitted.trajectory[0]}  plot: {emitted.trajectory[1]}  where the milliseconds go, first "
           f"and last step: {emitted.trajectory[2]}")

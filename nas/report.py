@@ -46,6 +46,8 @@ def costs(cfg: ArchConfig) -> dict[str, int]:
 
 
 def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
+    from nas.session import swish_note
+
     cfg = ArchConfig.load(config_path)
     c = costs(cfg)
     lines = [f"{cfg.name or Path(config_path).stem}  ({cfg.family}, {cfg.resolution}x{cfg.resolution}, "
@@ -64,6 +66,9 @@ def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
             lines.append(f"  latency  {t.device:<9s} n/a: table lacks {len(missing)} op(s); {t.fill_hint(cfg.family)}")
         else:
             lines.append(f"  latency  {t.device:<9s} {t.predict(cfg):8.3f} ms predicted ({t.trust(cfg)}, {t.path})")
+            note = swish_note(t, cfg)
+            if note:
+                lines.append(f"           {note}")
     lines.append("  blocks")
     for j, st in enumerate(cfg.stages):
         kinds = " ".join(str(b) for b in st.blocks) or "(none)"
@@ -134,6 +139,7 @@ def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: 
     ``NAME.DEVICE.breakdown.png``). Ops the table lacks are measured or estimated as for slim."""
     from lut import breakdown, estimate, store
     from nas.core.errors import UserError
+    from nas.session import swish_note
 
     configs = [ArchConfig.load(p) for p in config_paths]
     if len({c.resolution for c in configs}) > 1:
@@ -150,11 +156,9 @@ def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: 
     how = ("the Core ML cost model's estimate" if table.environment.get("backend") == "coreml" else
            "the table's measured op times, split within each block by the Core ML cost model's relative costs")
     notes = ""
-    source = table.environment.get("estimate_source")
-    if source in model.swish_ms_per_mb:   # an estimated table: say what its Swish may cost instead
-        for row, cfg in zip(rows, configs):
-            note = model.swish_note({"swish_mb": breakdown.swish_mb(cfg)}, source)
-            notes += f"  {row.label}: {note}\n" if note else ""
+    for row, cfg in zip(rows, configs):   # on an estimated table: what its Swish may cost instead
+        note = swish_note(table, cfg)
+        notes += f"  {row.label}: {note}\n" if note else ""
     return (breakdown.render(rows, f"{device}@{configs[0].resolution}") + f"\n  ({how}; "
             f"{store.provenance(table)['table']})\n{notes}"
             f"  wrote {out}"), out

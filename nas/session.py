@@ -253,19 +253,34 @@ FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "latency_trust", "swis
                    "macs_g", "steps", "floor_ms", "status", "config"]
 
 
+def _swish_cost(table, config: ArchConfig):
+    """(cost model, its source, `CostModel.swish_cost` of `config`) on an estimated Apple table;
+    None on a timed one."""
+    from lut import breakdown, estimate
+
+    source = table.environment.get("estimate_source") if table is not None else None
+    if source is None:
+        return None
+    model = estimate.CostModel.load(estimate.cost_model_path(table.path.parent if table.path else None))
+    return model, source, {"swish_mb": breakdown.swish_mb(config)}
+
+
 def swish_extra_ms(table, config: ArchConfig) -> float | str:
     """How much more `config` would take on an estimated Apple table if its SiLU/HardSwish cost what
     the table's protocol's published rows say (`lut.estimate.CostModel.swish_cost`): 0 where it has
     none; '' on a timed table. MobileViTv3 is built on SiLU, so `--family all` compares it with
     families that are not at the estimate's discount."""
-    from lut import breakdown, estimate
-
-    source = table.environment.get("estimate_source") if table is not None else None
-    if source is None:
+    found = _swish_cost(table, config)
+    if found is None:
         return ""
-    model = estimate.CostModel.load(estimate.cost_model_path(table.path.parent if table.path else None))
-    cost = model.swish_cost({"swish_mb": breakdown.swish_mb(config)}, source)
+    cost = found[0].swish_cost(found[2], found[1])
     return round(cost[2] - cost[1], 4) if cost else 0.0
+
+
+def swish_note(table, config: ArchConfig) -> str | None:
+    """`lut.estimate.CostModel.swish_note` for `config` on an estimated Apple table, else None."""
+    found = _swish_cost(table, config)
+    return found[0].swish_note(found[2], found[1]) if found else None
 
 
 def slim_every_family(families: list[str], targets: list[float], out_dir: str | os.PathLike, *,
