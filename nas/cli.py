@@ -638,6 +638,8 @@ def cmd_eval(args) -> dict:
           f"MACs: {r['macs'] / 1e9:.3f} G (at the deploy resolution, {r['resolution']} px)")
     print(f"latency on {args.device}@{r['resolution']}: {r['latency_ms']:.3f} ms predicted ({r['latency_trust']}; "
           f"{r['table']})")
+    if r["latency_swish_note"]:
+        print(f"  {r['latency_swish_note']}")
     if r["img_size"] != r["resolution"]:
         print(f"note: trained at {r['img_size']} px, priced at {r['resolution']} px; a model does not carry across "
               f"such a change: fine-tune it there before deploying ({finetune_hint(args.model, r['resolution'])})")

@@ -467,6 +467,7 @@ def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: 
     network that would ship; ``nas.report.costs``)."""
     from lut import store
     from nas.report import costs
+    from nas.session import swish_note
 
     path = Path(path)
     model, config, ckpt, use_ema = load_trained(path, ema=ema)
@@ -480,6 +481,7 @@ def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: 
     table, predict = store.open_predictor(device, config.resolution, Path(tables_dir), progress)
     latency_ms = predict(config)
     return {**scores, "latency_ms": latency_ms, "latency_trust": table.trust(config, latency_ms),
+            "latency_swish_note": swish_note(table, config),
             "table": store.provenance(table)["table"], "ema": use_ema,
             "data": source.source, "images": len(source.val), "img_size": ckpt["img_size"],
             "resolution": config.resolution, **costs(config)}

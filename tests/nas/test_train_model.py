@@ -250,6 +250,7 @@ def test_eval_of_a_model_with_attention_trained_below_its_deploy_resolution(atte
     printed = capsys.readouterr().out
     assert "32 px): top-1" in printed and "G (at the deploy resolution, 224 px)" in printed
     assert "note: trained at 32 px, priced at 224 px" in printed and f"nas train {path} --img-size 224" in printed
+    assert ("SiLU/HardSwish:" in printed) == (family == "mobilevitv3")     # on the estimated iphone12 table
     r = evaluate_trained(path, tables_dir=tmp_path / "tables", progress=False)
     assert (r["img_size"], r["resolution"]) == (32, 224) and 0 <= r["top1"] <= r["top5"] <= 100
     assert r["latency_ms"] > 0
