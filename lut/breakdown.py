@@ -7,6 +7,9 @@ other conv / linear, norm, reshape / permute, elementwise, pooling) in proportio
 Core ML cost model (``lut.estimate``) charges each of them: exact for an estimated Apple table,
 whose block times are that model's, and an attribution for a measured one. Stem, downsampling
 and head ops are one kind of their own, whole, as in the EfficientFormer paper's Fig. 2.
+
+On an estimated table, `swish_note` adds what a config's SiLU/HardSwish may cost instead: the
+estimate charges them as any activation, and what they cost depends on the iOS stack.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lut import graph
+from lut import estimate, graph
 from lut.features import FEATURES, profile, profile_parts
 from lut.table import OVERHEAD_KEY, LatencyTable
 from supernets.config import ArchConfig
@@ -95,6 +98,35 @@ def breakdown(table: LatencyTable, config: ArchConfig, weights: dict[str, float]
 def swish_mb(config: ArchConfig) -> float:
     """MB moved by SiLU/HardSwish in `config`, summed over its LUT ops as a table prices it."""
     return sum(profile(graph.deploy_module(op), tuple(op.in_shape))["swish_mb"] for op in graph.ops(config))
+
+
+def _swish_cost(table: LatencyTable | None, config: ArchConfig):
+    """(cost model, its source, the features `CostModel.swish_cost` reads) of `config` on an
+    estimated Apple table (priced by the cost model in the table's folder, else the shipped one);
+    None on a timed table."""
+    source = table.environment.get("estimate_source") if table is not None else None
+    if source is None:
+        return None
+    model = estimate.CostModel.load(estimate.cost_model_path(table.path.parent if table.path else None))
+    return model, source, {"swish_mb": swish_mb(config)}
+
+
+def swish_extra_ms(table: LatencyTable | None, config: ArchConfig) -> float | str:
+    """How much more `config` would take on an estimated Apple table if its SiLU/HardSwish cost what
+    the table's protocol's published rows say (`lut.estimate.CostModel.swish_cost`): 0 where it has
+    none; '' on a timed table. MobileViTv3 is built on SiLU, so `nas slim --family all` compares
+    it with families that are not at the estimate's discount."""
+    found = _swish_cost(table, config)
+    if found is None:
+        return ""
+    cost = found[0].swish_cost(found[2], found[1])
+    return round(cost[2] - cost[1], 4) if cost else 0.0
+
+
+def swish_note(table: LatencyTable | None, config: ArchConfig) -> str | None:
+    """`lut.estimate.CostModel.swish_note` for `config` on an estimated Apple table, else None."""
+    found = _swish_cost(table, config)
+    return found[0].swish_note(found[2], found[1]) if found else None
 
 
 def render(rows: list[Breakdown], device: str) -> str:

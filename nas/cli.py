@@ -398,7 +398,7 @@ def _slim_one(args, family: str | None = None, supernet: str | None = None, out:
 
 
 def _print_emitted(emitted, targets: list[float]) -> None:
-    from nas.session import swish_note
+    from lut.breakdown import swish_note
     from supernets.config import ArchConfig
 
     start = emitted.result.steps[0]

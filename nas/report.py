@@ -46,7 +46,7 @@ def costs(cfg: ArchConfig) -> dict[str, int]:
 
 
 def show(config_path: str, tables_dir: Path, device: str | None = None) -> str:
-    from nas.session import swish_note
+    from lut.breakdown import swish_note
 
     cfg = ArchConfig.load(config_path)
     c = costs(cfg)
@@ -139,7 +139,6 @@ def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: 
     ``NAME.DEVICE.breakdown.png``). Ops the table lacks are measured or estimated as for slim."""
     from lut import breakdown, estimate, store
     from nas.core.errors import UserError
-    from nas.session import swish_note
 
     configs = [ArchConfig.load(p) for p in config_paths]
     if len({c.resolution for c in configs}) > 1:
@@ -157,7 +156,7 @@ def show_breakdown(config_paths: list[str], tables_dir: Path, device: str, png: 
            "the table's measured op times, split within each block by the Core ML cost model's relative costs")
     notes = ""
     for row, cfg in zip(rows, configs):   # on an estimated table: what its Swish may cost instead
-        note = swish_note(table, cfg)
+        note = breakdown.swish_note(table, cfg)
         notes += f"  {row.label}: {note}\n" if note else ""
     return (breakdown.render(rows, f"{device}@{configs[0].resolution}") + f"\n  ({how}; "
             f"{store.provenance(table)['table']})\n{notes}"

@@ -253,36 +253,6 @@ FAMILIES_FIELDS = ["family", "target_ms", "predicted_ms", "latency_trust", "swis
                    "macs_g", "steps", "floor_ms", "status", "config"]
 
 
-def _swish_cost(table, config: ArchConfig):
-    """(cost model, its source, `CostModel.swish_cost` of `config`) on an estimated Apple table;
-    None on a timed one."""
-    from lut import breakdown, estimate
-
-    source = table.environment.get("estimate_source") if table is not None else None
-    if source is None:
-        return None
-    model = estimate.CostModel.load(estimate.cost_model_path(table.path.parent if table.path else None))
-    return model, source, {"swish_mb": breakdown.swish_mb(config)}
-
-
-def swish_extra_ms(table, config: ArchConfig) -> float | str:
-    """How much more `config` would take on an estimated Apple table if its SiLU/HardSwish cost what
-    the table's protocol's published rows say (`lut.estimate.CostModel.swish_cost`): 0 where it has
-    none; '' on a timed table. MobileViTv3 is built on SiLU, so `--family all` compares it with
-    families that are not at the estimate's discount."""
-    found = _swish_cost(table, config)
-    if found is None:
-        return ""
-    cost = found[0].swish_cost(found[2], found[1])
-    return round(cost[2] - cost[1], 4) if cost else 0.0
-
-
-def swish_note(table, config: ArchConfig) -> str | None:
-    """`lut.estimate.CostModel.swish_note` for `config` on an estimated Apple table, else None."""
-    found = _swish_cost(table, config)
-    return found[0].swish_note(found[2], found[1]) if found else None
-
-
 def slim_every_family(families: list[str], targets: list[float], out_dir: str | os.PathLike, *,
                       runs_dir: str | os.PathLike, device: str,
                       slim_one: Callable[[str, Path], Emitted] | None = None, log: Callable[[str], None] = print,
@@ -292,6 +262,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
     opened with `session_options`), then ``families.csv`` and ``families.png`` there. A family
     that cannot reach a target is listed with its floor; one without a trained supernet is
     listed as such. Returns the rows and the two files."""
+    from lut import breakdown
     from nas.report import costs
     from nas.slim import UnreachableTarget
     from nas.core import io
@@ -329,7 +300,7 @@ def slim_every_family(families: list[str], targets: list[float], out_dir: str | 
             c = costs(config)
             rows.append({**base, "target_ms": t, "predicted_ms": round(step.latency_ms, 4),
                          "latency_trust": emitted.table.trust(config, step.latency_ms) if emitted.table else "",
-                         "swish_extra_ms": swish_extra_ms(emitted.table, config),
+                         "swish_extra_ms": breakdown.swish_extra_ms(emitted.table, config),
                          "inherited_top1": round(step.accuracy, 2), "params_m": round(c["params_deploy"] / 1e6, 3),
                          "macs_g": round(c["macs"] / 1e9, 3), "steps": step.step, "status": "ok", "config": str(path)})
     csv_path = io.write_csv(out_dir / "families.csv", rows, FAMILIES_FIELDS)

@@ -467,7 +467,7 @@ def evaluate_trained(path: str | Path, *, device: str = "iphone12", tables_dir: 
     network that would ship; ``nas.report.costs``)."""
     from lut import store
     from nas.report import costs
-    from nas.session import swish_note
+    from lut.breakdown import swish_note
 
     path = Path(path)
     model, config, ckpt, use_ema = load_trained(path, ema=ema)
